@@ -1,0 +1,52 @@
+# KelpFS: `make up` starts a local cluster, `make test` runs the whole suite.
+# Both create .venv and install what is missing first (Python packages from setup.cfg;
+# Debian's fuse, libfuse2 and attr when run as root).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install deps up down status mount test test-unit test-fast protos bench clean
+
+install: $(STAMP) deps
+
+$(STAMP): setup.cfg tools/bootstrap.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) tools/bootstrap.py dev
+	touch $(STAMP)
+
+# FUSE for the mount and its tests; attr gives setfattr/getfattr for the xattr tests.
+deps:
+	@if [ "$$(id -u)" = 0 ] && ! { command -v fusermount >/dev/null && [ -e /usr/lib/x86_64-linux-gnu/libfuse.so.2 -o -e /lib/x86_64-linux-gnu/libfuse.so.2 -o -n "$$(ldconfig -p | grep 'libfuse.so.2')" ] && command -v setfattr >/dev/null && command -v git >/dev/null; }; then \
+		echo "installing fuse libfuse2 attr git (Debian)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse libfuse2 attr git >/dev/null; \
+	fi
+
+up: install
+	$(VENV)/bin/kelp up --data ./data --mount ./mnt
+
+down:
+	$(VENV)/bin/kelp down --data ./data
+
+status: install
+	$(VENV)/bin/kelp status
+
+test: install
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-unit: install
+	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
+
+# Regenerate protos/*_pb2*.py from the .proto files (grpcio-tools is in the dev extra).
+protos: install
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
+		protos/master.proto protos/volume.proto protos/gateway.proto
+
+bench: install
+	$(PY) tools/bootstrap.py bench
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) .pytest_cache

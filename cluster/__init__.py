@@ -1,0 +1,1 @@
+"""The servers: master/, volume/, gateway/, and what they share (common/)."""

@@ -1,0 +1,132 @@
+"""gRPC plumbing every node and client shares: channel and server options, the health
+service, and the decorator that turns server-side exceptions into status codes.
+
+Messages carry whole chunks (4 MiB by default, up to 64 MiB), so both directions raise gRPC's
+4 MiB default limit to MAX_MESSAGE.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from concurrent import futures
+from typing import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from cluster.common.errors import FsError
+from cluster.common.fid import BadFid
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE = 80 * 1024 * 1024  # a 64 MiB chunk plus its envelope
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", MAX_MESSAGE),
+    ("grpc.max_receive_message_length", MAX_MESSAGE),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.enable_retries", 0),
+]
+
+
+def channel(address: str) -> grpc.Channel:
+    """A long-lived insecure channel to host:port (loopback and trusted LANs only)."""
+    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
+def make_server(max_workers: int = 16) -> tuple[grpc.Server, health.HealthServicer]:
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        options=CHANNEL_OPTIONS,
+    )
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    return server, health_servicer
+
+
+def bind(server: grpc.Server, host: str, port: int) -> int:
+    """Bind host:port (port 0 = any free port) and return the port bound."""
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind gRPC port {host}:{port} (in use?)")
+    return bound
+
+
+def set_serving(health_servicer: health.HealthServicer, service: str = "") -> None:
+    health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+
+def check_health(address: str, timeout: float = 1.0) -> bool:
+    try:
+        with channel(address) as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+
+
+def servicer_method(fn: Callable) -> Callable:
+    """Wrap a servicer method: FsError and bad input become status codes, never tracebacks
+    on the wire; unexpected exceptions are logged and answered INTERNAL."""
+
+    @functools.wraps(fn)
+    def wrapper(self, request, context):
+        try:
+            return fn(self, request, context)
+        except FsError as e:
+            context.abort(e.status(), e.status_message())
+        except BadFid as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"EINVAL: {e}")
+        except grpc.RpcError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the boundary: log it, answer INTERNAL
+            if type(e).__name__ == "_AbortError" or isinstance(e, grpc.RpcError):
+                raise
+            log.exception("%s failed", fn.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"EIO: {type(e).__name__}: {e}")
+
+    return wrapper
+
+
+def streaming_servicer_method(fn: Callable) -> Callable:
+    """servicer_method for server-streaming methods (generators)."""
+
+    @functools.wraps(fn)
+    def wrapper(self, request, context):
+        try:
+            yield from fn(self, request, context)
+        except FsError as e:
+            context.abort(e.status(), e.status_message())
+        except Exception as e:  # noqa: BLE001
+            if type(e).__name__ == "_AbortError" or isinstance(e, grpc.RpcError):
+                raise
+            log.exception("%s failed", fn.__name__)
+            context.abort(grpc.StatusCode.INTERNAL, f"EIO: {type(e).__name__}: {e}")
+
+    return wrapper
+
+
+class StoppableThread(threading.Thread):
+    """A named background activity with start() and stop(), looping every `interval` s."""
+
+    def __init__(self, name: str, interval: float, step: Callable[[], None]):
+        super().__init__(name=name, daemon=True)
+        self.interval = interval
+        self._step = step
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                self._step()
+            except Exception:  # noqa: BLE001 - a background loop must survive one bad round
+                log.exception("%s: step failed", self.name)
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def wake_after(self, seconds: float) -> bool:
+        return self._stop_event.wait(seconds)

@@ -1,0 +1,1 @@
+"""The gateway: receives chunk streams over ZMQ, writes each chunk to every replica, commits."""

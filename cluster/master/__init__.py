@@ -1,0 +1,1 @@
+"""The master: namespace metadata, volume topology, fid assignment, placement, the reaper."""

@@ -1,0 +1,22 @@
+"""MasterOptions: everything `kelp master` can be told, with its default."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class MasterOptions:
+    ip: str = "127.0.0.1"             # address to bind (other addresses are opt-in)
+    port: int = 9333                  # HTTP: /status and /metrics (0 = any free port)
+    grpc_port: int = 19333            # gRPC service (0 = any free port)
+    name: str = "m0"                  # checked by clients that pass -n
+    data_dir: str = "./data/master"   # meta.db (SQLite) lives here
+    default_replication: int = 1      # copies per chunk when a writer asks for 0
+    volume_size_limit: int = 1 << 30  # bytes; a volume past it becomes read-only
+    heartbeat_interval: float = 1.0   # seconds between volume-server heartbeats
+    dead_after: float = 4.0           # seconds without a heartbeat before a server is dead
+    reaper_interval: float = 1.0      # seconds between deletion-queue passes
+    sqlite_synchronous: str = "FULL"  # FULL: every commit fsynced; NORMAL: faster, may lose
+                                      # the last transactions on power loss (not on a crash)
+    vacuum_interval: float = 0.0      # seconds between automatic vacuums (0 = never)
+    vacuum_threshold: float = 0.3     # garbage ratio that makes a volume worth compacting

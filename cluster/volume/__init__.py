@@ -1,0 +1,1 @@
+"""The volume server: needles in append-only, replicated volume files."""

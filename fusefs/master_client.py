@@ -1,0 +1,83 @@
+"""MasterClient: calls to the master with bounded retries and errno-carrying failures.
+
+A master restart must not fail the mount or the CLI outright: UNAVAILABLE is retried with
+exponential backoff for up to `retry_for` seconds (then EIO-style failure, never a hang past
+it). Every other failure becomes an FsError whose errno comes from cluster.common.errors, so
+callers never see a raw grpc.RpcError.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import grpc
+
+from cluster.common import rpc
+from cluster.common.errors import FsError, fserror_from_rpc
+from protos import master_pb2, master_pb2_grpc
+
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+
+
+class MasterClient:
+    def __init__(self, address: str, timeout: float = 10.0, retry_for: float = 30.0):
+        self.address = address
+        self.timeout = timeout
+        self.retry_for = retry_for
+        self._channel = rpc.channel(address)
+        self.stub = master_pb2_grpc.MasterStub(self._channel)
+
+    def call(self, method: str, request, timeout: float | None = None, retry: bool = True):
+        """Call `method` (a Master rpc name); retry UNAVAILABLE for up to retry_for seconds."""
+        fn = getattr(self.stub, method)
+        deadline = time.monotonic() + (self.retry_for if retry else 0)
+        delay = 0.05
+        while True:
+            try:
+                return fn(request, timeout=timeout or self.timeout)
+            except grpc.RpcError as e:
+                if e.code() in _RETRYABLE and time.monotonic() + delay < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                err = fserror_from_rpc(e)
+                if e.code() == grpc.StatusCode.UNAVAILABLE:
+                    err.message = f"master {self.address} unreachable: {err.message}"
+                raise err from None
+
+    def stream(self, method: str, request, timeout: float | None = None) -> Iterator:
+        """A server-streaming call (ReadDir) as an iterator; failures become FsError."""
+        fn = getattr(self.stub, method)
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.05
+        while True:
+            try:
+                # Materialise so a failure surfaces here, inside the retry loop.
+                return iter(list(fn(request, timeout=timeout or self.timeout)))
+            except grpc.RpcError as e:
+                if e.code() in _RETRYABLE and time.monotonic() + delay < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+                    continue
+                raise fserror_from_rpc(e) from None
+
+    def readdir(self, path: str, page_size: int = 1000) -> Iterator[master_pb2.DirEntry]:
+        for page in self.stream("ReadDir", master_pb2.ReadDirRequest(path=path, page_size=page_size)):
+            yield from page.entries
+
+    def status(self, timeout: float = 5.0) -> master_pb2.ClusterStatusResponse:
+        return self.call("ClusterStatus", master_pb2.Empty(), timeout=timeout)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def check_reachable(address: str, timeout: float = 3.0) -> master_pb2.ClusterStatusResponse:
+    """ClusterStatus with no retry: the quick 'is there a master?' check the CLI and mount use."""
+    client = MasterClient(address, timeout=timeout, retry_for=0)
+    try:
+        return client.call("ClusterStatus", master_pb2.Empty(), retry=False)
+    except FsError as e:
+        raise FsError(e.errno, f"no master reachable at {address} ({e.message})") from None
+    finally:
+        client.close()

@@ -1,0 +1,266 @@
+"""ChunkReader: file bytes from volume servers, with replica fail-over, an LRU needle cache
+and read-ahead.
+
+A read maps the byte range onto the file's pieces (cluster.common.chunkmap), fetches each
+needle from the first replica that answers with good data, and fills holes with zeros.
+
+* Integrity: the volume server checks its CRC32C before answering; a whole-needle read is also
+  checked here against the CRC the master recorded at commit, so a bad disk, a bad replica or a
+  bug anywhere on the path shows up as a fail-over, and with no good replica as EIO, never as
+  wrong bytes.
+* Locations: volume id -> replicas is cached for LOCATION_TTL seconds and dropped when a replica
+  fails, so a moved or dead server costs one extra lookup.
+* Cache: whole needles, LRU, bounded by cache_bytes. Fetches of the same needle by concurrent
+  readers (or by read-ahead) are merged into one.
+* Small reads far inside a big needle (random 4 KiB reads) ask for just that range instead of
+  the whole needle; the volume server still verifies the whole needle's CRC first.
+"""
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import crc32c
+import grpc
+
+from cluster.common import chunkmap, rpc
+from cluster.common.errors import FsError, fserror_from_rpc
+from cluster.common.fid import Fid
+from fusefs.master_client import MasterClient
+from protos import master_pb2, volume_pb2, volume_pb2_grpc
+
+LOCATION_TTL = 30.0
+RANGE_READ_FRACTION = 4  # a piece under needle_size/4 is read as a range when not streaming
+READ_TIMEOUT = 30.0
+
+
+def to_pieces(chunks) -> list[chunkmap.Piece]:
+    """Proto chunks (or pieces) -> sorted pieces."""
+    out = []
+    for c in chunks:
+        if isinstance(c, chunkmap.Piece):
+            out.append(c)
+        else:
+            out.append(chunkmap.Piece(c.file_offset, c.length, c.fid, c.needle_offset,
+                                      c.needle_size, c.crc32c))
+    out.sort(key=lambda p: p.file_offset)
+    return out
+
+
+class VolumeLocator:
+    """volume id -> live replica locations, cached; refreshed after a failure."""
+
+    def __init__(self, master: MasterClient):
+        self.master = master
+        self._lock = threading.Lock()
+        self._cache: dict[int, tuple[float, list[master_pb2.Location]]] = {}
+
+    def locations(self, vid: int) -> list[master_pb2.Location]:
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(vid)
+            if hit and hit[0] > now:
+                return hit[1]
+        reply = self.master.call("LookupVolume", master_pb2.LookupRequest(volume_ids=[vid]))
+        locs: list[master_pb2.Location] = []
+        for loc in reply.locations:
+            if loc.volume_id == vid:
+                locs = list(loc.replicas)
+        with self._lock:
+            self._cache[vid] = (now + LOCATION_TTL, locs)
+        return locs
+
+    def invalidate(self, vid: int) -> None:
+        with self._lock:
+            self._cache.pop(vid, None)
+
+
+class VolumeStubs:
+    """One long-lived channel per volume server address."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._stubs: dict[str, volume_pb2_grpc.VolumeStub] = {}
+        self._channels: list[grpc.Channel] = []
+
+    def get(self, address: str) -> volume_pb2_grpc.VolumeStub:
+        with self._lock:
+            stub = self._stubs.get(address)
+            if stub is None:
+                ch = rpc.channel(address)
+                self._channels.append(ch)
+                stub = self._stubs[address] = volume_pb2_grpc.VolumeStub(ch)
+            return stub
+
+    def close(self) -> None:
+        with self._lock:
+            for ch in self._channels:
+                ch.close()
+            self._stubs.clear()
+            self._channels.clear()
+
+
+class NeedleCache:
+    """LRU of whole needles, bounded in bytes."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._data: OrderedDict[str, bytes] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, fid: str) -> bytes | None:
+        with self._lock:
+            data = self._data.get(fid)
+            if data is not None:
+                self._data.move_to_end(fid)
+            return data
+
+    def put(self, fid: str, data: bytes) -> None:
+        if len(data) > self.max_bytes:
+            return
+        with self._lock:
+            old = self._data.pop(fid, None)
+            if old is not None:
+                self._bytes -= len(old)
+            self._data[fid] = data
+            self._bytes += len(data)
+            while self._bytes > self.max_bytes and self._data:
+                _, evicted = self._data.popitem(last=False)
+                self._bytes -= len(evicted)
+
+    def drop(self, fid: str) -> None:
+        with self._lock:
+            old = self._data.pop(fid, None)
+            if old is not None:
+                self._bytes -= len(old)
+
+
+class ChunkReader:
+    def __init__(self, master: MasterClient, cache_bytes: int = 256 << 20, workers: int = 8):
+        self.master = master
+        self.locator = VolumeLocator(master)
+        self.stubs = VolumeStubs()
+        self.cache = NeedleCache(cache_bytes)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read")
+        self._inflight_lock = threading.Lock()
+        self._inflight: dict[str, Future] = {}
+
+    # -- public
+
+    def read(self, chunks, offset: int, length: int, file_size: int,
+             readahead: int = 0) -> bytes:
+        """Bytes [offset, offset+length) of a file of `file_size` bytes made of `chunks`.
+
+        readahead: how many needles past the range to fetch in the background (the caller
+        knows whether its reads are sequential).
+        """
+        if offset >= file_size or length <= 0:
+            return b""
+        length = min(length, file_size - offset)
+        pieces = to_pieces(chunks)
+        wanted = chunkmap.pieces_for_range(pieces, offset, length)
+        out = bytearray(length)
+        streaming = readahead > 0
+        futures = []
+        for p in wanted:
+            if not streaming and p.needle_size and p.length * RANGE_READ_FRACTION < p.needle_size \
+                    and self.cache.get(p.fid) is None:
+                futures.append((p, self._pool.submit(self._read_range, p)))
+            else:
+                futures.append((p, self._fetch_async(p)))
+        for p, fut in futures:
+            data = fut.result()
+            if isinstance(data, tuple):  # range read: already cut to the piece
+                piece_bytes = data[0]
+            else:
+                piece_bytes = data[p.needle_offset:p.needle_offset + p.length]
+            if len(piece_bytes) != p.length:
+                raise FsError(errno.EIO, f"chunk {p.fid}: needle shorter than its piece")
+            start = p.file_offset - offset
+            out[start:start + p.length] = piece_bytes
+        if readahead and wanted:
+            self._prefetch(pieces, wanted[-1], readahead)
+        return bytes(out)
+
+    def read_needle(self, piece: chunkmap.Piece) -> bytes:
+        """The whole needle of `piece`, from cache or the first replica with good data."""
+        return self._fetch_async(piece).result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.stubs.close()
+
+    # -- internals
+
+    def _prefetch(self, pieces: list[chunkmap.Piece], last: chunkmap.Piece, count: int) -> None:
+        fids_seen = {last.fid}
+        for p in pieces:
+            if p.file_offset < last.end or p.fid in fids_seen:
+                continue
+            fids_seen.add(p.fid)
+            if self.cache.get(p.fid) is None:
+                fut = self._fetch_async(p)
+                fut.add_done_callback(lambda f: f.exception())  # read-ahead errors are not fatal
+            count -= 1
+            if count <= 0:
+                break
+
+    def _fetch_async(self, piece: chunkmap.Piece) -> Future:
+        cached = self.cache.get(piece.fid)
+        if cached is not None:
+            done: Future = Future()
+            done.set_result(cached)
+            return done
+        with self._inflight_lock:
+            fut = self._inflight.get(piece.fid)
+            if fut is None:
+                fut = self._pool.submit(self._fetch_whole, piece)
+                self._inflight[piece.fid] = fut
+                fut.add_done_callback(lambda f, fid=piece.fid: self._done(fid))
+            return fut
+
+    def _done(self, fid: str) -> None:
+        with self._inflight_lock:
+            self._inflight.pop(fid, None)
+
+    def _fetch_whole(self, piece: chunkmap.Piece) -> bytes:
+        def check(reply) -> bytes:
+            data = reply.data
+            if piece.needle_size and len(data) != piece.needle_size:
+                raise FsError(errno.EIO, f"size {len(data)} != recorded {piece.needle_size}")
+            if piece.crc32c and crc32c.crc32c(data) != piece.crc32c:
+                raise FsError(errno.EIO, "CRC32C differs from the one recorded at commit")
+            return data
+
+        data = self._from_replicas(piece, 0, 0, check)
+        self.cache.put(piece.fid, data)
+        return data
+
+    def _read_range(self, piece: chunkmap.Piece) -> tuple[bytes]:
+        return (self._from_replicas(piece, piece.needle_offset, piece.length, lambda r: r.data),)
+
+    def _from_replicas(self, piece: chunkmap.Piece, offset: int, length: int, check):
+        fid = Fid.parse(piece.fid)
+        request = volume_pb2.ReadRequest(volume_id=fid.volume_id, key=fid.key, cookie=fid.cookie,
+                                         offset=offset, length=length)
+        problems: list[str] = []
+        for attempt in range(2):
+            if attempt:
+                self.locator.invalidate(fid.volume_id)
+            locations = self.locator.locations(fid.volume_id)
+            for loc in locations:
+                try:
+                    reply = self.stubs.get(loc.grpc_address).ReadNeedle(request,
+                                                                       timeout=READ_TIMEOUT)
+                    return check(reply)
+                except grpc.RpcError as e:
+                    problems.append(f"{loc.name or loc.grpc_address}: {fserror_from_rpc(e).message}")
+                except FsError as e:
+                    problems.append(f"{loc.name or loc.grpc_address}: {e.message}")
+            if not locations:
+                problems.append(f"volume {fid.volume_id} has no live replica")
+        raise FsError(errno.EIO, f"chunk {piece.fid}: no replica has good data ({'; '.join(problems)})")

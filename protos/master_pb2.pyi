@@ -1,0 +1,435 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Attr(_message.Message):
+    __slots__ = ("ino", "mode", "uid", "gid", "size", "nlink", "atime_ns", "mtime_ns", "ctime_ns", "replication")
+    INO_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    NLINK_FIELD_NUMBER: _ClassVar[int]
+    ATIME_NS_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    CTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    ino: int
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    nlink: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    replication: int
+    def __init__(self, ino: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., nlink: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., ctime_ns: _Optional[int] = ..., replication: _Optional[int] = ...) -> None: ...
+
+class PathRequest(_message.Message):
+    __slots__ = ("path",)
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    def __init__(self, path: _Optional[str] = ...) -> None: ...
+
+class InoRequest(_message.Message):
+    __slots__ = ("ino",)
+    INO_FIELD_NUMBER: _ClassVar[int]
+    ino: int
+    def __init__(self, ino: _Optional[int] = ...) -> None: ...
+
+class Empty(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ReadDirRequest(_message.Message):
+    __slots__ = ("path", "after", "page_size")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    after: str
+    page_size: int
+    def __init__(self, path: _Optional[str] = ..., after: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class DirEntry(_message.Message):
+    __slots__ = ("name", "attr")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ATTR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    attr: Attr
+    def __init__(self, name: _Optional[str] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ...) -> None: ...
+
+class ReadDirPage(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[DirEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[DirEntry, _Mapping]]] = ...) -> None: ...
+
+class MkdirRequest(_message.Message):
+    __slots__ = ("path", "mode", "uid", "gid", "parents")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    PARENTS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    mode: int
+    uid: int
+    gid: int
+    parents: bool
+    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., parents: _Optional[bool] = ...) -> None: ...
+
+class CreateRequest(_message.Message):
+    __slots__ = ("path", "mode", "uid", "gid", "exclusive", "truncate", "replication")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    mode: int
+    uid: int
+    gid: int
+    exclusive: bool
+    truncate: bool
+    replication: int
+    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., exclusive: _Optional[bool] = ..., truncate: _Optional[bool] = ..., replication: _Optional[int] = ...) -> None: ...
+
+class UnlinkRequest(_message.Message):
+    __slots__ = ("path", "keep_open")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    KEEP_OPEN_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    keep_open: bool
+    def __init__(self, path: _Optional[str] = ..., keep_open: _Optional[bool] = ...) -> None: ...
+
+class RenameRequest(_message.Message):
+    __slots__ = ("old_path", "new_path", "no_replace")
+    OLD_PATH_FIELD_NUMBER: _ClassVar[int]
+    NEW_PATH_FIELD_NUMBER: _ClassVar[int]
+    NO_REPLACE_FIELD_NUMBER: _ClassVar[int]
+    old_path: str
+    new_path: str
+    no_replace: bool
+    def __init__(self, old_path: _Optional[str] = ..., new_path: _Optional[str] = ..., no_replace: _Optional[bool] = ...) -> None: ...
+
+class RenameResponse(_message.Message):
+    __slots__ = ("replaced_ino",)
+    REPLACED_INO_FIELD_NUMBER: _ClassVar[int]
+    replaced_ino: int
+    def __init__(self, replaced_ino: _Optional[int] = ...) -> None: ...
+
+class SymlinkRequest(_message.Message):
+    __slots__ = ("path", "target", "uid", "gid")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    target: str
+    uid: int
+    gid: int
+    def __init__(self, path: _Optional[str] = ..., target: _Optional[str] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ...) -> None: ...
+
+class ReadlinkResponse(_message.Message):
+    __slots__ = ("target",)
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    def __init__(self, target: _Optional[str] = ...) -> None: ...
+
+class LinkRequest(_message.Message):
+    __slots__ = ("existing_path", "new_path")
+    EXISTING_PATH_FIELD_NUMBER: _ClassVar[int]
+    NEW_PATH_FIELD_NUMBER: _ClassVar[int]
+    existing_path: str
+    new_path: str
+    def __init__(self, existing_path: _Optional[str] = ..., new_path: _Optional[str] = ...) -> None: ...
+
+class SetAttrRequest(_message.Message):
+    __slots__ = ("path", "ino", "mode", "uid", "gid", "size", "atime_ns", "mtime_ns")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    INO_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    ATIME_NS_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    ino: int
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    atime_ns: int
+    mtime_ns: int
+    def __init__(self, path: _Optional[str] = ..., ino: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ...) -> None: ...
+
+class XattrRequest(_message.Message):
+    __slots__ = ("path", "name", "value", "flags")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    name: str
+    value: bytes
+    flags: int
+    def __init__(self, path: _Optional[str] = ..., name: _Optional[str] = ..., value: _Optional[bytes] = ..., flags: _Optional[int] = ...) -> None: ...
+
+class XattrValue(_message.Message):
+    __slots__ = ("value",)
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    value: bytes
+    def __init__(self, value: _Optional[bytes] = ...) -> None: ...
+
+class XattrList(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class StatFsResponse(_message.Message):
+    __slots__ = ("total_bytes", "free_bytes", "files", "block_size")
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    total_bytes: int
+    free_bytes: int
+    files: int
+    block_size: int
+    def __init__(self, total_bytes: _Optional[int] = ..., free_bytes: _Optional[int] = ..., files: _Optional[int] = ..., block_size: _Optional[int] = ...) -> None: ...
+
+class Chunk(_message.Message):
+    __slots__ = ("file_offset", "length", "fid", "needle_offset", "needle_size", "crc32c")
+    FILE_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    FID_FIELD_NUMBER: _ClassVar[int]
+    NEEDLE_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    NEEDLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
+    file_offset: int
+    length: int
+    fid: str
+    needle_offset: int
+    needle_size: int
+    crc32c: int
+    def __init__(self, file_offset: _Optional[int] = ..., length: _Optional[int] = ..., fid: _Optional[str] = ..., needle_offset: _Optional[int] = ..., needle_size: _Optional[int] = ..., crc32c: _Optional[int] = ...) -> None: ...
+
+class FileChunks(_message.Message):
+    __slots__ = ("attr", "chunks", "version")
+    ATTR_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    attr: Attr
+    chunks: _containers.RepeatedCompositeFieldContainer[Chunk]
+    version: int
+    def __init__(self, attr: _Optional[_Union[Attr, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
+
+class CommitRequest(_message.Message):
+    __slots__ = ("ino", "chunks", "size", "mtime_ns")
+    INO_FIELD_NUMBER: _ClassVar[int]
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    ino: int
+    chunks: _containers.RepeatedCompositeFieldContainer[Chunk]
+    size: int
+    mtime_ns: int
+    def __init__(self, ino: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ...) -> None: ...
+
+class Location(_message.Message):
+    __slots__ = ("server_id", "name", "grpc_address", "http_address")
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    server_id: int
+    name: str
+    grpc_address: str
+    http_address: str
+    def __init__(self, server_id: _Optional[int] = ..., name: _Optional[str] = ..., grpc_address: _Optional[str] = ..., http_address: _Optional[str] = ...) -> None: ...
+
+class RegisterRequest(_message.Message):
+    __slots__ = ("server_id", "name", "grpc_address", "http_address")
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    server_id: int
+    name: str
+    grpc_address: str
+    http_address: str
+    def __init__(self, server_id: _Optional[int] = ..., name: _Optional[str] = ..., grpc_address: _Optional[str] = ..., http_address: _Optional[str] = ...) -> None: ...
+
+class RegisterResponse(_message.Message):
+    __slots__ = ("server_id", "heartbeat_interval_ms", "volume_size_limit", "master_name")
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_SIZE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MASTER_NAME_FIELD_NUMBER: _ClassVar[int]
+    server_id: int
+    heartbeat_interval_ms: int
+    volume_size_limit: int
+    master_name: str
+    def __init__(self, server_id: _Optional[int] = ..., heartbeat_interval_ms: _Optional[int] = ..., volume_size_limit: _Optional[int] = ..., master_name: _Optional[str] = ...) -> None: ...
+
+class VolumeInfo(_message.Message):
+    __slots__ = ("volume_id", "replication", "size", "file_count", "deleted_bytes", "read_only", "compact_revision")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    FILE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DELETED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    volume_id: int
+    replication: int
+    size: int
+    file_count: int
+    deleted_bytes: int
+    read_only: bool
+    compact_revision: int
+    def __init__(self, volume_id: _Optional[int] = ..., replication: _Optional[int] = ..., size: _Optional[int] = ..., file_count: _Optional[int] = ..., deleted_bytes: _Optional[int] = ..., read_only: _Optional[bool] = ..., compact_revision: _Optional[int] = ...) -> None: ...
+
+class Heartbeat(_message.Message):
+    __slots__ = ("server_id", "grpc_address", "http_address", "name", "volumes", "free_bytes", "total_bytes", "max_volumes")
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    server_id: int
+    grpc_address: str
+    http_address: str
+    name: str
+    volumes: _containers.RepeatedCompositeFieldContainer[VolumeInfo]
+    free_bytes: int
+    total_bytes: int
+    max_volumes: int
+    def __init__(self, server_id: _Optional[int] = ..., grpc_address: _Optional[str] = ..., http_address: _Optional[str] = ..., name: _Optional[str] = ..., volumes: _Optional[_Iterable[_Union[VolumeInfo, _Mapping]]] = ..., free_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ..., max_volumes: _Optional[int] = ...) -> None: ...
+
+class HeartbeatResponse(_message.Message):
+    __slots__ = ("reregister",)
+    REREGISTER_FIELD_NUMBER: _ClassVar[int]
+    reregister: bool
+    def __init__(self, reregister: _Optional[bool] = ...) -> None: ...
+
+class GatewayHeartbeat(_message.Message):
+    __slots__ = ("name", "address", "http_address")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    address: str
+    http_address: str
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., http_address: _Optional[str] = ...) -> None: ...
+
+class AssignRequest(_message.Message):
+    __slots__ = ("count", "replication", "avoid_volumes")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    AVOID_VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    replication: int
+    avoid_volumes: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, count: _Optional[int] = ..., replication: _Optional[int] = ..., avoid_volumes: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Assignment(_message.Message):
+    __slots__ = ("fid", "replicas")
+    FID_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    fid: str
+    replicas: _containers.RepeatedCompositeFieldContainer[Location]
+    def __init__(self, fid: _Optional[str] = ..., replicas: _Optional[_Iterable[_Union[Location, _Mapping]]] = ...) -> None: ...
+
+class AssignResponse(_message.Message):
+    __slots__ = ("assignments",)
+    ASSIGNMENTS_FIELD_NUMBER: _ClassVar[int]
+    assignments: _containers.RepeatedCompositeFieldContainer[Assignment]
+    def __init__(self, assignments: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ...) -> None: ...
+
+class LookupRequest(_message.Message):
+    __slots__ = ("volume_ids",)
+    VOLUME_IDS_FIELD_NUMBER: _ClassVar[int]
+    volume_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, volume_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class VolumeLocation(_message.Message):
+    __slots__ = ("volume_id", "replicas")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    volume_id: int
+    replicas: _containers.RepeatedCompositeFieldContainer[Location]
+    def __init__(self, volume_id: _Optional[int] = ..., replicas: _Optional[_Iterable[_Union[Location, _Mapping]]] = ...) -> None: ...
+
+class LookupResponse(_message.Message):
+    __slots__ = ("locations",)
+    LOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    locations: _containers.RepeatedCompositeFieldContainer[VolumeLocation]
+    def __init__(self, locations: _Optional[_Iterable[_Union[VolumeLocation, _Mapping]]] = ...) -> None: ...
+
+class ServerStatus(_message.Message):
+    __slots__ = ("server_id", "name", "grpc_address", "http_address", "alive", "last_seen_s", "volumes", "free_bytes", "total_bytes")
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ALIVE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_S_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    server_id: int
+    name: str
+    grpc_address: str
+    http_address: str
+    alive: bool
+    last_seen_s: float
+    volumes: _containers.RepeatedCompositeFieldContainer[VolumeInfo]
+    free_bytes: int
+    total_bytes: int
+    def __init__(self, server_id: _Optional[int] = ..., name: _Optional[str] = ..., grpc_address: _Optional[str] = ..., http_address: _Optional[str] = ..., alive: _Optional[bool] = ..., last_seen_s: _Optional[float] = ..., volumes: _Optional[_Iterable[_Union[VolumeInfo, _Mapping]]] = ..., free_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+
+class GatewayStatus(_message.Message):
+    __slots__ = ("name", "address", "http_address", "alive", "last_seen_s")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    HTTP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    ALIVE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_S_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    address: str
+    http_address: str
+    alive: bool
+    last_seen_s: float
+    def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., http_address: _Optional[str] = ..., alive: _Optional[bool] = ..., last_seen_s: _Optional[float] = ...) -> None: ...
+
+class ClusterStatusResponse(_message.Message):
+    __slots__ = ("master_name", "grpc_address", "servers", "gateways", "files", "default_replication", "pending_deletions")
+    MASTER_NAME_FIELD_NUMBER: _ClassVar[int]
+    GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SERVERS_FIELD_NUMBER: _ClassVar[int]
+    GATEWAYS_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    PENDING_DELETIONS_FIELD_NUMBER: _ClassVar[int]
+    master_name: str
+    grpc_address: str
+    servers: _containers.RepeatedCompositeFieldContainer[ServerStatus]
+    gateways: _containers.RepeatedCompositeFieldContainer[GatewayStatus]
+    files: int
+    default_replication: int
+    pending_deletions: int
+    def __init__(self, master_name: _Optional[str] = ..., grpc_address: _Optional[str] = ..., servers: _Optional[_Iterable[_Union[ServerStatus, _Mapping]]] = ..., gateways: _Optional[_Iterable[_Union[GatewayStatus, _Mapping]]] = ..., files: _Optional[int] = ..., default_replication: _Optional[int] = ..., pending_deletions: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,135 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AllocateRequest(_message.Message):
+    __slots__ = ("volume_id", "replication")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    volume_id: int
+    replication: int
+    def __init__(self, volume_id: _Optional[int] = ..., replication: _Optional[int] = ...) -> None: ...
+
+class WriteRequest(_message.Message):
+    __slots__ = ("volume_id", "key", "cookie", "data", "crc32c")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    COOKIE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
+    volume_id: int
+    key: int
+    cookie: int
+    data: bytes
+    crc32c: int
+    def __init__(self, volume_id: _Optional[int] = ..., key: _Optional[int] = ..., cookie: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32c: _Optional[int] = ...) -> None: ...
+
+class WriteResponse(_message.Message):
+    __slots__ = ("size",)
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    def __init__(self, size: _Optional[int] = ...) -> None: ...
+
+class ReadRequest(_message.Message):
+    __slots__ = ("volume_id", "key", "cookie", "offset", "length")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    COOKIE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    volume_id: int
+    key: int
+    cookie: int
+    offset: int
+    length: int
+    def __init__(self, volume_id: _Optional[int] = ..., key: _Optional[int] = ..., cookie: _Optional[int] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class ReadResponse(_message.Message):
+    __slots__ = ("data", "needle_crc32c", "needle_size")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    NEEDLE_CRC32C_FIELD_NUMBER: _ClassVar[int]
+    NEEDLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    needle_crc32c: int
+    needle_size: int
+    def __init__(self, data: _Optional[bytes] = ..., needle_crc32c: _Optional[int] = ..., needle_size: _Optional[int] = ...) -> None: ...
+
+class DeleteRequest(_message.Message):
+    __slots__ = ("volume_id", "key", "cookie")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    COOKIE_FIELD_NUMBER: _ClassVar[int]
+    volume_id: int
+    key: int
+    cookie: int
+    def __init__(self, volume_id: _Optional[int] = ..., key: _Optional[int] = ..., cookie: _Optional[int] = ...) -> None: ...
+
+class DeleteResponse(_message.Message):
+    __slots__ = ("freed",)
+    FREED_FIELD_NUMBER: _ClassVar[int]
+    freed: int
+    def __init__(self, freed: _Optional[int] = ...) -> None: ...
+
+class VolumeRef(_message.Message):
+    __slots__ = ("volume_id",)
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    volume_id: int
+    def __init__(self, volume_id: _Optional[int] = ...) -> None: ...
+
+class NeedleInfo(_message.Message):
+    __slots__ = ("key", "cookie", "size", "crc32c")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    COOKIE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
+    key: int
+    cookie: int
+    size: int
+    crc32c: int
+    def __init__(self, key: _Optional[int] = ..., cookie: _Optional[int] = ..., size: _Optional[int] = ..., crc32c: _Optional[int] = ...) -> None: ...
+
+class NeedleList(_message.Message):
+    __slots__ = ("needles",)
+    NEEDLES_FIELD_NUMBER: _ClassVar[int]
+    needles: _containers.RepeatedCompositeFieldContainer[NeedleInfo]
+    def __init__(self, needles: _Optional[_Iterable[_Union[NeedleInfo, _Mapping]]] = ...) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class VolumeStatus(_message.Message):
+    __slots__ = ("volume_id", "replication", "size", "file_count", "deleted_bytes", "read_only", "compact_revision")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    FILE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    DELETED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    volume_id: int
+    replication: int
+    size: int
+    file_count: int
+    deleted_bytes: int
+    read_only: bool
+    compact_revision: int
+    def __init__(self, volume_id: _Optional[int] = ..., replication: _Optional[int] = ..., size: _Optional[int] = ..., file_count: _Optional[int] = ..., deleted_bytes: _Optional[int] = ..., read_only: _Optional[bool] = ..., compact_revision: _Optional[int] = ...) -> None: ...
+
+class StatusResponse(_message.Message):
+    __slots__ = ("server_id", "name", "volumes", "free_bytes", "total_bytes")
+    SERVER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    server_id: int
+    name: str
+    volumes: _containers.RepeatedCompositeFieldContainer[VolumeStatus]
+    free_bytes: int
+    total_bytes: int
+    def __init__(self, server_id: _Optional[int] = ..., name: _Optional[str] = ..., volumes: _Optional[_Iterable[_Union[VolumeStatus, _Mapping]]] = ..., free_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ...) -> None: ...

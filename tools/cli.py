@@ -1,0 +1,265 @@
+"""`kelp`: the command line. Parses flags, builds option objects, and calls into the nodes,
+the local-cluster runner and the client library; the work itself lives there.
+
+Exit codes: 0 success; 1 the operation failed (a clear one-line message on stderr); 2 the
+command line or configuration is wrong; 130 interrupted. User mistakes never print a traceback
+(set KELP_DEBUG=1 to see one).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from cluster.common.config import ConfigError
+from cluster.common.errors import FsError
+
+DEFAULT_MASTER = os.environ.get("KELP_MASTER", "127.0.0.1:19333")
+
+
+class QuietError(Exception):
+    """A failure to report as one line and an exit code, without a traceback."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+def _d(cls, name: str) -> str:
+    import dataclasses
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            return f"(default: {f.default})"
+    return ""
+
+
+def _node_common(p: argparse.ArgumentParser, cls, http_help: str, grpc: bool = True) -> None:
+    p.add_argument("-ip", "--ip", dest="ip", help=f"address to bind {_d(cls, 'ip')}")
+    p.add_argument("-p", "--port", dest="port", type=int, help=f"{http_help} {_d(cls, 'port')}")
+    if grpc:
+        p.add_argument("-gp", "--grpc-port", dest="grpc_port", type=int,
+                       help=f"gRPC port {_d(cls, 'grpc_port')}")
+    p.add_argument("-n", "--name", dest="name", help=f"node name {_d(cls, 'name')}")
+    p.add_argument("--config", help="TOML file with more options (flags and KELP_* env win)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cluster.gateway.options import GatewayOptions
+    from cluster.master.options import MasterOptions
+    from cluster.volume.options import VolumeOptions
+
+    parser = argparse.ArgumentParser(
+        prog="kelp", description="KelpFS: a distributed file system you mount as a directory.",
+        epilog="Exit codes: 0 ok, 1 operation failed, 2 bad command line or config.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    # -- nodes in the foreground
+    p = sub.add_parser("master", help="run a master in the foreground")
+    _node_common(p, MasterOptions, "HTTP port for /status and /metrics")
+    p.add_argument("--data", "-mdir", dest="data_dir",
+                   help=f"metadata dir {_d(MasterOptions, 'data_dir')}")
+    p.add_argument("--replication", dest="default_replication", type=int,
+                   help=f"default copies per chunk {_d(MasterOptions, 'default_replication')}")
+    p.add_argument("--volume-size-limit", type=int,
+                   help=f"bytes before a volume is read-only {_d(MasterOptions, 'volume_size_limit')}")
+    p.add_argument("--heartbeat-interval", type=float,
+                   help=f"seconds {_d(MasterOptions, 'heartbeat_interval')}")
+    p.add_argument("--dead-after", type=float,
+                   help=f"seconds without heartbeat before a server is dead {_d(MasterOptions, 'dead_after')}")
+    p.add_argument("--reaper-interval", type=float,
+                   help=f"seconds between deletion passes {_d(MasterOptions, 'reaper_interval')}")
+    p.set_defaults(func=cmd_master)
+
+    p = sub.add_parser("volume", help="run a volume server in the foreground")
+    _node_common(p, VolumeOptions, "HTTP port for /status and /metrics")
+    p.add_argument("--master", "-mserver", dest="master",
+                   help=f"master gRPC address {_d(VolumeOptions, 'master')}")
+    p.add_argument("--dir", "--data", dest="dir", help=f"data dir {_d(VolumeOptions, 'dir')}")
+    p.add_argument("--max-volumes", type=int, help=f"{_d(VolumeOptions, 'max_volumes')}")
+    p.add_argument("--durability", choices=["group", "always", "none"],
+                   help=f"fsync policy {_d(VolumeOptions, 'durability')}")
+    p.set_defaults(func=cmd_volume)
+
+    p = sub.add_parser("gateway", help="run a gateway (the write path) in the foreground")
+    _node_common(p, GatewayOptions, "ZMQ port clients stream to", grpc=False)
+    p.add_argument("--http-port", type=int, help=f"/status and /metrics {_d(GatewayOptions, 'http_port')}")
+    p.add_argument("--master", dest="master", help=f"master gRPC address {_d(GatewayOptions, 'master')}")
+    p.add_argument("--workers", type=int, help=f"chunk writes at once {_d(GatewayOptions, 'workers')}")
+    p.set_defaults(func=cmd_gateway)
+
+    # -- a local cluster in the background
+    p = sub.add_parser("up", help="start a local cluster in the background and wait for it")
+    p.add_argument("--data", default="./data", help="data dir for all nodes (default: ./data)")
+    p.add_argument("--volumes", type=int, default=3, help="volume servers (default: 3)")
+    p.add_argument("--mount", metavar="DIR", help="also mount the cluster at DIR")
+    p.add_argument("--ephemeral-ports", action="store_true",
+                   help="pick free ports instead of 9333/19333, 8080+/18080+, 7000/7001")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("down", help="stop the cluster `kelp up` started (exactly its pids)")
+    p.add_argument("--data", default="./data", help="data dir given to `up` (default: ./data)")
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("status", help="table of the cluster's nodes, volumes and space")
+    _client_flags(p)
+    p.set_defaults(func=cmd_status)
+
+    # -- files
+    p = sub.add_parser("upload", help="store local files in the cluster")
+    p.add_argument("-p", "--path", dest="path", required=True, help="local file or directory")
+    p.add_argument("-r", "--recursive", action="store_true", help="upload a directory tree")
+    p.add_argument("--to", default=None, help="remote directory (default: /)")
+    p.add_argument("--replication", type=int, default=0,
+                   help="copies of each chunk, 1..8 (default: the master's)")
+    _client_flags(p)
+    p.set_defaults(func=cmd_upload)
+
+    p = sub.add_parser("download", help="copy a file out of the cluster")
+    p.add_argument("remote", help="remote path")
+    p.add_argument("-o", "--output", required=True, help="local file to write ('-' = stdout)")
+    _client_flags(p)
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("ls", help="list a remote directory")
+    p.add_argument("remote", nargs="?", default=None, help="remote path (default: /)")
+    p.add_argument("-p", "--path", dest="path_flag", help="remote path (the seed's spelling)")
+    p.add_argument("-l", "--long", action="store_true",
+                   help="table with size, chunks, replicas, mtime")
+    _client_flags(p)
+    p.set_defaults(func=cmd_ls)
+
+    p = sub.add_parser("rm", help="remove a remote file (or a tree with -r)")
+    p.add_argument("remote", help="remote path")
+    p.add_argument("-r", "--recursive", action="store_true")
+    _client_flags(p)
+    p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("mount", help="mount the cluster at a directory (see mount.py --help)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for mount.py")
+    p.set_defaults(func=cmd_mount)
+
+    p = sub.add_parser("umount", help="unmount a KelpFS mount point")
+    p.add_argument("mountpoint")
+    p.set_defaults(func=cmd_umount)
+    return parser
+
+
+def _client_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--master", default=DEFAULT_MASTER,
+                   help=f"master gRPC address (default: $KELP_MASTER or {DEFAULT_MASTER})")
+    p.add_argument("-n", "--n", "--name", dest="name", default=None,
+                   help="expected master name; refuse to work against another master")
+    p.add_argument("--gateway", default=None,
+                   help="gateway ZMQ address (default: a live one the master knows)")
+
+
+def _flags(args: argparse.Namespace, *names: str) -> dict:
+    return {n: getattr(args, n, None) for n in names}
+
+
+def cmd_master(args) -> int:
+    from cluster.common.config import resolve
+    from cluster.master.options import MasterOptions
+    from cluster.master.server import main
+    opts = resolve(MasterOptions, "master", _flags(
+        args, "ip", "port", "grpc_port", "name", "data_dir", "default_replication",
+        "volume_size_limit", "heartbeat_interval", "dead_after", "reaper_interval"), args.config)
+    return main(opts)
+
+
+def cmd_volume(args) -> int:
+    from cluster.common.config import resolve
+    from cluster.volume.options import VolumeOptions
+    from cluster.volume.server import main
+    opts = resolve(VolumeOptions, "volume", _flags(
+        args, "ip", "port", "grpc_port", "name", "master", "dir", "max_volumes", "durability"),
+        args.config)
+    return main(opts)
+
+
+def cmd_gateway(args) -> int:
+    from cluster.common.config import resolve
+    from cluster.gateway.options import GatewayOptions
+    from cluster.gateway.server import main
+    opts = resolve(GatewayOptions, "gateway", _flags(
+        args, "ip", "port", "http_port", "name", "master", "workers"), args.config)
+    return main(opts)
+
+
+def cmd_up(args) -> int:
+    from tools import commands
+    return commands.up(args)
+
+
+def cmd_down(args) -> int:
+    from tools import commands
+    return commands.down(args)
+
+
+def cmd_status(args) -> int:
+    from tools import commands
+    return commands.status(args)
+
+
+def cmd_upload(args) -> int:
+    from tools import commands
+    return commands.upload(args)
+
+
+def cmd_download(args) -> int:
+    from tools import commands
+    return commands.download(args)
+
+
+def cmd_ls(args) -> int:
+    from tools import commands
+    return commands.ls(args)
+
+
+def cmd_rm(args) -> int:
+    from tools import commands
+    return commands.rm(args)
+
+
+def cmd_mount(args) -> int:
+    import importlib
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    mount = importlib.import_module("mount")
+    return mount.main(args.args)
+
+
+def cmd_umount(args) -> int:
+    from tools import commands
+    return commands.umount(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except QuietError as e:
+        print(f"kelp: {e}", file=sys.stderr)
+        return e.code
+    except ConfigError as e:
+        print(f"kelp: configuration error: {e}", file=sys.stderr)
+        return 2
+    except FsError as e:
+        if os.environ.get("KELP_DEBUG"):
+            raise
+        print(f"kelp: {e.message}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if os.environ.get("KELP_DEBUG"):
+            raise
+        where = f": {e.filename}" if e.filename else ""
+        print(f"kelp: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kelp: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

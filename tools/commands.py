@@ -1,0 +1,292 @@
+"""The client-facing `kelp` commands: up/down/status, upload/download/ls/rm, umount.
+
+Each function takes the parsed argparse namespace and returns an exit code; failures are
+raised as FsError/QuietError and turned into one line by tools.cli.main.
+"""
+from __future__ import annotations
+
+import os
+import stat as statmod
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                           TimeRemainingColumn, TransferSpeedColumn)
+from rich.table import Table
+
+from cluster.common.errors import FsError
+from fusefs.client import KelpClient, normpath
+from fusefs.master_client import check_reachable
+from tools.cli import QuietError
+from tools.local_cluster import ClusterLayout, LocalCluster
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def connect(args) -> KelpClient:
+    """A client for --master, after checking the master answers and has the expected name."""
+    status = check_reachable(args.master)
+    if getattr(args, "name", None) and status.master_name != args.name:
+        raise QuietError(f"the master at {args.master} is named {status.master_name!r}, "
+                         f"not {args.name!r}")
+    return KelpClient(args.master, getattr(args, "gateway", None))
+
+
+# ---------------------------------------------------------------- local cluster
+
+def up(args) -> int:
+    data = Path(args.data).resolve()
+    if (data / "cluster.json").exists():
+        try:
+            old = LocalCluster.load(str(data))
+            if any(old.running(n) for n in old.nodes):
+                raise QuietError(f"a cluster is already running from {data} "
+                                 f"(`kelp down --data {args.data}` stops it)")
+        except (ValueError, KeyError, TypeError):
+            pass
+    eph = args.ephemeral_ports
+    layout = ClusterLayout(data_dir=str(data), volumes=args.volumes)
+    if eph:
+        layout.master_port = layout.master_grpc_port = 0
+        layout.volume_port = layout.volume_grpc_port = 0
+        layout.gateway_port = layout.gateway_http_port = 0
+    cluster = LocalCluster(layout)
+    cluster.plan()
+    if not eph:
+        _check_ports_free(cluster)
+    err_console.print(f"starting {len(cluster.nodes)} nodes under {data} ...")
+    try:
+        cluster.start(timeout=60)
+    except RuntimeError as e:
+        cluster.stop()
+        raise QuietError(f"cluster did not come up: {e}") from None
+    if args.mount:
+        _mount_background(cluster, args.mount)
+    _print_status(check_reachable(cluster.master_addr))
+    console.print(f"master: {cluster.master_addr}   gateway: {cluster.gateway_addr}   "
+                  f"logs: {data / 'logs'}")
+    return 0
+
+
+def _check_ports_free(cluster: LocalCluster) -> None:
+    import socket
+    for spec in cluster.nodes.values():
+        for addr in (spec.grpc_address, spec.http_address):
+            host, port = addr.rsplit(":", 1)
+            with socket.socket() as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind((host, int(port)))
+                except OSError:
+                    raise QuietError(f"port {addr} for {spec.name} is in use "
+                                     "(another cluster running? try --ephemeral-ports)") from None
+
+
+def _mount_background(cluster: LocalCluster, mountpoint: str) -> None:
+    mnt = Path(mountpoint).resolve()
+    mnt.mkdir(parents=True, exist_ok=True)
+    pid_file = cluster.root / "pids" / "mount.pid"
+    log_file = cluster.root / "logs" / "mount.log"
+    repo = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, str(repo / "mount.py"), str(mnt), "--master", cluster.master_addr,
+           "--gateway", cluster.gateway_addr, "--background", "--pid-file", str(pid_file),
+           "--log-file", str(log_file)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise QuietError(f"mount failed: {result.stderr.strip() or result.stdout.strip()}")
+    (cluster.root / "mountpoint").write_text(str(mnt))
+
+
+def down(args) -> int:
+    data = Path(args.data).resolve()
+    if not (data / "cluster.json").exists():
+        raise QuietError(f"no cluster state in {data} (was `kelp up --data {args.data}` run?)")
+    cluster = LocalCluster.load(str(data))
+    mp = data / "mountpoint"
+    if mp.exists():
+        unmount(mp.read_text().strip())
+        pid_file = data / "pids" / "mount.pid"
+        if pid_file.exists():
+            pid_file.unlink()
+        mp.unlink()
+    stopped = [n for n in cluster.nodes if cluster.running(n)]
+    cluster.stop()
+    err_console.print(f"stopped {len(stopped)} nodes: {', '.join(stopped) or 'none running'}")
+    return 0
+
+
+def unmount(mountpoint: str) -> None:
+    if not os.path.ismount(mountpoint):
+        return
+    for cmd in (["fusermount", "-u", mountpoint], ["umount", mountpoint],
+                ["umount", "-l", mountpoint]):
+        try:
+            if subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0:
+                return
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+    raise QuietError(f"could not unmount {mountpoint} (busy? close files there and retry)")
+
+
+def umount(args) -> int:
+    if not os.path.ismount(args.mountpoint):
+        raise QuietError(f"{args.mountpoint} is not a mount point")
+    unmount(args.mountpoint)
+    return 0
+
+
+def status(args) -> int:
+    st = check_reachable(args.master)
+    if args.name and st.master_name != args.name:
+        raise QuietError(f"the master at {args.master} is named {st.master_name!r}, not {args.name!r}")
+    _print_status(st)
+    return 0
+
+
+def _print_status(st) -> None:
+    table = Table(title=f"KelpFS cluster (master {st.master_name} at {st.grpc_address})")
+    for col in ("node", "kind", "address", "state", "volumes", "used", "free"):
+        table.add_column(col, justify="right" if col in ("volumes", "used", "free") else "left")
+    table.add_row(st.master_name, "master", st.grpc_address, "[green]up[/]",
+                  "", "", "")
+    for s in sorted(st.servers, key=lambda s: s.name):
+        used = sum(v.size for v in s.volumes)
+        state = "[green]up[/]" if s.alive else f"[red]dead[/] ({s.last_seen_s:.0f}s)"
+        table.add_row(s.name, f"volume #{s.server_id}", s.grpc_address, state,
+                      str(len(s.volumes)), human(used), human(s.free_bytes))
+    for g in sorted(st.gateways, key=lambda g: g.name):
+        state = "[green]up[/]" if g.alive else f"[red]dead[/] ({g.last_seen_s:.0f}s)"
+        table.add_row(g.name, "gateway", g.address, state, "", "", "")
+    console.print(table)
+    console.print(f"files: {st.files}   default replication: {st.default_replication}   "
+                  f"pending deletions: {st.pending_deletions}")
+
+
+# ---------------------------------------------------------------- files
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+                    TransferSpeedColumn(), TimeRemainingColumn(), console=err_console,
+                    transient=False)
+
+
+def upload(args) -> int:
+    src = Path(args.path)
+    if not src.exists():
+        raise QuietError(f"{args.path}: no such file or directory")
+    if src.is_dir() and not args.recursive:
+        raise QuietError(f"{args.path} is a directory (use -r)")
+    if not (0 <= args.replication <= 8):
+        raise QuietError("--replication must be between 1 and 8", code=2)
+    dest_dir = normpath(args.to or "/")
+    if src.is_dir():
+        files = sorted(p for p in src.rglob("*") if p.is_file())
+        pairs = [(p, f"{dest_dir.rstrip('/')}/{src.name}/{p.relative_to(src).as_posix()}")
+                 for p in files]
+    else:
+        pairs = [(src, f"{dest_dir.rstrip('/')}/{src.name}")]
+    total = sum(p.stat().st_size for p, _ in pairs)
+    client = connect(args)
+    start = time.monotonic()
+    try:
+        with _progress() as progress:
+            task = progress.add_task("upload", total=total)
+            for local, remote in pairs:
+                progress.update(task, description=f"upload {local.name[:30]}")
+                client.upload_file(str(local), remote, args.replication,
+                                   progress=lambda n: progress.advance(task, n))
+    finally:
+        client.close()
+    secs = max(time.monotonic() - start, 1e-6)
+    err_console.print(f"uploaded {len(pairs)} files, {human(total)} in {secs:.2f}s: "
+                      f"{len(pairs) / secs:.1f} files/s, {total / secs / 1e6:.1f} MB/s")
+    return 0
+
+
+def download(args) -> int:
+    client = connect(args)
+    try:
+        attr = client.stat(args.remote)
+        if args.output == "-":
+            client.download(args.remote, sys.stdout.buffer)
+            return 0
+        out = Path(args.output)
+        if out.is_dir():
+            out = out / Path(normpath(args.remote)).name
+        tmp = out.with_name(out.name + ".kelp-part")
+        start = time.monotonic()
+        try:
+            with open(tmp, "wb") as fh, _progress() as progress:
+                task = progress.add_task(f"download {out.name[:30]}", total=attr.size)
+                client.download(args.remote, fh, progress=lambda n: progress.advance(task, n))
+            os.replace(tmp, out)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        secs = max(time.monotonic() - start, 1e-6)
+        err_console.print(f"downloaded {human(attr.size)} in {secs:.2f}s: "
+                          f"{attr.size / secs / 1e6:.1f} MB/s")
+    finally:
+        client.close()
+    return 0
+
+
+def ls(args) -> int:
+    path = normpath(args.path_flag or args.remote or "/")
+    client = connect(args)
+    try:
+        attr = client.stat(path)
+        if statmod.S_ISDIR(attr.mode):
+            entries = [(e.name, e.attr) for e in client.listdir(path)]
+        else:
+            entries = [(Path(path).name, attr)]
+        if not args.long:
+            for name, a in entries:
+                console.print(name + ("/" if statmod.S_ISDIR(a.mode) else ""), highlight=False)
+            return 0
+        table = Table(title=path)
+        for col in ("name", "mode", "size", "chunks", "replicas", "mtime"):
+            table.add_column(col, justify="right" if col in ("size", "chunks", "replicas") else "left")
+        for name, a in entries:
+            chunks = replicas = ""
+            if statmod.S_ISREG(a.mode):
+                info = client.chunks(a.ino)
+                chunks = str(len(info.chunks))
+                vids = {c.fid.split(",")[0] for c in info.chunks}
+                if vids:
+                    from protos import master_pb2
+                    locs = client.master.call("LookupVolume", master_pb2.LookupRequest(
+                        volume_ids=[int(v) for v in vids]))
+                    replicas = str(min((len(v.replicas) for v in locs.locations), default=0))
+            mtime = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a.mtime_ns / 1e9))
+            table.add_row(name + ("/" if statmod.S_ISDIR(a.mode) else ""),
+                          statmod.filemode(a.mode), str(a.size), chunks, replicas, mtime)
+        console.print(table)
+    finally:
+        client.close()
+    return 0
+
+
+def rm(args) -> int:
+    client = connect(args)
+    try:
+        n = client.remove(args.remote, recursive=args.recursive)
+    finally:
+        client.close()
+    err_console.print(f"removed {n} entr{'y' if n == 1 else 'ies'}")
+    return 0
+
+
+__all__ = ["up", "down", "status", "upload", "download", "ls", "rm", "umount", "FsError"]

@@ -1,0 +1,291 @@
+"""A local cluster of real processes: what `kelp up`/`kelp down` run and what the tests reuse.
+
+Each node is a `python -m tools.cli <kind> ...` child in its own session (so it outlives the
+`kelp up` that started it), with its log and pid file under the cluster's data dir, and a
+cluster.json that `kelp status`/`kelp down` read. Ports are given explicitly; 0 means "pick a
+free loopback port now" (the tests' mode). Health: gRPC health service for master and volume
+servers, and the master's view for volume servers and the gateway (registered and alive).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cluster.common import rpc
+from cluster.common.errors import FsError
+from fusefs.master_client import MasterClient
+from protos import master_pb2
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child is dead for our purposes
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def is_our_node(pid: int) -> bool:
+    """True when pid is still one of our node processes (guards against pid reuse)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"tools.cli" in fh.read()
+    except OSError:
+        return False
+
+
+@dataclass
+class NodeSpec:
+    kind: str                 # master | volume | gateway
+    name: str
+    args: list[str]
+    grpc_address: str = ""    # master/volume gRPC; gateway ZMQ address
+    http_address: str = ""
+    pid: int = 0
+    data: str = ""
+
+    def log_path(self, root: Path) -> Path:
+        return root / "logs" / f"{self.name}.log"
+
+
+@dataclass
+class ClusterLayout:
+    data_dir: str
+    ip: str = "127.0.0.1"
+    master_port: int = 9333
+    master_grpc_port: int = 19333
+    volumes: int = 3
+    volume_port: int = 8080       # volume i uses volume_port + i and volume_grpc_port + i
+    volume_grpc_port: int = 18080
+    gateway_port: int = 7000
+    gateway_http_port: int = 7001
+    master_name: str = "m0"
+    volume_size_limit: int = 0    # 0 = the master's default
+    heartbeat_interval: float = 0.0
+    extra_master_args: list[str] = field(default_factory=list)
+    extra_volume_args: list[str] = field(default_factory=list)
+
+
+class LocalCluster:
+    """Start, stop, kill and restart the nodes of one local cluster."""
+
+    def __init__(self, layout: ClusterLayout):
+        self.layout = layout
+        self.root = Path(layout.data_dir).resolve()
+        self.nodes: dict[str, NodeSpec] = {}
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    # -- layout
+
+    def _port(self, port: int) -> int:
+        return port if port else free_port(self.layout.ip)
+
+    def plan(self) -> None:
+        lay, ip = self.layout, self.layout.ip
+        mp, mgp = self._port(lay.master_port), self._port(lay.master_grpc_port)
+        margs = ["master", "-ip", ip, "-p", str(mp), "-gp", str(mgp), "-n", lay.master_name,
+                 "--data", str(self.root / "master")]
+        if lay.volume_size_limit:
+            margs += ["--volume-size-limit", str(lay.volume_size_limit)]
+        if lay.heartbeat_interval:
+            margs += ["--heartbeat-interval", str(lay.heartbeat_interval)]
+        margs += lay.extra_master_args
+        self.nodes[lay.master_name] = NodeSpec("master", lay.master_name, margs,
+                                               f"{ip}:{mgp}", f"{ip}:{mp}",
+                                               data=str(self.root / "master"))
+        for i in range(lay.volumes):
+            self.add_volume_spec(i)
+        gp = self._port(lay.gateway_port)
+        ghp = self._port(lay.gateway_http_port)
+        gargs = ["gateway", "-ip", ip, "-p", str(gp), "--http-port", str(ghp), "-n", "g0",
+                 "--master", self.master_addr]
+        self.nodes["g0"] = NodeSpec("gateway", "g0", gargs, f"{ip}:{gp}", f"{ip}:{ghp}")
+
+    def add_volume_spec(self, i: int) -> NodeSpec:
+        lay, ip = self.layout, self.layout.ip
+        vp = self._port(lay.volume_port + i if lay.volume_port else 0)
+        vgp = self._port(lay.volume_grpc_port + i if lay.volume_grpc_port else 0)
+        name = f"v{i}"
+        vdir = str(self.root / name)
+        vargs = ["volume", "-ip", ip, "-p", str(vp), "-gp", str(vgp), "-n", name,
+                 "--master", self.master_addr, "--dir", vdir] + lay.extra_volume_args
+        spec = NodeSpec("volume", name, vargs, f"{ip}:{vgp}", f"{ip}:{vp}", data=vdir)
+        self.nodes[name] = spec
+        return spec
+
+    @property
+    def master_addr(self) -> str:
+        return self.nodes[self.layout.master_name].grpc_address
+
+    @property
+    def gateway_addr(self) -> str:
+        return self.nodes["g0"].grpc_address
+
+    def volume_names(self) -> list[str]:
+        return [n for n, s in self.nodes.items() if s.kind == "volume"]
+
+    # -- processes
+
+    def start_node(self, name: str) -> NodeSpec:
+        spec = self.nodes[name]
+        log = spec.log_path(self.root)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "tools.cli", *spec.args],
+                                    stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=str(REPO_ROOT), env=env, start_new_session=True)
+        self.procs[name] = proc
+        spec.pid = proc.pid
+        (self.root / "pids").mkdir(parents=True, exist_ok=True)
+        (self.root / "pids" / f"{name}.pid").write_text(f"{proc.pid}\n")
+        self.save()
+        return spec
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.nodes:
+            self.plan()
+        for name in self.nodes:
+            self.start_node(name)
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 30.0, volumes: list[str] | None = None) -> None:
+        """Poll until the master serves and every running volume server and gateway is alive
+        in its view; raise with the tail of the laggard's log otherwise."""
+        deadline = time.monotonic() + timeout
+        want_volumes = set(volumes if volumes is not None else
+                           [n for n in self.volume_names() if self.running(n)])
+        want_gateway = self.running("g0") if "g0" in self.nodes else False
+        master = MasterClient(self.master_addr, timeout=2.0, retry_for=0)
+        waiting_for = "master"
+        try:
+            while time.monotonic() < deadline:
+                for name, proc in self.procs.items():
+                    if proc.poll() is not None and (name in want_volumes or
+                                                    name == self.layout.master_name or
+                                                    (name == "g0" and want_gateway)):
+                        raise RuntimeError(f"node {name} exited with {proc.returncode}:\n"
+                                           + self.log_tail(name))
+                try:
+                    st = master.call("ClusterStatus", master_pb2.Empty(), retry=False)
+                except FsError:
+                    time.sleep(0.1)
+                    continue
+                alive = {s.name for s in st.servers if s.alive}
+                gw_alive = any(g.alive for g in st.gateways)
+                missing = want_volumes - alive
+                if not missing and (gw_alive or not want_gateway):
+                    return
+                waiting_for = ", ".join(sorted(missing)) or "gateway g0"
+                time.sleep(0.1)
+        finally:
+            master.close()
+        name = waiting_for.split(",")[0].strip().split()[-1]
+        raise RuntimeError(f"cluster not ready after {timeout:.0f}s: waiting for {waiting_for}\n"
+                           + self.log_tail(name if name in self.nodes else self.layout.master_name))
+
+    def running(self, name: str) -> bool:
+        proc = self.procs.get(name)
+        if proc is not None:
+            return proc.poll() is None
+        spec = self.nodes.get(name)
+        return bool(spec and spec.pid and pid_alive(spec.pid) and is_our_node(spec.pid))
+
+    def signal(self, name: str, sig: int) -> None:
+        spec = self.nodes[name]
+        if spec.pid and pid_alive(spec.pid):
+            os.kill(spec.pid, sig)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a node and reap it."""
+        self.signal(name, signal.SIGKILL)
+        proc = self.procs.get(name)
+        if proc is not None:
+            proc.wait(timeout=10)
+
+    def stop_node(self, name: str, timeout: float = 10.0) -> None:
+        spec = self.nodes[name]
+        proc = self.procs.get(name)
+        if proc is not None:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+        elif spec.pid and pid_alive(spec.pid) and is_our_node(spec.pid):
+            os.kill(spec.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while pid_alive(spec.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if pid_alive(spec.pid):
+                os.kill(spec.pid, signal.SIGKILL)
+        pidfile = self.root / "pids" / f"{name}.pid"
+        pidfile.unlink(missing_ok=True)
+
+    def restart_node(self, name: str) -> None:
+        if self.running(name):
+            self.stop_node(name)
+        self.start_node(name)
+
+    def stop(self) -> None:
+        # Gateway first (no new writes), then volumes, master last.
+        order = sorted(self.nodes, key=lambda n: {"gateway": 0, "volume": 1, "master": 2}[
+            self.nodes[n].kind])
+        for name in order:
+            self.stop_node(name)
+        self.save()
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        try:
+            text = self.nodes[name].log_path(self.root).read_text(errors="replace")
+        except (OSError, KeyError):
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    # -- persistence for kelp status/down
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        state = {"layout": asdict(self.layout),
+                 "nodes": {n: asdict(s) for n, s in self.nodes.items()}}
+        tmp = self.root / "cluster.json.tmp"
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, self.root / "cluster.json")
+
+    @classmethod
+    def load(cls, data_dir: str) -> "LocalCluster":
+        path = Path(data_dir).resolve() / "cluster.json"
+        state = json.loads(path.read_text())
+        cluster = cls(ClusterLayout(**state["layout"]))
+        cluster.nodes = {n: NodeSpec(**s) for n, s in state["nodes"].items()}
+        return cluster
+
+
+def check_health(address: str) -> bool:
+    return rpc.check_health(address)
