@@ -1,0 +1,203 @@
+"""The file systems the benchmarks run on, behind one small interface.
+
+A target's `setup(work)` returns a directory to run workloads in; `cold()` empties every cache
+between the data and the next read (the kernel's page cache, which also holds the servers'
+files, and for FUSE mounts the mount process's own caches by remounting); `abort()` unsticks a
+workload that hangs in the file system (kills the mount process, so blocked system calls fail);
+`teardown()` stops everything `setup` started, by pid.
+
+    local      a directory on the local disk (the upper bound: no network, no FUSE)
+    seaweedfs  `weed mount` of a one-node SeaweedFS (bench/seaweed.py), replication 000
+    kelpfs     `python mount.py` of a KelpFS cluster with one volume server, replication 1
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.seaweed import SeaweedFS, unmount, weed_version
+from tools.local_cluster import REPO_ROOT, ClusterLayout, LocalCluster
+
+
+def drop_page_cache() -> bool:
+    """Write back dirty pages, then drop the page cache, dentries and inodes (needs root).
+    Returns False when this process may not (then reads after it may be warm)."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as fh:
+            fh.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+class Target:
+    name = ""
+
+    def setup(self, work: Path) -> Path:
+        raise NotImplementedError
+
+    def cold(self) -> None:
+        drop_page_cache()
+
+    def abort(self) -> None:
+        pass
+
+    def teardown(self) -> None:
+        pass
+
+    def version(self) -> str:
+        return ""
+
+
+class LocalTarget(Target):
+    name = "local"
+
+    def setup(self, work: Path) -> Path:
+        path = work / "local"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+class SeaweedTarget(Target):
+    name = "seaweedfs"
+
+    def __init__(self):
+        self.fs: SeaweedFS | None = None
+
+    def setup(self, work: Path) -> Path:
+        self.fs = SeaweedFS(work / "seaweedfs")
+        return self.fs.start()
+
+    def cold(self) -> None:
+        # A new `weed mount` with an empty chunk cache dir (SeaweedFS.mount makes a fresh one).
+        self.fs.remount()
+        drop_page_cache()
+
+    def abort(self) -> None:
+        proc = self.fs.procs.get("mount") if self.fs else None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        if self.fs:
+            unmount(self.fs.mountpoint)
+
+    def teardown(self) -> None:
+        if self.fs:
+            self.fs.stop()
+
+    def version(self) -> str:
+        return weed_version()
+
+
+class KelpTarget(Target):
+    name = "kelpfs"
+    REPLICATION = 1
+
+    def __init__(self, mount: bool = True):
+        self.want_mount = mount
+        self.mount_error = ""   # set when the cluster runs but the mount failed
+        self.cluster: LocalCluster | None = None
+        self.mountpoint: Path | None = None
+        self.proc: subprocess.Popen | None = None
+
+    def setup(self, work: Path) -> Path | None:
+        """Start the cluster (an error raises) and mount it; when only the mount fails, the
+        cluster stays up for the client-library workload, `mount_error` says why, and the
+        result is None."""
+        root = work / "kelpfs"
+        layout = ClusterLayout(data_dir=str(root / "cluster"), volumes=1, master_port=0,
+                               master_grpc_port=0, volume_port=0, volume_grpc_port=0,
+                               gateway_port=0, gateway_http_port=0,
+                               extra_master_args=["--replication", str(self.REPLICATION)])
+        self.cluster = LocalCluster(layout)
+        self.cluster.plan()
+        self.mountpoint = root / "mnt"
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        try:
+            self.cluster.start(timeout=60)
+        except BaseException:
+            self.teardown()
+            raise
+        if not self.want_mount:
+            return None
+        try:
+            self.mount()
+        except Exception as e:  # noqa: BLE001 - reported per workload by bench.run
+            self.mount_error = str(e)
+            return None
+        return self.mountpoint
+
+    @property
+    def master_addr(self) -> str:
+        return self.cluster.master_addr
+
+    @property
+    def gateway_addr(self) -> str:
+        return self.cluster.gateway_addr
+
+    def mount(self, timeout: float = 30.0) -> None:
+        log = self.mountpoint.parent / "mount.log"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(REPO_ROOT / "mount.py"), str(self.mountpoint),
+                 "--master", self.master_addr, "--gateway", self.gateway_addr,
+                 "--replication", str(self.REPLICATION)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                cwd=str(REPO_ROOT), start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not os.path.ismount(self.mountpoint):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+                self.unmount()
+                raise RuntimeError(f"KelpFS mount did not come up:\n{tail}")
+            time.sleep(0.05)
+
+    def unmount(self) -> None:
+        if self.mountpoint is not None:
+            unmount(self.mountpoint)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+            self.proc = None
+
+    def cold(self) -> None:
+        # Remount: the mount's read cache and attribute cache live in its process.
+        self.unmount()
+        self.mount()
+        drop_page_cache()
+
+    def abort(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        if self.mountpoint is not None:
+            unmount(self.mountpoint)
+
+    def teardown(self) -> None:
+        try:
+            self.unmount()
+        finally:
+            if self.cluster is not None:
+                self.cluster.stop()
+
+    def version(self) -> str:
+        try:
+            rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT,
+                                 capture_output=True, text=True, timeout=10).stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                   cwd=REPO_ROOT, capture_output=True, text=True,
+                                   timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return "unknown"
+        return f"{rev}{'+dirty' if dirty else ''}" if rev else "unknown"
+
+
+TARGETS = {"local": LocalTarget, "seaweedfs": SeaweedTarget, "kelpfs": KelpTarget}

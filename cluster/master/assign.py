@@ -1,0 +1,105 @@
+"""File-id assignment: pick writable volumes (growing new ones when there are none), draw
+needle keys from the durable sequencer and random cookies, and name the replicas.
+
+Transport-free: volume allocation is a callable the server wires to Volume.AllocateVolume, so
+tests drive this class with a fake. Growth is serialised by one lock, so concurrent Assigns
+that find no writable volume grow one round between them, not one round each.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from typing import Callable, Iterable
+
+from cluster.common.errors import FsError
+from cluster.common.fid import Fid
+from cluster.master import placement
+from cluster.master.placement import Candidate, RoundRobin
+from cluster.master.sequencer import Sequencer
+from cluster.master.store import MAX_REPLICATION
+from cluster.master.topology import ServerState, Topology
+
+log = logging.getLogger(__name__)
+
+MAX_ASSIGN = 1000
+
+# (server, volume id, replication) -> None; raises when the server could not create it.
+AllocateFn = Callable[[ServerState, int, int], None]
+
+
+class Assigner:
+    def __init__(self, topology: Topology, keys: Sequencer, volume_ids: Sequencer,
+                 allocate: AllocateFn, default_replication: int = 1,
+                 on_grow: Callable[[int], None] | None = None):
+        self._topo = topology
+        self._keys = keys
+        self._vids = volume_ids
+        self._allocate = allocate
+        self.default_replication = default_replication
+        self._on_grow = on_grow
+        self._grow_lock = threading.Lock()
+        self._rr = RoundRobin()
+
+    def replication_for(self, replication: int) -> int:
+        rep = replication or self.default_replication
+        if not 1 <= rep <= MAX_REPLICATION:
+            raise FsError(errno.EINVAL, f"replication {replication} is not 1..{MAX_REPLICATION}")
+        return rep
+
+    def assign(self, count: int, replication: int = 0,
+               avoid: Iterable[int] = ()) -> list[tuple[Fid, list[ServerState]]]:
+        if not 1 <= count <= MAX_ASSIGN:
+            raise FsError(errno.EINVAL, f"count {count} is not 1..{MAX_ASSIGN}")
+        rep = self.replication_for(replication)
+        avoid = set(avoid)
+        volumes = [v for v in self._topo.writable_volumes(rep) if v not in avoid]
+        if not volumes:
+            with self._grow_lock:
+                volumes = [v for v in self._topo.writable_volumes(rep) if v not in avoid]
+                if not volumes:
+                    self.grow(rep)
+                    volumes = [v for v in self._topo.writable_volumes(rep) if v not in avoid]
+            if not volumes:
+                raise FsError(errno.ENOSPC, f"no writable volume with replication {rep}")
+        first = self._keys.take(count)
+        chosen = self._rr.spread(rep, volumes, count)
+        replicas: dict[int, list[ServerState]] = {}
+        out = []
+        for i, vid in enumerate(chosen):
+            if vid not in replicas:
+                replicas[vid] = self._topo.live_replicas(vid)
+            out.append((Fid(vid, first + i, Fid.new_cookie()), replicas[vid]))
+        return out
+
+    def grow(self, replication: int) -> list[int]:
+        """Create one growth round of volumes; returns their ids (ENOSPC when none could be)."""
+        live = [s for s in self._topo.alive_servers() if s.heard]
+        candidates = [
+            Candidate(s.server_id, s.free_bytes, len(s.volumes), s.max_volumes) for s in live
+        ]
+        plan = placement.plan_growth(candidates, replication)
+        by_id = {s.server_id: s for s in live}
+        grown: list[int] = []
+        failures: list[str] = []
+        for server_ids in plan:
+            vid = self._vids.take()
+            ok = True
+            for sid in server_ids:
+                try:
+                    self._allocate(by_id[sid], vid, replication)
+                except Exception as e:  # noqa: BLE001 - any failure makes the volume unusable
+                    ok = False
+                    failures.append(f"volume {vid} on {by_id[sid].name}: {e}")
+                    log.warning("allocating volume %d on server %d (%s) failed: %s",
+                                vid, sid, by_id[sid].grpc_address, e)
+            if ok:
+                self._topo.add_volume(vid, replication, server_ids)
+                grown.append(vid)
+                if self._on_grow:
+                    self._on_grow(vid)
+                log.info("grew volume %d (replication %d) on servers %s", vid, replication,
+                         server_ids)
+        if not grown:
+            raise FsError(errno.ENOSPC, "could not grow a volume: " + "; ".join(failures))
+        return grown

@@ -1,0 +1,125 @@
+"""The reaper: a background activity that deletes unreferenced needles from the volume servers.
+
+Namespace operations only queue fids (deletion_queue, in their own transaction), so an
+unlink or overwrite never waits on the network. Each round the reaper takes a batch of due
+fids, finds every server holding the fid's volume and calls Volume.DeleteNeedle on each. A
+queue row goes only when every replica confirmed (NOT_FOUND counts: the needle or volume is
+already gone); a fid whose volume has a dead or not-yet-heard-from replica is retried later
+with a growing back-off, so a server that was down never keeps needles the master forgot.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable, Optional
+
+import grpc
+
+from cluster.common import rpc
+from cluster.common.fid import BadFid, Fid
+from cluster.master.store import MetadataStore
+from cluster.master.topology import Topology
+from protos import volume_pb2, volume_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+BATCH = 256
+MAX_BACKOFF_S = 300.0
+DELETE_TIMEOUT_S = 10.0
+
+
+class VolumeStubs:
+    """One cached channel and Volume stub per address (never a channel per call)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stubs: dict[str, tuple[grpc.Channel, volume_pb2_grpc.VolumeStub]] = {}
+
+    def get(self, address: str) -> volume_pb2_grpc.VolumeStub:
+        with self._lock:
+            entry = self._stubs.get(address)
+            if entry is None:
+                ch = rpc.channel(address)
+                entry = (ch, volume_pb2_grpc.VolumeStub(ch))
+                self._stubs[address] = entry
+            return entry[1]
+
+    def close(self) -> None:
+        with self._lock:
+            for ch, _ in self._stubs.values():
+                ch.close()
+            self._stubs.clear()
+
+
+def backoff_s(attempts: int) -> float:
+    return min(MAX_BACKOFF_S, 1.0 * (2 ** min(attempts, 16)))
+
+
+class Reaper:
+    def __init__(self, store: MetadataStore, topology: Topology, stubs: VolumeStubs,
+                 interval: float = 1.0, batch: int = BATCH,
+                 on_deleted: Optional[Callable[[int], None]] = None):
+        self._store = store
+        self._topo = topology
+        self._stubs = stubs
+        self._batch = batch
+        self._on_deleted = on_deleted
+        self._thread = rpc.StoppableThread("reaper", interval, self.run_once)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._thread.stop()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def run_once(self) -> int:
+        """One pass over due rows; returns how many fids were fully deleted."""
+        rows = self._store.due_deletions(self._batch)
+        done: list[str] = []
+        retry: dict[float, list[str]] = {}
+        for fid_text, attempts in rows:
+            try:
+                fid = Fid.parse(fid_text)
+            except BadFid:
+                # Commit validates fids, so this row can only come from a damaged database;
+                # no volume can ever confirm it.
+                log.error("reaper: dropping malformed fid %r from the deletion queue", fid_text)
+                done.append(fid_text)
+                continue
+            if self._delete_everywhere(fid):
+                done.append(fid_text)
+            else:
+                retry.setdefault(backoff_s(attempts), []).append(fid_text)
+        if done:
+            self._store.deletions_done(done)
+            if self._on_deleted:
+                self._on_deleted(len(done))
+        for delay, fids in retry.items():
+            self._store.deletions_retry(fids, delay)
+        return len(done)
+
+    def _delete_everywhere(self, fid: Fid) -> bool:
+        holders = self._topo.holders(fid.volume_id)
+        wanted = self._topo.volume_replication(fid.volume_id)
+        confirmed = 0
+        for server, alive in holders:
+            if not alive:
+                continue
+            try:
+                self._stubs.get(server.grpc_address).DeleteNeedle(
+                    volume_pb2.DeleteRequest(
+                        volume_id=fid.volume_id, key=fid.key, cookie=fid.cookie),
+                    timeout=DELETE_TIMEOUT_S,
+                )
+                confirmed += 1
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.NOT_FOUND:
+                    confirmed += 1
+                else:
+                    log.warning("reaper: deleting %s on %s failed: %s %s", fid,
+                                server.grpc_address, e.code().name, e.details())
+        # Every holder must confirm, and at least as many as the volume's replication: a
+        # replica the master has not heard from since it restarted is not in `holders` yet.
+        return bool(holders) and confirmed == len(holders) and confirmed >= wanted

@@ -1,0 +1,814 @@
+"""The metadata store: the namespace, chunk lists, xattrs, deletion queue and durable counters.
+
+`MetadataStore` is the interface the master's servicer, topology and reaper call; the contract
+test suite (tests/unit/test_metadata_store.py) runs against every implementation. `SQLiteStore`
+is the default implementation (schema in schema.py); a PostgreSQL one can replace it.
+
+Every public method is ONE transaction: a rename that replaces a target, an unlink that queues
+the file's needles for deletion, a commit that replaces a chunk list either happen whole or not
+at all. Whenever pieces stop being visible (overlay, truncate, delete) the fids that no piece of
+that inode references any more go to the deletion queue in the same transaction.
+
+Locking: SQLiteStore holds one sqlite3 connection (WAL mode) guarded by one lock; each method
+takes the lock for its whole transaction. Transactions are short (a handful of indexed
+statements), so a single writer is not the bottleneck the network is.
+"""
+from __future__ import annotations
+
+import abc
+import errno
+import os
+import sqlite3
+import stat
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Optional
+
+from cluster.common import chunkmap
+from cluster.common.chunkmap import Piece
+from cluster.common.errors import FsError
+from cluster.common.fid import BadFid, Fid
+from cluster.master import paths, schema
+from cluster.master.schema import ROOT_INO
+
+XATTR_CREATE = 1
+XATTR_REPLACE = 2
+MAX_REPLICATION = 8
+MAX_FILE_SIZE = (1 << 63) - 1
+
+
+@dataclass(frozen=True)
+class Attr:
+    ino: int
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    nlink: int
+    atime_ns: int
+    mtime_ns: int
+    ctime_ns: int
+    replication: int = 0
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.mode)
+
+    @property
+    def is_file(self) -> bool:
+        return stat.S_ISREG(self.mode)
+
+
+@dataclass(frozen=True)
+class ServerRecord:
+    server_id: int
+    name: str
+    grpc_address: str
+    http_address: str
+
+
+class MetadataStore(abc.ABC):
+    """What the master needs from a metadata backend. Paths are absolute; errors are FsError."""
+
+    # ---- namespace
+    @abc.abstractmethod
+    def getattr(self, path: str) -> Attr: ...
+
+    @abc.abstractmethod
+    def getattr_ino(self, ino: int) -> Attr: ...
+
+    @abc.abstractmethod
+    def readdir(self, path: str, after: str = "", limit: int = 1000) -> list[tuple[str, Attr]]:
+        """Entries named bytewise after `after`, sorted by name, at most `limit`."""
+
+    @abc.abstractmethod
+    def mkdir(self, path: str, mode: int, uid: int = 0, gid: int = 0,
+              parents: bool = False) -> Attr: ...
+
+    @abc.abstractmethod
+    def create(self, path: str, mode: int, uid: int = 0, gid: int = 0, exclusive: bool = False,
+               truncate: bool = False, replication: int = 0) -> Attr: ...
+
+    @abc.abstractmethod
+    def unlink(self, path: str, keep_open: bool = False) -> int:
+        """Remove a non-directory name; returns the ino if it lost its last link, else 0."""
+
+    @abc.abstractmethod
+    def rmdir(self, path: str) -> None: ...
+
+    @abc.abstractmethod
+    def rename(self, old: str, new: str, no_replace: bool = False,
+               keep_open: bool = False) -> int:
+        """Move old to new, replacing new atomically; returns the replaced ino that lost its
+        last link (0 if none)."""
+
+    @abc.abstractmethod
+    def symlink(self, path: str, target: str, uid: int = 0, gid: int = 0) -> Attr: ...
+
+    @abc.abstractmethod
+    def readlink(self, path: str) -> str: ...
+
+    @abc.abstractmethod
+    def link(self, existing: str, new: str) -> Attr: ...
+
+    @abc.abstractmethod
+    def setattr(self, path: Optional[str] = None, ino: int = 0, *, mode: Optional[int] = None,
+                uid: Optional[int] = None, gid: Optional[int] = None,
+                size: Optional[int] = None, atime_ns: Optional[int] = None,
+                mtime_ns: Optional[int] = None) -> Attr: ...
+
+    @abc.abstractmethod
+    def getxattr(self, path: str, name: str) -> bytes: ...
+
+    @abc.abstractmethod
+    def setxattr(self, path: str, name: str, value: bytes, flags: int = 0) -> None: ...
+
+    @abc.abstractmethod
+    def listxattr(self, path: str) -> list[str]: ...
+
+    @abc.abstractmethod
+    def removexattr(self, path: str, name: str) -> None: ...
+
+    # ---- chunk lists
+    @abc.abstractmethod
+    def get_chunks(self, ino: int) -> tuple[Attr, list[Piece], int]: ...
+
+    @abc.abstractmethod
+    def commit(self, ino: int, pieces: list[Piece], size: int, mtime_ns: int = 0) -> Attr: ...
+
+    @abc.abstractmethod
+    def release_inode(self, ino: int) -> None: ...
+
+    @abc.abstractmethod
+    def count_inodes(self) -> int: ...
+
+    # ---- deletion queue
+    @abc.abstractmethod
+    def due_deletions(self, limit: int) -> list[tuple[str, int]]:
+        """(fid, attempts) rows whose retry time has come, oldest first."""
+
+    @abc.abstractmethod
+    def deletions_done(self, fids: Iterable[str]) -> None: ...
+
+    @abc.abstractmethod
+    def deletions_retry(self, fids: Iterable[str], delay_s: float) -> None: ...
+
+    @abc.abstractmethod
+    def pending_deletions(self) -> int: ...
+
+    # ---- volume servers and counters
+    @abc.abstractmethod
+    def register_server(self, server_id: int, name: str, grpc_address: str,
+                        http_address: str) -> int: ...
+
+    @abc.abstractmethod
+    def get_server(self, server_id: int) -> Optional[ServerRecord]: ...
+
+    @abc.abstractmethod
+    def advance_counter(self, name: str, step: int) -> int:
+        """Reserve [value, value + step) of a durable counter; returns value."""
+
+    @abc.abstractmethod
+    def raise_counter(self, name: str, at_least: int) -> None: ...
+
+    def close(self) -> None:  # pragma: no cover - optional
+        pass
+
+
+_ATTR_COLS = "ino, mode, uid, gid, size, nlink, atime_ns, mtime_ns, ctime_ns, replication"
+_ATTR_COLS_I = ", ".join("i." + c.strip() for c in _ATTR_COLS.split(","))
+_SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def _validate_pieces(pieces: list[Piece]) -> None:
+    for p in pieces:
+        try:
+            Fid.parse(p.fid)
+        except BadFid as e:
+            raise FsError(errno.EINVAL, str(e)) from None
+        if p.length <= 0 or p.file_offset < 0 or p.needle_offset < 0:
+            raise FsError(errno.EINVAL, f"bad chunk {p.fid}: empty or negative range")
+        if p.needle_offset + p.length > p.needle_size:
+            raise FsError(errno.EINVAL, f"bad chunk {p.fid}: range past the needle's "
+                                        f"{p.needle_size} bytes")
+        if p.file_offset + p.length > MAX_FILE_SIZE:
+            raise FsError(errno.EFBIG, f"chunk {p.fid} ends past the largest file size")
+
+
+class SQLiteStore(MetadataStore):
+    """MetadataStore over one SQLite database file in WAL mode."""
+
+    def __init__(self, path: str, synchronous: str = "FULL", clock=time.time_ns):
+        sync = synchronous.upper()
+        if sync not in _SYNC_MODES:
+            raise ValueError(f"sqlite_synchronous must be one of {_SYNC_MODES}, got {synchronous!r}")
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._now = clock
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(f"PRAGMA synchronous={sync}")
+        self._conn.execute("PRAGMA busy_timeout=10000")
+        schema.create_schema(self._conn, self._now())
+
+    @classmethod
+    def open_dir(cls, data_dir: str, synchronous: str = "FULL") -> "SQLiteStore":
+        os.makedirs(data_dir, exist_ok=True)
+        return cls(os.path.join(data_dir, "meta.db"), synchronous)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextmanager
+    def _tx(self, write: bool = True) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield c
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            c.execute("COMMIT")
+
+    # ------------------------------------------------------------ helpers (inside a tx)
+
+    def _attr(self, c, ino: int, what: str = "") -> Attr:
+        row = c.execute(f"SELECT {_ATTR_COLS} FROM inodes WHERE ino=?", (ino,)).fetchone()
+        if row is None:
+            raise FsError(errno.ENOENT, what or f"inode {ino}")
+        return Attr(*row)
+
+    @staticmethod
+    def _lookup(c, parent: int, name: str) -> Optional[tuple[int, int]]:
+        """(ino, mode) of `name` in directory `parent`, or None."""
+        return c.execute(
+            "SELECT e.ino, i.mode FROM entries e JOIN inodes i ON i.ino = e.ino"
+            " WHERE e.parent=? AND e.name=?",
+            (parent, name),
+        ).fetchone()
+
+    def _walk(self, c, parts: list[str], path: str) -> int:
+        """The directory inode named by `parts` (each must exist and be a directory)."""
+        ino = ROOT_INO
+        for name in parts:
+            found = self._lookup(c, ino, name)
+            if found is None:
+                raise FsError(errno.ENOENT, path)
+            if not stat.S_ISDIR(found[1]):
+                raise FsError(errno.ENOTDIR, path)
+            ino = found[0]
+        return ino
+
+    def _resolve(self, c, path: str) -> int:
+        parts = paths.split(path)
+        if not parts:
+            return ROOT_INO
+        parent = self._walk(c, parts[:-1], path)
+        found = self._lookup(c, parent, parts[-1])
+        if found is None:
+            raise FsError(errno.ENOENT, path)
+        return found[0]
+
+    def _resolve_parent(self, c, path: str) -> tuple[int, str]:
+        parent_parts, name = paths.split_parent(path)
+        return self._walk(c, parent_parts, path), name
+
+    def _alloc_ino(self, c) -> int:
+        return c.execute(
+            "UPDATE counters SET value = value + 1 WHERE name=? RETURNING value - 1",
+            (schema.COUNTER_NEXT_INO,),
+        ).fetchone()[0]
+
+    def _new_inode(self, c, mode: int, uid: int, gid: int, nlink: int, now: int,
+                   size: int = 0, target: Optional[str] = None, replication: int = 0) -> int:
+        ino = self._alloc_ino(c)
+        c.execute(
+            "INSERT INTO inodes (ino, mode, uid, gid, size, atime_ns, mtime_ns, ctime_ns, nlink,"
+            " target, replication) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (ino, mode, uid, gid, size, now, now, now, nlink, target, replication),
+        )
+        return ino
+
+    @staticmethod
+    def _touch_dir(c, ino: int, now: int, nlink_delta: int = 0) -> None:
+        c.execute(
+            "UPDATE inodes SET mtime_ns=?, ctime_ns=?, nlink = nlink + ? WHERE ino=?",
+            (now, now, nlink_delta, ino),
+        )
+
+    @staticmethod
+    def _pieces(c, ino: int) -> list[Piece]:
+        return [
+            Piece(*row)
+            for row in c.execute(
+                "SELECT file_offset, length, fid, needle_offset, needle_size, crc32c"
+                " FROM chunks WHERE ino=? ORDER BY file_offset",
+                (ino,),
+            )
+        ]
+
+    def _queue(self, c, fids: Iterable[str]) -> None:
+        now = self._now()
+        c.executemany(
+            "INSERT OR IGNORE INTO deletion_queue (fid, queued_at, attempts, next_try_ns)"
+            " VALUES (?, ?, 0, 0)",
+            [(f, now) for f in sorted(fids)],
+        )
+
+    def _rewrite_from(self, c, ino: int, lo: int,
+                      transform: Callable[[list[Piece]], list[Piece]],
+                      written: Iterable[Piece] = ()) -> None:
+        """Replace the inode's pieces that reach past file offset `lo` by `transform(them)`.
+
+        A write at or after `lo` or a truncate at `lo` cannot change the pieces that end
+        before it, so an append to a file of thousands of pieces touches one or two rows, not
+        all. Fids of the old pieces or of `written` (pieces just committed, perhaps shadowed
+        at once) that no piece of the inode references afterwards are queued for deletion.
+        """
+        row = c.execute(
+            "SELECT MAX(file_offset) FROM chunks WHERE ino=? AND file_offset <= ?", (ino, lo)
+        ).fetchone()
+        start = row[0] if row[0] is not None else lo
+        old = [
+            Piece(*r)
+            for r in c.execute(
+                "SELECT file_offset, length, fid, needle_offset, needle_size, crc32c"
+                " FROM chunks WHERE ino=? AND file_offset >= ? ORDER BY file_offset",
+                (ino, start),
+            )
+        ]
+        new = transform(old)
+        old_set, new_set = set(old), set(new)
+        c.executemany(
+            "DELETE FROM chunks WHERE ino=? AND file_offset=?",
+            [(ino, p.file_offset) for p in old if p not in new_set],
+        )
+        c.executemany(
+            "INSERT INTO chunks (ino, file_offset, length, fid, needle_offset, needle_size,"
+            " crc32c) VALUES (?,?,?,?,?,?,?)",
+            [
+                (ino, p.file_offset, p.length, p.fid, p.needle_offset, p.needle_size, p.crc32c)
+                for p in new
+                if p not in old_set
+            ],
+        )
+        gone = (chunkmap.fids(old) | chunkmap.fids(written)) - chunkmap.fids(new)
+        if gone and start > 0:
+            # A needle may be split into parts, some of them before `start`: still in use.
+            marks = ",".join("?" * len(gone))
+            gone -= {r[0] for r in c.execute(
+                f"SELECT DISTINCT fid FROM chunks WHERE ino=? AND file_offset < ?"
+                f" AND fid IN ({marks})", (ino, start, *sorted(gone)))}
+        self._queue(c, gone)
+
+    def _delete_inode(self, c, ino: int) -> None:
+        gone = {r[0] for r in c.execute("SELECT DISTINCT fid FROM chunks WHERE ino=?", (ino,))}
+        c.execute("DELETE FROM chunks WHERE ino=?", (ino,))
+        c.execute("DELETE FROM xattrs WHERE ino=?", (ino,))
+        c.execute("DELETE FROM inodes WHERE ino=?", (ino,))
+        self._queue(c, gone)
+
+    def _drop_link(self, c, ino: int, keep_open: bool, now: int) -> int:
+        """One name of a non-directory inode went; returns ino if that was its last."""
+        nlink = c.execute(
+            "UPDATE inodes SET nlink = nlink - 1, ctime_ns=? WHERE ino=? RETURNING nlink",
+            (now, ino),
+        ).fetchone()[0]
+        if nlink > 0:
+            return 0
+        if keep_open:
+            c.execute("UPDATE inodes SET orphan=1 WHERE ino=?", (ino,))
+        else:
+            self._delete_inode(c, ino)
+        return ino
+
+    def _is_dir_empty(self, c, ino: int) -> bool:
+        return c.execute("SELECT 1 FROM entries WHERE parent=? LIMIT 1", (ino,)).fetchone() is None
+
+    # ------------------------------------------------------------ namespace
+
+    def getattr(self, path: str) -> Attr:
+        with self._tx(write=False) as c:
+            return self._attr(c, self._resolve(c, path), path)
+
+    def getattr_ino(self, ino: int) -> Attr:
+        with self._tx(write=False) as c:
+            return self._attr(c, ino)
+
+    def readdir(self, path: str, after: str = "", limit: int = 1000) -> list[tuple[str, Attr]]:
+        with self._tx(write=False) as c:
+            ino = self._resolve(c, path)
+            if not stat.S_ISDIR(self._attr(c, ino, path).mode):
+                raise FsError(errno.ENOTDIR, path)
+            rows = c.execute(
+                f"SELECT e.name, {_ATTR_COLS_I} FROM entries e JOIN inodes i ON i.ino = e.ino"
+                " WHERE e.parent=? AND e.name > ? ORDER BY e.name LIMIT ?",
+                (ino, after or "", max(1, limit)),
+            ).fetchall()
+        return [(row[0], Attr(*row[1:])) for row in rows]
+
+    def mkdir(self, path: str, mode: int, uid: int = 0, gid: int = 0,
+              parents: bool = False) -> Attr:
+        parts = paths.split(path)
+        mode = stat.S_IFDIR | (mode & 0o7777)
+        with self._tx() as c:
+            if not parts:
+                if parents:
+                    return self._attr(c, ROOT_INO)
+                raise FsError(errno.EEXIST, path)
+            now = self._now()
+            ino = ROOT_INO
+            for i, name in enumerate(parts):
+                last = i == len(parts) - 1
+                found = self._lookup(c, ino, name)
+                if found is not None:
+                    if last and not parents:
+                        raise FsError(errno.EEXIST, path)
+                    if not stat.S_ISDIR(found[1]):
+                        raise FsError(errno.EEXIST if last else errno.ENOTDIR, path)
+                    ino = found[0]
+                    continue
+                if not parents and not last:
+                    raise FsError(errno.ENOENT, path)
+                child = self._new_inode(c, mode, uid, gid, 2, now)
+                c.execute("INSERT INTO entries (parent, name, ino) VALUES (?,?,?)",
+                          (ino, name, child))
+                self._touch_dir(c, ino, now, +1)
+                ino = child
+            return self._attr(c, ino)
+
+    def create(self, path: str, mode: int, uid: int = 0, gid: int = 0, exclusive: bool = False,
+               truncate: bool = False, replication: int = 0) -> Attr:
+        if not 0 <= replication <= MAX_REPLICATION:
+            raise FsError(errno.EINVAL, f"replication {replication} is not 0..{MAX_REPLICATION}")
+        with self._tx() as c:
+            parent, name = self._resolve_parent(c, path)
+            found = self._lookup(c, parent, name)
+            now = self._now()
+            if found is not None:
+                ino, old_mode = found
+                if exclusive:
+                    raise FsError(errno.EEXIST, path)
+                if stat.S_ISDIR(old_mode):
+                    raise FsError(errno.EISDIR, path)
+                if truncate and stat.S_ISREG(old_mode):
+                    attr = self._attr(c, ino)
+                    if attr.size:
+                        self._rewrite_from(c, ino, 0, lambda old: [])
+                        c.execute(
+                            "UPDATE inodes SET size=0, mtime_ns=?, ctime_ns=?,"
+                            " version = version + 1 WHERE ino=?",
+                            (now, now, ino),
+                        )
+                return self._attr(c, ino)
+            ino = self._new_inode(c, stat.S_IFREG | (mode & 0o7777), uid, gid, 1, now,
+                                  replication=replication)
+            c.execute("INSERT INTO entries (parent, name, ino) VALUES (?,?,?)", (parent, name, ino))
+            self._touch_dir(c, parent, now)
+            return self._attr(c, ino)
+
+    def unlink(self, path: str, keep_open: bool = False) -> int:
+        with self._tx() as c:
+            parent, name = self._resolve_parent(c, path)
+            found = self._lookup(c, parent, name)
+            if found is None:
+                raise FsError(errno.ENOENT, path)
+            ino, mode = found
+            if stat.S_ISDIR(mode):
+                raise FsError(errno.EISDIR, path)
+            now = self._now()
+            c.execute("DELETE FROM entries WHERE parent=? AND name=?", (parent, name))
+            self._touch_dir(c, parent, now)
+            return self._drop_link(c, ino, keep_open and stat.S_ISREG(mode), now)
+
+    def rmdir(self, path: str) -> None:
+        with self._tx() as c:
+            parent, name = self._resolve_parent(c, path)
+            found = self._lookup(c, parent, name)
+            if found is None:
+                raise FsError(errno.ENOENT, path)
+            ino, mode = found
+            if not stat.S_ISDIR(mode):
+                raise FsError(errno.ENOTDIR, path)
+            if not self._is_dir_empty(c, ino):
+                raise FsError(errno.ENOTEMPTY, path)
+            c.execute("DELETE FROM entries WHERE parent=? AND name=?", (parent, name))
+            self._delete_inode(c, ino)
+            self._touch_dir(c, parent, self._now(), -1)
+
+    def _is_within(self, c, ino: int, ancestor: int) -> bool:
+        """Whether directory `ino` is `ancestor` or lies below it."""
+        seen = 0
+        while True:
+            if ino == ancestor:
+                return True
+            if ino == ROOT_INO:
+                return False
+            row = c.execute("SELECT parent FROM entries WHERE ino=? LIMIT 1", (ino,)).fetchone()
+            if row is None:
+                return False
+            ino = row[0]
+            seen += 1
+            if seen > 100_000:  # a cycle would be a corrupted tree; refuse rather than spin
+                raise FsError(errno.ELOOP, "directory tree has a cycle")
+
+    def rename(self, old: str, new: str, no_replace: bool = False,
+               keep_open: bool = False) -> int:
+        with self._tx() as c:
+            old_parent, old_name = self._resolve_parent(c, old)
+            found = self._lookup(c, old_parent, old_name)
+            if found is None:
+                raise FsError(errno.ENOENT, old)
+            src, src_mode = found
+            new_parent, new_name = self._resolve_parent(c, new)
+            if old_parent == new_parent and old_name == new_name:
+                return 0
+            src_dir = stat.S_ISDIR(src_mode)
+            if src_dir and self._is_within(c, new_parent, src):
+                raise FsError(errno.EINVAL, f"{new} is inside {old}")
+            dst = self._lookup(c, new_parent, new_name)
+            if dst is not None and dst[0] == src:
+                return 0  # two names of one inode: POSIX says do nothing
+            if dst is not None and no_replace:
+                raise FsError(errno.EEXIST, new)
+            now = self._now()
+            replaced = 0
+            new_parent_delta = 1 if src_dir and old_parent != new_parent else 0
+            if dst is not None:
+                dst_ino, dst_mode = dst
+                dst_dir = stat.S_ISDIR(dst_mode)
+                if src_dir and not dst_dir:
+                    raise FsError(errno.ENOTDIR, new)
+                if dst_dir and not src_dir:
+                    raise FsError(errno.EISDIR, new)
+                c.execute("DELETE FROM entries WHERE parent=? AND name=?", (new_parent, new_name))
+                if dst_dir:
+                    if not self._is_dir_empty(c, dst_ino):
+                        raise FsError(errno.ENOTEMPTY, new)
+                    self._delete_inode(c, dst_ino)
+                    new_parent_delta -= 1
+                    replaced = dst_ino
+                else:
+                    replaced = self._drop_link(
+                        c, dst_ino, keep_open and stat.S_ISREG(dst_mode), now)
+            c.execute("DELETE FROM entries WHERE parent=? AND name=?", (old_parent, old_name))
+            c.execute("INSERT INTO entries (parent, name, ino) VALUES (?,?,?)",
+                      (new_parent, new_name, src))
+            if old_parent != new_parent:
+                self._touch_dir(c, old_parent, now, -1 if src_dir else 0)
+            self._touch_dir(c, new_parent, now, new_parent_delta)
+            c.execute("UPDATE inodes SET ctime_ns=? WHERE ino=?", (now, src))
+            return replaced
+
+    def symlink(self, path: str, target: str, uid: int = 0, gid: int = 0) -> Attr:
+        paths.validate_symlink_target(target)
+        with self._tx() as c:
+            parent, name = self._resolve_parent(c, path)
+            if self._lookup(c, parent, name) is not None:
+                raise FsError(errno.EEXIST, path)
+            now = self._now()
+            ino = self._new_inode(c, stat.S_IFLNK | 0o777, uid, gid, 1, now,
+                                  size=len(target.encode("utf-8", "surrogatepass")), target=target)
+            c.execute("INSERT INTO entries (parent, name, ino) VALUES (?,?,?)", (parent, name, ino))
+            self._touch_dir(c, parent, now)
+            return self._attr(c, ino)
+
+    def readlink(self, path: str) -> str:
+        with self._tx(write=False) as c:
+            ino = self._resolve(c, path)
+            row = c.execute("SELECT mode, target FROM inodes WHERE ino=?", (ino,)).fetchone()
+            if row is None:
+                raise FsError(errno.ENOENT, path)
+            if not stat.S_ISLNK(row[0]):
+                raise FsError(errno.EINVAL, f"{path} is not a symlink")
+            return row[1]
+
+    def link(self, existing: str, new: str) -> Attr:
+        with self._tx() as c:
+            src = self._resolve(c, existing)
+            attr = self._attr(c, src, existing)
+            if attr.is_dir:
+                raise FsError(errno.EPERM, f"{existing} is a directory")
+            parent, name = self._resolve_parent(c, new)
+            if self._lookup(c, parent, name) is not None:
+                raise FsError(errno.EEXIST, new)
+            now = self._now()
+            c.execute("INSERT INTO entries (parent, name, ino) VALUES (?,?,?)", (parent, name, src))
+            c.execute("UPDATE inodes SET nlink = nlink + 1, ctime_ns=? WHERE ino=?", (now, src))
+            self._touch_dir(c, parent, now)
+            return self._attr(c, src)
+
+    def setattr(self, path: Optional[str] = None, ino: int = 0, *, mode: Optional[int] = None,
+                uid: Optional[int] = None, gid: Optional[int] = None,
+                size: Optional[int] = None, atime_ns: Optional[int] = None,
+                mtime_ns: Optional[int] = None) -> Attr:
+        if size is not None and not 0 <= size <= MAX_FILE_SIZE:
+            raise FsError(errno.EFBIG if size > 0 else errno.EINVAL, f"size {size}")
+        with self._tx() as c:
+            if ino:
+                target = ino
+                attr = self._attr(c, ino)
+            elif path is not None:
+                target = self._resolve(c, path)
+                attr = self._attr(c, target, path)
+            else:
+                raise FsError(errno.EINVAL, "setattr needs a path or an ino")
+            what = path or f"inode {ino}"
+            now = self._now()
+            sets: dict[str, int] = {}
+            if mode is not None:
+                sets["mode"] = (attr.mode & ~0o7777) | (mode & 0o7777)
+            if uid is not None:
+                sets["uid"] = uid
+            if gid is not None:
+                sets["gid"] = gid
+            if size is not None:
+                if attr.is_dir:
+                    raise FsError(errno.EISDIR, what)
+                if not attr.is_file:
+                    raise FsError(errno.EINVAL, f"{what} is not a regular file")
+                self._rewrite_from(c, target, size, lambda old: chunkmap.truncate(old, size))
+                sets["size"] = size
+                sets["mtime_ns"] = now
+                c.execute("UPDATE inodes SET version = version + 1 WHERE ino=?", (target,))
+            if atime_ns is not None:
+                sets["atime_ns"] = atime_ns
+            if mtime_ns is not None:
+                sets["mtime_ns"] = mtime_ns
+            sets["ctime_ns"] = now
+            cols = ", ".join(f"{k}=?" for k in sets)
+            c.execute(f"UPDATE inodes SET {cols} WHERE ino=?", (*sets.values(), target))
+            return self._attr(c, target)
+
+    # ------------------------------------------------------------ xattrs
+
+    def getxattr(self, path: str, name: str) -> bytes:
+        paths.validate_xattr_name(name)
+        with self._tx(write=False) as c:
+            ino = self._resolve(c, path)
+            row = c.execute("SELECT value FROM xattrs WHERE ino=? AND name=?", (ino, name)).fetchone()
+            if row is None:
+                raise FsError(errno.ENODATA, f"{path}: no xattr {name!r}")
+            return bytes(row[0])
+
+    def setxattr(self, path: str, name: str, value: bytes, flags: int = 0) -> None:
+        paths.validate_xattr_name(name)
+        if len(value) > paths.XATTR_VALUE_MAX:
+            raise FsError(errno.E2BIG, f"xattr value is {len(value)} bytes, "
+                                       f"limit {paths.XATTR_VALUE_MAX}")
+        if flags & ~(XATTR_CREATE | XATTR_REPLACE) or flags == XATTR_CREATE | XATTR_REPLACE:
+            raise FsError(errno.EINVAL, f"bad xattr flags {flags}")
+        with self._tx() as c:
+            ino = self._resolve(c, path)
+            exists = c.execute(
+                "SELECT 1 FROM xattrs WHERE ino=? AND name=?", (ino, name)).fetchone() is not None
+            if flags & XATTR_CREATE and exists:
+                raise FsError(errno.EEXIST, f"{path}: xattr {name!r} exists")
+            if flags & XATTR_REPLACE and not exists:
+                raise FsError(errno.ENODATA, f"{path}: no xattr {name!r}")
+            c.execute("INSERT OR REPLACE INTO xattrs (ino, name, value) VALUES (?,?,?)",
+                      (ino, name, bytes(value)))
+            c.execute("UPDATE inodes SET ctime_ns=? WHERE ino=?", (self._now(), ino))
+
+    def listxattr(self, path: str) -> list[str]:
+        with self._tx(write=False) as c:
+            ino = self._resolve(c, path)
+            return [r[0] for r in c.execute(
+                "SELECT name FROM xattrs WHERE ino=? ORDER BY name", (ino,))]
+
+    def removexattr(self, path: str, name: str) -> None:
+        paths.validate_xattr_name(name)
+        with self._tx() as c:
+            ino = self._resolve(c, path)
+            cur = c.execute("DELETE FROM xattrs WHERE ino=? AND name=?", (ino, name))
+            if cur.rowcount == 0:
+                raise FsError(errno.ENODATA, f"{path}: no xattr {name!r}")
+            c.execute("UPDATE inodes SET ctime_ns=? WHERE ino=?", (self._now(), ino))
+
+    # ------------------------------------------------------------ chunk lists
+
+    def get_chunks(self, ino: int) -> tuple[Attr, list[Piece], int]:
+        with self._tx(write=False) as c:
+            attr = self._attr(c, ino)
+            if attr.is_dir:
+                raise FsError(errno.EISDIR, f"inode {ino}")
+            version = c.execute("SELECT version FROM inodes WHERE ino=?", (ino,)).fetchone()[0]
+            return attr, self._pieces(c, ino), version
+
+    def commit(self, ino: int, pieces: list[Piece], size: int, mtime_ns: int = 0) -> Attr:
+        _validate_pieces(pieces)
+        if not 0 <= size <= MAX_FILE_SIZE:
+            raise FsError(errno.EFBIG if size > 0 else errno.EINVAL, f"size {size}")
+        with self._tx() as c:
+            attr = self._attr(c, ino)
+            if attr.is_dir:
+                raise FsError(errno.EISDIR, f"inode {ino}")
+            if not attr.is_file:
+                raise FsError(errno.EINVAL, f"inode {ino} is not a regular file")
+            lo = min([size] + [p.file_offset for p in pieces])
+            # Pieces past the new size are cut too: a later grow must read zeros there.
+            self._rewrite_from(
+                c, ino, lo, lambda old: chunkmap.truncate(chunkmap.overlay(old, pieces), size),
+                pieces)
+            now = self._now()
+            c.execute(
+                "UPDATE inodes SET size=?, mtime_ns=?, ctime_ns=?, version = version + 1"
+                " WHERE ino=?",
+                (size, mtime_ns or now, now, ino),
+            )
+            return self._attr(c, ino)
+
+    def release_inode(self, ino: int) -> None:
+        with self._tx() as c:
+            row = c.execute("SELECT nlink, orphan FROM inodes WHERE ino=?", (ino,)).fetchone()
+            # Still linked (or already gone): nothing to do, so a repeated release is harmless.
+            if row is not None and row[0] <= 0 and row[1]:
+                self._delete_inode(c, ino)
+
+    def count_inodes(self) -> int:
+        with self._tx(write=False) as c:
+            return c.execute("SELECT COUNT(*) FROM inodes").fetchone()[0]
+
+    # ------------------------------------------------------------ deletion queue
+
+    def due_deletions(self, limit: int) -> list[tuple[str, int]]:
+        with self._tx(write=False) as c:
+            return [tuple(r) for r in c.execute(
+                "SELECT fid, attempts FROM deletion_queue WHERE next_try_ns <= ?"
+                " ORDER BY next_try_ns, queued_at LIMIT ?",
+                (self._now(), limit),
+            )]
+
+    def deletions_done(self, fids: Iterable[str]) -> None:
+        with self._tx() as c:
+            c.executemany("DELETE FROM deletion_queue WHERE fid=?", [(f,) for f in fids])
+
+    def deletions_retry(self, fids: Iterable[str], delay_s: float) -> None:
+        with self._tx() as c:
+            due = self._now() + int(delay_s * 1e9)
+            c.executemany(
+                "UPDATE deletion_queue SET attempts = attempts + 1, next_try_ns=? WHERE fid=?",
+                [(due, f) for f in fids],
+            )
+
+    def pending_deletions(self) -> int:
+        with self._tx(write=False) as c:
+            return c.execute("SELECT COUNT(*) FROM deletion_queue").fetchone()[0]
+
+    # ------------------------------------------------------------ servers and counters
+
+    def register_server(self, server_id: int, name: str, grpc_address: str,
+                        http_address: str) -> int:
+        with self._tx() as c:
+            if server_id:
+                cur = c.execute(
+                    "UPDATE servers SET name=?, grpc_address=?, http_address=? WHERE server_id=?",
+                    (name, grpc_address, http_address, server_id),
+                )
+                if cur.rowcount:
+                    return server_id
+                # An id this database never issued (e.g. the master's data dir was replaced):
+                # adopt it, so the server keeps its identity; AUTOINCREMENT then skips past it.
+                c.execute(
+                    "INSERT INTO servers (server_id, name, grpc_address, http_address,"
+                    " registered_ns) VALUES (?,?,?,?,?)",
+                    (server_id, name, grpc_address, http_address, self._now()),
+                )
+                return server_id
+            cur = c.execute(
+                "INSERT INTO servers (name, grpc_address, http_address, registered_ns)"
+                " VALUES (?,?,?,?)",
+                (name, grpc_address, http_address, self._now()),
+            )
+            return cur.lastrowid
+
+    def get_server(self, server_id: int) -> Optional[ServerRecord]:
+        with self._tx(write=False) as c:
+            row = c.execute(
+                "SELECT server_id, name, grpc_address, http_address FROM servers"
+                " WHERE server_id=?", (server_id,)).fetchone()
+            return ServerRecord(*row) if row else None
+
+    def advance_counter(self, name: str, step: int) -> int:
+        with self._tx() as c:
+            row = c.execute(
+                "UPDATE counters SET value = value + ? WHERE name=? RETURNING value - ?",
+                (step, name, step),
+            ).fetchone()
+            if row is None:
+                c.execute("INSERT INTO counters (name, value) VALUES (?, ?)", (name, 1 + step))
+                return 1
+            return row[0]
+
+    def raise_counter(self, name: str, at_least: int) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO counters (name, value) VALUES (?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET value = MAX(value, excluded.value)",
+                (name, at_least),
+            )

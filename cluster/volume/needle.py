@@ -1,0 +1,206 @@
+"""The on-disk format of a volume: the one, versioned reference for `<vid>.dat` and `<vid>.idx`.
+
+Everything that knows a byte layout lives here as pure encode/decode functions; store.py only
+moves the bytes to and from files. All integers are little-endian.
+
+`<vid>.dat` — the data file, append-only:
+
+    superblock (SUPERBLOCK_SIZE = 16 bytes)
+        magic             4s   b"KELP"
+        format version    u16  FORMAT_VERSION
+        replication       u16  copies of this volume across servers (1..8)
+        compact revision  u32  bumped by each vacuum, so a replica can tell an old copy
+        reserved          u32  zero
+    needle, needle, ...  (each starts at a multiple of 8)
+        header (NEEDLE_HEADER_SIZE = 16 bytes)
+            cookie        u32  random per fid; checked on every read and delete
+            key           u64  needle key from the master's sequencer
+            data size     u32  bytes of data (0..MAX_DATA_SIZE)
+        data              data size bytes
+        flags             u8   FLAG_DELETED marks a delete record (data size 0): the .dat
+                               alone then tells which needles are dead, so an index rebuilt
+                               from it agrees with the one the tombstones built
+        crc               u32  CRC32C of the data
+        padding           zeros up to the next multiple of 8
+
+`<vid>.idx` — the index, an append-only log of IDX_ENTRY_SIZE (20-byte) entries:
+
+        key               u64
+        offset            u64  byte offset of the needle's header in .dat
+        size              u32  data size, or TOMBSTONE for a delete; a tombstone's offset is
+                               that of its delete record in .dat, so the entries' offsets always
+                               grow and "the last indexed needle" is simply the last entry
+
+The CRC covers the data only (as the wire's crc32c does, so a writer's checksum can be
+compared with the stored one); a corrupt header is caught by comparing the key and the size
+with the index, and at recovery by the CRC of whatever the size points at.
+"""
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import crc32c as _crc32c
+
+FORMAT_VERSION = 1
+MAGIC = b"KELP"
+ALIGN = 8
+MAX_DATA_SIZE = 64 << 20         # the wire's limit on one chunk
+TOMBSTONE = 0xFFFFFFFF           # idx size of a deleted key
+FLAG_DELETED = 0x01
+KNOWN_FLAGS = FLAG_DELETED
+
+_SUPERBLOCK = struct.Struct("<4sHHII")
+_HEADER = struct.Struct("<IQI")
+_TRAILER = struct.Struct("<BI")
+_IDX = struct.Struct("<QQI")
+
+SUPERBLOCK_SIZE = _SUPERBLOCK.size          # 16, already a multiple of ALIGN
+NEEDLE_HEADER_SIZE = _HEADER.size           # 16
+NEEDLE_TRAILER_SIZE = _TRAILER.size         # 5
+IDX_ENTRY_SIZE = _IDX.size                  # 20
+
+_ZEROS = bytes(ALIGN)
+
+
+class FormatError(ValueError):
+    """Bytes that do not decode as this format (wrong magic, unknown version, bad flags)."""
+
+
+def crc32c(data) -> int:
+    """CRC32C (Castagnoli) of any bytes-like object, hardware accelerated where possible."""
+    return _crc32c.crc32c(data)
+
+
+# ------------------------------------------------------------------ superblock
+
+@dataclass(frozen=True)
+class SuperBlock:
+    replication: int
+    compact_revision: int = 0
+    version: int = FORMAT_VERSION
+
+
+def encode_superblock(sb: SuperBlock) -> bytes:
+    return _SUPERBLOCK.pack(MAGIC, sb.version, sb.replication, sb.compact_revision, 0)
+
+
+def decode_superblock(buf: bytes) -> SuperBlock:
+    if len(buf) < SUPERBLOCK_SIZE:
+        raise FormatError(f"superblock too short ({len(buf)} bytes)")
+    magic, version, replication, revision, _ = _SUPERBLOCK.unpack_from(buf)
+    if magic != MAGIC:
+        raise FormatError(f"bad magic {magic!r}")
+    if version != FORMAT_VERSION:
+        raise FormatError(f"unsupported format version {version} (this build reads {FORMAT_VERSION})")
+    return SuperBlock(replication=replication, compact_revision=revision, version=version)
+
+
+# ------------------------------------------------------------------ needles
+
+def record_size(data_size: int) -> int:
+    """Bytes a needle with `data_size` bytes of data occupies in .dat, padding included."""
+    raw = NEEDLE_HEADER_SIZE + data_size + NEEDLE_TRAILER_SIZE
+    return (raw + ALIGN - 1) & ~(ALIGN - 1)
+
+
+@dataclass(frozen=True)
+class NeedleHeader:
+    cookie: int
+    key: int
+    size: int
+
+
+def encode_header(cookie: int, key: int, size: int) -> bytes:
+    return _HEADER.pack(cookie, key, size)
+
+
+def decode_header(buf, offset: int = 0) -> NeedleHeader:
+    cookie, key, size = _HEADER.unpack_from(buf, offset)
+    return NeedleHeader(cookie, key, size)
+
+
+def encode_trailer(data_size: int, crc: int, flags: int = 0) -> bytes:
+    """Flags, CRC and the padding that follow `data_size` bytes of data."""
+    raw = NEEDLE_HEADER_SIZE + data_size + NEEDLE_TRAILER_SIZE
+    return _TRAILER.pack(flags, crc) + _ZEROS[: record_size(data_size) - raw]
+
+
+def encode_needle_parts(cookie: int, key: int, data, flags: int = 0,
+                        crc: int | None = None) -> list:
+    """The needle as [header, data, trailer] buffers, for os.writev without copying data.
+
+    `crc` may be given when the caller has verified it already (saves a pass over the data).
+    """
+    if crc is None:
+        crc = crc32c(data)
+    n = len(data)
+    return [encode_header(cookie, key, n), data, encode_trailer(n, crc, flags)]
+
+
+def encode_needle(cookie: int, key: int, data: bytes, flags: int = 0) -> bytes:
+    return b"".join(encode_needle_parts(cookie, key, data, flags))
+
+
+@dataclass(frozen=True)
+class Needle:
+    cookie: int
+    key: int
+    flags: int
+    crc: int
+    data: memoryview      # a view into the record buffer (no copy)
+
+    @property
+    def deleted(self) -> bool:
+        return bool(self.flags & FLAG_DELETED)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+def decode_needle(record) -> Needle:
+    """Decode one whole record (header .. padding). Does not check the CRC: see crc_ok()."""
+    view = memoryview(record)
+    if len(view) < NEEDLE_HEADER_SIZE + NEEDLE_TRAILER_SIZE:
+        raise FormatError("needle record too short")
+    h = decode_header(view)
+    if len(view) < record_size(h.size):
+        raise FormatError(f"needle record truncated: size {h.size} needs {record_size(h.size)} bytes")
+    data = view[NEEDLE_HEADER_SIZE: NEEDLE_HEADER_SIZE + h.size]
+    flags, crc = _TRAILER.unpack_from(view, NEEDLE_HEADER_SIZE + h.size)
+    if flags & ~KNOWN_FLAGS:
+        raise FormatError(f"unknown needle flags {flags:#x}")
+    return Needle(h.cookie, h.key, flags, crc, data)
+
+
+def crc_ok(needle: Needle) -> bool:
+    return crc32c(needle.data) == needle.crc
+
+
+def decode_trailer(buf, offset: int = 0) -> tuple[int, int]:
+    """(flags, crc) from the bytes right after a needle's data."""
+    return _TRAILER.unpack_from(buf, offset)
+
+
+# ------------------------------------------------------------------ index
+
+@dataclass(frozen=True)
+class IdxEntry:
+    key: int
+    offset: int
+    size: int              # TOMBSTONE for a delete
+
+    @property
+    def deleted(self) -> bool:
+        return self.size == TOMBSTONE
+
+
+def encode_idx(key: int, offset: int, size: int) -> bytes:
+    return _IDX.pack(key, offset, size)
+
+
+def decode_idx(buf) -> list[IdxEntry]:
+    """All whole entries of an .idx file's bytes (a torn last entry is ignored)."""
+    whole = len(buf) - len(buf) % IDX_ENTRY_SIZE
+    return [IdxEntry(k, o, s) for k, o, s in _IDX.iter_unpack(memoryview(buf)[:whole])]

@@ -1,0 +1,238 @@
+"""The volume server process: the gRPC Volume service over a Store, /status and /metrics over
+HTTP, and the heartbeat to the master.
+
+VolumeServicer is the thin transport layer: it decodes a request, calls the Store, encodes the
+answer; FsError from the store becomes the status code errors.py assigns (via
+rpc.servicer_method). VolumeNode wires options -> store -> gRPC server -> HTTP -> heartbeats,
+and main() runs a node in the foreground for `kelp volume`.
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import signal
+import threading
+
+import grpc
+
+from cluster.common import rpc
+from cluster.common.errors import FsError
+from cluster.common.httpstatus import StatusServer
+from cluster.volume import metrics
+from cluster.volume.heartbeat import Heartbeater
+from cluster.volume.needle import crc32c
+from cluster.volume.options import VolumeOptions
+from cluster.volume.store import DURABILITY_MODES, Store, VolumeStats
+from protos import volume_pb2, volume_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_S = 1.0
+
+
+def _volume_status(s: VolumeStats) -> volume_pb2.VolumeStatus:
+    return volume_pb2.VolumeStatus(
+        volume_id=s.volume_id, replication=s.replication, size=s.size,
+        file_count=s.file_count, deleted_bytes=s.deleted_bytes, read_only=s.read_only,
+        compact_revision=s.compact_revision)
+
+
+def _counted(fn):
+    """Count error answers per method and status code (inside servicer_method's mapping)."""
+
+    @functools.wraps(fn)
+    def wrapper(self, request, context):
+        try:
+            return fn(self, request, context)
+        except FsError as e:
+            metrics.ERRORS.labels(self.node_name, fn.__name__, e.status().name).inc()
+            raise
+
+    return wrapper
+
+
+class VolumeServicer(volume_pb2_grpc.VolumeServicer):
+    """gRPC Volume service over a Store."""
+
+    def __init__(self, store: Store, node_name: str, server_id=lambda: 0,
+                 on_volumes_changed=lambda: None):
+        self.store = store
+        self.node_name = node_name
+        self._server_id = server_id
+        self._on_volumes_changed = on_volumes_changed
+
+    @rpc.servicer_method
+    @_counted
+    def AllocateVolume(self, request, context):
+        vol = self.store.allocate(request.volume_id, request.replication)
+        self._on_volumes_changed()
+        return _volume_status(vol.stats())
+
+    @rpc.servicer_method
+    @_counted
+    def WriteNeedle(self, request, context):
+        data = request.data   # each access of a bytes field may copy it: read once
+        if crc32c(data) != request.crc32c:
+            raise FsError(errno.EINVAL, f"crc32c {request.crc32c:08x} does not match the "
+                                        f"{len(data)} bytes received (damaged in transit?)")
+        size = self.store.write(request.volume_id, request.key, request.cookie, data,
+                                request.crc32c)
+        metrics.BYTES_WRITTEN.labels(self.node_name).inc(size)
+        metrics.NEEDLES_WRITTEN.labels(self.node_name).inc()
+        return volume_pb2.WriteResponse(size=size)
+
+    @rpc.servicer_method
+    @_counted
+    def ReadNeedle(self, request, context):
+        r = self.store.read(request.volume_id, request.key, request.cookie,
+                            request.offset, request.length)
+        metrics.BYTES_READ.labels(self.node_name).inc(len(r.data))
+        metrics.NEEDLES_READ.labels(self.node_name).inc()
+        return volume_pb2.ReadResponse(data=r.data, needle_crc32c=r.needle_crc,
+                                       needle_size=r.needle_size)
+
+    @rpc.servicer_method
+    @_counted
+    def DeleteNeedle(self, request, context):
+        freed = self.store.delete(request.volume_id, request.key, request.cookie)
+        if freed:
+            metrics.NEEDLES_DELETED.labels(self.node_name).inc()
+        return volume_pb2.DeleteResponse(freed=freed)
+
+    @rpc.servicer_method
+    @_counted
+    def ListNeedles(self, request, context):
+        needles = self.store.list_needles(request.volume_id)
+        return volume_pb2.NeedleList(needles=[
+            volume_pb2.NeedleInfo(key=n.key, cookie=n.cookie, size=n.size, crc32c=n.crc)
+            for n in needles])
+
+    @rpc.servicer_method
+    @_counted
+    def Status(self, request, context):
+        free, total = self.store.disk()
+        return volume_pb2.StatusResponse(
+            server_id=self._server_id(), name=self.node_name,
+            volumes=[_volume_status(v.stats()) for v in self.store.volumes()],
+            free_bytes=free, total_bytes=total)
+
+
+class VolumeNode:
+    """One volume server: start() brings it up, stop() takes it down, wait() blocks until then."""
+
+    def __init__(self, opts: VolumeOptions):
+        if opts.durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {', '.join(DURABILITY_MODES)}, "
+                             f"not {opts.durability!r}")
+        self.opts = opts
+        self.store: Store | None = None
+        self.grpc_port = 0
+        self.http_port = 0
+        self.heartbeater: Heartbeater | None = None
+        self._server: grpc.Server | None = None
+        self._health = None
+        self._http: StatusServer | None = None
+        self._stopped = threading.Event()
+        self._stop_lock = threading.Lock()
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.opts.ip}:{self.grpc_port}"
+
+    @property
+    def http_address(self) -> str:
+        return f"{self.opts.ip}:{self.http_port}"
+
+    @property
+    def server_id(self) -> int:
+        return self.heartbeater.server_id if self.heartbeater else 0
+
+    def start(self) -> "VolumeNode":
+        o = self.opts
+        try:
+            self.store = Store(o.dir, max_volumes=o.max_volumes, min_free_bytes=o.min_free_bytes,
+                               durability=o.durability, group_commit_ms=o.group_commit_ms,
+                               size_limit=o.volume_size_limit).open()
+            self._server, self._health = rpc.make_server()
+            servicer = VolumeServicer(self.store, o.name, lambda: self.server_id,
+                                      self._volumes_changed)
+            volume_pb2_grpc.add_VolumeServicer_to_server(servicer, self._server)
+            self.grpc_port = rpc.bind(self._server, o.ip, o.grpc_port)
+            self._http = StatusServer(o.ip, o.port, self.status).start()
+            self.http_port = self._http.port
+            self._server.start()
+            metrics.VOLUMES.labels(o.name).set_function(lambda: len(self.store.volumes()))
+            metrics.FREE_BYTES.labels(o.name).set_function(lambda: self.store.disk()[0])
+            self.heartbeater = Heartbeater(o, self.store, self.grpc_address, self.http_address)
+            self.heartbeater.start()
+            rpc.set_serving(self._health)
+        except BaseException:
+            self.stop()
+            raise
+        log.info("volume server %s serving gRPC on %s, HTTP on %s, data in %s",
+                 o.name, self.grpc_address, self.http_address, o.dir)
+        return self
+
+    def _volumes_changed(self) -> None:
+        if self.heartbeater:
+            self.heartbeater.trigger()
+
+    def stop(self, grace: float = STOP_GRACE_S) -> None:
+        """Graceful: no more heartbeats, finish in-flight RPCs (up to `grace` s), close volumes."""
+        with self._stop_lock:
+            if self._stopped.is_set():
+                return
+            if self.heartbeater:
+                self.heartbeater.stop()
+            if self._health:
+                self._health.enter_graceful_shutdown()
+            if self._server:
+                self._server.stop(grace).wait()
+            if self._http:
+                self._http.stop()
+            metrics.forget(self.opts.name)
+            if self.store:
+                self.store.close()
+            self._stopped.set()
+            log.info("volume server %s stopped", self.opts.name)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until stop() has finished; False if `timeout` passed first."""
+        return self._stopped.wait(timeout)
+
+    def status(self) -> dict:
+        free, total = self.store.disk() if self.store else (0, 0)
+        vols = [vars(v.stats()) for v in self.store.volumes()] if self.store else []
+        return {
+            "kind": "volume", "name": self.opts.name, "server_id": self.server_id,
+            "grpc_address": self.grpc_address, "http_address": self.http_address,
+            "master": self.opts.master,
+            "registered": bool(self.heartbeater and self.heartbeater.registered.is_set()),
+            "free_bytes": free, "total_bytes": total, "max_volumes": self.opts.max_volumes,
+            "durability": self.opts.durability, "volumes": vols,
+        }
+
+
+def main(opts: VolumeOptions) -> int:
+    """Run a volume server until SIGINT/SIGTERM; 0 on a clean stop, 1 if it cannot start."""
+    node = VolumeNode(opts)
+    try:
+        node.start()
+    except (OSError, FsError) as e:
+        log.error("volume server %s cannot start: %s", opts.name, e)
+        return 1
+    stop_requested = threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda signum, frame: stop_requested.set())
+    try:
+        # Short waits: the main thread must wake up to run the signal handler.
+        while not stop_requested.wait(0.5) and not node.wait(0):
+            pass
+    finally:
+        node.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

@@ -1,0 +1,622 @@
+"""Volume storage logic: one Volume per `<vid>.dat`/`<vid>.idx` pair, a Store per data dir.
+
+No transport here: the gRPC servicer (server.py) decodes requests and calls these classes, and
+the unit tests drive them directly. Failures are FsError with a POSIX errno (errors.py maps
+them to status codes): ENOENT unknown volume or needle, EACCES wrong cookie, EIO corruption
+(-> DATA_LOSS), EROFS volume full, ENOSPC disk full, EFBIG needle too large.
+
+Locking rules (gRPC handlers run on a thread pool):
+  * Volume._lock serialises appends (write, delete): it guards the end offsets of both files,
+    the index dict's mutations and the stats. An append is pwritev of the needle at the end of
+    .dat, then pwrite of its entry at the end of .idx, then the dict update — so a key in the
+    dict always points at bytes already in the page cache.
+  * Reads take no lock: a dict lookup (atomic under the GIL) then os.pread on a separate
+    read-only fd, so a reader never waits for an append or an fsync.
+  * Volume._sync (a Condition) guards group commit: `_synced` (the .dat offset known durable),
+    `_syncing` (a leader is in fdatasync) and `_inflight` (writers not done appending). A writer
+    waits, after releasing _lock, until `_synced` covers its record; the first waiter becomes
+    the leader, lets concurrent appends finish (at most group_commit_ms), then fdatasyncs .dat
+    then .idx once for everyone appended so far. No dedicated thread, and a lone writer pays
+    no batching delay.
+  * Store._lock guards the dict of volumes (allocate vs lookups).
+
+Durability (VolumeOptions.durability): "group" acknowledges after the group fsync covering the
+write; "always" fdatasyncs under the append lock for each write; "none" never waits (tests,
+benchmarks). An fsync failure poisons the volume (further writes get EIO): after a failed
+fsync Linux may have dropped the dirty pages, so nothing written since can be acknowledged.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import struct
+import threading
+import time
+from dataclasses import dataclass
+
+from cluster.common.errors import FsError
+from cluster.volume import needle as fmt
+
+log = logging.getLogger(__name__)
+
+DURABILITY_MODES = ("group", "always", "none")
+DEFAULT_SIZE_LIMIT = 1 << 30
+SPLIT_READ_BYTES = 256 << 10   # from this needle size, 3 preads beat 1 pread + a slice copy
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    data: bytes
+    needle_crc: int        # CRC32C of the whole needle's data (verified)
+    needle_size: int
+
+
+@dataclass(frozen=True)
+class NeedleInfo:
+    key: int
+    cookie: int
+    size: int
+    crc: int
+
+
+@dataclass(frozen=True)
+class VolumeStats:
+    volume_id: int
+    replication: int
+    size: int              # bytes of .dat
+    file_count: int        # live needles
+    deleted_bytes: int     # bytes of dead records (overwritten, deleted, delete markers)
+    read_only: bool
+    compact_revision: int
+
+
+def _oserror(e: OSError, what: str) -> FsError:
+    return FsError(e.errno or errno.EIO, f"{what}: {e.strerror or e}")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pwrite_all(fd: int, parts: list, offset: int) -> None:
+    """Write all buffers at offset; pwritev may write less than asked, so finish the rest."""
+    total = sum(len(p) for p in parts)
+    done = os.pwritev(fd, parts, offset)
+    if done == total:
+        return
+    # Rare (signals, almost-full disks): finish buffer by buffer.
+    pos = 0
+    for p in parts:
+        view = memoryview(p)
+        start = max(0, done - pos)
+        pos += len(view)
+        while start < len(view):
+            n = os.pwrite(fd, view[start:], offset + (pos - len(view)) + start)
+            if n <= 0:
+                raise OSError(errno.EIO, "short write")
+            start += n
+
+
+def _pread_exact(fd: int, size: int, offset: int) -> bytes:
+    buf = os.pread(fd, size, offset)
+    if len(buf) == size:
+        return buf
+    parts = [buf]
+    got = len(buf)
+    while got < size:
+        more = os.pread(fd, size - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+class Volume:
+    """One volume: append-only needles in `<vid>.dat`, their index log in `<vid>.idx`."""
+
+    def __init__(self, directory: str, volume_id: int, *, durability: str = "group",
+                 group_commit_ms: float = 2.0, size_limit: int = DEFAULT_SIZE_LIMIT):
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
+        self.volume_id = volume_id
+        self.dat_path = os.path.join(directory, f"{volume_id}.dat")
+        self.idx_path = os.path.join(directory, f"{volume_id}.idx")
+        self.durability = durability
+        self.group_commit_s = max(0.0, group_commit_ms / 1000.0)
+        self._limit = size_limit
+        self._lock = threading.Lock()
+        self._sync = threading.Condition(threading.Lock())
+        self._synced = 0
+        self._syncing = False
+        self._inflight = 0
+        self._failed: str | None = None
+        self._closed = False
+        self._index: dict[int, tuple[int, int]] = {}   # key -> (offset, size | TOMBSTONE)
+        self._file_count = 0
+        self._deleted_bytes = 0
+        self._wfd = os.open(self.dat_path, os.O_RDWR)
+        try:
+            self._rfd = os.open(self.dat_path, os.O_RDONLY)
+            self._ifd = os.open(self.idx_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            os.close(self._wfd)
+            raise
+        try:
+            self._load()
+        except BaseException:
+            self._close_fds()
+            raise
+        self._synced = self._end
+        self._full = self._end >= self._limit
+
+    # ---------------------------------------------------------------- create / load
+
+    @classmethod
+    def create(cls, directory: str, volume_id: int, replication: int, **kw) -> "Volume":
+        """Write a fresh volume atomically (tmp files, fsync, rename, fsync dir), then open it."""
+        dat = os.path.join(directory, f"{volume_id}.dat")
+        idx = os.path.join(directory, f"{volume_id}.idx")
+        if os.path.exists(dat):
+            raise FsError(errno.EEXIST, f"volume {volume_id} exists")
+        sb = fmt.encode_superblock(fmt.SuperBlock(replication=replication))
+        for path, content in ((idx, b""), (dat, sb)):   # .dat last: it marks the volume as present
+            tmp = path + ".tmp"
+            with open(tmp, "wb") as fh:
+                fh.write(content)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        _fsync_dir(directory)
+        return cls(directory, volume_id, **kw)
+
+    def _load(self) -> None:
+        dat_size = os.fstat(self._wfd).st_size
+        head = os.pread(self._rfd, fmt.SUPERBLOCK_SIZE, 0)
+        try:
+            self.superblock = fmt.decode_superblock(head)
+        except fmt.FormatError as e:
+            raise FsError(errno.EIO, f"volume {self.volume_id}: {e}") from None
+
+        raw = _pread_exact(self._ifd, os.fstat(self._ifd).st_size, 0)
+        entries = fmt.decode_idx(raw)
+        keep = len(entries)
+        # The last entries may point at bytes that never reached the disk (crash between the
+        # two files' writeback): walk back to the newest entry whose record checks out.
+        while keep and not self._entry_valid(entries[keep - 1], dat_size):
+            keep -= 1
+        if keep * fmt.IDX_ENTRY_SIZE != len(raw):
+            log.warning("volume %d: dropping %d torn/invalid index bytes", self.volume_id,
+                        len(raw) - keep * fmt.IDX_ENTRY_SIZE)
+            os.ftruncate(self._ifd, keep * fmt.IDX_ENTRY_SIZE)
+            os.fsync(self._ifd)
+        for e in entries[:keep]:
+            self._apply(e.key, e.offset, e.size)
+        self._idx_end = keep * fmt.IDX_ENTRY_SIZE
+        if keep:
+            last = entries[keep - 1]
+            self._end = last.offset + fmt.record_size(0 if last.deleted else last.size)
+        else:
+            self._end = fmt.SUPERBLOCK_SIZE
+        self._recover_tail(dat_size)
+
+    def _read_record(self, offset: int, size: int, dat_size: int) -> fmt.Needle | None:
+        """The whole record at offset if it is in the file and decodes, else None."""
+        if offset < fmt.SUPERBLOCK_SIZE or offset % fmt.ALIGN:
+            return None
+        length = fmt.record_size(size)
+        if offset + length > dat_size:
+            return None
+        try:
+            return fmt.decode_needle(_pread_exact(self._rfd, length, offset))
+        except fmt.FormatError:
+            return None
+
+    def _entry_valid(self, e: fmt.IdxEntry, dat_size: int) -> bool:
+        size = 0 if e.deleted else e.size
+        n = self._read_record(e.offset, size, dat_size)
+        return (n is not None and n.key == e.key and n.size == size
+                and n.deleted == e.deleted and fmt.crc_ok(n))
+
+    def _recover_tail(self, dat_size: int) -> None:
+        """Index whole, CRC-good needles past the last indexed one; cut off a torn tail."""
+        pos, recovered = self._end, 0
+        while pos + fmt.NEEDLE_HEADER_SIZE <= dat_size:
+            h = fmt.decode_header(os.pread(self._rfd, fmt.NEEDLE_HEADER_SIZE, pos))
+            if h.size > fmt.MAX_DATA_SIZE:
+                break
+            n = self._read_record(pos, h.size, dat_size)
+            if n is None or not fmt.crc_ok(n) or (n.deleted and n.size):
+                break
+            size = fmt.TOMBSTONE if n.deleted else n.size
+            os.pwrite(self._ifd, fmt.encode_idx(n.key, pos, size), self._idx_end)
+            self._idx_end += fmt.IDX_ENTRY_SIZE
+            self._apply(n.key, pos, size)
+            pos += fmt.record_size(n.size)
+            recovered += 1
+        if recovered:
+            log.warning("volume %d: re-indexed %d needles from the .dat tail", self.volume_id,
+                        recovered)
+            os.fsync(self._ifd)
+        if pos < dat_size:
+            log.warning("volume %d: cutting %d bytes of torn tail at offset %d",
+                        self.volume_id, dat_size - pos, pos)
+            os.ftruncate(self._wfd, pos)
+            os.fsync(self._wfd)
+        self._end = pos
+
+    def _apply(self, key: int, offset: int, size: int) -> int:
+        """Record an index entry in memory and in the stats; returns the live size it replaced."""
+        old = self._index.get(key)
+        old_live = old is not None and old[1] != fmt.TOMBSTONE
+        if old_live:
+            self._deleted_bytes += fmt.record_size(old[1])
+        if size == fmt.TOMBSTONE:
+            self._deleted_bytes += fmt.record_size(0)
+            self._file_count -= old_live
+        else:
+            self._file_count += not old_live
+        self._index[key] = (offset, size)
+        return old[1] if old_live else 0
+
+    # ---------------------------------------------------------------- appends
+
+    def _check_writable(self, size: int) -> None:
+        if self._closed:
+            raise FsError(errno.EIO, f"volume {self.volume_id} is closed")
+        if self._failed:
+            raise FsError(errno.EIO, f"volume {self.volume_id} failed: {self._failed}")
+        if size is not None and (self._full or self._end + fmt.record_size(size) > self._limit):
+            self._full = True
+            raise FsError(errno.EROFS, f"volume {self.volume_id} is read-only (full: "
+                                       f"{self._end} of {self._limit} bytes)")
+
+    def _append(self, key: int, parts: list, size: int) -> int:
+        """Append a record and its index entry; caller holds _lock. Returns the record offset."""
+        offset = self._end
+        try:
+            _pwrite_all(self._wfd, parts, offset)
+            os.pwrite(self._ifd, fmt.encode_idx(key, offset, size), self._idx_end)
+        except OSError as e:
+            # Nothing advanced: the next append overwrites these bytes.
+            raise _oserror(e, f"volume {self.volume_id}: append failed") from None
+        self._end = offset + sum(len(p) for p in parts)
+        self._idx_end += fmt.IDX_ENTRY_SIZE
+        if self.durability == "always":
+            self._fdatasync()
+            self._synced = self._end
+        return offset
+
+    def write(self, key: int, cookie: int, data, crc: int | None = None) -> int:
+        """Store data under key; durable (per the durability mode) when this returns.
+
+        `crc`, when given, must already be verified against data. Rewriting a live key needs
+        its cookie; an identical rewrite (a retried write) stores nothing new.
+        """
+        size = len(data)
+        if size > fmt.MAX_DATA_SIZE:
+            raise FsError(errno.EFBIG, f"needle of {size} bytes exceeds {fmt.MAX_DATA_SIZE}")
+        if crc is None:
+            crc = fmt.crc32c(data)
+        with self._sync:
+            self._inflight += 1
+        try:
+            with self._lock:
+                self._check_writable(None)
+                old = self._index.get(key)
+                if old is not None and old[1] != fmt.TOMBSTONE:
+                    info = self._needle_info(key, old[0], old[1])
+                    if info.cookie != cookie:
+                        raise FsError(errno.EACCES, f"wrong cookie for existing needle {key:x}")
+                    if info.size == size and info.crc == crc:
+                        # A retried write: durable once the first copy's record is.
+                        end = old[0] + fmt.record_size(size)
+                    else:
+                        old = None
+                if old is None or old[1] == fmt.TOMBSTONE:
+                    self._check_writable(size)
+                    parts = fmt.encode_needle_parts(cookie, key, data, 0, crc)
+                    offset = self._append(key, parts, size)
+                    self._apply(key, offset, size)
+                    end = self._end
+        finally:
+            with self._sync:
+                self._inflight -= 1
+                if self._inflight == 0:
+                    self._sync.notify_all()
+        return self._finish(end, size)
+
+    def delete(self, key: int, cookie: int) -> int:
+        """Delete a needle: a delete record in .dat plus a tombstone in .idx. Returns the
+        data bytes freed (0 if it was deleted already)."""
+        with self._sync:
+            self._inflight += 1
+        try:
+            with self._lock:
+                self._check_writable(None)   # deletes are allowed on a full volume
+                old = self._index.get(key)
+                if old is None:
+                    raise FsError(errno.ENOENT, f"needle {key:x} not in volume {self.volume_id}")
+                if old[1] == fmt.TOMBSTONE:
+                    return 0
+                if self._needle_info(key, old[0], old[1]).cookie != cookie:
+                    raise FsError(errno.EACCES, f"wrong cookie for needle {key:x}")
+                parts = fmt.encode_needle_parts(cookie, key, b"", fmt.FLAG_DELETED)
+                offset = self._append(key, parts, fmt.TOMBSTONE)
+                freed = self._apply(key, offset, fmt.TOMBSTONE)
+                end = self._end
+        finally:
+            with self._sync:
+                self._inflight -= 1
+                if self._inflight == 0:
+                    self._sync.notify_all()
+        return self._finish(end, freed)
+
+    def _finish(self, end: int, result: int) -> int:
+        if self.durability == "group":
+            self._wait_durable(end)
+        return result
+
+    def _fdatasync(self) -> None:
+        try:
+            os.fdatasync(self._wfd)
+            os.fdatasync(self._ifd)
+        except OSError as e:
+            self._failed = f"fsync: {e.strerror or e}"
+            log.error("volume %d: %s; refusing further writes", self.volume_id, self._failed)
+            raise _oserror(e, f"volume {self.volume_id}: fsync failed") from None
+
+    def _wait_durable(self, end: int) -> None:
+        with self._sync:
+            while self._synced < end:
+                if self._failed:
+                    raise FsError(errno.EIO, f"volume {self.volume_id} failed: {self._failed}")
+                if not self._syncing:
+                    self._syncing = True
+                    break
+                self._sync.wait()
+            else:
+                return
+            # Leader: let writers already appending join this batch, within the window.
+            deadline = time.monotonic() + self.group_commit_s
+            while self._inflight > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._sync.wait(left)
+        try:
+            target = self._end   # every record below it has its .dat and .idx bytes written
+            self._fdatasync()
+        finally:
+            with self._sync:
+                self._syncing = False
+                if not self._failed:
+                    self._synced = max(self._synced, target)
+                self._sync.notify_all()
+
+    # ---------------------------------------------------------------- reads
+
+    def read(self, key: int, cookie: int, offset: int = 0, length: int = 0) -> ReadResult:
+        """Bytes [offset, offset+length) of a needle's data (length 0 = to the end), after
+        checking the cookie and the CRC of the whole needle."""
+        entry = self._index.get(key)
+        if entry is None or entry[1] == fmt.TOMBSTONE:
+            raise FsError(errno.ENOENT, f"needle {key:x} not in volume {self.volume_id}")
+        pos, size = entry
+        if offset > size:
+            raise FsError(errno.EINVAL, f"offset {offset} past needle size {size}")
+        try:
+            if size >= SPLIT_READ_BYTES:
+                # Big needle: read the data straight into its own bytes object (no slice copy).
+                head = os.pread(self._rfd, fmt.NEEDLE_HEADER_SIZE, pos)
+                data = _pread_exact(self._rfd, size, pos + fmt.NEEDLE_HEADER_SIZE)
+                tail = os.pread(self._rfd, fmt.NEEDLE_TRAILER_SIZE,
+                                pos + fmt.NEEDLE_HEADER_SIZE + size)
+                if len(head) + len(data) + len(tail) != size + fmt.NEEDLE_HEADER_SIZE + \
+                        fmt.NEEDLE_TRAILER_SIZE:
+                    raise FsError(errno.EIO, f"needle {key:x} in volume {self.volume_id}: "
+                                             f"file ends inside it")
+                h = fmt.decode_header(head)
+                flags, crc = fmt.decode_trailer(tail)
+                n = fmt.Needle(h.cookie, h.key, flags, crc, memoryview(data))
+            else:
+                record = _pread_exact(self._rfd, fmt.record_size(size), pos)
+                n = fmt.decode_needle(record)
+                data = None
+        except OSError as e:
+            raise _oserror(e, f"volume {self.volume_id}: read failed") from None
+        except fmt.FormatError as e:
+            raise FsError(errno.EIO, f"needle {key:x} in volume {self.volume_id}: {e}") from None
+        if n.key != key or n.size != size or n.flags:
+            raise FsError(errno.EIO, f"needle {key:x} in volume {self.volume_id}: header "
+                                     f"corrupt (key {n.key:x}, size {n.size}, flags {n.flags:#x})")
+        if n.cookie != cookie:
+            raise FsError(errno.EACCES, f"wrong cookie for needle {key:x}")
+        if not fmt.crc_ok(n):
+            raise FsError(errno.EIO, f"CRC mismatch in needle {key:x} of volume "
+                                     f"{self.volume_id} at offset {pos}")
+        end = size if length == 0 else min(size, offset + length)
+        if offset == 0 and end == size:
+            out = data if data is not None else bytes(n.data)
+        else:
+            out = bytes(n.data[offset:end])
+        return ReadResult(out, n.crc, size)
+
+    def _needle_info(self, key: int, pos: int, size: int) -> NeedleInfo:
+        """Cookie and stored CRC of a live needle, from its header and trailer (no data read)."""
+        try:
+            head = os.pread(self._rfd, fmt.NEEDLE_HEADER_SIZE, pos)
+            tail = os.pread(self._rfd, fmt.NEEDLE_TRAILER_SIZE,
+                            pos + fmt.NEEDLE_HEADER_SIZE + size)
+            h = fmt.decode_header(head)
+            _, crc = fmt.decode_trailer(tail)
+        except (OSError, struct.error) as e:  # struct.error: a short read
+            raise FsError(errno.EIO, f"needle {key:x}: cannot read header: {e}") from None
+        if h.key != key or h.size != size:
+            raise FsError(errno.EIO, f"needle {key:x} in volume {self.volume_id}: header corrupt")
+        return NeedleInfo(key, h.cookie, size, crc)
+
+    def list_needles(self) -> list[NeedleInfo]:
+        """Live needles (key, cookie, size, stored crc), sorted by key, for fsck."""
+        with self._lock:
+            live = [(k, o, s) for k, (o, s) in self._index.items() if s != fmt.TOMBSTONE]
+        return [self._needle_info(k, o, s) for k, o, s in sorted(live)]
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def read_only(self) -> bool:
+        return self._full or self._failed is not None
+
+    def set_size_limit(self, limit: int) -> None:
+        with self._lock:
+            self._limit = limit
+            self._full = self._end >= limit
+
+    def stats(self) -> VolumeStats:
+        with self._lock:
+            return VolumeStats(self.volume_id, self.superblock.replication, self._end,
+                               self._file_count, self._deleted_bytes, self.read_only,
+                               self.superblock.compact_revision)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if self.durability != "none" and not self._failed:
+                    self._fdatasync()
+            finally:
+                self._close_fds()
+
+    def _close_fds(self) -> None:
+        for fd in (self._wfd, getattr(self, "_rfd", None), getattr(self, "_ifd", None)):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+class Store:
+    """The volumes of one data directory. Persists nothing besides the volume files."""
+
+    def __init__(self, directory: str, *, max_volumes: int = 16, min_free_bytes: int = 0,
+                 durability: str = "group", group_commit_ms: float = 2.0,
+                 size_limit: int = DEFAULT_SIZE_LIMIT):
+        if durability not in DURABILITY_MODES:
+            raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
+        self.directory = directory
+        self.max_volumes = max_volumes
+        self.min_free_bytes = min_free_bytes
+        self._volume_kw = dict(durability=durability, group_commit_ms=group_commit_ms)
+        self._size_limit = size_limit
+        self._lock = threading.Lock()
+        self._volumes: dict[int, Volume] = {}
+
+    def open(self) -> "Store":
+        """Open every `<vid>.dat` in the directory; a volume that cannot be loaded is logged
+        and left out (its files stay for a person or fsck to look at)."""
+        os.makedirs(self.directory, exist_ok=True)
+        for name in sorted(os.listdir(self.directory)):
+            stem, ext = os.path.splitext(name)
+            if ext == ".tmp":
+                os.unlink(os.path.join(self.directory, name))  # an allocation that died midway
+                continue
+            if ext != ".dat" or not stem.isdigit():
+                continue
+            vid = int(stem)
+            try:
+                self._volumes[vid] = Volume(self.directory, vid, size_limit=self._size_limit,
+                                            **self._volume_kw)
+            except (FsError, OSError) as e:
+                log.error("volume %d in %s cannot be loaded, skipping it: %s",
+                          vid, self.directory, e)
+        return self
+
+    def allocate(self, volume_id: int, replication: int) -> Volume:
+        """Create a volume; allocating one that exists with the same replication is a no-op,
+        so a master may retry."""
+        if not 1 <= replication <= 8:
+            raise FsError(errno.EINVAL, f"replication must be 1..8, not {replication}")
+        if not 0 <= volume_id < 2**32:
+            raise FsError(errno.EINVAL, f"volume id {volume_id} out of range")
+        with self._lock:
+            vol = self._volumes.get(volume_id)
+            if vol is not None:
+                if vol.superblock.replication != replication:
+                    raise FsError(errno.EEXIST, f"volume {volume_id} exists with replication "
+                                                f"{vol.superblock.replication}")
+                return vol
+            if len(self._volumes) >= self.max_volumes:
+                raise FsError(errno.ENOSPC, f"server holds its maximum of {self.max_volumes} volumes")
+            free, _ = self.disk()
+            if free < self.min_free_bytes:
+                raise FsError(errno.ENOSPC, f"only {free} bytes free in {self.directory}")
+            try:
+                vol = Volume.create(self.directory, volume_id, replication,
+                                    size_limit=self._size_limit, **self._volume_kw)
+            except OSError as e:
+                raise _oserror(e, f"cannot create volume {volume_id}") from None
+            self._volumes[volume_id] = vol
+            return vol
+
+    def get(self, volume_id: int) -> Volume:
+        vol = self._volumes.get(volume_id)
+        if vol is None:
+            raise FsError(errno.ENOENT, f"volume {volume_id} not on this server")
+        return vol
+
+    def volumes(self) -> list[Volume]:
+        with self._lock:
+            return sorted(self._volumes.values(), key=lambda v: v.volume_id)
+
+    def disk(self) -> tuple[int, int]:
+        """(free, total) bytes of the file system holding the directory."""
+        st = os.statvfs(self.directory)
+        return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+    def write(self, volume_id: int, key: int, cookie: int, data, crc: int | None = None) -> int:
+        vol = self.get(volume_id)
+        free, _ = self.disk()
+        if free < self.min_free_bytes + len(data):
+            raise FsError(errno.ENOSPC, f"only {free} bytes free in {self.directory} "
+                                        f"(keeping {self.min_free_bytes} in reserve)")
+        return vol.write(key, cookie, data, crc)
+
+    def read(self, volume_id: int, key: int, cookie: int, offset: int = 0,
+             length: int = 0) -> ReadResult:
+        return self.get(volume_id).read(key, cookie, offset, length)
+
+    def delete(self, volume_id: int, key: int, cookie: int) -> int:
+        return self.get(volume_id).delete(key, cookie)
+
+    def list_needles(self, volume_id: int) -> list[NeedleInfo]:
+        return self.get(volume_id).list_needles()
+
+    @property
+    def size_limit(self) -> int:
+        return self._size_limit
+
+    def set_size_limit(self, limit: int) -> None:
+        """Apply the master's volume size limit to every volume (and to ones allocated later)."""
+        if limit <= 0 or limit == self._size_limit:
+            return
+        self._size_limit = limit
+        for vol in self.volumes():
+            vol.set_size_limit(limit)
+
+    def close(self) -> None:
+        with self._lock:
+            vols, self._volumes = list(self._volumes.values()), {}
+        for vol in vols:
+            try:
+                vol.close()
+            except FsError as e:
+                log.error("closing volume %d: %s", vol.volume_id, e)

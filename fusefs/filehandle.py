@@ -1,0 +1,187 @@
+"""One open file of the mount: its write buffer, its view of the size, its chunk snapshot.
+
+Writes are buffered as one contiguous run of bytes. When the run reaches `chunk_size` it goes
+to the gateway at once through the handle's WriteStream (at most `credits` chunks in flight;
+the stream blocks the writer beyond that). A write that does not touch the run (a seek
+elsewhere) sends the run first. flush/fsync/release send the tail and commit the chunk list to
+the master, and wait: after close() returns, every client that opens the file sees the data
+(close-to-open). A failed write or commit raises EIO from the call that waited, and the file
+keeps its previous content, because the master replaces a chunk list only by a whole commit.
+
+A file written in one go that fits one buffer (nothing sent yet when it is committed) costs one
+round trip: `GatewayClient.write_small` writes the chunk and commits it together.
+
+Reads on a handle with uncommitted writes commit first (simple, and always correct), then read
+through the ChunkReader from the chunk-list snapshot taken at open (refreshed after each commit
+of this handle).
+
+Memory bound per open file: one buffer (< 2 x chunk_size while a large write() is being cut)
+plus `credits` x chunk_size in flight in the WriteStream; with the defaults 4 MiB x (4 + 2) =
+24 MiB for a file being written, nothing for a file only read.
+
+Locking: `lock` serialises everything on one handle (fusepy runs operations on many threads;
+the kernel may issue a read and a write on one handle concurrently). Handles never take each
+other's locks.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from typing import Optional
+
+from cluster.common.errors import FsError
+from protos import master_pb2
+
+log = logging.getLogger("fusefs.filehandle")
+
+
+class FileHandle:
+    def __init__(self, fh: int, ino: int, path: str, flags: int, attr: master_pb2.Attr,
+                 client, chunk_size: int = 4 << 20, replication: int = 0):
+        self.fh = fh
+        self.ino = ino
+        self.path = path                # the name it was opened by (kept current on rename)
+        self.flags = flags
+        self.client = client            # .master (MasterClient), .gateway, .reader
+        self.chunk_size = max(4096, chunk_size)
+        self.replication = replication
+        self.lock = threading.RLock()
+        self.size = attr.size           # the size as this handle sees it
+        self.dirty = False              # bytes written (or size changed) since the last commit
+        self.buf = bytearray()          # the contiguous run of unsent bytes
+        self.buf_offset = 0             # file offset of buf[0]
+        self.sent = False               # chunks sent through the stream since the last commit
+        self.stream = None              # WriteStream, opened at the first chunk sent
+        self.snapshot: Optional[master_pb2.FileChunks] = None  # chunk list for reads
+        self.append = bool(flags & 0o2000)  # O_APPEND
+
+    # ------------------------------------------------------------------ writes
+
+    def write(self, data: bytes, offset: int) -> int:
+        with self.lock:
+            if self.append:
+                offset = self.size
+            buf_end = self.buf_offset + len(self.buf)
+            if self.buf and not (self.buf_offset <= offset <= buf_end):
+                self._send_buffer()
+            if not self.buf:
+                self.buf_offset = offset
+            start = offset - self.buf_offset
+            end = start + len(data)
+            if start == len(self.buf):      # the usual case: sequential writes
+                self.buf += data
+            else:
+                if end > len(self.buf):
+                    self.buf.extend(bytes(end - len(self.buf)))
+                self.buf[start:end] = data
+            self.size = max(self.size, offset + len(data))
+            self.dirty = True
+            while len(self.buf) >= self.chunk_size:
+                self._send(self.buf_offset, bytes(self.buf[: self.chunk_size]))
+                del self.buf[: self.chunk_size]
+                self.buf_offset += self.chunk_size
+            return len(data)
+
+    def _send_buffer(self) -> None:
+        if self.buf:
+            self._send(self.buf_offset, bytes(self.buf))
+            self.buf = bytearray()
+
+    def _send(self, offset: int, data: bytes) -> None:
+        if self.stream is None:
+            self.stream = self.client.gateway.open_stream(self.ino, replication=self.replication)
+        try:
+            self.stream.write(offset, data)
+        except FsError as e:
+            self._fail(e)
+        self.sent = True
+
+    def commit(self) -> None:
+        """Send what is buffered and commit it to the master; wait for the answer."""
+        with self.lock:
+            if not self.dirty:
+                return
+            try:
+                if not self.sent and self.buf:
+                    attr = self.client.gateway.write_small(
+                        self.ino, self.buf_offset, bytes(self.buf), self.size,
+                        replication=self.replication)
+                else:
+                    self._send_buffer()
+                    if self.stream is None:
+                        self.stream = self.client.gateway.open_stream(
+                            self.ino, replication=self.replication)
+                    attr = self.stream.commit(self.size)
+            except FsError as e:
+                self._fail(e)
+            self.buf = bytearray()
+            self.sent = False
+            self.dirty = False
+            self.snapshot = None
+            if attr is not None and attr.ino:
+                self.size = attr.size
+
+    def _fail(self, e: FsError) -> None:
+        """A write or commit failed: drop what is pending, so the file keeps its old content."""
+        log.warning("write to inode %d (%s) failed: %s", self.ino, self.path, e)
+        if self.stream is not None:
+            try:
+                self.stream.abort()
+            except Exception:  # noqa: BLE001 - the stream is broken already
+                log.debug("abort failed", exc_info=True)
+            self.stream = None
+        self.buf = bytearray()
+        self.sent = False
+        self.dirty = False
+        self.snapshot = None
+        try:
+            self.size = self.client.master.call(
+                "GetAttrByIno", master_pb2.InoRequest(ino=self.ino)).size
+        except FsError:
+            pass
+        err = e.errno if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EROFS) else errno.EIO
+        raise FsError(err, f"write of {self.path} failed: {e.message}") from e
+
+    def truncate(self, size: int) -> master_pb2.Attr:
+        with self.lock:
+            self.commit()
+            attr = self.client.master.call(
+                "SetAttr", master_pb2.SetAttrRequest(ino=self.ino, size=size))
+            self.size = attr.size
+            self.snapshot = None
+            return attr
+
+    def set_size_after_truncate(self, size: int) -> None:
+        """Another handle or a path truncate changed the file's size."""
+        with self.lock:
+            self.size = size
+            self.snapshot = None
+
+    # ------------------------------------------------------------------ reads
+
+    def read(self, offset: int, length: int) -> bytes:
+        with self.lock:
+            if self.dirty:
+                self.commit()
+            if self.snapshot is None:
+                self.snapshot = self.client.master.call(
+                    "GetChunks", master_pb2.InoRequest(ino=self.ino))
+                self.size = self.snapshot.attr.size
+            size = self.snapshot.attr.size
+            chunks = list(self.snapshot.chunks)
+        if offset >= size or length <= 0:
+            return b""
+        return self.client.reader.read(chunks, offset, min(length, size - offset), size)
+
+    def prefetch_chunks(self) -> None:
+        """Take the chunk snapshot now (at open), so reads see the file as it was at open."""
+        with self.lock:
+            self.snapshot = self.client.master.call(
+                "GetChunks", master_pb2.InoRequest(ino=self.ino))
+            self.size = self.snapshot.attr.size
+
+    def close(self) -> None:
+        with self.lock:
+            self.stream = None
+            self.buf = bytearray()

@@ -1,0 +1,23 @@
+"""The one module that imports the FUSE binding (fusepy's `fuse`).
+
+Everything else in fusefs/ imports FUSE, Operations, FuseOSError and fuse_get_context from
+here, so the binding can be swapped (mfusepy speaks the same API on libfuse 3) in one place.
+
+`KelpFUSE` differs from fusepy's FUSE in one way: fusepy's high-level `create` hides the open
+flags when raw_fi is off, so O_EXCL and O_TRUNC could not reach the operations. KelpFUSE
+passes `fi.flags` as a third argument: `Operations.create(path, mode, flags)`.
+"""
+from __future__ import annotations
+
+from fuse import FUSE, FuseOSError, Operations, fuse_exit, fuse_get_context  # noqa: F401
+
+__all__ = ["FUSE", "KelpFUSE", "Operations", "FuseOSError", "fuse_get_context", "fuse_exit"]
+
+
+class KelpFUSE(FUSE):
+    """fusepy's FUSE, with the open flags handed to `create` (see the module docstring)."""
+
+    def create(self, path, mode, fip):  # noqa: D401 - fusepy callback
+        fi = fip.contents
+        fi.fh = self.operations("create", path.decode(self.encoding), mode, fi.flags)
+        return 0

@@ -1,0 +1,562 @@
+"""KelpOperations: the FUSE operations of a KelpFS mount (fusepy high-level, path based).
+
+Each operation turns a POSIX call into metadata RPCs to the master, or into work on an open
+file's FileHandle (writes buffered and streamed to a gateway, reads through the ChunkReader).
+Every operation goes through `errno_boundary`, so a failure reaches the kernel as its errno
+and never as fusepy's default EINVAL.
+
+Caching: attributes by path for `attr_ttl` seconds (AttrCache), filled by getattr and by
+ReadDir pages (which carry attributes, so `ls -l` costs one RPC per page). Every local change
+invalidates what it touches. open() always asks the master afresh (close-to-open).
+
+Open files: `_handles` maps fh -> FileHandle, `_by_ino` maps ino -> its open fhs. An unlinked
+(or rename-replaced) inode that is still open here keeps its data on the master (keep_open)
+until the last release, which calls ReleaseInode.
+
+Locking: `_lock` guards `_handles`, `_by_ino` and `_unlinked`; it is never held across an RPC.
+Each FileHandle has its own lock (see filehandle.py).
+
+Known gaps (POSIX): no byte-range locks across mounts (the kernel keeps flock/fcntl locks
+local to this mount); atime is not updated by reads; supplementary groups are read from
+/proc for access() only; a rename replacing a file that is open in ANOTHER mount drops its
+data for that mount; libfuse 2's high-level API gives each hard-linked NAME its own kernel
+inode, so a change made through one name shows through the others after attr_ttl; the chunk
+snapshot of a read handle is taken at its first read (not at open) - still close-to-open.
+"""
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import posixpath
+import stat as statmod
+import threading
+import time
+from typing import Optional
+
+from cluster.common.errors import FsError
+from fusefs.attrcache import AttrCache
+from fusefs.errno_boundary import errno_boundary
+from fusefs.filehandle import FileHandle
+from fusefs.fuse_binding import FuseOSError, Operations, fuse_get_context
+from fusefs.options import MountOptions
+from protos import master_pb2
+
+log = logging.getLogger("fusefs.operations")
+
+NAME_MAX = 255
+UTIME_NOW = (1 << 30) - 1
+UTIME_OMIT = (1 << 30) - 2
+BLKSIZE = 128 * 1024  # st_blksize: what cp and friends use as their buffer size
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
+
+
+def check_path(path: str) -> str:
+    """ENAMETOOLONG for a component over 255 bytes, checked here before any RPC."""
+    for name in path.split("/"):
+        if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise FuseOSError(errno.ENAMETOOLONG)
+    return path
+
+
+def parent_of(path: str) -> str:
+    return posixpath.dirname(path.rstrip("/")) or "/"
+
+
+def attr_to_stat(attr: master_pb2.Attr, size: Optional[int] = None) -> dict:
+    size = attr.size if size is None else size
+    return {
+        "st_ino": attr.ino,
+        "st_mode": attr.mode,
+        "st_nlink": attr.nlink or 1,
+        "st_uid": attr.uid,
+        "st_gid": attr.gid,
+        "st_size": size,
+        "st_atime": attr.atime_ns,
+        "st_mtime": attr.mtime_ns,
+        "st_ctime": attr.ctime_ns,
+        "st_blocks": (size + 511) // 512,
+        "st_blksize": BLKSIZE,
+    }
+
+
+def caller() -> tuple[int, int, int]:
+    """(uid, gid, pid) of the process making the current FUSE request (ours outside FUSE)."""
+    try:
+        uid, gid, pid = fuse_get_context()
+        if pid:
+            return uid, gid, pid
+    except (ValueError, OSError, AttributeError):
+        pass
+    return os.getuid(), os.getgid(), os.getpid()
+
+
+def _groups_of(pid: int, gid: int) -> set[int]:
+    groups = {gid}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    groups.update(int(g) for g in line.split()[1:])
+                    break
+    except (OSError, ValueError):
+        pass
+    return groups
+
+
+class KelpOperations(Operations):
+    use_ns = True  # fusepy passes and takes times as integer nanoseconds
+    # libfuse: operations on an open, unlinked file (hard_remove) arrive with path None.
+    flag_nullpath_ok = True
+    # libfuse: utimens receives UTIME_NOW / UTIME_OMIT instead of a read-modify-write.
+    flag_utime_omit_ok = True
+
+    def __init__(self, client, options: Optional[MountOptions] = None):
+        self.client = client
+        self.master = client.master
+        self.options = options or MountOptions()
+        self.cache = AttrCache(self.options.attr_ttl)
+        self._lock = threading.Lock()
+        self._handles: dict[int, FileHandle] = {}
+        self._by_ino: dict[int, set[int]] = {}
+        self._unlinked: set[int] = set()
+        self._next_fh = itertools.count(1)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _call(self, method: str, request):
+        return self.master.call(method, request)
+
+    def _writable(self) -> None:
+        if self.options.read_only:
+            raise FuseOSError(errno.EROFS)
+
+    def _lookup(self, path: str, fresh: bool = False) -> master_pb2.Attr:
+        if not fresh:
+            attr = self.cache.get(path)
+            if attr is not None:
+                return attr
+        attr = self._call("GetAttr", master_pb2.PathRequest(path=path))
+        self.cache.put(path, attr)
+        return attr
+
+    def _handles_of(self, ino: int) -> list[FileHandle]:
+        with self._lock:
+            return [self._handles[fh] for fh in self._by_ino.get(ino, ()) if fh in self._handles]
+
+    def _handle(self, fh) -> FileHandle:
+        with self._lock:
+            h = self._handles.get(fh)
+        if h is None:
+            raise FuseOSError(errno.EBADF)
+        return h
+
+    def _open_size(self, ino: int) -> Optional[int]:
+        """The size an open, written-to handle of `ino` sees (None if none is dirty)."""
+        sizes = [h.size for h in self._handles_of(ino) if h.dirty]
+        return max(sizes) if sizes else None
+
+    def _commit_ino(self, ino: int, except_fh: Optional[int] = None) -> None:
+        """Commit the pending writes of every handle of `ino` (before a truncate, utimens...)."""
+        for h in self._handles_of(ino):
+            if h.fh != except_fh and h.dirty:
+                h.commit()
+        self.cache.invalidate_ino(ino)
+
+    def _is_open(self, ino: int) -> bool:
+        with self._lock:
+            return bool(self._by_ino.get(ino))
+
+    def _changed(self, *paths: str) -> None:
+        for p in paths:
+            self.cache.invalidate(p)
+            self.cache.invalidate(parent_of(p))
+
+    # ------------------------------------------------------------------ attributes
+
+    @errno_boundary
+    def getattr(self, path, fh=None):
+        if path is not None:
+            check_path(path)
+        h = None
+        if fh:
+            with self._lock:
+                h = self._handles.get(fh)
+        if h is not None:
+            attr = self._call("GetAttrByIno", master_pb2.InoRequest(ino=h.ino))
+        else:
+            attr = self._lookup(path)
+        return attr_to_stat(attr, self._open_size(attr.ino))
+
+    @errno_boundary
+    def access(self, path, amode):
+        check_path(path)
+        attr = self._lookup(path)
+        if amode == os.F_OK:
+            return 0
+        if amode & os.W_OK and self.options.read_only:
+            raise FuseOSError(errno.EROFS)
+        uid, gid, pid = caller()
+        mode = attr.mode
+        if uid == 0:
+            if amode & os.X_OK and not statmod.S_ISDIR(mode) and not mode & 0o111:
+                raise FuseOSError(errno.EACCES)
+            return 0
+        if uid == attr.uid:
+            bits = (mode >> 6) & 7
+        elif attr.gid in _groups_of(pid, gid):
+            bits = (mode >> 3) & 7
+        else:
+            bits = mode & 7
+        if amode & ~bits & 7:
+            raise FuseOSError(errno.EACCES)
+        return 0
+
+    @errno_boundary
+    def chmod(self, path, mode):
+        check_path(path)
+        self._writable()
+        attr = self._call("SetAttr", master_pb2.SetAttrRequest(path=path, mode=mode & 0o7777))
+        self.cache.invalidate_ino(attr.ino)
+        self.cache.put(path, attr)
+        return 0
+
+    @errno_boundary
+    def chown(self, path, uid, gid):
+        check_path(path)
+        self._writable()
+        req = master_pb2.SetAttrRequest(path=path)
+        if uid is not None and uid != -1 and uid != 0xFFFFFFFF:
+            req.uid = uid
+        if gid is not None and gid != -1 and gid != 0xFFFFFFFF:
+            req.gid = gid
+        attr = self._call("SetAttr", req)
+        self.cache.invalidate_ino(attr.ino)
+        self.cache.put(path, attr)
+        return 0
+
+    @errno_boundary
+    def utimens(self, path, times=None):
+        check_path(path)
+        self._writable()
+        now = time.time_ns()
+        req = master_pb2.SetAttrRequest(path=path)
+        if times is None:
+            req.atime_ns = now
+            req.mtime_ns = now
+        else:
+            atime, mtime = times
+            if atime != UTIME_OMIT:
+                req.atime_ns = now if atime == UTIME_NOW else int(atime)
+            if mtime != UTIME_OMIT:
+                req.mtime_ns = now if mtime == UTIME_NOW else int(mtime)
+        attr = self._lookup(path)
+        # Pending writes would be committed later with mtime = now, undoing this (tar, cp -p).
+        self._commit_ino(attr.ino)
+        attr = self._call("SetAttr", req)
+        self.cache.invalidate_ino(attr.ino)
+        self.cache.put(path, attr)
+        return 0
+
+    @errno_boundary
+    def truncate(self, path, length, fh=None):
+        if path is not None:
+            check_path(path)
+        self._writable()
+        h = None
+        if fh:
+            with self._lock:
+                h = self._handles.get(fh)
+        if h is not None:
+            attr = h.truncate(length)
+            self._commit_ino(h.ino, except_fh=h.fh)
+        else:
+            old = self._lookup(path)
+            self._commit_ino(old.ino)
+            attr = self._call("SetAttr", master_pb2.SetAttrRequest(path=path, size=length))
+        for other in self._handles_of(attr.ino):
+            if other is not h:
+                other.set_size_after_truncate(attr.size)
+        self.cache.invalidate_ino(attr.ino)
+        return 0
+
+    # ------------------------------------------------------------------ directories
+
+    @errno_boundary
+    def readdir(self, path, fh=None):
+        check_path(path)
+        base = path.rstrip("/")
+        names = [".", ".."]
+        for entry in self.master.readdir(path):
+            self.cache.put(f"{base}/{entry.name}", entry.attr)
+            names.append(entry.name)
+        return names
+
+    @errno_boundary
+    def mkdir(self, path, mode):
+        check_path(path)
+        self._writable()
+        uid, gid, _ = caller()
+        attr = self._call("Mkdir", master_pb2.MkdirRequest(
+            path=path, mode=mode & 0o7777, uid=uid, gid=gid))
+        self._changed(path)
+        self.cache.put(path, attr)
+        return 0
+
+    @errno_boundary
+    def rmdir(self, path):
+        check_path(path)
+        self._writable()
+        self._call("Rmdir", master_pb2.PathRequest(path=path))
+        self.cache.invalidate_tree(path)
+        self._changed(path)
+        return 0
+
+    # ------------------------------------------------------------------ names
+
+    @errno_boundary
+    def unlink(self, path):
+        check_path(path)
+        self._writable()
+        attr = self._lookup(path)
+        keep = self._is_open(attr.ino)
+        self._call("Unlink", master_pb2.UnlinkRequest(path=path, keep_open=keep))
+        if keep:
+            with self._lock:
+                self._unlinked.add(attr.ino)
+        self.cache.invalidate_ino(attr.ino)
+        self._changed(path)
+        return 0
+
+    @errno_boundary
+    def rename(self, old, new):
+        check_path(old)
+        check_path(new)
+        self._writable()
+        if new.startswith(old.rstrip("/") + "/"):
+            raise FuseOSError(errno.EINVAL)  # a directory into its own subtree
+        target_open = False
+        try:
+            target = self._lookup(new, fresh=True)
+            target_open = self._is_open(target.ino) and not statmod.S_ISDIR(target.mode)
+        except FsError as e:
+            if e.errno != errno.ENOENT:
+                raise
+        reply = self._call("Rename", master_pb2.RenameRequest(
+            old_path=old, new_path=new, keep_open=target_open))
+        if reply.replaced_ino and self._is_open(reply.replaced_ino):
+            with self._lock:
+                self._unlinked.add(reply.replaced_ino)
+        self.cache.invalidate_tree(old)
+        self.cache.invalidate_tree(new)
+        if reply.replaced_ino:
+            self.cache.invalidate_ino(reply.replaced_ino)
+        self._changed(old, new)
+        prefix = old.rstrip("/") + "/"
+        with self._lock:
+            for h in self._handles.values():
+                if h.path == old:
+                    h.path = new
+                elif h.path.startswith(prefix):
+                    h.path = new.rstrip("/") + "/" + h.path[len(prefix):]
+        return 0
+
+    @errno_boundary
+    def symlink(self, target, source):
+        # fusepy: `ln -s source target` -> symlink(target, source); target is the new name.
+        check_path(target)
+        self._writable()
+        uid, gid, _ = caller()
+        attr = self._call("Symlink", master_pb2.SymlinkRequest(
+            path=target, target=source, uid=uid, gid=gid))
+        self._changed(target)
+        self.cache.put(target, attr)
+        return 0
+
+    @errno_boundary
+    def readlink(self, path):
+        check_path(path)
+        return self._call("Readlink", master_pb2.PathRequest(path=path)).target
+
+    @errno_boundary
+    def link(self, target, source):
+        # fusepy: `ln source target` -> link(target, source); target is the new name.
+        check_path(target)
+        check_path(source)
+        self._writable()
+        attr = self._call("Link", master_pb2.LinkRequest(existing_path=source, new_path=target))
+        self.cache.invalidate_ino(attr.ino)
+        self._changed(target, source)
+        self.cache.put(target, attr)
+        return 0
+
+    # ------------------------------------------------------------------ files
+
+    def _new_handle(self, path: str, flags: int, attr: master_pb2.Attr) -> int:
+        fh = next(self._next_fh)
+        h = FileHandle(fh, attr.ino, path, flags, attr, self.client,
+                       chunk_size=self.options.chunk_size,
+                       replication=self.options.replication)
+        with self._lock:
+            self._handles[fh] = h
+            self._by_ino.setdefault(attr.ino, set()).add(fh)
+        return fh
+
+    @errno_boundary
+    def create(self, path, mode, flags=os.O_WRONLY | os.O_CREAT):
+        check_path(path)
+        self._writable()
+        uid, gid, _ = caller()
+        truncate = bool(flags & os.O_TRUNC)
+        if truncate:
+            try:
+                self._commit_ino(self._lookup(path).ino)
+            except FsError as e:
+                if e.errno != errno.ENOENT:
+                    raise
+        attr = self._call("Create", master_pb2.CreateRequest(
+            path=path, mode=mode & 0o7777, uid=uid, gid=gid,
+            exclusive=bool(flags & os.O_EXCL), truncate=truncate,
+            replication=self.options.replication))
+        self._changed(path)
+        self.cache.put(path, attr)
+        if truncate:
+            for other in self._handles_of(attr.ino):
+                other.set_size_after_truncate(attr.size)
+        return self._new_handle(path, flags, attr)
+
+    @errno_boundary
+    def open(self, path, flags):
+        check_path(path)
+        if flags & _WRITE_FLAGS:
+            self._writable()
+        attr = self._lookup(path, fresh=True)  # close-to-open: never from the cache
+        if statmod.S_ISDIR(attr.mode) and flags & (os.O_WRONLY | os.O_RDWR):
+            raise FuseOSError(errno.EISDIR)
+        # Writes through other handles of this mount become visible to this open.
+        self._commit_ino(attr.ino)
+        if flags & os.O_TRUNC and flags & (os.O_WRONLY | os.O_RDWR):
+            attr = self._call("SetAttr", master_pb2.SetAttrRequest(ino=attr.ino, size=0))
+            for other in self._handles_of(attr.ino):
+                other.set_size_after_truncate(0)
+            self.cache.invalidate_ino(attr.ino)
+        return self._new_handle(path, flags, attr)
+
+    @errno_boundary
+    def read(self, path, size, offset, fh):
+        return self._handle(fh).read(offset, size)
+
+    @errno_boundary
+    def write(self, path, data, offset, fh):
+        h = self._handle(fh)
+        if self.options.read_only:
+            raise FuseOSError(errno.EROFS)
+        return h.write(data, offset)
+
+    @errno_boundary
+    def flush(self, path, fh):
+        h = self._handle(fh)
+        if h.dirty:
+            h.commit()
+            self.cache.invalidate_ino(h.ino)
+        return 0
+
+    @errno_boundary
+    def fsync(self, path, datasync, fh):
+        return self.flush(path, fh)
+
+    @errno_boundary
+    def release(self, path, fh):
+        with self._lock:
+            h = self._handles.get(fh)
+        if h is None:
+            return 0
+        try:
+            if h.dirty:
+                h.commit()
+                self.cache.invalidate_ino(h.ino)
+        finally:
+            h.close()
+            with self._lock:
+                self._handles.pop(fh, None)
+                fhs = self._by_ino.get(h.ino)
+                last = False
+                if fhs is not None:
+                    fhs.discard(fh)
+                    if not fhs:
+                        del self._by_ino[h.ino]
+                        last = True
+                release_ino = last and h.ino in self._unlinked
+                if release_ino:
+                    self._unlinked.discard(h.ino)
+            if release_ino:
+                self._call("ReleaseInode", master_pb2.InoRequest(ino=h.ino))
+        return 0
+
+    # ------------------------------------------------------------------ file system
+
+    @errno_boundary
+    def statfs(self, path):
+        st = self._call("StatFs", master_pb2.Empty())
+        bs = st.block_size or 4096
+        files = st.files
+        return {
+            "f_bsize": bs,
+            "f_frsize": bs,
+            "f_blocks": st.total_bytes // bs,
+            "f_bfree": st.free_bytes // bs,
+            "f_bavail": st.free_bytes // bs,
+            "f_files": files + (1 << 30),
+            "f_ffree": 1 << 30,
+            "f_favail": 1 << 30,
+            "f_namemax": NAME_MAX,
+        }
+
+    # ------------------------------------------------------------------ xattrs
+
+    @errno_boundary
+    def setxattr(self, path, name, value, options, position=0):
+        check_path(path)
+        self._writable()
+        self._call("SetXattr", master_pb2.XattrRequest(
+            path=path, name=name, value=bytes(value), flags=options))
+        self.cache.drop_xattr(path)
+        return 0
+
+    @errno_boundary
+    def getxattr(self, path, name, position=0):
+        check_path(path)
+        if self.cache.xattr_absent(path, name):
+            raise FuseOSError(errno.ENODATA)
+        try:
+            return self._call("GetXattr", master_pb2.XattrRequest(path=path, name=name)).value
+        except FsError as e:
+            if e.errno == errno.ENODATA:
+                self.cache.put_xattr_absent(path, name)
+            raise
+
+    @errno_boundary
+    def listxattr(self, path):
+        check_path(path)
+        return list(self._call("ListXattr", master_pb2.PathRequest(path=path)).names)
+
+    @errno_boundary
+    def removexattr(self, path, name):
+        check_path(path)
+        self._writable()
+        self._call("RemoveXattr", master_pb2.XattrRequest(path=path, name=name))
+        self.cache.drop_xattr(path)
+        return 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def destroy(self, path):
+        """Unmount: commit whatever is still pending (the kernel normally released it all)."""
+        with self._lock:
+            handles = list(self._handles.values())
+        for h in handles:
+            try:
+                h.commit()
+            except Exception:  # noqa: BLE001 - unmounting; report and go on
+                log.exception("commit of %s at unmount failed", h.path)

@@ -1,0 +1,39 @@
+"""MountOptions: everything `python mount.py` (and `kelp mount`) can be told, with its default."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass
+class MountOptions:
+    # an existing directory that is not already a mount point
+    mountpoint: str = ""
+    # the master's gRPC address (host:port)
+    master: str = "127.0.0.1:19333"
+    # a gateway's ZMQ address; None = pick a live one from the master's ClusterStatus
+    gateway: Optional[str] = None
+    # bytes per chunk sent to the gateway (the unit of the write buffer)
+    chunk_size: int = 4 << 20
+    # chunks in flight per open file; a writer's memory is about credits x chunk_size
+    write_credits: int = 4
+    # bytes of the read cache (LRU of needles) shared by all files
+    cache_bytes: int = 256 << 20
+    # seconds attributes are trusted, here and in the kernel (attr_timeout)
+    attr_ttl: float = 1.0
+    # seconds a name -> inode lookup is trusted by the kernel (entry_timeout)
+    entry_ttl: float = 1.0
+    # let other users use the mount (non-root needs user_allow_other in /etc/fuse.conf)
+    allow_other: bool = False
+    # refuse every change with EROFS
+    read_only: bool = False
+    # stay attached to the terminal (False with --background)
+    foreground: bool = True
+    # debug, info, warning, error
+    log_level: str = "warning"
+    # copies per chunk for new files; 0 = the cluster's default
+    replication: int = 0
+    # where the log goes (None = stderr)
+    log_file: Optional[str] = None
+    # where the mount process writes its pid (removed at unmount)
+    pid_file: Optional[str] = None

@@ -1,0 +1,254 @@
+"""Mount a KelpFS cluster as a directory.
+
+    python mount.py MOUNTPOINT [--master HOST:PORT] [--gateway HOST:PORT] [--chunk-size BYTES]
+                    [--cache-size BYTES] [--attr-ttl SECONDS] [--allow-other] [--read-only]
+                    [--log-level LEVEL] [--background --pid-file FILE --log-file FILE]
+                    [--replication N]
+
+Runs in the foreground by default; Ctrl-C or SIGTERM unmounts cleanly (libfuse's own signal
+handlers end the loop, then fuse_main unmounts). `--background` re-executes this script as a
+detached child (new session, output to --log-file), waits until the mount is live, and returns.
+Refuses with one line on stderr and exit code 1 (no traceback) when the mount point is
+missing, not a directory, already a mount point, or no master answers at --master.
+`main(argv) -> int` is what `kelp mount` calls.
+
+Kernel options (libfuse 2.9, passed by fusepy as -o options), chosen for speed:
+  big_writes, max_write=131072  writes reach us 128 KiB at a time instead of 4 KiB (libfuse 2
+                                cannot negotiate more: the kernel caps max_write at 32 pages
+                                without max_pages, which only libfuse 3 sends)
+  max_readahead=1048576         the kernel reads ahead 1 MiB on sequential reads
+  attr_timeout, entry_timeout   = --attr-ttl: the kernel trusts attributes and names that long
+  negative_timeout=0            a name created by another mount is visible at once
+  use_ino                       st_ino is the master's inode number (hard links, tar, find)
+  hard_remove                   unlink of an open file goes to us (keep_open on the master)
+                                instead of libfuse's rename to .fuse_hidden files
+  default_permissions           the kernel checks mode bits against cached attributes before
+                                every operation (POSIX permission semantics at no RPC cost)
+  fsname=kelpfs:<master>, subtype=kelpfs   how df and /proc/mounts name it
+  allow_other, ro               when asked for (--allow-other, --read-only)
+No kernel_cache/auto_cache: the page cache of a file is dropped at each open, which gives
+close-to-open consistency between mounts.
+"""
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import subprocess
+import sys
+import time
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from fusefs.options import MountOptions  # noqa: E402
+
+log = logging.getLogger("kelp.mount")
+
+_CHILD_FLAG = "--_detached-child"
+
+
+class MountError(Exception):
+    """A refusal to mount: its message is printed as one line, and the exit code is 1."""
+
+
+def parse_size(text: str) -> int:
+    """'4194304', '4M', '256MiB', '1g' -> bytes."""
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * units[t[-1]])
+        return int(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = MountOptions()
+    p = argparse.ArgumentParser(prog="mount.py", description="Mount a KelpFS cluster.")
+    p.add_argument("mountpoint")
+    p.add_argument("--master", default=os.environ.get("KELP_MASTER", d.master),
+                   help="master gRPC address host:port (default %(default)s)")
+    p.add_argument("--gateway", default=os.environ.get("KELP_GATEWAY") or None,
+                   help="gateway ZMQ address host:port (default: a live one from the master)")
+    p.add_argument("--chunk-size", type=parse_size, default=d.chunk_size,
+                   help="bytes per chunk (default 4M)")
+    p.add_argument("--write-credits", type=int, default=d.write_credits,
+                   help="chunks in flight per open file (default %(default)s)")
+    p.add_argument("--cache-size", type=parse_size, default=d.cache_bytes,
+                   help="read cache bytes (default 256M)")
+    p.add_argument("--attr-ttl", type=float, default=d.attr_ttl,
+                   help="seconds attributes and names are cached (default %(default)s)")
+    p.add_argument("--allow-other", action="store_true", help="let other users use the mount")
+    p.add_argument("--read-only", action="store_true", help="mount read-only")
+    p.add_argument("--log-level", default=d.log_level,
+                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--background", action="store_true", help="detach once mounted")
+    p.add_argument("--pid-file", default=None, help="write the mount process's pid here")
+    p.add_argument("--log-file", default=None, help="log here instead of stderr")
+    p.add_argument("--replication", type=int, default=d.replication,
+                   help="copies per chunk for new files (0 = the cluster's default)")
+    p.add_argument(_CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def options_from_args(args: argparse.Namespace) -> MountOptions:
+    return MountOptions(
+        mountpoint=os.path.abspath(args.mountpoint),
+        master=args.master,
+        gateway=args.gateway,
+        chunk_size=args.chunk_size,
+        write_credits=args.write_credits,
+        cache_bytes=args.cache_size,
+        attr_ttl=args.attr_ttl,
+        entry_ttl=args.attr_ttl,
+        allow_other=args.allow_other,
+        read_only=args.read_only,
+        foreground=not args.background,
+        log_level=args.log_level,
+        replication=args.replication,
+        log_file=args.log_file,
+        pid_file=args.pid_file,
+    )
+
+
+def check_mountpoint(path: str) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise MountError(f"mount point {path} does not exist") from None
+    except OSError as e:
+        if e.errno == errno.ENOTCONN:
+            raise MountError(f"{path} is a stale mount (run: fusermount -u {path})") from None
+        raise MountError(f"mount point {path}: {e.strerror}") from None
+    import stat as statmod
+    if not statmod.S_ISDIR(st.st_mode):
+        raise MountError(f"mount point {path} is not a directory")
+    if os.path.ismount(path):
+        raise MountError(f"{path} is already a mount point")
+
+
+def check_master(address: str) -> None:
+    from cluster.common.errors import FsError
+    from fusefs.master_client import check_reachable
+    try:
+        check_reachable(address)
+    except FsError as e:
+        raise MountError(e.message) from None
+
+
+def fuse_kwargs(opts: MountOptions) -> dict:
+    kw = dict(
+        foreground=True,       # detaching is done by us (see --background), never by libfuse
+        nothreads=False,
+        big_writes=True,
+        max_write=131072,
+        max_readahead=1 << 20,
+        attr_timeout=opts.attr_ttl,
+        entry_timeout=opts.entry_ttl,
+        negative_timeout=0,
+        use_ino=True,
+        hard_remove=True,
+        default_permissions=True,
+        fsname=f"kelpfs:{opts.master}",
+        subtype="kelpfs",
+    )
+    if opts.allow_other:
+        kw["allow_other"] = True
+    if opts.read_only:
+        kw["ro"] = True
+    return kw
+
+
+def setup_logging(opts: MountOptions) -> None:
+    handler: logging.Handler
+    if opts.log_file:
+        handler = logging.FileHandler(opts.log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, opts.log_level.upper(), logging.WARNING))
+
+
+def run_foreground(opts: MountOptions) -> int:
+    """Mount and serve until unmounted (fusermount -u, SIGINT or SIGTERM)."""
+    from fusefs.client import KelpClient
+    from fusefs.fuse_binding import KelpFUSE
+    from fusefs.operations import KelpOperations
+
+    client = KelpClient(opts.master, opts.gateway, chunk_size=opts.chunk_size,
+                        cache_bytes=opts.cache_bytes, credits=opts.write_credits)
+    if opts.pid_file:
+        with open(opts.pid_file, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    ops = KelpOperations(client, opts)
+    log.info("mounting %s (master %s)", opts.mountpoint, opts.master)
+    try:
+        KelpFUSE(ops, opts.mountpoint, **fuse_kwargs(opts))
+    except RuntimeError as e:
+        raise MountError(f"mounting {opts.mountpoint} failed (fuse_main returned {e}); "
+                         "see the log above") from None
+    finally:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001 - shutting down
+            log.debug("client close failed", exc_info=True)
+        if opts.pid_file:
+            try:
+                os.unlink(opts.pid_file)
+            except OSError:
+                pass
+    log.info("unmounted %s", opts.mountpoint)
+    return 0
+
+
+def run_background(argv: list[str], opts: MountOptions, timeout: float = 30.0) -> int:
+    """Start this script detached, wait until the mount is live, return."""
+    child_argv = [a for a in argv if a != "--background"] + [_CHILD_FLAG]
+    log_path = opts.log_file or os.devnull
+    script = os.path.abspath(__file__)
+    with open(os.devnull, "rb") as devnull, open(log_path, "ab") as out:
+        proc = subprocess.Popen([sys.executable, script, *child_argv], stdin=devnull,
+                                stdout=out, stderr=out, start_new_session=True,
+                                close_fds=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.ismount(opts.mountpoint):
+            return 0
+        if proc.poll() is not None:
+            raise MountError(f"the mount process exited with code {proc.returncode}"
+                             + (f"; see {opts.log_file}" if opts.log_file else ""))
+        time.sleep(0.05)
+    proc.terminate()
+    raise MountError(f"{opts.mountpoint} was not mounted within {timeout:.0f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    opts = options_from_args(args)
+    try:
+        check_mountpoint(opts.mountpoint)
+        check_master(opts.master)
+        if opts.foreground or getattr(args, CHILD_ATTR):
+            if getattr(args, CHILD_ATTR):
+                opts.foreground = False
+            setup_logging(opts)
+            return run_foreground(opts)
+        return run_background(argv, opts)
+    except MountError as e:
+        print(f"mount.py: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+CHILD_ATTR = _CHILD_FLAG.lstrip("-").replace("-", "_")
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Shared fixtures: real clusters (tests/harness.py) that always stop, logs on failure."""
+from __future__ import annotations
+
+import pytest
+
+from tests.harness import Mount, dump_logs, make_cluster
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture
+def cluster_factory(tmp_path, request):
+    """Make (and start) clusters; every one is stopped at teardown."""
+    made = []
+
+    def make(volumes: int = 3, start: bool = True, **kw):
+        cluster = make_cluster(tmp_path / f"c{len(made)}", volumes=volumes, **kw)
+        made.append(cluster)
+        if start:
+            cluster.start(timeout=40)
+        return cluster
+
+    yield make
+    failed = getattr(request.node, "rep_call", None)
+    for cluster in made:
+        if failed is not None and failed.failed:
+            dump_logs(cluster)
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster(cluster_factory):
+    """A started cluster: 1 master, 3 volume servers, 1 gateway, on free loopback ports."""
+    return cluster_factory(volumes=3)
+
+
+@pytest.fixture
+def mount_factory(tmp_path):
+    mounts = []
+
+    def make(cluster, name: str = "mnt", *extra: str) -> Mount:
+        m = Mount(cluster, tmp_path / name, *extra)
+        mounts.append(m)
+        return m.start()
+
+    yield make
+    for m in mounts:
+        m.stop()
+
+
+@pytest.fixture
+def mounted(cluster, mount_factory):
+    """A started cluster mounted at tmp_path/mnt; yields the mount point (a Path)."""
+    return mount_factory(cluster).mountpoint

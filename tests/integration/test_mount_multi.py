@@ -1,0 +1,90 @@
+"""Two mounts of one cluster (close-to-open), and mount.py's refusals and background mode."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.harness import REPO_ROOT, Mount
+from tests.integration.mountutil import (assert_clean_log, needs_fuse, sh,
+                                         start_cluster_and_mount, stop_all)
+
+pytestmark = [pytest.mark.mount, needs_fuse]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    cluster, first = start_cluster_and_mount(tmp_path_factory, "multi")
+    second = None
+    try:
+        second = Mount(cluster, first.mountpoint.parent / "mnt2").start()
+        yield cluster, first.mountpoint, second.mountpoint
+    finally:
+        mounts = [m for m in (first, second) if m is not None]
+        stop_all(cluster, *mounts)
+    assert_clean_log(*mounts)
+
+
+def _mount_py(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    return subprocess.run([sys.executable, str(REPO_ROOT / "mount.py"), *args],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.timeout(60)
+def test_close_to_open_between_mounts(pair):
+    _, a, b = pair
+    (a / "shared.txt").write_text("v1")
+    assert (b / "shared.txt").read_text() == "v1"
+    with open(b / "shared.txt", "w") as fp:
+        fp.write("version two")
+    assert (a / "shared.txt").read_text() == "version two"
+    (a / "dir").mkdir()
+    assert (b / "dir").is_dir()
+    os.rename(a / "shared.txt", a / "dir/moved.txt")
+    deadline = time.monotonic() + 5
+    while (b / "shared.txt").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # names cached by the other kernel expire after attr-ttl
+    assert (b / "dir/moved.txt").read_text() == "version two"
+
+
+@pytest.mark.timeout(60)
+def test_mount_refusals(pair, tmp_path):
+    cluster, a, _ = pair
+    cases = [
+        (str(tmp_path / "missing"), "does not exist"),
+        (__file__, "not a directory"),
+        (str(a), "already a mount point"),
+    ]
+    for mountpoint, words in cases:
+        r = _mount_py(mountpoint, "--master", cluster.master_addr)
+        assert r.returncode == 1 and words in r.stderr and "Traceback" not in r.stderr
+    r = _mount_py(str(tmp_path), "--master", "127.0.0.1:1")
+    assert r.returncode == 1 and "no master" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.timeout(60)
+def test_background_mount_and_sigterm_unmounts(pair, tmp_path):
+    cluster, a, _ = pair
+    mp = tmp_path / "bg"
+    mp.mkdir()
+    pid_file, log_file = tmp_path / "m.pid", tmp_path / "m.log"
+    r = _mount_py(str(mp), "--master", cluster.master_addr, "--gateway", cluster.gateway_addr,
+                  "--background", "--pid-file", str(pid_file), "--log-file", str(log_file))
+    try:
+        assert r.returncode == 0, r.stderr
+        assert os.path.ismount(mp)
+        pid = int(pid_file.read_text())
+        (mp / "bg.txt").write_text("from background")
+        assert (a / "bg.txt").read_text() == "from background"
+        os.kill(pid, 15)
+        deadline = time.monotonic() + 15
+        while os.path.ismount(mp) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not os.path.ismount(mp)
+    finally:
+        if os.path.ismount(mp):
+            sh(f"fusermount -u {mp} || umount -l {mp}", check=False)

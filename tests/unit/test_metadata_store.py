@@ -1,0 +1,629 @@
+"""Contract suite for MetadataStore: every implementation must pass it (SQLite now; add the
+PostgreSQL store to STORES when it exists)."""
+from __future__ import annotations
+
+import errno
+import stat
+import threading
+
+import pytest
+
+from cluster.common.chunkmap import Piece
+from cluster.common.errors import FsError
+from cluster.master import schema
+from cluster.master.sequencer import Sequencer, needle_keys
+from cluster.master.store import XATTR_CREATE, XATTR_REPLACE, SQLiteStore
+
+
+def _sqlite(tmp_path):
+    return SQLiteStore(str(tmp_path / "meta.db"), synchronous="NORMAL")
+
+
+STORES = {"sqlite": _sqlite}
+
+
+@pytest.fixture(params=sorted(STORES))
+def store(request, tmp_path):
+    s = STORES[request.param](tmp_path)
+    yield s
+    s.close()
+
+
+def fid(vid: int, key: int) -> str:
+    return f"{vid},{key:x}{0x1234abcd:08x}"
+
+
+def piece(off: int, length: int, key: int, noff: int = 0, nsize: int | None = None) -> Piece:
+    return Piece(off, length, fid(1, key), noff, nsize if nsize is not None else noff + length, 7)
+
+
+def err(exc_info) -> int:
+    return exc_info.value.errno
+
+
+def queued(store) -> set[str]:
+    return {f for f, _ in store.due_deletions(10_000)}
+
+
+T = pytest.mark.timeout(20)
+
+
+# ---------------------------------------------------------------- basic namespace
+
+@T
+def test_root(store):
+    a = store.getattr("/")
+    assert a.ino == 1 and a.mode == 0o40755 and a.nlink == 2
+    assert store.readdir("/") == []
+
+
+@T
+def test_create_getattr_readdir(store):
+    a = store.create("/f", 0o644, 5, 6)
+    assert stat.S_ISREG(a.mode) and a.mode & 0o7777 == 0o644
+    assert (a.uid, a.gid, a.size, a.nlink) == (5, 6, 0, 1)
+    assert store.getattr("/f") == a
+    assert store.getattr_ino(a.ino) == a
+    [(name, attr)] = store.readdir("/")
+    assert name == "f" and attr == a
+
+
+@T
+def test_create_existing(store):
+    a = store.create("/f", 0o644)
+    store.commit(a.ino, [piece(0, 10, 1)], 10)
+    again = store.create("/f", 0o600)
+    assert again.ino == a.ino and again.size == 10
+    with pytest.raises(FsError) as e:
+        store.create("/f", 0o644, exclusive=True)
+    assert err(e) == errno.EEXIST
+    t = store.create("/f", 0o644, truncate=True)
+    assert t.size == 0
+    assert store.get_chunks(a.ino)[1] == []
+    assert fid(1, 1) in queued(store)
+    store.mkdir("/d", 0o755)
+    with pytest.raises(FsError) as e:
+        store.create("/d", 0o644)
+    assert err(e) == errno.EISDIR
+
+
+@T
+def test_missing_and_not_dir(store):
+    with pytest.raises(FsError) as e:
+        store.getattr("/nope")
+    assert err(e) == errno.ENOENT
+    store.create("/f", 0o644)
+    with pytest.raises(FsError) as e:
+        store.getattr("/f/x")
+    assert err(e) == errno.ENOTDIR
+    with pytest.raises(FsError) as e:
+        store.create("/f/x", 0o644)
+    assert err(e) == errno.ENOTDIR
+    with pytest.raises(FsError) as e:
+        store.create("/nodir/x", 0o644)
+    assert err(e) == errno.ENOENT
+    with pytest.raises(FsError) as e:
+        store.readdir("/f")
+    assert err(e) == errno.ENOTDIR
+    with pytest.raises(FsError) as e:
+        store.getattr_ino(999)
+    assert err(e) == errno.ENOENT
+
+
+@pytest.mark.parametrize("path, code", [
+    ("relative", errno.EINVAL),
+    ("/a\0b", errno.EINVAL),
+    ("/a/./b", errno.EINVAL),
+    ("/a/../b", errno.EINVAL),
+    ("/" + "x" * 256, errno.ENAMETOOLONG),
+    ("/" + "é" * 128, errno.ENAMETOOLONG),  # 256 bytes in UTF-8
+])
+@T
+def test_bad_paths(store, path, code):
+    with pytest.raises(FsError) as e:
+        store.create(path, 0o644)
+    assert err(e) == code
+    assert store.readdir("/") == []
+
+
+@T
+def test_name_of_255_bytes_ok(store):
+    store.create("/" + "x" * 255, 0o644)
+    store.create("//a//", 0o644)  # empty components are ignored
+    assert [n for n, _ in store.readdir("/")] == ["a", "x" * 255]
+
+
+@T
+def test_mkdir_nlink_and_parents(store):
+    d = store.mkdir("/d", 0o750)
+    assert stat.S_ISDIR(d.mode) and d.mode & 0o7777 == 0o750 and d.nlink == 2
+    assert store.getattr("/").nlink == 3
+    store.mkdir("/d/e", 0o755)
+    assert store.getattr("/d").nlink == 3
+    with pytest.raises(FsError) as e:
+        store.mkdir("/d", 0o755)
+    assert err(e) == errno.EEXIST
+    with pytest.raises(FsError) as e:
+        store.mkdir("/x/y", 0o755)
+    assert err(e) == errno.ENOENT
+    p = store.mkdir("/x/y/z", 0o755, parents=True)
+    assert store.getattr("/x/y/z") == p
+    assert store.mkdir("/x/y", 0o755, parents=True).ino == store.getattr("/x/y").ino
+    store.create("/x/f", 0o644)
+    with pytest.raises(FsError) as e:
+        store.mkdir("/x/f/g", 0o755, parents=True)
+    assert err(e) == errno.ENOTDIR
+
+
+@T
+def test_parent_times_change(store):
+    root = store.getattr("/")
+    store.create("/f", 0o644)
+    after = store.getattr("/")
+    assert after.mtime_ns >= root.mtime_ns and after.ctime_ns >= root.ctime_ns
+    assert after.mtime_ns > root.mtime_ns or after.mtime_ns == root.mtime_ns  # clock may tie
+    before = store.getattr("/")
+    store.unlink("/f")
+    assert store.getattr("/").mtime_ns >= before.mtime_ns
+
+
+@T
+def test_readdir_paging_sorted_bytewise(store):
+    names = [f"n{i:04d}" for i in range(2000)] + ["Z", "a", "é", "b"]
+    store.mkdir("/big", 0o755)
+    for n in names:
+        store.create(f"/big/{n}", 0o644)
+    got, after = [], ""
+    while True:
+        page = store.readdir("/big", after, 333)
+        got += [n for n, _ in page]
+        if len(page) < 333:
+            break
+        after = page[-1][0]
+    assert got == sorted(names, key=lambda s: s.encode())
+    assert all(a.is_file for _, a in store.readdir("/big", "", 5))
+
+
+# ---------------------------------------------------------------- unlink / rmdir
+
+@T
+def test_unlink_queues_fids(store):
+    a = store.create("/f", 0o644)
+    store.commit(a.ino, [piece(0, 10, 1), piece(10, 10, 2)], 20)
+    assert store.unlink("/f") == a.ino
+    with pytest.raises(FsError):
+        store.getattr_ino(a.ino)
+    assert queued(store) == {fid(1, 1), fid(1, 2)}
+    with pytest.raises(FsError) as e:
+        store.unlink("/f")
+    assert err(e) == errno.ENOENT
+    store.mkdir("/d", 0o755)
+    with pytest.raises(FsError) as e:
+        store.unlink("/d")
+    assert err(e) == errno.EISDIR
+
+
+@T
+def test_unlink_keep_open_then_release(store):
+    a = store.create("/f", 0o644)
+    store.commit(a.ino, [piece(0, 10, 1)], 10)
+    store.unlink("/f", keep_open=True)
+    with pytest.raises(FsError):
+        store.getattr("/f")
+    attr, pieces, _ = store.get_chunks(a.ino)
+    assert attr.nlink == 0 and len(pieces) == 1
+    store.commit(a.ino, [piece(10, 5, 2)], 15)  # still writable while open
+    assert queued(store) == set()
+    store.release_inode(a.ino)
+    with pytest.raises(FsError):
+        store.getattr_ino(a.ino)
+    assert queued(store) == {fid(1, 1), fid(1, 2)}
+    store.release_inode(a.ino)  # idempotent
+
+
+@T
+def test_release_of_linked_inode_is_noop(store):
+    a = store.create("/f", 0o644)
+    store.release_inode(a.ino)
+    assert store.getattr("/f").ino == a.ino
+
+
+@T
+def test_rmdir(store):
+    store.mkdir("/d", 0o755)
+    store.create("/d/f", 0o644)
+    with pytest.raises(FsError) as e:
+        store.rmdir("/d")
+    assert err(e) == errno.ENOTEMPTY
+    with pytest.raises(FsError) as e:
+        store.rmdir("/d/f")
+    assert err(e) == errno.ENOTDIR
+    with pytest.raises(FsError) as e:
+        store.rmdir("/nope")
+    assert err(e) == errno.ENOENT
+    store.unlink("/d/f")
+    store.rmdir("/d")
+    assert store.getattr("/").nlink == 2
+    assert store.readdir("/") == []
+
+
+# ---------------------------------------------------------------- rename
+
+@T
+def test_rename_file_and_replace(store):
+    a = store.create("/a", 0o644)
+    b = store.create("/b", 0o644)
+    store.commit(b.ino, [piece(0, 4, 9)], 4)
+    assert store.rename("/a", "/b") == b.ino
+    assert store.getattr("/b").ino == a.ino
+    with pytest.raises(FsError):
+        store.getattr("/a")
+    assert fid(1, 9) in queued(store)
+    with pytest.raises(FsError):
+        store.getattr_ino(b.ino)
+
+
+@T
+def test_rename_keep_open_target(store):
+    a = store.create("/a", 0o644)
+    b = store.create("/b", 0o644)
+    store.commit(b.ino, [piece(0, 4, 9)], 4)
+    assert store.rename("/a", "/b", keep_open=True) == b.ino
+    assert store.get_chunks(b.ino)[0].nlink == 0
+    assert queued(store) == set()
+    store.release_inode(b.ino)
+    assert queued(store) == {fid(1, 9)}
+    assert store.getattr("/b").ino == a.ino
+
+
+@T
+def test_rename_noreplace_and_self(store):
+    store.create("/a", 0o644)
+    store.create("/b", 0o644)
+    with pytest.raises(FsError) as e:
+        store.rename("/a", "/b", no_replace=True)
+    assert err(e) == errno.EEXIST
+    assert store.rename("/a", "/a") == 0
+    store.link("/a", "/a2")
+    assert store.rename("/a", "/a2") == 0  # two names of one inode: nothing happens
+    assert {n for n, _ in store.readdir("/")} == {"a", "a2", "b"}
+    with pytest.raises(FsError) as e:
+        store.rename("/nope", "/c")
+    assert err(e) == errno.ENOENT
+
+
+@T
+def test_rename_dirs(store):
+    store.mkdir("/d1", 0o755)
+    store.mkdir("/d1/sub", 0o755)
+    store.mkdir("/d2", 0o755)
+    store.create("/f", 0o644)
+    store.mkdir("/full", 0o755)
+    store.create("/full/x", 0o644)
+    for old, new, code in [
+        ("/d1", "/d1/sub/deeper", errno.EINVAL),
+        ("/d1", "/d1/inside", errno.EINVAL),
+        ("/d1", "/full", errno.ENOTEMPTY),
+        ("/f", "/d2", errno.EISDIR),
+        ("/d2", "/f", errno.ENOTDIR),
+    ]:
+        with pytest.raises(FsError) as e:
+            store.rename(old, new)
+        assert err(e) == code, (old, new)
+    # move a directory to another parent: nlink of both parents follows
+    store.rename("/d1/sub", "/d2/sub")
+    assert store.getattr("/d1").nlink == 2 and store.getattr("/d2").nlink == 3
+    # dir over empty dir
+    store.mkdir("/empty", 0o755)
+    root_links = store.getattr("/").nlink
+    d1 = store.getattr("/d1").ino
+    store.rename("/d1", "/empty")
+    assert store.getattr("/empty").ino == d1
+    assert store.getattr("/").nlink == root_links - 1
+    assert store.getattr("/d2/sub").is_dir
+
+
+@T
+def test_rename_is_atomic_on_error(store):
+    store.mkdir("/d", 0o755)
+    store.mkdir("/full", 0o755)
+    store.create("/full/x", 0o644)
+    with pytest.raises(FsError):
+        store.rename("/d", "/full")
+    assert store.getattr("/full/x").is_file and store.getattr("/d").is_dir
+
+
+# ---------------------------------------------------------------- symlink / link
+
+@T
+def test_symlink_readlink(store):
+    s = store.symlink("/l", "target/path", 3, 4)
+    assert stat.S_ISLNK(s.mode) and s.size == len("target/path") and s.uid == 3
+    assert store.readlink("/l") == "target/path"
+    store.create("/f", 0o644)
+    with pytest.raises(FsError) as e:
+        store.readlink("/f")
+    assert err(e) == errno.EINVAL
+    with pytest.raises(FsError) as e:
+        store.symlink("/f", "x")
+    assert err(e) == errno.EEXIST
+    with pytest.raises(FsError) as e:
+        store.symlink("/l2", "")
+    assert err(e) == errno.EINVAL
+
+
+@T
+def test_hard_link(store):
+    a = store.create("/a", 0o644)
+    store.commit(a.ino, [piece(0, 3, 1)], 3)
+    b = store.link("/a", "/b")
+    assert b.ino == a.ino and b.nlink == 2
+    assert store.unlink("/a") == 0
+    assert store.getattr("/b").nlink == 1 and queued(store) == set()
+    store.unlink("/b")
+    assert queued(store) == {fid(1, 1)}
+    store.mkdir("/d", 0o755)
+    with pytest.raises(FsError) as e:
+        store.link("/d", "/d2")
+    assert err(e) == errno.EPERM
+    store.create("/c", 0o644)
+    with pytest.raises(FsError) as e:
+        store.link("/c", "/d")
+    assert err(e) == errno.EEXIST
+
+
+# ---------------------------------------------------------------- setattr / truncate
+
+@T
+def test_setattr(store):
+    a = store.create("/f", 0o644)
+    b = store.setattr("/f", mode=0o4711, uid=7, gid=8, atime_ns=11, mtime_ns=22)
+    assert stat.S_ISREG(b.mode) and b.mode & 0o7777 == 0o4711
+    assert (b.uid, b.gid, b.atime_ns, b.mtime_ns) == (7, 8, 11, 22)
+    assert b.ctime_ns >= a.ctime_ns
+    by_ino = store.setattr(ino=a.ino, mode=0o600)
+    assert by_ino.mode & 0o7777 == 0o600
+    store.mkdir("/d", 0o755)
+    with pytest.raises(FsError) as e:
+        store.setattr("/d", size=0)
+    assert err(e) == errno.EISDIR
+    with pytest.raises(FsError) as e:
+        store.setattr(ino=12345, mode=0)
+    assert err(e) == errno.ENOENT
+
+
+@T
+def test_truncate_shrink_then_grow_reads_zeros(store):
+    a = store.create("/f", 0o644)
+    store.commit(a.ino, [piece(0, 100, 1), piece(100, 100, 2)], 200)
+    v0 = store.get_chunks(a.ino)[2]
+    t = store.setattr("/f", size=50)
+    assert t.size == 50
+    _, pieces, v1 = store.get_chunks(a.ino)
+    assert v1 > v0
+    assert pieces == [piece(0, 50, 1, 0, 100)]
+    assert queued(store) == {fid(1, 2)}
+    store.setattr("/f", size=300)
+    _, pieces, _ = store.get_chunks(a.ino)
+    assert pieces == [piece(0, 50, 1, 0, 100)]  # 50..300 is a hole
+    assert store.getattr("/f").size == 300
+
+
+# ---------------------------------------------------------------- commit / overlay
+
+@T
+def test_commit_overlay_queues_shadowed(store):
+    a = store.create("/f", 0o644)
+    store.commit(a.ino, [piece(0, 100, 1)], 100, mtime_ns=1234)
+    attr = store.getattr("/f")
+    assert attr.size == 100 and attr.mtime_ns == 1234
+    store.commit(a.ino, [piece(20, 30, 2)], 100)
+    _, pieces, _ = store.get_chunks(a.ino)
+    assert pieces == [piece(0, 20, 1, 0, 100), piece(20, 30, 2), piece(50, 50, 1, 50, 100)]
+    assert queued(store) == set()  # fid 1 still visible in two parts
+    store.commit(a.ino, [piece(0, 100, 3)], 100)
+    assert queued(store) == {fid(1, 1), fid(1, 2)}
+    _, pieces, version = store.get_chunks(a.ino)
+    assert pieces == [piece(0, 100, 3)] and version == 3
+
+
+@T
+def test_commit_later_shadows_earlier_in_one_request(store):
+    a = store.create("/f", 0o644)
+    attr = store.commit(a.ino, [piece(0, 10, 1), piece(0, 10, 2), piece(10, 10, 3)], 20)
+    assert attr.size == 20
+    _, pieces, _ = store.get_chunks(a.ino)
+    assert [p.fid for p in pieces] == [fid(1, 2), fid(1, 3)]
+    assert queued(store) == {fid(1, 1)}
+
+
+@T
+def test_commit_bad_input_changes_nothing(store):
+    a = store.create("/f", 0o644)
+    store.commit(a.ino, [piece(0, 10, 1)], 10)
+    for bad in ([Piece(0, 10, "garbage", 0, 10)], [Piece(0, 0, fid(1, 5), 0, 0)],
+                [Piece(0, 10, fid(1, 5), 5, 10)]):
+        with pytest.raises(FsError) as e:
+            store.commit(a.ino, bad, 10)
+        assert err(e) == errno.EINVAL
+    with pytest.raises(FsError) as e:
+        store.commit(999, [piece(0, 1, 1)], 1)
+    assert err(e) == errno.ENOENT
+    d = store.mkdir("/d", 0o755)
+    with pytest.raises(FsError) as e:
+        store.commit(d.ino, [piece(0, 1, 1)], 1)
+    assert err(e) == errno.EISDIR
+    _, pieces, version = store.get_chunks(a.ino)
+    assert pieces == [piece(0, 10, 1)] and version == 1
+
+
+@T
+def test_commit_cuts_pieces_past_size(store):
+    a = store.create("/f", 0o644)
+    store.commit(a.ino, [piece(0, 100, 1), piece(100, 50, 2)], 60)
+    _, pieces, _ = store.get_chunks(a.ino)
+    assert pieces == [piece(0, 60, 1, 0, 100)]
+    assert queued(store) == {fid(1, 2)}
+
+
+# ---------------------------------------------------------------- xattrs
+
+@T
+def test_xattrs(store):
+    store.create("/f", 0o644)
+    with pytest.raises(FsError) as e:
+        store.getxattr("/f", "user.a")
+    assert err(e) == errno.ENODATA
+    with pytest.raises(FsError) as e:
+        store.setxattr("/f", "user.a", b"1", XATTR_REPLACE)
+    assert err(e) == errno.ENODATA
+    store.setxattr("/f", "user.a", b"1", XATTR_CREATE)
+    with pytest.raises(FsError) as e:
+        store.setxattr("/f", "user.a", b"2", XATTR_CREATE)
+    assert err(e) == errno.EEXIST
+    store.setxattr("/f", "user.a", b"2", XATTR_REPLACE)
+    store.setxattr("/f", "user.b", b"\0\xff")
+    assert store.getxattr("/f", "user.a") == b"2"
+    assert store.getxattr("/f", "user.b") == b"\0\xff"
+    assert store.listxattr("/f") == ["user.a", "user.b"]
+    store.removexattr("/f", "user.a")
+    with pytest.raises(FsError) as e:
+        store.removexattr("/f", "user.a")
+    assert err(e) == errno.ENODATA
+    assert store.listxattr("/f") == ["user.b"]
+    with pytest.raises(FsError) as e:
+        store.setxattr("/f", "user.big", b"x" * 65537)
+    assert err(e) == errno.E2BIG
+    with pytest.raises(FsError) as e:
+        store.listxattr("/nope")
+    assert err(e) == errno.ENOENT
+
+
+# ---------------------------------------------------------------- queue, servers, counters
+
+@T
+def test_deletion_queue_retry_and_done(store):
+    a = store.create("/f", 0o644)
+    store.commit(a.ino, [piece(0, 1, 1), piece(1, 1, 2)], 2)
+    store.unlink("/f")
+    assert store.pending_deletions() == 2
+    store.deletions_retry([fid(1, 1)], 3600)
+    assert queued(store) == {fid(1, 2)}
+    store.deletions_done([fid(1, 2)])
+    assert store.pending_deletions() == 1 and queued(store) == set()
+    store.deletions_retry([fid(1, 1)], 0)
+    assert store.due_deletions(10) == [(fid(1, 1), 2)]
+
+
+@T
+def test_servers_and_counters_persist(tmp_path):
+    s = SQLiteStore(str(tmp_path / "m.db"))
+    sid = s.register_server(0, "v1", "127.0.0.1:1", "")
+    sid2 = s.register_server(0, "v2", "127.0.0.1:2", "")
+    assert sid != sid2
+    seq = needle_keys(s, step=100)
+    keys = [seq.take() for _ in range(5)]
+    assert keys == sorted(set(keys))
+    s.close()
+    s = SQLiteStore(str(tmp_path / "m.db"))
+    assert s.register_server(sid, "v1b", "127.0.0.1:3", "h") == sid
+    assert s.get_server(sid).grpc_address == "127.0.0.1:3"
+    assert s.register_server(0, "v3", "x:1", "") not in (sid, sid2)
+    assert s.register_server(77, "adopted", "x:2", "") == 77
+    assert s.register_server(0, "v4", "x:3", "") > 77
+    seq = needle_keys(s, step=100)
+    assert seq.take() > max(keys)  # a restart never reissues a key
+    s.close()
+
+
+@T
+def test_sequencer_concurrent_unique(store):
+    seq = Sequencer(store, "test_counter", step=7)
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(50):
+            first = seq.take(3)
+            with lock:
+                got.extend(range(first, first + 3))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == len(set(got)) == 600
+
+
+@T
+def test_sequencer_ensure_above(store):
+    seq = Sequencer(store, schema.COUNTER_VOLUME_ID, 1)
+    assert seq.take() == 1
+    seq.ensure_above(40)
+    assert seq.take() == 41
+
+
+@T
+def test_refuses_newer_schema(tmp_path):
+    path = str(tmp_path / "m.db")
+    SQLiteStore(path).close()
+    import sqlite3
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value=? WHERE key='schema_version'",
+                 (str(schema.SCHEMA_VERSION + 1),))
+    conn.commit()
+    conn.close()
+    with pytest.raises(schema.SchemaError):
+        SQLiteStore(path)
+
+
+@T
+def test_split_needle_stays_until_every_part_is_gone(store):
+    a = store.create("/f", 0o644)
+    store.commit(a.ino, [piece(0, 100, 1)], 100)
+    store.commit(a.ino, [piece(20, 30, 2)], 100)
+    store.commit(a.ino, [piece(50, 50, 3)], 100)  # covers fid 1's tail part only
+    assert queued(store) == set()
+    store.commit(a.ino, [piece(0, 20, 4)], 100)
+    assert queued(store) == {fid(1, 1)}
+
+
+@T
+def test_commit_and_truncate_match_a_model(tmp_path):
+    """Random commits and truncates agree with chunkmap applied to the whole list, and the
+    deletion queue holds exactly the written fids no longer visible."""
+    from hypothesis import given, settings, strategies as st
+
+    from cluster.common import chunkmap
+
+    op = st.one_of(
+        st.tuples(st.just("w"), st.integers(0, 300), st.integers(1, 80)),
+        st.tuples(st.just("t"), st.integers(0, 300), st.just(0)),
+    )
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(op, min_size=1, max_size=25))
+    def check(ops):
+        s = SQLiteStore(":memory:")
+        a = s.create("/f", 0o644)
+        model: list[Piece] = []
+        size, written, key = 0, set(), 0
+        for kind, off, length in ops:
+            if kind == "w":
+                key += 1
+                p = piece(off, length, key, noff=3, nsize=length + 5)
+                written.add(p.fid)
+                size = max(size, off + length)
+                model = chunkmap.truncate(chunkmap.overlay(model, [p]), size)
+                s.commit(a.ino, [p], size)
+            else:
+                size = off
+                model = chunkmap.truncate(model, size)
+                s.setattr(ino=a.ino, size=size)
+            attr, pieces, _ = s.get_chunks(a.ino)
+            assert pieces == model and attr.size == size
+            assert queued(s) == written - chunkmap.fids(model)
+        s.close()
+
+    check()

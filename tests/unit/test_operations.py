@@ -1,0 +1,264 @@
+"""KelpOperations called directly (no kernel): the errno boundary, the caches, the write
+buffer of a FileHandle (against a fake gateway), then every operation against a real cluster
+(tests/harness.py: master, volume servers and gateway as processes)."""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+
+import grpc
+import pytest
+
+from cluster.common.errors import FsError
+from fusefs.attrcache import AttrCache
+from fusefs.errno_boundary import errno_boundary
+from fusefs.filehandle import FileHandle
+from fusefs.fuse_binding import FuseOSError
+from fusefs.operations import KelpOperations, check_path
+from fusefs.options import MountOptions
+from protos import master_pb2
+
+# ---------------------------------------------------------------- pure units
+
+
+@pytest.mark.timeout(10)
+def test_boundary_maps_every_failure_to_a_real_errno():
+    class Rpc(grpc.RpcError):
+        def code(self):
+            return grpc.StatusCode.NOT_FOUND
+
+        def details(self):
+            return "ENODATA: user.x"
+
+    cases = [(FsError(errno.ENOTEMPTY, "d"), errno.ENOTEMPTY), (Rpc(), errno.ENODATA),
+             (ValueError("bug"), errno.EIO), (KeyError("x"), errno.EIO),
+             (OSError(errno.EXDEV, "x"), errno.EXDEV)]
+    for exc, want in cases:
+        @errno_boundary
+        def op():
+            raise exc
+        with pytest.raises(OSError) as info:
+            op()
+        assert info.value.errno == want, exc
+
+
+@pytest.mark.timeout(10)
+def test_name_too_long_is_checked_locally():
+    check_path("/a/" + "x" * 255)
+    with pytest.raises(OSError) as info:
+        check_path("/a/" + "x" * 256)
+    assert info.value.errno == errno.ENAMETOOLONG
+    with pytest.raises(OSError):
+        check_path("/" + "é" * 128)  # 256 bytes in UTF-8
+
+
+@pytest.mark.timeout(10)
+def test_attr_cache_expires_and_invalidates():
+    cache = AttrCache(ttl=0.2)
+    a = master_pb2.Attr(ino=7, size=1)
+    cache.put("/d/f", a)
+    cache.put("/d/g", master_pb2.Attr(ino=8))
+    assert cache.get("/d/f") is a
+    cache.invalidate_ino(7)
+    assert cache.get("/d/f") is None
+    cache.put("/d/f", a)
+    cache.invalidate_tree("/d")
+    assert cache.get("/d/f") is None and cache.get("/d/g") is None
+    cache.put("/x", a)
+    time.sleep(0.25)
+    assert cache.get("/x") is None
+    cache.put_xattr_absent("/x", "user.a")
+    assert cache.xattr_absent("/x", "user.a")
+    cache.drop_xattr("/x")
+    assert not cache.xattr_absent("/x", "user.a")
+
+
+class FakeStream:
+    def __init__(self, log, fail=False):
+        self.log, self.fail = log, fail
+
+    def write(self, offset, data):
+        if self.fail:
+            raise FsError(errno.EIO, "replica down")
+        self.log.append(("write", offset, bytes(data)))
+
+    def commit(self, size, mtime_ns=0):
+        self.log.append(("commit", size))
+        return master_pb2.Attr(ino=5, size=size)
+
+    def abort(self):
+        self.log.append(("abort",))
+
+
+class FakeGateway:
+    def __init__(self, fail=False):
+        self.log, self.fail = [], fail
+
+    def open_stream(self, ino, replication=0):
+        return FakeStream(self.log, self.fail)
+
+    def write_small(self, ino, offset, data, size, mtime_ns=0, replication=0):
+        if self.fail:
+            raise FsError(errno.EIO, "replica down")
+        self.log.append(("small", offset, bytes(data), size))
+        return master_pb2.Attr(ino=ino, size=size)
+
+
+class FakeMaster:
+    def call(self, method, request, timeout=None):
+        assert method == "GetAttrByIno"
+        return master_pb2.Attr(ino=request.ino, size=3)
+
+
+class FakeClient:
+    def __init__(self, fail=False):
+        self.gateway = FakeGateway(fail)
+        self.master = FakeMaster()
+
+
+def _handle(client, chunk=4096, size=0):
+    return FileHandle(1, 5, "/f", os.O_WRONLY, master_pb2.Attr(ino=5, size=size), client,
+                      chunk_size=chunk)
+
+
+@pytest.mark.timeout(10)
+def test_small_file_is_one_round_trip():
+    client = FakeClient()
+    h = _handle(client)
+    h.write(b"hello ", 0)
+    h.write(b"world", 6)
+    assert h.size == 11 and h.dirty
+    h.commit()
+    assert client.gateway.log == [("small", 0, b"hello world", 11)]
+    assert not h.dirty
+
+
+@pytest.mark.timeout(10)
+def test_full_chunks_stream_at_once_and_seeks_send_the_buffer():
+    client = FakeClient()
+    h = _handle(client)
+    h.write(b"a" * 5000, 0)               # one full chunk goes at once
+    assert client.gateway.log == [("write", 0, b"a" * 4096)]
+    h.write(b"b" * 10, 100000)            # not contiguous: the 904-byte run goes first
+    assert client.gateway.log[-1] == ("write", 4096, b"a" * 904)
+    h.write(b"c", 100002)                 # inside the buffered run: patched in place
+    h.commit()
+    assert client.gateway.log[-2] == ("write", 100000, b"bbcbbbbbbb")
+    assert client.gateway.log[-1] == ("commit", 100010)
+
+
+@pytest.mark.timeout(10)
+def test_append_writes_go_to_the_end():
+    client = FakeClient()
+    h = FileHandle(1, 5, "/f", os.O_WRONLY | os.O_APPEND, master_pb2.Attr(ino=5, size=3),
+                   client)
+    h.write(b"xy", 0)
+    h.commit()
+    assert client.gateway.log == [("small", 3, b"xy", 5)]
+
+
+@pytest.mark.timeout(10)
+def test_failed_write_is_eio_at_commit_and_pending_data_dropped():
+    client = FakeClient(fail=True)
+    h = _handle(client, size=3)
+    h.write(b"zzz", 0)
+    with pytest.raises(FsError) as info:
+        h.commit()
+    assert info.value.errno == errno.EIO
+    assert not h.dirty and h.size == 3    # the size the master still has
+
+
+# ---------------------------------------------------------------- against a real cluster
+
+
+@pytest.fixture
+def ops(cluster):
+    from tests.harness import client_for
+    client = client_for(cluster)
+    yield KelpOperations(client, MountOptions(mountpoint="/unused", attr_ttl=1.0))
+    client.close()
+
+
+def _errno(fn, *args):
+    with pytest.raises(OSError) as info:
+        fn(*args)
+    return info.value.errno
+
+
+@pytest.mark.timeout(90)
+def test_namespace_operations(ops):
+    ops.mkdir("/d", 0o755)
+    assert stat.S_ISDIR(ops.getattr("/d")["st_mode"])
+    fh = ops.create("/d/f", 0o644, os.O_WRONLY | os.O_CREAT)
+    assert ops.write("/d/f", b"data", 0, fh) == 4
+    assert ops.getattr("/d/f")["st_size"] == 4      # the open handle's size
+    ops.release("/d/f", fh)
+    st = ops.getattr("/d/f")
+    assert st["st_size"] == 4 and st["st_blocks"] == 1
+    assert set(ops.readdir("/d")) == {".", "..", "f"}
+    assert _errno(ops.rmdir, "/d") == errno.ENOTEMPTY
+    assert _errno(ops.rename, "/d", "/d/sub") == errno.EINVAL
+    assert _errno(ops.mkdir, "/d/" + "n" * 256, 0o755) == errno.ENAMETOOLONG
+    assert _errno(ops.getattr, "/nope") == errno.ENOENT
+    assert _errno(ops.create, "/d/f", 0o644, os.O_WRONLY | os.O_CREAT | os.O_EXCL) == errno.EEXIST
+    ops.symlink("/d/l", "f")
+    assert ops.readlink("/d/l") == "f"
+    ops.link("/d/h", "/d/f")
+    assert ops.getattr("/d/f")["st_nlink"] == 2
+    ops.chmod("/d/f", 0o600)
+    assert stat.S_IMODE(ops.getattr("/d/f")["st_mode"]) == 0o600
+    ops.utimens("/d/f", (1_000_000_000, 2_000_000_000))
+    assert ops.getattr("/d/f")["st_mtime"] == 2_000_000_000
+    ops.rename("/d/h", "/d/g")
+    assert ops.getattr("/d/g")["st_ino"] == ops.getattr("/d/f")["st_ino"]
+    ops.truncate("/d/f", 2)
+    assert ops.getattr("/d/f")["st_size"] == 2
+    ops.unlink("/d/l")
+    ops.unlink("/d/f")
+    assert ops.getattr("/d/g")["st_nlink"] == 1
+    ops.unlink("/d/g")
+    ops.rmdir("/d")
+    assert _errno(ops.getattr, "/d") == errno.ENOENT
+    assert ops.statfs("/")["f_namemax"] == 255
+
+
+@pytest.mark.timeout(90)
+def test_read_write_and_xattrs(ops):
+    fh = ops.create("/big", 0o644, os.O_RDWR | os.O_CREAT)
+    blob = os.urandom(300_000)
+    for off in range(0, len(blob), 65536):
+        ops.write("/big", blob[off:off + 65536], off, fh)
+    assert ops.read("/big", 1000, 5000, fh) == blob[5000:6000]   # commits first
+    ops.write("/big", b"X" * 10, 10, fh)
+    ops.flush("/big", fh)
+    ops.release("/big", fh)
+    fh = ops.open("/big", os.O_RDONLY)
+    data = ops.read("/big", len(blob) + 10, 0, fh)
+    assert data == blob[:10] + b"X" * 10 + blob[20:]
+    ops.release("/big", fh)
+
+    fh = ops.open("/big", os.O_WRONLY | os.O_TRUNC)
+    assert ops.getattr("/big", fh)["st_size"] == 0
+    ops.release("/big", fh)
+
+    assert _errno(ops.getxattr, "/big", "user.a") == errno.ENODATA
+    ops.setxattr("/big", "user.a", b"v1", 0)
+    assert ops.getxattr("/big", "user.a") == b"v1"
+    assert "user.a" in ops.listxattr("/big")
+    ops.removexattr("/big", "user.a")
+    assert _errno(ops.getxattr, "/big", "user.a") == errno.ENODATA
+
+
+@pytest.mark.timeout(90)
+def test_unlinked_open_file_stays_usable(ops):
+    fh = ops.create("/u", 0o644, os.O_RDWR | os.O_CREAT)
+    ops.write("/u", b"before", 0, fh)
+    ops.flush("/u", fh)
+    ops.unlink("/u")
+    assert _errno(ops.getattr, "/u") == errno.ENOENT
+    ops.write(None, b"after!", 6, fh)
+    assert ops.read(None, 100, 0, fh) == b"beforeafter!"
+    assert ops.getattr(None, fh)["st_size"] == 12
+    ops.release(None, fh)
