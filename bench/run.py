@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         source = (0, 0)
         if args.only != "core":
             t0 = time.monotonic()
-            source = W.build_source_tree(work / "source", sizes.tree_bytes)
+            source = W.build_source_tree(work / "source", sizes.tree_bytes,
+                                          sizes.tree_files)
             console.print(f"source tree: {source[0]} files, {source[1] / W.MiB:.0f} MiB "
                           f"({time.monotonic() - t0:.1f}s)")
         for n in names:

@@ -47,11 +47,19 @@ def weed_version(weed: str | None = None) -> str:
     return out.strip().splitlines()[0] if out.strip() else "unknown"
 
 
+def is_mounted(path: Path) -> bool:
+    """From /proc/self/mounts, so a mount whose process died (where stat fails with ENOTCONN
+    and os.path.ismount says False) still counts."""
+    target = os.path.abspath(path).replace(" ", "\\040")
+    with open("/proc/self/mounts") as fh:
+        return any(line.split()[1] == target for line in fh if len(line.split()) > 1)
+
+
 def unmount(path: Path) -> None:
     """fusermount -u, then the lazy forms if the mount is busy or its process is gone."""
     for cmd in (["fusermount", "-u", str(path)], ["fusermount", "-uz", str(path)],
                 ["umount", "-l", str(path)]):
-        if not os.path.ismount(path):
+        if not is_mounted(path):
             return
         subprocess.run(cmd, capture_output=True, timeout=30)
 

@@ -29,7 +29,7 @@ Progress = Callable[[int], None]  # called with bytes just done
 
 def normpath(path: str) -> str:
     """An absolute, normalised remote path ('/a/b'); '' and '.' mean '/'."""
-    path = posixpath.normpath("/" + (path or "").strip())
+    path = posixpath.normpath("/" + (path or "").strip().lstrip("/"))
     return "/" if path in ("//", "/.") else path
 
 

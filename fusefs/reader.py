@@ -35,6 +35,7 @@ from protos import master_pb2, volume_pb2, volume_pb2_grpc
 LOCATION_TTL = 30.0
 RANGE_READ_FRACTION = 4  # a piece under needle_size/4 is read as a range when not streaming
 READ_TIMEOUT = 30.0
+RESTART_GRACE = 5.0  # seconds to wait for an unreachable replica set to come back
 
 
 def to_pieces(chunks) -> list[chunkmap.Piece]:
@@ -244,23 +245,37 @@ class ChunkReader:
         return (self._from_replicas(piece, piece.needle_offset, piece.length, lambda r: r.data),)
 
     def _from_replicas(self, piece: chunkmap.Piece, offset: int, length: int, check):
+        """Try each replica in turn; when every one was unreachable (a server restarting),
+        look the volume up again and retry for up to RESTART_GRACE seconds, waiting for the
+        channel to connect. Bad data is not retried: it fails over, then reports EIO."""
         fid = Fid.parse(piece.fid)
         request = volume_pb2.ReadRequest(volume_id=fid.volume_id, key=fid.key, cookie=fid.cookie,
                                          offset=offset, length=length)
         problems: list[str] = []
-        for attempt in range(2):
+        deadline = time.monotonic() + RESTART_GRACE
+        attempt = 0
+        while True:
             if attempt:
                 self.locator.invalidate(fid.volume_id)
             locations = self.locator.locations(fid.volume_id)
+            unreachable = 0
             for loc in locations:
                 try:
-                    reply = self.stubs.get(loc.grpc_address).ReadNeedle(request,
-                                                                       timeout=READ_TIMEOUT)
+                    reply = self.stubs.get(loc.grpc_address).ReadNeedle(
+                        request, timeout=READ_TIMEOUT, wait_for_ready=attempt > 0)
                     return check(reply)
                 except grpc.RpcError as e:
+                    if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                        unreachable += 1
                     problems.append(f"{loc.name or loc.grpc_address}: {fserror_from_rpc(e).message}")
                 except FsError as e:
                     problems.append(f"{loc.name or loc.grpc_address}: {e.message}")
             if not locations:
                 problems.append(f"volume {fid.volume_id} has no live replica")
-        raise FsError(errno.EIO, f"chunk {piece.fid}: no replica has good data ({'; '.join(problems)})")
+            attempt += 1
+            retry = (not locations or unreachable == len(locations))
+            if not retry or time.monotonic() > deadline:
+                break
+            time.sleep(min(0.2 * attempt, 1.0))
+        seen = list(dict.fromkeys(problems))
+        raise FsError(errno.EIO, f"chunk {piece.fid}: no replica has good data ({'; '.join(seen)})")

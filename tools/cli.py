@@ -13,16 +13,9 @@ import sys
 
 from cluster.common.config import ConfigError
 from cluster.common.errors import FsError
+from tools.errors import QuietError
 
 DEFAULT_MASTER = os.environ.get("KELP_MASTER", "127.0.0.1:19333")
-
-
-class QuietError(Exception):
-    """A failure to report as one line and an exit code, without a traceback."""
-
-    def __init__(self, message: str, code: int = 1):
-        super().__init__(message)
-        self.code = code
 
 
 def _d(cls, name: str) -> str:

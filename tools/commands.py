@@ -20,7 +20,7 @@ from rich.table import Table
 from cluster.common.errors import FsError
 from fusefs.client import KelpClient, normpath
 from fusefs.master_client import check_reachable
-from tools.cli import QuietError
+from tools.errors import QuietError
 from tools.local_cluster import ClusterLayout, LocalCluster
 
 console = Console()

@@ -197,7 +197,11 @@ class LocalCluster:
                     continue
                 alive = {s.name for s in st.servers if s.alive}
                 gw_alive = any(g.alive for g in st.gateways)
-                missing = want_volumes - alive
+                missing = {n for n in want_volumes - alive}
+                # The master may still count a just-restarted server alive from before its
+                # restart: ask each one directly too.
+                missing |= {n for n in want_volumes - missing
+                            if not rpc.check_health(self.nodes[n].grpc_address, timeout=0.5)}
                 if not missing and (gw_alive or not want_gateway):
                     return
                 waiting_for = ", ".join(sorted(missing)) or "gateway g0"

@@ -27,7 +27,16 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.enable_retries", 0),
+    # A restarted peer should be retried within a second, not after gRPC's default backoff
+    # of up to two minutes.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+
+# Servers additionally refuse to share a port (gRPC enables SO_REUSEPORT by default, which
+# would let a second master bind the first one's port without an error).
+SERVER_OPTIONS = CHANNEL_OPTIONS + [("grpc.so_reuseport", 0)]
 
 
 def channel(address: str) -> grpc.Channel:
@@ -38,7 +47,7 @@ def channel(address: str) -> grpc.Channel:
 def make_server(max_workers: int = 16) -> tuple[grpc.Server, health.HealthServicer]:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        options=CHANNEL_OPTIONS,
+        options=SERVER_OPTIONS,
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -30,13 +30,6 @@ RPC_TIMEOUT_S = 5.0
 DEFAULT_INTERVAL_S = 1.0
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 2.0
-# gRPC's own reconnect backoff grows to 120 s, which would leave the master without our
-# heartbeats long after it is back; cap it near our retry backoff instead.
-RECONNECT_OPTIONS = [
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", int(BACKOFF_MAX_S * 1000)),
-]
 
 
 def load_server_id(directory: str) -> int:
@@ -83,8 +76,9 @@ class Heartbeater(threading.Thread):
         self.heartbeats_sent = 0
         self._stop_event = threading.Event()
         self._wake = threading.Event()
-        self._channel = grpc.insecure_channel(opts.master,
-                                              options=rpc.CHANNEL_OPTIONS + RECONNECT_OPTIONS)
+        # rpc.channel caps gRPC's reconnect backoff near ours, so heartbeats resume within
+        # a second of the master coming back.
+        self._channel = rpc.channel(opts.master)
         self._stub = master_pb2_grpc.MasterStub(self._channel)
         self._in_outage = False
 
