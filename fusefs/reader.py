@@ -79,29 +79,11 @@ class VolumeLocator:
             self._cache.pop(vid, None)
 
 
-class VolumeStubs:
-    """One long-lived channel per volume server address."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._stubs: dict[str, volume_pb2_grpc.VolumeStub] = {}
-        self._channels: list[grpc.Channel] = []
+class VolumeStubs(rpc.ChannelCache):
+    """Volume stubs over cached channels (cluster.common.rpc.ChannelCache)."""
 
     def get(self, address: str) -> volume_pb2_grpc.VolumeStub:
-        with self._lock:
-            stub = self._stubs.get(address)
-            if stub is None:
-                ch = rpc.channel(address)
-                self._channels.append(ch)
-                stub = self._stubs[address] = volume_pb2_grpc.VolumeStub(ch)
-            return stub
-
-    def close(self) -> None:
-        with self._lock:
-            for ch in self._channels:
-                ch.close()
-            self._stubs.clear()
-            self._channels.clear()
+        return self.stub(address, volume_pb2_grpc.VolumeStub)
 
 
 class NeedleCache:
@@ -267,6 +249,7 @@ class ChunkReader:
                 except grpc.RpcError as e:
                     if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                         unreachable += 1
+                        self.stubs.reset(loc.grpc_address)
                     problems.append(f"{loc.name or loc.grpc_address}: {fserror_from_rpc(e).message}")
                 except FsError as e:
                     problems.append(f"{loc.name or loc.grpc_address}: {e.message}")

@@ -44,6 +44,52 @@ def channel(address: str) -> grpc.Channel:
     return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
 
 
+class ChannelCache:
+    """One long-lived channel per peer address, shared by all threads (never one per call).
+
+    `reset(address)` drops a channel stuck in reconnect backoff, e.g. when the peer just
+    re-registered after a restart, so the next call connects at once.
+    """
+
+    def __init__(self, factory: Callable[[str], grpc.Channel] | None = None):
+        self._factory = factory or channel
+        self._lock = threading.Lock()
+        self._channels: dict[str, grpc.Channel] = {}
+        self._stubs: dict[tuple[str, type], object] = {}
+
+    def channel(self, address: str) -> grpc.Channel:
+        with self._lock:
+            ch = self._channels.get(address)
+            if ch is None:
+                ch = self._channels[address] = self._factory(address)
+            return ch
+
+    def stub(self, address: str, stub_class: type):
+        key = (address, stub_class)
+        stub = self._stubs.get(key)
+        if stub is None:
+            stub = stub_class(self.channel(address))
+            with self._lock:
+                self._stubs[key] = stub
+        return stub
+
+    def reset(self, address: str) -> None:
+        with self._lock:
+            ch = self._channels.pop(address, None)
+            for key in [k for k in self._stubs if k[0] == address]:
+                del self._stubs[key]
+        if ch is not None:
+            ch.close()
+
+    def close(self) -> None:
+        with self._lock:
+            channels = list(self._channels.values())
+            self._channels.clear()
+            self._stubs.clear()
+        for ch in channels:
+            ch.close()
+
+
 def make_server(max_workers: int = 16) -> tuple[grpc.Server, health.HealthServicer]:
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),

@@ -56,35 +56,37 @@ def encode_write_request(fid: Fid, data, crc: int) -> bytes:
 
 
 class VolumePool:
-    """Long-lived channels to volume servers, one per address, shared by all writer threads."""
+    """WriteNeedle over cached channels (cluster.common.rpc.ChannelCache), shared by all
+    writer threads. A channel that failed to connect is dropped, so a restarted volume server
+    is reached on the next attempt instead of after gRPC's reconnect backoff."""
 
     def __init__(self, channel_factory: Callable[[str], grpc.Channel] = rpc.channel):
-        self._factory = channel_factory
+        self._channels = rpc.ChannelCache(channel_factory)
         self._lock = threading.Lock()
-        self._channels: dict[str, grpc.Channel] = {}
         self._write: dict[str, Callable] = {}
 
     def write_needle(self, address: str, serialized: bytes, timeout: float):
         method = self._write.get(address)
         if method is None:
+            # No request serializer: the bytes are already a WriteRequest.
+            method = self._channels.channel(address).unary_unary(
+                _WRITE_NEEDLE, request_serializer=None,
+                response_deserializer=volume_pb2.WriteResponse.FromString)
             with self._lock:
-                method = self._write.get(address)
-                if method is None:
-                    ch = self._factory(address)
-                    self._channels[address] = ch
-                    # No request serializer: the bytes are already a WriteRequest.
-                    method = ch.unary_unary(
-                        _WRITE_NEEDLE, request_serializer=None,
-                        response_deserializer=volume_pb2.WriteResponse.FromString)
-                    self._write[address] = method
-        return method(serialized, timeout=timeout)
+                self._write[address] = method
+        try:
+            return method(serialized, timeout=timeout)
+        except grpc.RpcError as e:
+            if _code(e) == grpc.StatusCode.UNAVAILABLE:
+                with self._lock:
+                    self._write.pop(address, None)
+                self._channels.reset(address)
+            raise
 
     def close(self) -> None:
         with self._lock:
-            for ch in self._channels.values():
-                ch.close()
-            self._channels.clear()
             self._write.clear()
+        self._channels.close()
 
 
 class ChunkWriter:

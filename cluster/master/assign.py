@@ -82,6 +82,7 @@ class Assigner:
         by_id = {s.server_id: s for s in live}
         grown: list[int] = []
         failures: list[str] = []
+        full = True  # ENOSPC only when every failure was a full disk
         for server_ids in plan:
             vid = self._vids.take()
             ok = True
@@ -90,6 +91,7 @@ class Assigner:
                     self._allocate(by_id[sid], vid, replication)
                 except Exception as e:  # noqa: BLE001 - any failure makes the volume unusable
                     ok = False
+                    full = full and getattr(e, "errno", None) == errno.ENOSPC
                     failures.append(f"volume {vid} on {by_id[sid].name}: {e}")
                     log.warning("allocating volume %d on server %d (%s) failed: %s",
                                 vid, sid, by_id[sid].grpc_address, e)
@@ -101,5 +103,6 @@ class Assigner:
                 log.info("grew volume %d (replication %d) on servers %s", vid, replication,
                          server_ids)
         if not grown:
-            raise FsError(errno.ENOSPC, "could not grow a volume: " + "; ".join(failures))
+            raise FsError(errno.ENOSPC if full else errno.EIO,
+                          "could not grow a volume: " + "; ".join(failures))
         return grown

@@ -28,27 +28,11 @@ MAX_BACKOFF_S = 300.0
 DELETE_TIMEOUT_S = 10.0
 
 
-class VolumeStubs:
-    """One cached channel and Volume stub per address (never a channel per call)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._stubs: dict[str, tuple[grpc.Channel, volume_pb2_grpc.VolumeStub]] = {}
+class VolumeStubs(rpc.ChannelCache):
+    """Volume stubs over cached channels (cluster.common.rpc.ChannelCache)."""
 
     def get(self, address: str) -> volume_pb2_grpc.VolumeStub:
-        with self._lock:
-            entry = self._stubs.get(address)
-            if entry is None:
-                ch = rpc.channel(address)
-                entry = (ch, volume_pb2_grpc.VolumeStub(ch))
-                self._stubs[address] = entry
-            return entry[1]
-
-    def close(self) -> None:
-        with self._lock:
-            for ch, _ in self._stubs.values():
-                ch.close()
-            self._stubs.clear()
+        return self.stub(address, volume_pb2_grpc.VolumeStub)
 
 
 def backoff_s(attempts: int) -> float:

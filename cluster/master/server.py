@@ -19,7 +19,7 @@ import grpc
 
 from cluster.common import rpc
 from cluster.common.chunkmap import Piece
-from cluster.common.errors import FsError
+from cluster.common.errors import FsError, fserror_from_rpc
 from cluster.common.httpstatus import StatusServer
 from cluster.master import metrics, sequencer
 from cluster.master.assign import Assigner
@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10_000
 BLOCK_SIZE = 4096
-ALLOCATE_TIMEOUT_S = 10.0
+ALLOCATE_TIMEOUT_S = 5.0
 
 
 def attr_pb(a: Attr) -> master_pb2.Attr:
@@ -81,7 +81,9 @@ def _invalid(message: str) -> FsError:
 
 class MasterServicer(master_pb2_grpc.MasterServicer):
     def __init__(self, store: MetadataStore, topology: Topology, assigner: Assigner,
-                 opts: MasterOptions, grpc_address: str = ""):
+                 opts: MasterOptions, grpc_address: str = "",
+                 node_stubs: rpc.ChannelCache | None = None):
+        self._node_stubs = node_stubs or rpc.ChannelCache()
         self.store = store
         self.topology = topology
         self.assigner = assigner
@@ -221,6 +223,7 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
             raise _invalid("RegisterVolumeServer needs grpc_address")
         sid = self.topology.register(request.server_id, request.name or request.grpc_address,
                                      request.grpc_address, request.http_address)
+        self._node_stubs.reset(request.grpc_address)  # a restarted server: connect afresh
         log.info("volume server %d registered: %s at %s", sid, request.name,
                  request.grpc_address)
         return master_pb2.RegisterResponse(
@@ -329,7 +332,8 @@ class MasterNode:
                                      volume_ids, self._allocate, opts.default_replication,
                                      on_grow=lambda vid: metrics.VOLUMES_GROWN.inc())
             self._server, health = rpc.make_server(max_workers=32)
-            self.servicer = MasterServicer(self.store, self.topology, self.assigner, opts)
+            self.servicer = MasterServicer(self.store, self.topology, self.assigner, opts,
+                                           node_stubs=self._stubs)
             master_pb2_grpc.add_MasterServicer_to_server(self.servicer, self._server)
             self.grpc_port = rpc.bind(self._server, opts.ip, opts.grpc_port)
             self.servicer.grpc_address = self.grpc_address
@@ -362,12 +366,16 @@ class MasterNode:
 
     def _allocate(self, server: ServerState, volume_id: int, replication: int) -> None:
         try:
+            # The server heartbeated recently: wait for the channel to connect rather than
+            # failing fast on a channel still in backoff from before a restart.
             self._stubs.get(server.grpc_address).AllocateVolume(
                 volume_pb2.AllocateRequest(volume_id=volume_id, replication=replication),
-                timeout=ALLOCATE_TIMEOUT_S,
+                timeout=ALLOCATE_TIMEOUT_S, wait_for_ready=True,
             )
         except grpc.RpcError as e:
-            raise FsError(errno.EIO, f"{e.code().name}: {e.details()}") from None
+            err = fserror_from_rpc(e)
+            raise FsError(err.errno if err.errno == errno.ENOSPC else errno.EIO,
+                          f"{e.code().name}: {e.details()}") from None
 
     def status(self) -> dict:
         topo, store = self.topology, self.store
