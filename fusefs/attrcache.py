@@ -25,7 +25,11 @@ class AttrCache:
         self.max_entries = max_entries
         self._lock = threading.Lock()
         self._attrs: dict[str, tuple[float, master_pb2.Attr]] = {}
+        self._paths_of: dict[int, set[str]] = {}     # ino -> cached paths (hard links)
+        self._absent: dict[str, float] = {}           # path -> until: known not to exist
         self._no_xattr: dict[tuple[str, str], float] = {}  # (path, name) known to be absent
+
+    # -- attributes
 
     def get(self, path: str) -> Optional[master_pb2.Attr]:
         if self.ttl <= 0:
@@ -35,7 +39,7 @@ class AttrCache:
             if hit is None:
                 return None
             if hit[0] < time.monotonic():
-                del self._attrs[path]
+                self._pop_locked(path)
                 return None
             return hit[1]
 
@@ -47,11 +51,55 @@ class AttrCache:
                 self._expire_locked()
                 if len(self._attrs) >= self.max_entries:
                     self._attrs.clear()
+                    self._paths_of.clear()
+            self._pop_locked(path)
+            self._absent.pop(path, None)
             self._attrs[path] = (time.monotonic() + self.ttl, attr)
+            self._paths_of.setdefault(attr.ino, set()).add(path)
+
+    def touch_dir(self, path: str, now_ns: int, nlink_delta: int = 0) -> None:
+        """A directory this mount just changed: move its cached mtime/ctime to now (and its
+        link count by nlink_delta) instead of dropping it, which would cost the next getattr
+        an RPC. The master sets the same times in the same operation."""
+        with self._lock:
+            hit = self._attrs.get(path)
+            if hit is None:
+                return
+            attr = master_pb2.Attr()
+            attr.CopyFrom(hit[1])
+            attr.mtime_ns = attr.ctime_ns = now_ns
+            attr.nlink = max(1, attr.nlink + nlink_delta)
+            self._attrs[path] = (hit[0], attr)
+
+    # -- negative entries: a name the master said does not exist (the kernel looks a new
+    # name up twice before creating it); any local change to the name drops the entry.
+
+    def is_absent(self, path: str) -> bool:
+        if self.ttl <= 0:
+            return False
+        with self._lock:
+            until = self._absent.get(path)
+            if until is None:
+                return False
+            if until < time.monotonic():
+                del self._absent[path]
+                return False
+            return True
+
+    def put_absent(self, path: str) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._absent) >= self.max_entries:
+                self._absent.clear()
+            self._absent[path] = time.monotonic() + self.ttl
+
+    # -- invalidation
 
     def invalidate(self, path: str) -> None:
         with self._lock:
-            self._attrs.pop(path, None)
+            self._pop_locked(path)
+            self._absent.pop(path, None)
             self._drop_xattr_locked(path)
 
     def invalidate_tree(self, path: str) -> None:
@@ -59,19 +107,23 @@ class AttrCache:
         prefix = path.rstrip("/") + "/"
         with self._lock:
             for key in [k for k in self._attrs if k == path or k.startswith(prefix)]:
-                del self._attrs[key]
+                self._pop_locked(key)
+            for key in [k for k in self._absent if k == path or k.startswith(prefix)]:
+                del self._absent[key]
             for key in [k for k in self._no_xattr if k[0] == path or k[0].startswith(prefix)]:
                 del self._no_xattr[key]
 
     def invalidate_ino(self, ino: int) -> None:
         """Drop every path naming inode `ino` (hard links share attributes)."""
         with self._lock:
-            for key in [k for k, v in self._attrs.items() if v[1].ino == ino]:
-                del self._attrs[key]
+            for path in list(self._paths_of.get(ino, ())):
+                self._pop_locked(path)
 
     def clear(self) -> None:
         with self._lock:
             self._attrs.clear()
+            self._paths_of.clear()
+            self._absent.clear()
             self._no_xattr.clear()
 
     # -- negative xattr lookups (the kernel asks for security.capability before every write)
@@ -100,6 +152,17 @@ class AttrCache:
         with self._lock:
             self._drop_xattr_locked(path)
 
+    # -- internals (lock held)
+
+    def _pop_locked(self, path: str) -> None:
+        hit = self._attrs.pop(path, None)
+        if hit is not None:
+            paths = self._paths_of.get(hit[1].ino)
+            if paths is not None:
+                paths.discard(path)
+                if not paths:
+                    del self._paths_of[hit[1].ino]
+
     def _drop_xattr_locked(self, path: str) -> None:
         for key in [k for k in self._no_xattr if k[0] == path]:
             del self._no_xattr[key]
@@ -107,4 +170,4 @@ class AttrCache:
     def _expire_locked(self) -> None:
         now = time.monotonic()
         for key in [k for k, v in self._attrs.items() if v[0] < now]:
-            del self._attrs[key]
+            self._pop_locked(key)

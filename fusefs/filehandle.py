@@ -31,7 +31,10 @@ import threading
 from typing import Optional
 
 from cluster.common.errors import FsError
+from fusefs.reader import to_pieces
 from protos import master_pb2
+
+READAHEAD_CHUNKS = 2  # needles fetched ahead of a sequential reader (2 x 4 MiB by default)
 
 log = logging.getLogger("fusefs.filehandle")
 
@@ -54,6 +57,8 @@ class FileHandle:
         self.sent = False               # chunks sent through the stream since the last commit
         self.stream = None              # WriteStream, opened at the first chunk sent
         self.snapshot: Optional[master_pb2.FileChunks] = None  # chunk list for reads
+        self._pieces: list = []       # the snapshot's chunks as sorted chunkmap pieces
+        self._next_read = 0           # where a sequential reader would read next
         self.append = bool(flags & 0o2000)  # O_APPEND
 
     # ------------------------------------------------------------------ writes
@@ -97,11 +102,12 @@ class FileHandle:
             self._fail(e)
         self.sent = True
 
-    def commit(self) -> None:
-        """Send what is buffered and commit it to the master; wait for the answer."""
+    def commit(self) -> Optional[master_pb2.Attr]:
+        """Send what is buffered and commit it to the master; wait for the answer.
+        Returns the file's attributes after the commit (None when nothing was pending)."""
         with self.lock:
             if not self.dirty:
-                return
+                return None
             try:
                 if not self.sent and self.buf:
                     attr = self.client.gateway.write_small(
@@ -121,6 +127,8 @@ class FileHandle:
             self.snapshot = None
             if attr is not None and attr.ino:
                 self.size = attr.size
+                return attr
+            return None
 
     def _fail(self, e: FsError) -> None:
         """A write or commit failed: drop what is pending, so the file keeps its old content."""
@@ -165,21 +173,27 @@ class FileHandle:
             if self.dirty:
                 self.commit()
             if self.snapshot is None:
-                self.snapshot = self.client.master.call(
-                    "GetChunks", master_pb2.InoRequest(ino=self.ino))
-                self.size = self.snapshot.attr.size
+                self._take_snapshot()
             size = self.snapshot.attr.size
-            chunks = list(self.snapshot.chunks)
+            pieces = self._pieces
+            # Sequential reads (each starting where the last ended) fetch whole needles into
+            # the cache and read ahead; others read just the range they need.
+            sequential = offset == self._next_read or offset == 0
+            self._next_read = offset + length
         if offset >= size or length <= 0:
             return b""
-        return self.client.reader.read(chunks, offset, min(length, size - offset), size)
+        return self.client.reader.read(pieces, offset, min(length, size - offset), size,
+                                       readahead=READAHEAD_CHUNKS if sequential else 0)
 
     def prefetch_chunks(self) -> None:
         """Take the chunk snapshot now (at open), so reads see the file as it was at open."""
         with self.lock:
-            self.snapshot = self.client.master.call(
-                "GetChunks", master_pb2.InoRequest(ino=self.ino))
-            self.size = self.snapshot.attr.size
+            self._take_snapshot()
+
+    def _take_snapshot(self) -> None:
+        self.snapshot = self.client.master.call("GetChunks", master_pb2.InoRequest(ino=self.ino))
+        self.size = self.snapshot.attr.size
+        self._pieces = to_pieces(self.snapshot.chunks)
 
     def close(self) -> None:
         with self.lock:

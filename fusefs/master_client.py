@@ -7,6 +7,7 @@ callers never see a raw grpc.RpcError.
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Iterator
 
@@ -17,6 +18,7 @@ from cluster.common.errors import FsError, fserror_from_rpc
 from protos import master_pb2, master_pb2_grpc
 
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+log = logging.getLogger(__name__)
 
 
 class MasterClient:
@@ -30,6 +32,8 @@ class MasterClient:
     def call(self, method: str, request, timeout: float | None = None, retry: bool = True):
         """Call `method` (a Master rpc name); retry UNAVAILABLE for up to retry_for seconds."""
         fn = getattr(self.stub, method)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("rpc %s %s", method, str(request).replace("\n", " ")[:120])
         deadline = time.monotonic() + (self.retry_for if retry else 0)
         delay = 0.05
         while True:

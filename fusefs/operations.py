@@ -137,7 +137,14 @@ class KelpOperations(Operations):
             attr = self.cache.get(path)
             if attr is not None:
                 return attr
-        attr = self._call("GetAttr", master_pb2.PathRequest(path=path))
+            if self.cache.is_absent(path):
+                raise FsError(errno.ENOENT, path)
+        try:
+            attr = self._call("GetAttr", master_pb2.PathRequest(path=path))
+        except FsError as e:
+            if e.errno == errno.ENOENT:
+                self.cache.put_absent(path)
+            raise
         self.cache.put(path, attr)
         return attr
 
@@ -159,19 +166,29 @@ class KelpOperations(Operations):
 
     def _commit_ino(self, ino: int, except_fh: Optional[int] = None) -> None:
         """Commit the pending writes of every handle of `ino` (before a truncate, utimens...)."""
+        committed = False
         for h in self._handles_of(ino):
             if h.fh != except_fh and h.dirty:
                 h.commit()
-        self.cache.invalidate_ino(ino)
+                committed = True
+        if committed:
+            self.cache.invalidate_ino(ino)
 
     def _is_open(self, ino: int) -> bool:
         with self._lock:
             return bool(self._by_ino.get(ino))
 
-    def _changed(self, *paths: str) -> None:
+    def _changed(self, *paths: str, links: bool = False) -> None:
+        """Local changes to `paths`: drop their cached attributes. Their parent directories
+        changed too: with `links` (a directory came or went, so the parent's nlink moved)
+        drop them, otherwise just move their cached mtime/ctime to now."""
+        now = time.time_ns()
         for p in paths:
             self.cache.invalidate(p)
-            self.cache.invalidate(parent_of(p))
+            if links:
+                self.cache.invalidate(parent_of(p))
+            else:
+                self.cache.touch_dir(parent_of(p), now)
 
     # ------------------------------------------------------------------ attributes
 
@@ -184,7 +201,9 @@ class KelpOperations(Operations):
             with self._lock:
                 h = self._handles.get(fh)
         if h is not None:
-            attr = self._call("GetAttrByIno", master_pb2.InoRequest(ino=h.ino))
+            attr = self.cache.get(path) if path else None
+            if attr is None or attr.ino != h.ino:
+                attr = self._call("GetAttrByIno", master_pb2.InoRequest(ino=h.ino))
         else:
             attr = self._lookup(path)
         return attr_to_stat(attr, self._open_size(attr.ino))
@@ -300,7 +319,7 @@ class KelpOperations(Operations):
         uid, gid, _ = caller()
         attr = self._call("Mkdir", master_pb2.MkdirRequest(
             path=path, mode=mode & 0o7777, uid=uid, gid=gid))
-        self._changed(path)
+        self._changed(path, links=True)
         self.cache.put(path, attr)
         return 0
 
@@ -310,7 +329,7 @@ class KelpOperations(Operations):
         self._writable()
         self._call("Rmdir", master_pb2.PathRequest(path=path))
         self.cache.invalidate_tree(path)
-        self._changed(path)
+        self._changed(path, links=True)
         return 0
 
     # ------------------------------------------------------------------ names
@@ -336,13 +355,10 @@ class KelpOperations(Operations):
         self._writable()
         if new.startswith(old.rstrip("/") + "/"):
             raise FuseOSError(errno.EINVAL)  # a directory into its own subtree
-        target_open = False
-        try:
-            target = self._lookup(new, fresh=True)
-            target_open = self._is_open(target.ino) and not statmod.S_ISDIR(target.mode)
-        except FsError as e:
-            if e.errno != errno.ENOENT:
-                raise
+        moved = self.cache.get(old)
+        # Only a target open in this mount needs keeping alive; handles know their paths.
+        with self._lock:
+            target_open = any(h.path == new for h in self._handles.values())
         reply = self._call("Rename", master_pb2.RenameRequest(
             old_path=old, new_path=new, keep_open=target_open))
         if reply.replaced_ino and self._is_open(reply.replaced_ino):
@@ -352,7 +368,14 @@ class KelpOperations(Operations):
         self.cache.invalidate_tree(new)
         if reply.replaced_ino:
             self.cache.invalidate_ino(reply.replaced_ino)
-        self._changed(old, new)
+        is_file = moved is not None and not statmod.S_ISDIR(moved.mode)
+        self._changed(old, new, links=not is_file)
+        if is_file and not reply.replaced_ino:
+            # Same inode under its new name; only its ctime moved.
+            renamed = master_pb2.Attr()
+            renamed.CopyFrom(moved)
+            renamed.ctime_ns = time.time_ns()
+            self.cache.put(new, renamed)
         prefix = old.rstrip("/") + "/"
         with self._lock:
             for h in self._handles.values():
@@ -415,12 +438,17 @@ class KelpOperations(Operations):
             except FsError as e:
                 if e.errno != errno.ENOENT:
                     raise
+        is_new = self.cache.is_absent(path)  # the kernel looked it up just before
         attr = self._call("Create", master_pb2.CreateRequest(
             path=path, mode=mode & 0o7777, uid=uid, gid=gid,
             exclusive=bool(flags & os.O_EXCL), truncate=truncate,
             replication=self.options.replication))
         self._changed(path)
         self.cache.put(path, attr)
+        if is_new:
+            # A new file has no xattrs: spare the getxattr(security.capability) the kernel
+            # sends before the first write.
+            self.cache.put_xattr_absent(path, "security.capability")
         if truncate:
             for other in self._handles_of(attr.ino):
                 other.set_size_after_truncate(attr.size)
@@ -431,7 +459,10 @@ class KelpOperations(Operations):
         check_path(path)
         if flags & _WRITE_FLAGS:
             self._writable()
-        attr = self._lookup(path, fresh=True)  # close-to-open: never from the cache
+        # Close-to-open: a handle that writes needs the current size (O_APPEND) now; a read
+        # handle takes the chunk list with fresh attributes in one RPC right here.
+        writing = bool(flags & _WRITE_FLAGS)
+        attr = self._lookup(path, fresh=writing)
         if statmod.S_ISDIR(attr.mode) and flags & (os.O_WRONLY | os.O_RDWR):
             raise FuseOSError(errno.EISDIR)
         # Writes through other handles of this mount become visible to this open.
@@ -441,7 +472,17 @@ class KelpOperations(Operations):
             for other in self._handles_of(attr.ino):
                 other.set_size_after_truncate(0)
             self.cache.invalidate_ino(attr.ino)
-        return self._new_handle(path, flags, attr)
+        fh = self._new_handle(path, flags, attr)
+        if not writing:
+            h = self._handle(fh)
+            try:
+                h.prefetch_chunks()
+            except BaseException:
+                self.release(path, fh)
+                raise
+            # The kernel asks getattr right after open: answer with what the master just said.
+            self.cache.put(path, h.snapshot.attr)
+        return fh
 
     @errno_boundary
     def read(self, path, size, offset, fh):
@@ -458,8 +499,10 @@ class KelpOperations(Operations):
     def flush(self, path, fh):
         h = self._handle(fh)
         if h.dirty:
-            h.commit()
+            attr = h.commit()
             self.cache.invalidate_ino(h.ino)
+            if attr is not None and h.ino not in self._unlinked:
+                self.cache.put(h.path, attr)  # the master's answer: no getattr RPC needed
         return 0
 
     @errno_boundary
