@@ -178,17 +178,18 @@ class KelpOperations(Operations):
         with self._lock:
             return bool(self._by_ino.get(ino))
 
-    def _changed(self, *paths: str, links: bool = False) -> None:
+    def _changed(self, *paths: str, links: bool = False, nlink_delta: int = 0) -> None:
         """Local changes to `paths`: drop their cached attributes. Their parent directories
-        changed too: with `links` (a directory came or went, so the parent's nlink moved)
-        drop them, otherwise just move their cached mtime/ctime to now."""
+        changed too: move their cached mtime/ctime to now (and nlink by nlink_delta when a
+        subdirectory came or went), or with `links` (a rename that may have moved a
+        directory between parents) drop them."""
         now = time.time_ns()
         for p in paths:
             self.cache.invalidate(p)
             if links:
                 self.cache.invalidate(parent_of(p))
             else:
-                self.cache.touch_dir(parent_of(p), now)
+                self.cache.touch_dir(parent_of(p), now, nlink_delta)
 
     # ------------------------------------------------------------------ attributes
 
@@ -319,7 +320,7 @@ class KelpOperations(Operations):
         uid, gid, _ = caller()
         attr = self._call("Mkdir", master_pb2.MkdirRequest(
             path=path, mode=mode & 0o7777, uid=uid, gid=gid))
-        self._changed(path, links=True)
+        self._changed(path, nlink_delta=1)
         self.cache.put(path, attr)
         return 0
 
@@ -329,7 +330,7 @@ class KelpOperations(Operations):
         self._writable()
         self._call("Rmdir", master_pb2.PathRequest(path=path))
         self.cache.invalidate_tree(path)
-        self._changed(path, links=True)
+        self._changed(path, nlink_delta=-1)
         return 0
 
     # ------------------------------------------------------------------ names
@@ -564,13 +565,13 @@ class KelpOperations(Operations):
         self._writable()
         self._call("SetXattr", master_pb2.XattrRequest(
             path=path, name=name, value=bytes(value), flags=options))
-        self.cache.drop_xattr(path)
+        self.cache.invalidate(path)  # drops the cached has_xattrs too
         return 0
 
     @errno_boundary
     def getxattr(self, path, name, position=0):
         check_path(path)
-        if self.cache.xattr_absent(path, name):
+        if self.cache.xattr_absent(path, name) or not self._may_have_xattrs(path):
             raise FuseOSError(errno.ENODATA)
         try:
             return self._call("GetXattr", master_pb2.XattrRequest(path=path, name=name)).value
@@ -582,6 +583,8 @@ class KelpOperations(Operations):
     @errno_boundary
     def listxattr(self, path):
         check_path(path)
+        if not self._may_have_xattrs(path):
+            return []
         return list(self._call("ListXattr", master_pb2.PathRequest(path=path)).names)
 
     @errno_boundary
@@ -589,8 +592,14 @@ class KelpOperations(Operations):
         check_path(path)
         self._writable()
         self._call("RemoveXattr", master_pb2.XattrRequest(path=path, name=name))
-        self.cache.drop_xattr(path)
+        self.cache.invalidate(path)
         return 0
+
+    def _may_have_xattrs(self, path: str) -> bool:
+        """False when the cached attributes say the inode has none: `ls -l` asks for ACLs
+        and SELinux labels of every file, and each would otherwise be an RPC."""
+        attr = self.cache.get(path)
+        return attr is None or attr.has_xattrs
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -42,7 +42,7 @@ def attr_pb(a: Attr) -> master_pb2.Attr:
     return master_pb2.Attr(
         ino=a.ino, mode=a.mode, uid=a.uid, gid=a.gid, size=a.size, nlink=a.nlink,
         atime_ns=a.atime_ns, mtime_ns=a.mtime_ns, ctime_ns=a.ctime_ns,
-        replication=a.replication,
+        replication=a.replication, has_xattrs=bool(a.has_xattrs),
     )
 
 

@@ -51,6 +51,7 @@ class Attr:
     mtime_ns: int
     ctime_ns: int
     replication: int = 0
+    has_xattrs: bool = False
 
     @property
     def is_dir(self) -> bool:
@@ -177,8 +178,14 @@ class MetadataStore(abc.ABC):
         pass
 
 
-_ATTR_COLS = "ino, mode, uid, gid, size, nlink, atime_ns, mtime_ns, ctime_ns, replication"
-_ATTR_COLS_I = ", ".join("i." + c.strip() for c in _ATTR_COLS.split(","))
+_ATTR_COLS_PLAIN = "ino, mode, uid, gid, size, nlink, atime_ns, mtime_ns, ctime_ns, replication"
+# has_xattrs lets a mount answer the getxattr calls `ls -l` makes for every file (ACLs,
+# SELinux labels) without one RPC each; the xattrs table's primary key (ino, name) makes it an
+# index probe.
+_ATTR_COLS = (_ATTR_COLS_PLAIN
+              + ", EXISTS(SELECT 1 FROM xattrs x WHERE x.ino = inodes.ino)")
+_ATTR_COLS_I = (", ".join("i." + c.strip() for c in _ATTR_COLS_PLAIN.split(","))
+                + ", EXISTS(SELECT 1 FROM xattrs x WHERE x.ino = i.ino)")
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
