@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                 for fn in workloads_for(n, args.only):
                     mount_workload = fn not in W.CORE_WORKLOADS
                     base = dirs[n] if mount_workload else work / "core-local"
-                    label = f"[run {run + 1}/{args.runs}] {n} {fn.__name__}"
+                    label = f"run {run + 1}/{args.runs}: {n} {fn.__name__}"
                     if base is None:
                         err = f"{fn.__name__}: mount failed: {getattr(t, 'mount_error', '')}"
                         if err not in errors[n]:

@@ -23,6 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+# Imported up front, with everything else: a module loaded mid-run could come from a newer
+# tree than the servers and modules already loaded.
+from fusefs.client import KelpClient
+
 MiB = 1 << 20
 
 
@@ -326,7 +330,6 @@ def core_client(ctx: Context) -> dict[str, float]:
     """KelpClient.upload/download of one big file and of many small ones. Each download uses
     a new client (an empty read cache) after the page cache was dropped."""
     from bench.targets import drop_page_cache
-    from fusefs.client import KelpClient
 
     k, sz = ctx.kelp, ctx.sizes
     base = f"/bench-core-{os.getpid()}-{time.time_ns()}"

@@ -16,7 +16,7 @@ Locking rules (gRPC handlers run on a thread pool):
     `_syncing` (a leader is in fdatasync) and `_inflight` (writers not done appending). A writer
     waits, after releasing _lock, until `_synced` covers its record; the first waiter becomes
     the leader, lets concurrent appends finish (at most group_commit_ms), then fdatasyncs .dat
-    then .idx once for everyone appended so far. No dedicated thread, and a lone writer pays
+    once for everyone appended so far (.idx is rebuilt from .dat after a crash, see _fdatasync). No dedicated thread, and a lone writer pays
     no batching delay.
   * Store._lock guards the dict of volumes (allocate vs lookups).
 
@@ -363,9 +363,11 @@ class Volume:
         return result
 
     def _fdatasync(self) -> None:
+        # Only .dat is synced: it alone is the durable record. The .idx is a cache of it that
+        # recovery rebuilds (a lost or torn .idx tail is re-indexed from the .dat records past
+        # the last good entry), so syncing it too would double the cost of every write.
         try:
             os.fdatasync(self._wfd)
-            os.fdatasync(self._ifd)
         except OSError as e:
             self._failed = f"fsync: {e.strerror or e}"
             log.error("volume %d: %s; refusing further writes", self.volume_id, self._failed)
