@@ -18,7 +18,10 @@ Kernel options (libfuse 2.9, passed by fusepy as -o options), chosen for speed:
                                 without max_pages, which only libfuse 3 sends)
   max_readahead=1048576         the kernel reads ahead 1 MiB on sequential reads
   attr_timeout, entry_timeout   = --attr-ttl: the kernel trusts attributes and names that long
-  negative_timeout=0            a name created by another mount is visible at once
+  negative_timeout=0            the kernel asks us about names it did not find; the driver
+                                trusts a "no such name" answer for 0.1 s (it spares the
+                                second lookup the kernel makes before each create), so a
+                                name created by another mount shows within 0.1 s
   use_ino                       st_ino is the master's inode number (hard links, tar, find)
   hard_remove                   unlink of an open file goes to us (keep_open on the master)
                                 instead of libfuse's rename to .fuse_hidden files

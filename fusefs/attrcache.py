@@ -19,6 +19,9 @@ from typing import Optional
 from protos import master_pb2
 
 
+NEGATIVE_TTL = 0.1  # seconds a "no such name" answer is trusted
+
+
 class AttrCache:
     def __init__(self, ttl: float = 1.0, max_entries: int = 100_000):
         self.ttl = ttl
@@ -72,7 +75,8 @@ class AttrCache:
             self._attrs[path] = (hit[0], attr)
 
     # -- negative entries: a name the master said does not exist (the kernel looks a new
-    # name up twice before creating it); any local change to the name drops the entry.
+    # name up twice before creating it); any local change to the name drops the entry. They
+    # live at most NEGATIVE_TTL, so a name another mount creates shows within 0.1 s.
 
     def is_absent(self, path: str) -> bool:
         if self.ttl <= 0:
@@ -92,7 +96,7 @@ class AttrCache:
         with self._lock:
             if len(self._absent) >= self.max_entries:
                 self._absent.clear()
-            self._absent[path] = time.monotonic() + self.ttl
+            self._absent[path] = time.monotonic() + min(self.ttl, NEGATIVE_TTL)
 
     # -- invalidation
 

@@ -34,7 +34,7 @@ from cluster.common.errors import FsError
 from fusefs.reader import to_pieces
 from protos import master_pb2
 
-READAHEAD_CHUNKS = 2  # needles fetched ahead of a sequential reader (2 x 4 MiB by default)
+READAHEAD_CHUNKS = 4  # needles fetched ahead of a sequential reader (4 x 4 MiB by default)
 
 log = logging.getLogger("fusefs.filehandle")
 
