@@ -7,6 +7,7 @@ callers never see a raw grpc.RpcError.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from typing import Iterator
@@ -82,6 +83,9 @@ def check_reachable(address: str, timeout: float = 3.0) -> master_pb2.ClusterSta
     try:
         return client.call("ClusterStatus", master_pb2.Empty(), retry=False)
     except FsError as e:
-        raise FsError(e.errno, f"no master reachable at {address} ({e.message})") from None
+        if e.errno in (errno.EAGAIN, errno.ETIMEDOUT):
+            raise FsError(e.errno, f"no master reachable at {address} "
+                                   "(is `kelp master` running there?)") from None
+        raise
     finally:
         client.close()

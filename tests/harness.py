@@ -108,3 +108,134 @@ class Mount:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+
+
+# ---------------------------------------------------------------- fault-injection helpers
+# (used by tests/integration/test_faults.py and test_fuzz.py; nothing above depends on them)
+
+def sha256_of(data: bytes) -> str:
+    import hashlib
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file read in 1 MiB pieces (no whole-file buffer for big files)."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(1 << 20)
+            if not block:
+                return h.hexdigest()
+            h.update(block)
+
+
+class tmpfs:
+    """`with tmpfs(dir, "64m"):` a tmpfs of that size mounted on dir (root only), always
+    unmounted on exit (lazily if something still holds it)."""
+
+    def __init__(self, path, size: str):
+        self.path = Path(path)
+        self.size = size
+
+    def __enter__(self) -> Path:
+        self.path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={self.size}", "tmpfs",
+                        str(self.path)], check=True, capture_output=True, timeout=30)
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        self.unmount()
+
+    def unmount(self) -> None:
+        if os.path.ismount(self.path):
+            if subprocess.run(["umount", str(self.path)], capture_output=True,
+                              timeout=30).returncode != 0:
+                subprocess.run(["umount", "-l", str(self.path)], capture_output=True, timeout=30)
+
+
+def can_mount_tmpfs() -> bool:
+    return os.geteuid() == 0
+
+
+class SyscallClock:
+    """Times the calls a test makes through a mount: `clock.run("write", fn, *args)` returns
+    fn's result or re-raises its OSError, and remembers the longest call per name."""
+
+    def __init__(self):
+        import threading
+        self._lock = threading.Lock()
+        self.longest: dict[str, float] = {}
+        self.errors: list[tuple[str, int, float]] = []   # (what, errno, seconds)
+
+    def run(self, what: str, fn, *args, **kw):
+        started = time.monotonic()
+        try:
+            return fn(*args, **kw)
+        except OSError as e:
+            with self._lock:
+                self.errors.append((what, e.errno, time.monotonic() - started))
+            raise
+        finally:
+            took = time.monotonic() - started
+            with self._lock:
+                self.longest[what] = max(self.longest.get(what, 0.0), took)
+
+    def worst(self) -> float:
+        with self._lock:
+            return max(self.longest.values(), default=0.0)
+
+
+def volume_needles(address: str, timeout: float = 10.0) -> dict[int, dict[int, tuple]]:
+    """Every live needle of the volume server at `address`: {volume id: {key: (cookie, size,
+    crc32c)}}, straight from its Status and ListNeedles."""
+    from cluster.common import rpc
+    from protos import volume_pb2, volume_pb2_grpc
+    out: dict[int, dict[int, tuple]] = {}
+    with rpc.channel(address) as ch:
+        stub = volume_pb2_grpc.VolumeStub(ch)
+        status = stub.Status(volume_pb2.StatusRequest(), timeout=timeout)
+        for vol in status.volumes:
+            listing = stub.ListNeedles(volume_pb2.VolumeRef(volume_id=vol.volume_id),
+                                       timeout=timeout)
+            out[vol.volume_id] = {n.key: (n.cookie, n.size, n.crc32c) for n in listing.needles}
+    return out
+
+
+def referenced_needles(cluster: LocalCluster, root: str = "/") -> set[tuple[int, int]]:
+    """(volume id, key) of every needle some file's chunk list names, walking the namespace."""
+    import posixpath
+    import stat as statmod
+    from cluster.common.fid import Fid
+    client = client_for(cluster)
+    found: set[tuple[int, int]] = set()
+    try:
+        todo = [root]
+        while todo:
+            path = todo.pop()
+            for entry in client.listdir(path):
+                child = posixpath.join(path, entry.name)
+                if statmod.S_ISDIR(entry.attr.mode):
+                    todo.append(child)
+                elif statmod.S_ISREG(entry.attr.mode):
+                    for c in client.chunks(entry.attr.ino).chunks:
+                        fid = Fid.parse(c.fid)
+                        found.add((fid.volume_id, fid.key))
+    finally:
+        client.close()
+    return found
+
+
+def fid_holders(cluster: LocalCluster, path: str) -> list[tuple[str, set[str]]]:
+    """For each chunk of remote `path`: (fid, names of the live volume servers holding it)."""
+    from cluster.common.fid import Fid
+    from protos import master_pb2
+    client = client_for(cluster)
+    try:
+        info = client.chunks(client.stat(path).ino)
+        vids = sorted({Fid.parse(c.fid).volume_id for c in info.chunks})
+        locs = client.master.call("LookupVolume", master_pb2.LookupRequest(volume_ids=vids))
+        by_vid = {loc.volume_id: {r.name for r in loc.replicas} for loc in locs.locations}
+        return [(c.fid, by_vid.get(Fid.parse(c.fid).volume_id, set())) for c in info.chunks]
+    finally:
+        client.close()

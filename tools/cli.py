@@ -88,15 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mount", metavar="DIR", help="also mount the cluster at DIR")
     p.add_argument("--ephemeral-ports", action="store_true",
                    help="pick free ports instead of 9333/19333, 8080+/18080+, 7000/7001")
-    p.set_defaults(func=cmd_up)
+    p.set_defaults(func=command("up"))
 
     p = sub.add_parser("down", help="stop the cluster `kelp up` started (exactly its pids)")
     p.add_argument("--data", default="./data", help="data dir given to `up` (default: ./data)")
-    p.set_defaults(func=cmd_down)
+    p.set_defaults(func=command("down"))
 
     p = sub.add_parser("status", help="table of the cluster's nodes, volumes and space")
     _client_flags(p)
-    p.set_defaults(func=cmd_status)
+    p.set_defaults(func=command("status"))
 
     # -- files
     p = sub.add_parser("upload", help="store local files in the cluster")
@@ -106,13 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replication", type=int, default=0,
                    help="copies of each chunk, 1..8 (default: the master's)")
     _client_flags(p)
-    p.set_defaults(func=cmd_upload)
+    p.set_defaults(func=command("upload"))
 
     p = sub.add_parser("download", help="copy a file out of the cluster")
     p.add_argument("remote", help="remote path")
     p.add_argument("-o", "--output", required=True, help="local file to write ('-' = stdout)")
     _client_flags(p)
-    p.set_defaults(func=cmd_download)
+    p.set_defaults(func=command("download"))
 
     p = sub.add_parser("ls", help="list a remote directory")
     p.add_argument("remote", nargs="?", default=None, help="remote path (default: /)")
@@ -120,13 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-l", "--long", action="store_true",
                    help="table with size, chunks, replicas, mtime")
     _client_flags(p)
-    p.set_defaults(func=cmd_ls)
+    p.set_defaults(func=command("ls"))
 
     p = sub.add_parser("rm", help="remove a remote file (or a tree with -r)")
     p.add_argument("remote", help="remote path")
     p.add_argument("-r", "--recursive", action="store_true")
     _client_flags(p)
-    p.set_defaults(func=cmd_rm)
+    p.set_defaults(func=command("rm"))
 
     p = sub.add_parser("mount", help="mount the cluster at a directory (see mount.py --help)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for mount.py")
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("umount", help="unmount a KelpFS mount point")
     p.add_argument("mountpoint")
-    p.set_defaults(func=cmd_umount)
+    p.set_defaults(func=command("umount"))
     return parser
 
 
@@ -180,39 +180,15 @@ def cmd_gateway(args) -> int:
     return main(opts)
 
 
-def cmd_up(args) -> int:
-    from tools import commands
-    return commands.up(args)
+def command(name: str):
+    """A subcommand implemented in tools.commands, imported only when it runs (so `kelp
+    master` does not pay for rich and the client library)."""
 
+    def run(args) -> int:
+        from tools import commands
+        return getattr(commands, name)(args)
 
-def cmd_down(args) -> int:
-    from tools import commands
-    return commands.down(args)
-
-
-def cmd_status(args) -> int:
-    from tools import commands
-    return commands.status(args)
-
-
-def cmd_upload(args) -> int:
-    from tools import commands
-    return commands.upload(args)
-
-
-def cmd_download(args) -> int:
-    from tools import commands
-    return commands.download(args)
-
-
-def cmd_ls(args) -> int:
-    from tools import commands
-    return commands.ls(args)
-
-
-def cmd_rm(args) -> int:
-    from tools import commands
-    return commands.rm(args)
+    return run
 
 
 def cmd_mount(args) -> int:
@@ -220,11 +196,6 @@ def cmd_mount(args) -> int:
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     mount = importlib.import_module("mount")
     return mount.main(args.args)
-
-
-def cmd_umount(args) -> int:
-    from tools import commands
-    return commands.umount(args)
 
 
 def main(argv: list[str] | None = None) -> int:
