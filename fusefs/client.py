@@ -124,7 +124,8 @@ class KelpClient:
         if len(first) < self.chunk_size:
             # Small file: one WRITE carrying the commit, one round trip.
             if first:
-                self.gateway.write_small(attr.ino, 0, first, len(first), mtime_ns, replication)
+                self.gateway.write_small(attr.ino, 0, first, len(first), mtime_ns, replication,
+                                         exact_size=True)
             else:
                 self._commit_empty(attr.ino, mtime_ns)
             if progress:
@@ -140,7 +141,7 @@ class KelpClient:
                 if progress:
                     progress(len(block))
                 block = src.read(self.chunk_size)
-            stream.commit(offset, mtime_ns)
+            stream.commit(offset, mtime_ns, exact_size=True)
         except BaseException:
             stream.abort()
             raise

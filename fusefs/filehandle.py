@@ -51,6 +51,11 @@ class FileHandle:
         self.replication = replication
         self.lock = threading.RLock()
         self.size = attr.size           # the size as this handle sees it
+        # End of the bytes written since the last commit: what a commit asks the file to grow
+        # to. Commits never shrink a file (the master keeps the larger size), so a writer with
+        # a stale idea of the size cannot cut what another writer committed; truncation is a
+        # separate SetAttr.
+        self.written_end = 0
         self.dirty = False              # bytes written (or size changed) since the last commit
         self.buf = bytearray()          # the contiguous run of unsent bytes
         self.buf_offset = 0             # file offset of buf[0]
@@ -63,10 +68,18 @@ class FileHandle:
 
     # ------------------------------------------------------------------ writes
 
-    def write(self, data: bytes, offset: int) -> int:
+    def write(self, data: bytes, offset: int, append_floor: int = 0) -> int:
+        """Buffer `data` at `offset` (O_APPEND: at the end of the file, which is the largest
+        of this handle's size, `append_floor` (other handles of this mount) and, at the first
+        append since the last commit, the master's size, so another writer's committed
+        appends are kept)."""
         with self.lock:
             if self.append:
-                offset = self.size
+                if not self.dirty:
+                    fresh = self.client.master.call(
+                        "GetAttrByIno", master_pb2.InoRequest(ino=self.ino))
+                    self.size = max(self.size, fresh.size)
+                offset = self.size = max(self.size, append_floor)
             buf_end = self.buf_offset + len(self.buf)
             if self.buf and not (self.buf_offset <= offset <= buf_end):
                 self._send_buffer()
@@ -81,6 +94,7 @@ class FileHandle:
                     self.buf.extend(bytes(end - len(self.buf)))
                 self.buf[start:end] = data
             self.size = max(self.size, offset + len(data))
+            self.written_end = max(self.written_end, offset + len(data))
             self.dirty = True
             while len(self.buf) >= self.chunk_size:
                 self._send(self.buf_offset, bytes(self.buf[: self.chunk_size]))
@@ -111,19 +125,20 @@ class FileHandle:
             try:
                 if not self.sent and self.buf:
                     attr = self.client.gateway.write_small(
-                        self.ino, self.buf_offset, bytes(self.buf), self.size,
+                        self.ino, self.buf_offset, bytes(self.buf), self.written_end,
                         replication=self.replication)
                 else:
                     self._send_buffer()
                     if self.stream is None:
                         self.stream = self.client.gateway.open_stream(
                             self.ino, replication=self.replication)
-                    attr = self.stream.commit(self.size)
+                    attr = self.stream.commit(self.written_end)
             except FsError as e:
                 self._fail(e)
             self.buf = bytearray()
             self.sent = False
             self.dirty = False
+            self.written_end = 0
             self.snapshot = None
             if attr is not None and attr.ino:
                 self.size = attr.size
@@ -142,6 +157,7 @@ class FileHandle:
         self.buf = bytearray()
         self.sent = False
         self.dirty = False
+        self.written_end = 0
         self.snapshot = None
         try:
             self.size = self.client.master.call(
@@ -159,6 +175,11 @@ class FileHandle:
             self.size = attr.size
             self.snapshot = None
             return attr
+
+    def forget_snapshot(self) -> None:
+        """The file changed through another handle: the next read fetches a fresh chunk list."""
+        with self.lock:
+            self.snapshot = None
 
     def set_size_after_truncate(self, size: int) -> None:
         """Another handle or a path truncate changed the file's size."""

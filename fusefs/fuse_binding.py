@@ -3,9 +3,11 @@
 Everything else in fusefs/ imports FUSE, Operations, FuseOSError and fuse_get_context from
 here, so the binding can be swapped (mfusepy speaks the same API on libfuse 3) in one place.
 
-`KelpFUSE` differs from fusepy's FUSE in one way: fusepy's high-level `create` hides the open
-flags when raw_fi is off, so O_EXCL and O_TRUNC could not reach the operations. KelpFUSE
-passes `fi.flags` as a third argument: `Operations.create(path, mode, flags)`.
+`KelpFUSE` differs from fusepy's FUSE in two ways: fusepy's high-level `create` hides the open
+flags when raw_fi is off, so O_EXCL and O_TRUNC could not reach the operations (KelpFUSE passes
+`fi.flags` as a third argument: `Operations.create(path, mode, flags)`); and fusepy's `ioctl`
+decodes a path libfuse may pass as NULL (an open file whose name was removed, with
+flag_nullpath_ok), which crashed inside fusepy.
 """
 from __future__ import annotations
 
@@ -21,3 +23,7 @@ class KelpFUSE(FUSE):
         fi = fip.contents
         fi.fh = self.operations("create", path.decode(self.encoding), mode, fi.flags)
         return 0
+
+    def ioctl(self, path, cmd, arg, fip, flags, data):  # noqa: D401 - fusepy callback
+        return self.operations("ioctl", self._decode_optional_path(path), cmd, arg,
+                               fip.contents.fh, flags, data)

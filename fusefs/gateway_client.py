@@ -108,13 +108,15 @@ class GatewayClient:
         return WriteStream(self, ino, replication)
 
     def write_small(self, ino: int, file_offset: int, data, size: int, mtime_ns: int = 0,
-                    replication: int = 0) -> master_pb2.Attr:
-        """Write `data` at `file_offset` and commit the file at `size`: one round trip."""
+                    replication: int = 0, exact_size: bool = False) -> master_pb2.Attr:
+        """Write `data` at `file_offset` and commit the file at `size` (grow-only unless
+        exact_size, see gateway.proto): one round trip."""
         payload = _frozen(data)
         request = gateway_pb2.Request(write=gateway_pb2.Write(
             ino=ino, file_offset=file_offset, length=len(payload),
             crc32c=crc32c.crc32c(payload), replication=replication,
-            commit=gateway_pb2.Commit(ino=ino, size=size, mtime_ns=mtime_ns)))
+            commit=gateway_pb2.Commit(ino=ino, size=size, mtime_ns=mtime_ns,
+                                      exact_size=exact_size)))
         return self._call(request, payload, "committed").attr
 
     def close(self) -> None:
@@ -397,8 +399,9 @@ class WriteStream:
             futures = list(self._futures)
         return [f.result().chunk for f in futures if f.done() and f.exception() is None]
 
-    def commit(self, size: int, mtime_ns: int = 0) -> master_pb2.Attr:
-        """Wait for every write, then commit them all (in write order) at `size`."""
+    def commit(self, size: int, mtime_ns: int = 0, exact_size: bool = False) -> master_pb2.Attr:
+        """Wait for every write, then commit them all (in write order) at `size` (grow-only
+        unless exact_size)."""
         deadline = time.monotonic() + self.client.timeout
         with self._lock:
             futures = list(self._futures)
@@ -415,7 +418,7 @@ class WriteStream:
                 raise
         self._raise_error()
         request = gateway_pb2.Request(commit=gateway_pb2.Commit(
-            ino=self.ino, chunks=chunks, size=size, mtime_ns=mtime_ns))
+            ino=self.ino, chunks=chunks, size=size, mtime_ns=mtime_ns, exact_size=exact_size))
         attr = self.client._call(request, None, "committed").attr
         with self._lock:
             if generation == self._generation:

@@ -399,6 +399,22 @@ class KelpOperations(Operations):
         return 0
 
     @errno_boundary
+    def mknod(self, path, mode, dev):
+        """Regular files only (as `mknod` on a plain file would); device files, FIFOs and
+        sockets are refused with EPERM, as file systems without special files do."""
+        check_path(path)
+        self._writable()
+        if not statmod.S_ISREG(mode):
+            raise FuseOSError(errno.EPERM)
+        fh = self.create(path, statmod.S_IMODE(mode), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        self.release(path, fh)
+        return 0
+
+    @errno_boundary
+    def ioctl(self, path, cmd, arg, fh, flags, data):
+        raise FuseOSError(errno.ENOTTY)
+
+    @errno_boundary
     def readlink(self, path):
         check_path(path)
         return self._call("Readlink", master_pb2.PathRequest(path=path)).target
@@ -487,14 +503,23 @@ class KelpOperations(Operations):
 
     @errno_boundary
     def read(self, path, size, offset, fh):
-        return self._handle(fh).read(offset, size)
+        h = self._handle(fh)
+        # Writes through other handles of this mount are visible to this one (as on a local
+        # disk): commit them first, then read a fresh chunk list.
+        if any(o.dirty for o in self._handles_of(h.ino) if o is not h):
+            self._commit_ino(h.ino, except_fh=fh)
+            h.forget_snapshot()
+        return h.read(offset, size)
 
     @errno_boundary
     def write(self, path, data, offset, fh):
         h = self._handle(fh)
         if self.options.read_only:
             raise FuseOSError(errno.EROFS)
-        return h.write(data, offset)
+        floor = 0
+        if h.append:
+            floor = max((o.size for o in self._handles_of(h.ino) if o is not h), default=0)
+        return h.write(data, offset, floor)
 
     @errno_boundary
     def flush(self, path, fh):

@@ -24,16 +24,18 @@ class Write(_message.Message):
     def __init__(self, ino: _Optional[int] = ..., file_offset: _Optional[int] = ..., length: _Optional[int] = ..., crc32c: _Optional[int] = ..., replication: _Optional[int] = ..., commit: _Optional[_Union[Commit, _Mapping]] = ...) -> None: ...
 
 class Commit(_message.Message):
-    __slots__ = ("ino", "chunks", "size", "mtime_ns")
+    __slots__ = ("ino", "chunks", "size", "mtime_ns", "exact_size")
     INO_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    EXACT_SIZE_FIELD_NUMBER: _ClassVar[int]
     ino: int
     chunks: _containers.RepeatedCompositeFieldContainer[_master_pb2.Chunk]
     size: int
     mtime_ns: int
-    def __init__(self, ino: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[_master_pb2.Chunk, _Mapping]]] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ...) -> None: ...
+    exact_size: bool
+    def __init__(self, ino: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[_master_pb2.Chunk, _Mapping]]] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., exact_size: _Optional[bool] = ...) -> None: ...
 
 class Ping(_message.Message):
     __slots__ = ()

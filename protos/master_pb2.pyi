@@ -239,16 +239,18 @@ class FileChunks(_message.Message):
     def __init__(self, attr: _Optional[_Union[Attr, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
-    __slots__ = ("ino", "chunks", "size", "mtime_ns")
+    __slots__ = ("ino", "chunks", "size", "mtime_ns", "exact_size")
     INO_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    EXACT_SIZE_FIELD_NUMBER: _ClassVar[int]
     ino: int
     chunks: _containers.RepeatedCompositeFieldContainer[Chunk]
     size: int
     mtime_ns: int
-    def __init__(self, ino: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ...) -> None: ...
+    exact_size: bool
+    def __init__(self, ino: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., exact_size: _Optional[bool] = ...) -> None: ...
 
 class Location(_message.Message):
     __slots__ = ("server_id", "name", "grpc_address", "http_address")
@@ -437,3 +439,89 @@ class ClusterStatusResponse(_message.Message):
     default_replication: int
     pending_deletions: int
     def __init__(self, master_name: _Optional[str] = ..., grpc_address: _Optional[str] = ..., servers: _Optional[_Iterable[_Union[ServerStatus, _Mapping]]] = ..., gateways: _Optional[_Iterable[_Union[GatewayStatus, _Mapping]]] = ..., files: _Optional[int] = ..., default_replication: _Optional[int] = ..., pending_deletions: _Optional[int] = ...) -> None: ...
+
+class ListChunksRequest(_message.Message):
+    __slots__ = ("page_size",)
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    def __init__(self, page_size: _Optional[int] = ...) -> None: ...
+
+class ChunkRef(_message.Message):
+    __slots__ = ("ino", "path", "file_offset", "length", "fid", "needle_size", "crc32c")
+    INO_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    FILE_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    FID_FIELD_NUMBER: _ClassVar[int]
+    NEEDLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
+    ino: int
+    path: str
+    file_offset: int
+    length: int
+    fid: str
+    needle_size: int
+    crc32c: int
+    def __init__(self, ino: _Optional[int] = ..., path: _Optional[str] = ..., file_offset: _Optional[int] = ..., length: _Optional[int] = ..., fid: _Optional[str] = ..., needle_size: _Optional[int] = ..., crc32c: _Optional[int] = ...) -> None: ...
+
+class ChunkRefPage(_message.Message):
+    __slots__ = ("chunks", "queued_fids", "key_high_water")
+    CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIDS_FIELD_NUMBER: _ClassVar[int]
+    KEY_HIGH_WATER_FIELD_NUMBER: _ClassVar[int]
+    chunks: _containers.RepeatedCompositeFieldContainer[ChunkRef]
+    queued_fids: _containers.RepeatedScalarFieldContainer[str]
+    key_high_water: int
+    def __init__(self, chunks: _Optional[_Iterable[_Union[ChunkRef, _Mapping]]] = ..., queued_fids: _Optional[_Iterable[str]] = ..., key_high_water: _Optional[int] = ...) -> None: ...
+
+class QueueOrphansRequest(_message.Message):
+    __slots__ = ("fids", "min_age_s")
+    FIDS_FIELD_NUMBER: _ClassVar[int]
+    MIN_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    fids: _containers.RepeatedScalarFieldContainer[str]
+    min_age_s: float
+    def __init__(self, fids: _Optional[_Iterable[str]] = ..., min_age_s: _Optional[float] = ...) -> None: ...
+
+class QueueOrphansResponse(_message.Message):
+    __slots__ = ("queued", "referenced", "too_recent")
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    REFERENCED_FIELD_NUMBER: _ClassVar[int]
+    TOO_RECENT_FIELD_NUMBER: _ClassVar[int]
+    queued: int
+    referenced: int
+    too_recent: int
+    def __init__(self, queued: _Optional[int] = ..., referenced: _Optional[int] = ..., too_recent: _Optional[int] = ...) -> None: ...
+
+class VacuumRequest(_message.Message):
+    __slots__ = ("threshold", "volume_ids")
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    VOLUME_IDS_FIELD_NUMBER: _ClassVar[int]
+    threshold: float
+    volume_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, threshold: _Optional[float] = ..., volume_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class VolumeVacuum(_message.Message):
+    __slots__ = ("volume_id", "server", "garbage_ratio", "size_before", "size_after", "compact_revision", "error", "seconds")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    GARBAGE_RATIO_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_AFTER_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    volume_id: int
+    server: str
+    garbage_ratio: float
+    size_before: int
+    size_after: int
+    compact_revision: int
+    error: str
+    seconds: float
+    def __init__(self, volume_id: _Optional[int] = ..., server: _Optional[str] = ..., garbage_ratio: _Optional[float] = ..., size_before: _Optional[int] = ..., size_after: _Optional[int] = ..., compact_revision: _Optional[int] = ..., error: _Optional[str] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class VacuumResponse(_message.Message):
+    __slots__ = ("replicas",)
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    replicas: _containers.RepeatedCompositeFieldContainer[VolumeVacuum]
+    def __init__(self, replicas: _Optional[_Iterable[_Union[VolumeVacuum, _Mapping]]] = ...) -> None: ...

@@ -164,6 +164,21 @@ class MasterStub:
                 request_serializer=protos_dot_master__pb2.Empty.SerializeToString,
                 response_deserializer=protos_dot_master__pb2.ClusterStatusResponse.FromString,
                 _registered_method=True)
+        self.ListChunks = channel.unary_stream(
+                '/kelp.master.Master/ListChunks',
+                request_serializer=protos_dot_master__pb2.ListChunksRequest.SerializeToString,
+                response_deserializer=protos_dot_master__pb2.ChunkRefPage.FromString,
+                _registered_method=True)
+        self.QueueOrphans = channel.unary_unary(
+                '/kelp.master.Master/QueueOrphans',
+                request_serializer=protos_dot_master__pb2.QueueOrphansRequest.SerializeToString,
+                response_deserializer=protos_dot_master__pb2.QueueOrphansResponse.FromString,
+                _registered_method=True)
+        self.Vacuum = channel.unary_unary(
+                '/kelp.master.Master/Vacuum',
+                request_serializer=protos_dot_master__pb2.VacuumRequest.SerializeToString,
+                response_deserializer=protos_dot_master__pb2.VacuumResponse.FromString,
+                _registered_method=True)
 
 
 class MasterServicer:
@@ -328,6 +343,25 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListChunks(self, request, context):
+        """fsck and vacuum
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def QueueOrphans(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Vacuum(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MasterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -460,6 +494,21 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.ClusterStatus,
                     request_deserializer=protos_dot_master__pb2.Empty.FromString,
                     response_serializer=protos_dot_master__pb2.ClusterStatusResponse.SerializeToString,
+            ),
+            'ListChunks': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListChunks,
+                    request_deserializer=protos_dot_master__pb2.ListChunksRequest.FromString,
+                    response_serializer=protos_dot_master__pb2.ChunkRefPage.SerializeToString,
+            ),
+            'QueueOrphans': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueueOrphans,
+                    request_deserializer=protos_dot_master__pb2.QueueOrphansRequest.FromString,
+                    response_serializer=protos_dot_master__pb2.QueueOrphansResponse.SerializeToString,
+            ),
+            'Vacuum': grpc.unary_unary_rpc_method_handler(
+                    servicer.Vacuum,
+                    request_deserializer=protos_dot_master__pb2.VacuumRequest.FromString,
+                    response_serializer=protos_dot_master__pb2.VacuumResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1164,6 +1213,87 @@ class Master:
             '/kelp.master.Master/ClusterStatus',
             protos_dot_master__pb2.Empty.SerializeToString,
             protos_dot_master__pb2.ClusterStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChunks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/kelp.master.Master/ListChunks',
+            protos_dot_master__pb2.ListChunksRequest.SerializeToString,
+            protos_dot_master__pb2.ChunkRefPage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueueOrphans(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kelp.master.Master/QueueOrphans',
+            protos_dot_master__pb2.QueueOrphansRequest.SerializeToString,
+            protos_dot_master__pb2.QueueOrphansResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Vacuum(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kelp.master.Master/Vacuum',
+            protos_dot_master__pb2.VacuumRequest.SerializeToString,
+            protos_dot_master__pb2.VacuumResponse.FromString,
             options,
             channel_credentials,
             insecure,

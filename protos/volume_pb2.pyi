@@ -1,4 +1,5 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -133,3 +134,107 @@ class StatusResponse(_message.Message):
     free_bytes: int
     total_bytes: int
     def __init__(self, server_id: _Optional[int] = ..., name: _Optional[str] = ..., volumes: _Optional[_Iterable[_Union[VolumeStatus, _Mapping]]] = ..., free_bytes: _Optional[int] = ..., total_bytes: _Optional[int] = ...) -> None: ...
+
+class NeedleRef(_message.Message):
+    __slots__ = ("key", "cookie", "size", "crc32c")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    COOKIE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
+    key: int
+    cookie: int
+    size: int
+    crc32c: int
+    def __init__(self, key: _Optional[int] = ..., cookie: _Optional[int] = ..., size: _Optional[int] = ..., crc32c: _Optional[int] = ...) -> None: ...
+
+class CheckNeedlesRequest(_message.Message):
+    __slots__ = ("volume_id", "needles")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    NEEDLES_FIELD_NUMBER: _ClassVar[int]
+    volume_id: int
+    needles: _containers.RepeatedCompositeFieldContainer[NeedleRef]
+    def __init__(self, volume_id: _Optional[int] = ..., needles: _Optional[_Iterable[_Union[NeedleRef, _Mapping]]] = ...) -> None: ...
+
+class NeedleCheck(_message.Message):
+    __slots__ = ("key", "status", "detail")
+    class Status(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        OK: _ClassVar[NeedleCheck.Status]
+        MISSING: _ClassVar[NeedleCheck.Status]
+        WRONG_COOKIE: _ClassVar[NeedleCheck.Status]
+        CRC_BAD: _ClassVar[NeedleCheck.Status]
+        SIZE_MISMATCH: _ClassVar[NeedleCheck.Status]
+        UNREADABLE: _ClassVar[NeedleCheck.Status]
+    OK: NeedleCheck.Status
+    MISSING: NeedleCheck.Status
+    WRONG_COOKIE: NeedleCheck.Status
+    CRC_BAD: NeedleCheck.Status
+    SIZE_MISMATCH: NeedleCheck.Status
+    UNREADABLE: NeedleCheck.Status
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    key: int
+    status: NeedleCheck.Status
+    detail: str
+    def __init__(self, key: _Optional[int] = ..., status: _Optional[_Union[NeedleCheck.Status, str]] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class CheckNeedlesResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[NeedleCheck]
+    def __init__(self, results: _Optional[_Iterable[_Union[NeedleCheck, _Mapping]]] = ...) -> None: ...
+
+class CopyNeedlesRequest(_message.Message):
+    __slots__ = ("volume_id", "source", "needles")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    NEEDLES_FIELD_NUMBER: _ClassVar[int]
+    volume_id: int
+    source: str
+    needles: _containers.RepeatedCompositeFieldContainer[NeedleRef]
+    def __init__(self, volume_id: _Optional[int] = ..., source: _Optional[str] = ..., needles: _Optional[_Iterable[_Union[NeedleRef, _Mapping]]] = ...) -> None: ...
+
+class CopyNeedlesResponse(_message.Message):
+    __slots__ = ("copied", "bytes", "failures")
+    COPIED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    copied: int
+    bytes: int
+    failures: _containers.RepeatedCompositeFieldContainer[NeedleCheck]
+    def __init__(self, copied: _Optional[int] = ..., bytes: _Optional[int] = ..., failures: _Optional[_Iterable[_Union[NeedleCheck, _Mapping]]] = ...) -> None: ...
+
+class CopyVolumeRequest(_message.Message):
+    __slots__ = ("volume_id", "replication", "source")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    volume_id: int
+    replication: int
+    source: str
+    def __init__(self, volume_id: _Optional[int] = ..., replication: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...
+
+class CopyVolumeResponse(_message.Message):
+    __slots__ = ("copied", "bytes", "failed")
+    COPIED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    copied: int
+    bytes: int
+    failed: int
+    def __init__(self, copied: _Optional[int] = ..., bytes: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
+
+class CompactResponse(_message.Message):
+    __slots__ = ("volume_id", "size_before", "size_after", "compact_revision", "seconds")
+    VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_AFTER_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_REVISION_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    volume_id: int
+    size_before: int
+    size_after: int
+    compact_revision: int
+    seconds: float
+    def __init__(self, volume_id: _Optional[int] = ..., size_before: _Optional[int] = ..., size_after: _Optional[int] = ..., compact_revision: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...

@@ -64,6 +64,26 @@ class VolumeStub:
                 request_serializer=protos_dot_volume__pb2.StatusRequest.SerializeToString,
                 response_deserializer=protos_dot_volume__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.CheckNeedles = channel.unary_unary(
+                '/kelp.volume.Volume/CheckNeedles',
+                request_serializer=protos_dot_volume__pb2.CheckNeedlesRequest.SerializeToString,
+                response_deserializer=protos_dot_volume__pb2.CheckNeedlesResponse.FromString,
+                _registered_method=True)
+        self.CopyNeedles = channel.unary_unary(
+                '/kelp.volume.Volume/CopyNeedles',
+                request_serializer=protos_dot_volume__pb2.CopyNeedlesRequest.SerializeToString,
+                response_deserializer=protos_dot_volume__pb2.CopyNeedlesResponse.FromString,
+                _registered_method=True)
+        self.CopyVolume = channel.unary_unary(
+                '/kelp.volume.Volume/CopyVolume',
+                request_serializer=protos_dot_volume__pb2.CopyVolumeRequest.SerializeToString,
+                response_deserializer=protos_dot_volume__pb2.CopyVolumeResponse.FromString,
+                _registered_method=True)
+        self.Compact = channel.unary_unary(
+                '/kelp.volume.Volume/Compact',
+                request_serializer=protos_dot_volume__pb2.VolumeRef.SerializeToString,
+                response_deserializer=protos_dot_volume__pb2.CompactResponse.FromString,
+                _registered_method=True)
 
 
 class VolumeServicer:
@@ -106,6 +126,33 @@ class VolumeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckNeedles(self, request, context):
+        """fsck: verify needles in place (cookie, size, CRC) without sending their data.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CopyNeedles(self, request, context):
+        """fsck --repair: pull needles / a whole volume from a peer replica.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CopyVolume(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Compact(self, request, context):
+        """vacuum: rewrite the volume without dead needles; reads and writes continue meanwhile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_VolumeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -138,6 +185,26 @@ def add_VolumeServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=protos_dot_volume__pb2.StatusRequest.FromString,
                     response_serializer=protos_dot_volume__pb2.StatusResponse.SerializeToString,
+            ),
+            'CheckNeedles': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckNeedles,
+                    request_deserializer=protos_dot_volume__pb2.CheckNeedlesRequest.FromString,
+                    response_serializer=protos_dot_volume__pb2.CheckNeedlesResponse.SerializeToString,
+            ),
+            'CopyNeedles': grpc.unary_unary_rpc_method_handler(
+                    servicer.CopyNeedles,
+                    request_deserializer=protos_dot_volume__pb2.CopyNeedlesRequest.FromString,
+                    response_serializer=protos_dot_volume__pb2.CopyNeedlesResponse.SerializeToString,
+            ),
+            'CopyVolume': grpc.unary_unary_rpc_method_handler(
+                    servicer.CopyVolume,
+                    request_deserializer=protos_dot_volume__pb2.CopyVolumeRequest.FromString,
+                    response_serializer=protos_dot_volume__pb2.CopyVolumeResponse.SerializeToString,
+            ),
+            'Compact': grpc.unary_unary_rpc_method_handler(
+                    servicer.Compact,
+                    request_deserializer=protos_dot_volume__pb2.VolumeRef.FromString,
+                    response_serializer=protos_dot_volume__pb2.CompactResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -302,6 +369,114 @@ class Volume:
             '/kelp.volume.Volume/Status',
             protos_dot_volume__pb2.StatusRequest.SerializeToString,
             protos_dot_volume__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckNeedles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kelp.volume.Volume/CheckNeedles',
+            protos_dot_volume__pb2.CheckNeedlesRequest.SerializeToString,
+            protos_dot_volume__pb2.CheckNeedlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopyNeedles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kelp.volume.Volume/CopyNeedles',
+            protos_dot_volume__pb2.CopyNeedlesRequest.SerializeToString,
+            protos_dot_volume__pb2.CopyNeedlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CopyVolume(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kelp.volume.Volume/CopyVolume',
+            protos_dot_volume__pb2.CopyVolumeRequest.SerializeToString,
+            protos_dot_volume__pb2.CopyVolumeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Compact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kelp.volume.Volume/Compact',
+            protos_dot_volume__pb2.VolumeRef.SerializeToString,
+            protos_dot_volume__pb2.CompactResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"seconds without heartbeat before a server is dead {_d(MasterOptions, 'dead_after')}")
     p.add_argument("--reaper-interval", type=float,
                    help=f"seconds between deletion passes {_d(MasterOptions, 'reaper_interval')}")
+    p.add_argument("--vacuum-interval", type=float,
+                   help=f"seconds between automatic vacuums, 0 = never "
+                        f"{_d(MasterOptions, 'vacuum_interval')}")
+    p.add_argument("--vacuum-threshold", type=float,
+                   help=f"garbage ratio that makes a volume worth compacting "
+                        f"{_d(MasterOptions, 'vacuum_threshold')}")
     p.set_defaults(func=cmd_master)
 
     p = sub.add_parser("volume", help="run a volume server in the foreground")
@@ -128,6 +134,34 @@ def build_parser() -> argparse.ArgumentParser:
     _client_flags(p)
     p.set_defaults(func=command("rm"))
 
+    # -- maintenance
+    p = sub.add_parser(
+        "fsck", help="check every chunk on every replica; --repair re-replicates",
+        epilog="Exit codes: 0 clean (or, with --repair, everything found was repaired); "
+               "1 problems found (or left unrepaired); 2 bad command line.")
+    p.add_argument("remote", nargs="?", default="/", help="check files under this path "
+                                                          "(default: /)")
+    p.add_argument("--repair", action="store_true",
+                   help="copy missing/damaged needles and volumes from a good replica, "
+                        "queue orphans for deletion")
+    p.add_argument("--no-orphans", dest="orphans", action="store_false",
+                   help="skip the orphan search (no ListNeedles on every volume)")
+    p.add_argument("--orphan-min-age", type=float, default=300.0, metavar="SECONDS",
+                   help="--repair deletes only orphans whose key was handed out at least this "
+                        "long ago, so uploads in flight are safe (default: 300)")
+    p.add_argument("--master", default=DEFAULT_MASTER,
+                   help=f"master gRPC address (default: $KELP_MASTER or {DEFAULT_MASTER})")
+    p.set_defaults(func=cmd_fsck)
+
+    p = sub.add_parser("vacuum", help="compact volumes whose garbage ratio passes a threshold")
+    p.add_argument("--threshold", type=float, default=0.0,
+                   help="garbage ratio deleted/size, 0..1 (default: the master's, 0.3)")
+    p.add_argument("--volume", dest="volume_ids", type=int, action="append", default=[],
+                   metavar="ID", help="only this volume (repeatable)")
+    p.add_argument("--master", default=DEFAULT_MASTER,
+                   help=f"master gRPC address (default: $KELP_MASTER or {DEFAULT_MASTER})")
+    p.set_defaults(func=cmd_vacuum)
+
     p = sub.add_parser("mount", help="mount the cluster at a directory (see mount.py --help)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for mount.py")
     p.set_defaults(func=cmd_mount)
@@ -157,7 +191,8 @@ def cmd_master(args) -> int:
     from cluster.master.server import main
     opts = resolve(MasterOptions, "master", _flags(
         args, "ip", "port", "grpc_port", "name", "data_dir", "default_replication",
-        "volume_size_limit", "heartbeat_interval", "dead_after", "reaper_interval"), args.config)
+        "volume_size_limit", "heartbeat_interval", "dead_after", "reaper_interval",
+        "vacuum_interval", "vacuum_threshold"), args.config)
     return main(opts)
 
 
@@ -189,6 +224,41 @@ def command(name: str):
         return getattr(commands, name)(args)
 
     return run
+
+
+def cmd_fsck(args) -> int:
+    from rich.console import Console
+
+    from tools import fsck, reports
+    if args.orphan_min_age < 0:
+        raise QuietError("--orphan-min-age must be >= 0", 2)
+    if not args.remote.startswith("/"):
+        raise QuietError(f"fsck path {args.remote!r} must be absolute", 2)
+    out, err = Console(), Console(stderr=True)
+    with reports.RichProgress(err) as progress:
+        if not args.repair:
+            report = fsck.check(args.master, args.remote, orphans=args.orphans,
+                                progress=progress)
+        else:
+            report, repaired = fsck.check_and_repair(
+                args.master, args.remote, orphans=args.orphans,
+                orphan_min_age=args.orphan_min_age, progress=progress)
+    reports.print_fsck(report, out)
+    if not args.repair:
+        return 0 if report.clean else 1
+    reports.print_repair(repaired, out)
+    return 0 if repaired.complete else 1
+
+
+def cmd_vacuum(args) -> int:
+    from rich.console import Console
+
+    from tools import reports, vacuum
+    if args.threshold and not 0 < args.threshold <= 1:
+        raise QuietError(f"--threshold {args.threshold} is not in (0, 1]", 2)
+    rows = vacuum.vacuum(args.master, args.threshold, args.volume_ids)
+    reports.print_vacuum(rows, args.threshold, Console())
+    return 1 if any(r.error for r in rows) else 0
 
 
 def cmd_mount(args) -> int:

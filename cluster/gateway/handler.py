@@ -44,7 +44,7 @@ class GatewayHandler:
                 return self._write(rid, request.write, payload)
             if body == "commit":
                 c = request.commit
-                attr = self._commit(c.ino, c.chunks, c.size, c.mtime_ns)
+                attr = self._commit(c.ino, c.chunks, c.size, c.mtime_ns, c.exact_size)
                 return gateway_pb2.Reply(request_id=rid,
                                          committed=gateway_pb2.Committed(attr=attr))
             if body == "ping":
@@ -77,14 +77,14 @@ class GatewayHandler:
         # Small-file path: the new chunk is the latest, so it goes after the listed ones.
         c = write.commit
         chunks = list(c.chunks) + ([chunk] if chunk is not None else [])
-        attr = self._commit(c.ino or write.ino, chunks, c.size, c.mtime_ns)
+        attr = self._commit(c.ino or write.ino, chunks, c.size, c.mtime_ns, c.exact_size)
         mine = [chunk] if chunk is not None else []
         return gateway_pb2.Reply(request_id=rid,
                                  committed=gateway_pb2.Committed(attr=attr, chunks=mine))
 
-    def _commit(self, ino: int, chunks, size: int, mtime_ns: int):
+    def _commit(self, ino: int, chunks, size: int, mtime_ns: int, exact_size: bool = False):
         started = time.monotonic()
-        attr = self.writer.commit(ino, chunks, size, mtime_ns)
+        attr = self.writer.commit(ino, chunks, size, mtime_ns, exact_size)
         metrics.COMMIT_SECONDS.labels(self.name).observe(time.monotonic() - started)
         self.count("commits")
         return attr

@@ -180,9 +180,12 @@ class ChunkWriter:
     def _write_one(self, location: master_pb2.Location, payload: bytes) -> None:
         self.volumes.write_needle(location.grpc_address, payload, self.volume_timeout)
 
-    def commit(self, ino: int, chunks, size: int, mtime_ns: int = 0) -> master_pb2.Attr:
-        """Master.CommitChunks: the file's chunk list gains `chunks` (in order) and `size`."""
-        request = master_pb2.CommitRequest(ino=ino, chunks=chunks, size=size, mtime_ns=mtime_ns)
+    def commit(self, ino: int, chunks, size: int, mtime_ns: int = 0,
+               exact_size: bool = False) -> master_pb2.Attr:
+        """Master.CommitChunks: the file's chunk list gains `chunks` (in order) and `size`
+        (grow-only unless exact_size)."""
+        request = master_pb2.CommitRequest(ino=ino, chunks=chunks, size=size, mtime_ns=mtime_ns,
+                                           exact_size=exact_size)
         return call_master(self._master.CommitChunks, request, what=f"commit ino {ino}",
                            patience=self.master_patience)
 

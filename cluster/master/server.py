@@ -20,14 +20,17 @@ import grpc
 from cluster.common import rpc
 from cluster.common.chunkmap import Piece
 from cluster.common.errors import FsError, fserror_from_rpc
+from cluster.common.fid import Fid
 from cluster.common.httpstatus import StatusServer
-from cluster.master import metrics, sequencer
+from cluster.master import metrics, schema, sequencer
 from cluster.master.assign import Assigner
+from cluster.master.keyclock import KeyClock
 from cluster.master.options import MasterOptions
 from cluster.master.reaper import Reaper, VolumeStubs
 from cluster.master.schema import SchemaError
 from cluster.master.store import MAX_REPLICATION, Attr, MetadataStore, SQLiteStore
 from cluster.master.topology import ServerState, Topology, VolumeState
+from cluster.master.vacuum import Vacuumer
 from protos import master_pb2, master_pb2_grpc, volume_pb2
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ DEFAULT_PAGE = 1000
 MAX_PAGE = 10_000
 BLOCK_SIZE = 4096
 ALLOCATE_TIMEOUT_S = 5.0
+MAX_ORPHANS_PER_CALL = 100_000
 
 
 def attr_pb(a: Attr) -> master_pb2.Attr:
@@ -82,13 +86,16 @@ def _invalid(message: str) -> FsError:
 class MasterServicer(master_pb2_grpc.MasterServicer):
     def __init__(self, store: MetadataStore, topology: Topology, assigner: Assigner,
                  opts: MasterOptions, grpc_address: str = "",
-                 node_stubs: rpc.ChannelCache | None = None):
-        self._node_stubs = node_stubs or rpc.ChannelCache()
+                 node_stubs: rpc.ChannelCache | None = None,
+                 key_clock: KeyClock | None = None, vacuumer: Vacuumer | None = None):
+        self._node_stubs = node_stubs or VolumeStubs()
         self.store = store
         self.topology = topology
         self.assigner = assigner
         self.opts = opts
         self.grpc_address = grpc_address
+        self.key_clock = key_clock or KeyClock(store.counter(schema.COUNTER_NEEDLE_KEY))
+        self.vacuumer = vacuumer or Vacuumer(topology, self._node_stubs, opts.vacuum_threshold)
 
     # ------------------------------------------------------------ namespace
 
@@ -206,7 +213,7 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
     @rpc.servicer_method
     def CommitChunks(self, request, context):
         attr = self.store.commit(request.ino, [piece_from_pb(c) for c in request.chunks],
-                                 request.size, request.mtime_ns)
+                                 request.size, request.mtime_ns, exact=request.exact_size)
         metrics.COMMITS.inc()
         return attr_pb(attr)
 
@@ -255,6 +262,8 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
         assigned = self.assigner.assign(request.count, request.replication,
                                         request.avoid_volumes)
         metrics.ASSIGNED_FIDS.inc(len(assigned))
+        if assigned:
+            self.key_clock.note(max(fid.key for fid, _ in assigned) + 1)
         return master_pb2.AssignResponse(assignments=[
             master_pb2.Assignment(fid=str(fid), replicas=[location_pb(s) for s in replicas])
             for fid, replicas in assigned
@@ -297,6 +306,56 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
         )
 
 
+    # ------------------------------------------------------------ fsck and vacuum
+
+    @rpc.streaming_servicer_method
+    def ListChunks(self, request, context):
+        page = request.page_size or DEFAULT_PAGE
+        if page > MAX_PAGE:
+            raise _invalid(f"page_size {page} is not 1..{MAX_PAGE}")
+        high = self.key_clock.high()
+        refs, queued = self.store.chunk_refs()
+        first = True
+        for i in range(0, max(len(refs), 1), page):
+            yield master_pb2.ChunkRefPage(
+                key_high_water=high if first else 0,
+                chunks=[master_pb2.ChunkRef(
+                    ino=r.ino, path=r.path, file_offset=r.piece.file_offset,
+                    length=r.piece.length, fid=r.piece.fid, needle_size=r.piece.needle_size,
+                    crc32c=r.piece.crc32c) for r in refs[i:i + page]])
+            first = False
+            if not context.is_active():
+                return
+        for i in range(0, len(queued), page):
+            yield master_pb2.ChunkRefPage(queued_fids=queued[i:i + page])
+
+    @rpc.servicer_method
+    def QueueOrphans(self, request, context):
+        if not 1 <= len(request.fids) <= MAX_ORPHANS_PER_CALL:
+            raise _invalid(f"{len(request.fids)} fids; want 1..{MAX_ORPHANS_PER_CALL}")
+        if request.min_age_s < 0:
+            raise _invalid(f"min_age_s {request.min_age_s} is negative")
+        cutoff = self.key_clock.cutoff(request.min_age_s)
+        fids = [Fid.parse(f) for f in request.fids]
+        old = [str(f) for f in fids if f.key < cutoff]
+        queued, referenced = self.store.queue_orphans(old) if old else (0, 0)
+        if queued:
+            log.info("fsck queued %d orphan needles for deletion", queued)
+        return master_pb2.QueueOrphansResponse(queued=queued, referenced=referenced,
+                                               too_recent=len(fids) - len(old))
+
+    @rpc.servicer_method
+    def Vacuum(self, request, context):
+        rows = self.vacuumer.run(request.threshold, list(request.volume_ids))
+        return master_pb2.VacuumResponse(replicas=[
+            master_pb2.VolumeVacuum(volume_id=r.volume_id, server=r.server,
+                                    garbage_ratio=r.garbage_ratio, size_before=r.size_before,
+                                    size_after=r.size_after,
+                                    compact_revision=r.compact_revision, error=r.error,
+                                    seconds=r.seconds)
+            for r in rows])
+
+
 class MasterNode:
     """One master: store + topology + assigner + reaper behind gRPC and HTTP."""
 
@@ -308,6 +367,7 @@ class MasterNode:
         self.topology: Topology | None = None
         self.assigner: Assigner | None = None
         self.reaper: Reaper | None = None
+        self.vacuumer: Vacuumer | None = None
         self.grpc_port = 0
         self.http_port = 0
         self._server: grpc.Server | None = None
@@ -332,8 +392,12 @@ class MasterNode:
                                      volume_ids, self._allocate, opts.default_replication,
                                      on_grow=lambda vid: metrics.VOLUMES_GROWN.inc())
             self._server, health = rpc.make_server(max_workers=32)
-            self.servicer = MasterServicer(self.store, self.topology, self.assigner, opts,
-                                           node_stubs=self._stubs)
+            self.vacuumer = Vacuumer(self.topology, self._stubs, opts.vacuum_threshold,
+                                     opts.vacuum_interval)
+            self.servicer = MasterServicer(
+                self.store, self.topology, self.assigner, opts, node_stubs=self._stubs,
+                key_clock=KeyClock(self.store.counter(schema.COUNTER_NEEDLE_KEY)),
+                vacuumer=self.vacuumer)
             master_pb2_grpc.add_MasterServicer_to_server(self.servicer, self._server)
             self.grpc_port = rpc.bind(self._server, opts.ip, opts.grpc_port)
             self.servicer.grpc_address = self.grpc_address
@@ -344,6 +408,7 @@ class MasterNode:
             self.reaper = Reaper(self.store, self.topology, self._stubs, opts.reaper_interval,
                                  on_deleted=metrics.NEEDLES_REAPED.inc)
             self.reaper.start()
+            self.vacuumer.start()
             rpc.set_serving(health)
             rpc.set_serving(health, "kelp.master.Master")
         except BaseException:
@@ -398,6 +463,8 @@ class MasterNode:
         }
 
     def stop(self, grace: float = 1.0) -> None:
+        if self.vacuumer:
+            self.vacuumer.stop()
         if self.reaper:
             self.reaper.stop()
         if self._server:

@@ -70,6 +70,14 @@ class ServerRecord:
     http_address: str
 
 
+@dataclass(frozen=True)
+class ChunkRef:
+    """One piece of one inode's chunk list, with a path naming the inode (fsck)."""
+    ino: int
+    path: str
+    piece: Piece
+
+
 class MetadataStore(abc.ABC):
     """What the master needs from a metadata backend. Paths are absolute; errors are FsError."""
 
@@ -137,7 +145,11 @@ class MetadataStore(abc.ABC):
     def get_chunks(self, ino: int) -> tuple[Attr, list[Piece], int]: ...
 
     @abc.abstractmethod
-    def commit(self, ino: int, pieces: list[Piece], size: int, mtime_ns: int = 0) -> Attr: ...
+    def commit(self, ino: int, pieces: list[Piece], size: int, mtime_ns: int = 0,
+               exact: bool = False) -> Attr:
+        """Lay `pieces` over the file's chunk list. The size grows to `size` and to the end of
+        every piece but never shrinks, unless `exact` (a whole-file replacement): then it is
+        exactly `size` and bytes past it are cut."""
 
     @abc.abstractmethod
     def release_inode(self, ino: int) -> None: ...
@@ -158,6 +170,20 @@ class MetadataStore(abc.ABC):
 
     @abc.abstractmethod
     def pending_deletions(self) -> int: ...
+
+    # ---- fsck
+    @abc.abstractmethod
+    def chunk_refs(self) -> tuple[list[ChunkRef], list[str]]:
+        """Every piece of every inode (by ino, then file offset) and every fid queued for
+        deletion, from one snapshot."""
+
+    @abc.abstractmethod
+    def queue_orphans(self, fids: Iterable[str]) -> tuple[int, int]:
+        """Queue fids no chunk references for deletion; (queued, skipped as referenced)."""
+
+    @abc.abstractmethod
+    def counter(self, name: str) -> int:
+        """The current value of a durable counter (0 if never advanced)."""
 
     # ---- volume servers and counters
     @abc.abstractmethod
@@ -707,7 +733,8 @@ class SQLiteStore(MetadataStore):
             version = c.execute("SELECT version FROM inodes WHERE ino=?", (ino,)).fetchone()[0]
             return attr, self._pieces(c, ino), version
 
-    def commit(self, ino: int, pieces: list[Piece], size: int, mtime_ns: int = 0) -> Attr:
+    def commit(self, ino: int, pieces: list[Piece], size: int, mtime_ns: int = 0,
+               exact: bool = False) -> Attr:
         _validate_pieces(pieces)
         if not 0 <= size <= MAX_FILE_SIZE:
             raise FsError(errno.EFBIG if size > 0 else errno.EINVAL, f"size {size}")
@@ -717,6 +744,8 @@ class SQLiteStore(MetadataStore):
                 raise FsError(errno.EISDIR, f"inode {ino}")
             if not attr.is_file:
                 raise FsError(errno.EINVAL, f"inode {ino} is not a regular file")
+            if not exact:
+                size = max([size, attr.size] + [p.end for p in pieces])
             lo = min([size] + [p.file_offset for p in pieces])
             # Pieces past the new size are cut too: a later grow must read zeros there.
             self._rewrite_from(
@@ -767,7 +796,69 @@ class SQLiteStore(MetadataStore):
         with self._tx(write=False) as c:
             return c.execute("SELECT COUNT(*) FROM deletion_queue").fetchone()[0]
 
+    # ------------------------------------------------------------ fsck
+
+    @staticmethod
+    def _paths(c, inos: set[int]) -> dict[int, str]:
+        """One path per inode in `inos` (the bytewise-first name of a hard-linked one)."""
+        parent_of: dict[int, tuple[int, str]] = {}
+        for parent, name, ino in c.execute(
+                "SELECT parent, name, ino FROM entries ORDER BY name"):
+            parent_of.setdefault(ino, (parent, name))
+        memo: dict[int, str] = {ROOT_INO: "/"}
+
+        def path(ino: int) -> str:
+            chain, cur = [], ino
+            while cur not in memo:
+                up = parent_of.get(cur)
+                if up is None or len(chain) > 4096:
+                    memo[cur] = f"<unlinked ino {cur}>"
+                    break
+                chain.append(cur)
+                cur = up[0]
+            for node in reversed(chain):
+                parent, name = parent_of[node]
+                base = memo[parent]
+                memo[node] = (base.rstrip("/") + "/" + name) if base.startswith("/") else \
+                    f"{base}/{name}"
+            return memo[ino]
+
+        return {ino: path(ino) for ino in inos}
+
+    def chunk_refs(self) -> tuple[list[ChunkRef], list[str]]:
+        with self._tx(write=False) as c:
+            rows = c.execute(
+                "SELECT ino, file_offset, length, fid, needle_offset, needle_size, crc32c"
+                " FROM chunks ORDER BY ino, file_offset").fetchall()
+            paths = self._paths(c, {r[0] for r in rows})
+            queued = [r[0] for r in c.execute("SELECT fid FROM deletion_queue ORDER BY fid")]
+        return [ChunkRef(r[0], paths[r[0]], Piece(*r[1:])) for r in rows], queued
+
+    def queue_orphans(self, fids: Iterable[str]) -> tuple[int, int]:
+        wanted = set(fids)
+        for f in wanted:
+            try:
+                Fid.parse(f)
+            except BadFid as e:
+                raise FsError(errno.EINVAL, str(e)) from None
+        with self._tx() as c:
+            # Checked in the same transaction as the insert: a commit that references one of
+            # these fids either happened before (skipped here) or happens after (and then
+            # finds it queued only if it reuses a needle fsck saw unreferenced — see
+            # docs/fsck-vacuum.md on the age guard).
+            referenced = {r[0] for r in c.execute("SELECT DISTINCT fid FROM chunks")} & wanted
+            todo = wanted - referenced
+            before = c.execute("SELECT COUNT(*) FROM deletion_queue").fetchone()[0]
+            self._queue(c, todo)
+            after = c.execute("SELECT COUNT(*) FROM deletion_queue").fetchone()[0]
+        return after - before, len(referenced)
+
     # ------------------------------------------------------------ servers and counters
+
+    def counter(self, name: str) -> int:
+        with self._tx(write=False) as c:
+            row = c.execute("SELECT value FROM counters WHERE name=?", (name,)).fetchone()
+            return row[0] if row else 0
 
     def register_server(self, server_id: int, name: str, grpc_address: str,
                         http_address: str) -> int:

@@ -19,16 +19,43 @@ import grpc
 from cluster.common import rpc
 from cluster.common.errors import FsError
 from cluster.common.httpstatus import StatusServer
-from cluster.volume import metrics
+from cluster.volume import metrics, repair
 from cluster.volume.heartbeat import Heartbeater
 from cluster.volume.needle import crc32c
 from cluster.volume.options import VolumeOptions
+from cluster.volume import store as st
 from cluster.volume.store import DURABILITY_MODES, Store, VolumeStats
 from protos import volume_pb2, volume_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 STOP_GRACE_S = 1.0
+MAX_NEEDLES_PER_CALL = 10_000
+
+_CHECK_STATUS = {
+    st.CHECK_OK: volume_pb2.NeedleCheck.OK,
+    st.CHECK_MISSING: volume_pb2.NeedleCheck.MISSING,
+    st.CHECK_WRONG_COOKIE: volume_pb2.NeedleCheck.WRONG_COOKIE,
+    st.CHECK_CRC_BAD: volume_pb2.NeedleCheck.CRC_BAD,
+    st.CHECK_SIZE_MISMATCH: volume_pb2.NeedleCheck.SIZE_MISMATCH,
+    st.CHECK_UNREADABLE: volume_pb2.NeedleCheck.UNREADABLE,
+}
+
+
+def _refs(needles) -> list[repair.Ref]:
+    if not 1 <= len(needles) <= MAX_NEEDLES_PER_CALL:
+        raise FsError(errno.EINVAL, f"{len(needles)} needles in one call; want "
+                                    f"1..{MAX_NEEDLES_PER_CALL}")
+    return [repair.Ref(n.key, n.cookie, n.size, n.crc32c) for n in needles]
+
+
+def _peer_address(source: str, own: str) -> str:
+    host, sep, port = source.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise FsError(errno.EINVAL, f"source {source!r} is not host:port")
+    if source == own:
+        raise FsError(errno.EINVAL, "source is this server itself")
+    return source
 
 
 def _volume_status(s: VolumeStats) -> volume_pb2.VolumeStatus:
@@ -56,11 +83,20 @@ class VolumeServicer(volume_pb2_grpc.VolumeServicer):
     """gRPC Volume service over a Store."""
 
     def __init__(self, store: Store, node_name: str, server_id=lambda: 0,
-                 on_volumes_changed=lambda: None):
+                 on_volumes_changed=lambda: None, own_address: str = ""):
         self.store = store
         self.node_name = node_name
         self._server_id = server_id
         self._on_volumes_changed = on_volumes_changed
+        self.own_address = own_address
+        self._peers = rpc.ChannelCache()   # other volume servers, for repair copies
+
+    def _peer(self, source: str) -> volume_pb2_grpc.VolumeStub:
+        return self._peers.stub(_peer_address(source, self.own_address),
+                                volume_pb2_grpc.VolumeStub)
+
+    def close(self) -> None:
+        self._peers.close()
 
     @rpc.servicer_method
     @_counted
@@ -110,6 +146,45 @@ class VolumeServicer(volume_pb2_grpc.VolumeServicer):
 
     @rpc.servicer_method
     @_counted
+    def CheckNeedles(self, request, context):
+        refs = _refs(request.needles)
+        verdicts = self.store.check_needles(request.volume_id,
+                                            [(r.key, r.cookie, r.size, r.crc) for r in refs])
+        return volume_pb2.CheckNeedlesResponse(results=[
+            volume_pb2.NeedleCheck(key=r.key, status=_CHECK_STATUS[status], detail=detail)
+            for r, (status, detail) in zip(refs, verdicts)])
+
+    @rpc.servicer_method
+    @_counted
+    def CopyNeedles(self, request, context):
+        refs = _refs(request.needles)
+        out = repair.copy_needles(self.store, request.volume_id, self._peer(request.source), refs)
+        return volume_pb2.CopyNeedlesResponse(
+            copied=out.copied, bytes=out.bytes,
+            failures=[volume_pb2.NeedleCheck(key=k, status=_CHECK_STATUS[s], detail=d)
+                      for k, s, d in out.failures])
+
+    @rpc.servicer_method
+    @_counted
+    def CopyVolume(self, request, context):
+        peer = self._peer(request.source)
+        out = repair.copy_volume(self.store, request.volume_id, request.replication, peer)
+        self._on_volumes_changed()
+        return volume_pb2.CopyVolumeResponse(copied=out.copied, bytes=out.bytes,
+                                             failed=len(out.failures))
+
+    @rpc.servicer_method
+    @_counted
+    def Compact(self, request, context):
+        r = self.store.compact(request.volume_id)
+        self._on_volumes_changed()   # the master sees the smaller size at once
+        return volume_pb2.CompactResponse(volume_id=r.volume_id, size_before=r.size_before,
+                                          size_after=r.size_after,
+                                          compact_revision=r.compact_revision,
+                                          seconds=r.seconds)
+
+    @rpc.servicer_method
+    @_counted
     def Status(self, request, context):
         free, total = self.store.disk()
         return volume_pb2.StatusResponse(
@@ -131,6 +206,7 @@ class VolumeNode:
         self.http_port = 0
         self.heartbeater: Heartbeater | None = None
         self._server: grpc.Server | None = None
+        self._servicer: VolumeServicer | None = None
         self._health = None
         self._http: StatusServer | None = None
         self._stopped = threading.Event()
@@ -157,8 +233,10 @@ class VolumeNode:
             self._server, self._health = rpc.make_server()
             servicer = VolumeServicer(self.store, o.name, lambda: self.server_id,
                                       self._volumes_changed)
+            self._servicer = servicer
             volume_pb2_grpc.add_VolumeServicer_to_server(servicer, self._server)
             self.grpc_port = rpc.bind(self._server, o.ip, o.grpc_port)
+            servicer.own_address = self.grpc_address
             self._http = StatusServer(o.ip, o.port, self.status).start()
             self.http_port = self._http.port
             self._server.start()
@@ -189,6 +267,8 @@ class VolumeNode:
                 self._health.enter_graceful_shutdown()
             if self._server:
                 self._server.stop(grace).wait()
+            if self._servicer:
+                self._servicer.close()
             if self._http:
                 self._http.stop()
             metrics.forget(self.opts.name)

@@ -10,14 +10,22 @@ Locking rules (gRPC handlers run on a thread pool):
     the index dict's mutations and the stats. An append is pwritev of the needle at the end of
     .dat, then pwrite of its entry at the end of .idx, then the dict update — so a key in the
     dict always points at bytes already in the page cache.
-  * Reads take no lock: a dict lookup (atomic under the GIL) then os.pread on a separate
-    read-only fd, so a reader never waits for an append or an fsync.
+  * Reads take no lock: they take the current _ReadView (the index dict and a read-only fd of
+    the same .dat) once, then a dict lookup (atomic under the GIL) and os.pread on that fd, so
+    a reader never waits for an append, an fsync or a compaction. Compaction publishes a new
+    view in one assignment; a reader still holding the old one reads the old file (its fd
+    keeps the replaced inode alive) and the fd is closed when the last reader drops the view.
   * Volume._sync (a Condition) guards group commit: `_synced` (the .dat offset known durable),
     `_syncing` (a leader is in fdatasync) and `_inflight` (writers not done appending). A writer
     waits, after releasing _lock, until `_synced` covers its record; the first waiter becomes
     the leader, lets concurrent appends finish (at most group_commit_ms), then fdatasyncs .dat
     once for everyone appended so far (.idx is rebuilt from .dat after a crash, see _fdatasync). No dedicated thread, and a lone writer pays
     no batching delay.
+  * Compaction (compaction.py) copies live needles without any lock, then takes _lock to copy
+    what was appended meanwhile and swap the files; during the swap it also holds the group
+    commit leadership (`_syncing`), so no fsync runs on a file being replaced. The swap
+    fsyncs the new files, then bumps `_epoch`: writers waiting for an fsync of the old epoch
+    are done (their records were copied into the new, synced file).
   * Store._lock guards the dict of volumes (allocate vs lookups).
 
 Durability (VolumeOptions.durability): "group" acknowledges after the group fsync covering the
@@ -36,6 +44,7 @@ import time
 from dataclasses import dataclass
 
 from cluster.common.errors import FsError
+from cluster.volume import compaction
 from cluster.volume import needle as fmt
 
 log = logging.getLogger(__name__)
@@ -58,6 +67,52 @@ class NeedleInfo:
     cookie: int
     size: int
     crc: int
+
+
+# Outcomes of Volume.check (fsck), one per needle.
+CHECK_OK = "ok"
+CHECK_MISSING = "missing"
+CHECK_WRONG_COOKIE = "wrong_cookie"
+CHECK_CRC_BAD = "crc_bad"
+CHECK_SIZE_MISMATCH = "size_mismatch"
+CHECK_UNREADABLE = "unreadable"
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    volume_id: int
+    size_before: int
+    size_after: int
+    compact_revision: int
+    seconds: float
+
+    @property
+    def freed(self) -> int:
+        return max(0, self.size_before - self.size_after)
+
+
+class _ReadView:
+    """What a reader needs, published as one object: the index and a read-only fd of the same
+    generation of `.dat`. Compaction replaces the view; the fd of the old one is closed when the
+    last reader holding it lets go (CPython frees it at once), so no read ever runs on a closed
+    or reused fd, nor pairs an old offset with the new file."""
+
+    __slots__ = ("index", "fd")
+
+    def __init__(self, index: dict, fd: int):
+        self.index = index
+        self.fd = fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __del__(self):
+        self.close()
 
 
 @dataclass(frozen=True)
@@ -137,23 +192,40 @@ class Volume:
         self._inflight = 0
         self._failed: str | None = None
         self._closed = False
+        self._compacting = False
+        self._epoch = 0          # bumped by each compaction swap (see _wait_durable)
+        self._directory = directory
+        self._open_files()
+        self._synced = self._end
+        self._full = self._end >= self._limit
+
+    def _open_files(self) -> None:
+        """Open the .dat/.idx fds, load the index, publish a fresh read view."""
         self._index: dict[int, tuple[int, int]] = {}   # key -> (offset, size | TOMBSTONE)
         self._file_count = 0
         self._deleted_bytes = 0
         self._wfd = os.open(self.dat_path, os.O_RDWR)
         try:
             self._rfd = os.open(self.dat_path, os.O_RDONLY)
-            self._ifd = os.open(self.idx_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError:
             os.close(self._wfd)
             raise
+        # Owns _rfd; published only once the index is loaded (readers see a whole view).
+        view = _ReadView(self._index, self._rfd)
+        self._ifd = -1
         try:
+            self._ifd = os.open(self.idx_path, os.O_RDWR | os.O_CREAT, 0o644)
             self._load()
         except BaseException:
-            self._close_fds()
+            for fd in (self._wfd, self._ifd):
+                if fd >= 0:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            view.close()
             raise
-        self._synced = self._end
-        self._full = self._end >= self._limit
+        self._view = view
 
     # ---------------------------------------------------------------- create / load
 
@@ -308,6 +380,7 @@ class Volume:
         try:
             with self._lock:
                 self._check_writable(None)
+                epoch = self._epoch
                 old = self._index.get(key)
                 if old is not None and old[1] != fmt.TOMBSTONE:
                     info = self._needle_info(key, old[0], old[1])
@@ -329,7 +402,36 @@ class Volume:
                 self._inflight -= 1
                 if self._inflight == 0:
                     self._sync.notify_all()
-        return self._finish(end, size)
+        return self._finish(end, epoch, size)
+
+    def restore(self, key: int, cookie: int, data, crc: int | None = None) -> int:
+        """Store a needle copied from a healthy replica (fsck --repair), replacing whatever
+        this volume holds under the key: missing, damaged, or under another cookie. Unlike
+        write, an identical-looking copy is not skipped (its bytes may be the damaged ones),
+        and a volume that is full still accepts it (a repair must not fail on the size limit)."""
+        size = len(data)
+        if size > fmt.MAX_DATA_SIZE:
+            raise FsError(errno.EFBIG, f"needle of {size} bytes exceeds {fmt.MAX_DATA_SIZE}")
+        if crc is None:
+            crc = fmt.crc32c(data)
+        elif fmt.crc32c(data) != crc:
+            raise FsError(errno.EIO, f"needle {key:x}: copy does not match its CRC {crc:08x}")
+        with self._sync:
+            self._inflight += 1
+        try:
+            with self._lock:
+                self._check_writable(None)
+                epoch = self._epoch
+                parts = fmt.encode_needle_parts(cookie, key, data, 0, crc)
+                offset = self._append(key, parts, size)
+                self._apply(key, offset, size)
+                end = self._end
+        finally:
+            with self._sync:
+                self._inflight -= 1
+                if self._inflight == 0:
+                    self._sync.notify_all()
+        return self._finish(end, epoch, size)
 
     def delete(self, key: int, cookie: int) -> int:
         """Delete a needle: a delete record in .dat plus a tombstone in .idx. Returns the
@@ -339,6 +441,7 @@ class Volume:
         try:
             with self._lock:
                 self._check_writable(None)   # deletes are allowed on a full volume
+                epoch = self._epoch
                 old = self._index.get(key)
                 if old is None:
                     raise FsError(errno.ENOENT, f"needle {key:x} not in volume {self.volume_id}")
@@ -355,11 +458,11 @@ class Volume:
                 self._inflight -= 1
                 if self._inflight == 0:
                     self._sync.notify_all()
-        return self._finish(end, freed)
+        return self._finish(end, epoch, freed)
 
-    def _finish(self, end: int, result: int) -> int:
+    def _finish(self, end: int, epoch: int, result: int) -> int:
         if self.durability == "group":
-            self._wait_durable(end)
+            self._wait_durable(end, epoch)
         return result
 
     def _fdatasync(self) -> None:
@@ -373,9 +476,11 @@ class Volume:
             log.error("volume %d: %s; refusing further writes", self.volume_id, self._failed)
             raise _oserror(e, f"volume {self.volume_id}: fsync failed") from None
 
-    def _wait_durable(self, end: int) -> None:
+    def _wait_durable(self, end: int, epoch: int) -> None:
+        # `end` is an offset in the .dat of `epoch`; once a compaction swapped the files
+        # (epoch changed) the record is in the new, fsynced file and offsets mean nothing.
         with self._sync:
-            while self._synced < end:
+            while self._epoch == epoch and self._synced < end:
                 if self._failed:
                     raise FsError(errno.EIO, f"volume {self.volume_id} failed: {self._failed}")
                 if not self._syncing:
@@ -406,7 +511,9 @@ class Volume:
     def read(self, key: int, cookie: int, offset: int = 0, length: int = 0) -> ReadResult:
         """Bytes [offset, offset+length) of a needle's data (length 0 = to the end), after
         checking the cookie and the CRC of the whole needle."""
-        entry = self._index.get(key)
+        view = self._view
+        rfd = view.fd
+        entry = view.index.get(key)
         if entry is None or entry[1] == fmt.TOMBSTONE:
             raise FsError(errno.ENOENT, f"needle {key:x} not in volume {self.volume_id}")
         pos, size = entry
@@ -415,9 +522,9 @@ class Volume:
         try:
             if size >= SPLIT_READ_BYTES:
                 # Big needle: read the data straight into its own bytes object (no slice copy).
-                head = os.pread(self._rfd, fmt.NEEDLE_HEADER_SIZE, pos)
-                data = _pread_exact(self._rfd, size, pos + fmt.NEEDLE_HEADER_SIZE)
-                tail = os.pread(self._rfd, fmt.NEEDLE_TRAILER_SIZE,
+                head = os.pread(rfd, fmt.NEEDLE_HEADER_SIZE, pos)
+                data = _pread_exact(rfd, size, pos + fmt.NEEDLE_HEADER_SIZE)
+                tail = os.pread(rfd, fmt.NEEDLE_TRAILER_SIZE,
                                 pos + fmt.NEEDLE_HEADER_SIZE + size)
                 if len(head) + len(data) + len(tail) != size + fmt.NEEDLE_HEADER_SIZE + \
                         fmt.NEEDLE_TRAILER_SIZE:
@@ -427,7 +534,7 @@ class Volume:
                 flags, crc = fmt.decode_trailer(tail)
                 n = fmt.Needle(h.cookie, h.key, flags, crc, memoryview(data))
             else:
-                record = _pread_exact(self._rfd, fmt.record_size(size), pos)
+                record = _pread_exact(rfd, fmt.record_size(size), pos)
                 n = fmt.decode_needle(record)
                 data = None
         except OSError as e:
@@ -449,11 +556,13 @@ class Volume:
             out = bytes(n.data[offset:end])
         return ReadResult(out, n.crc, size)
 
-    def _needle_info(self, key: int, pos: int, size: int) -> NeedleInfo:
+    def _needle_info(self, key: int, pos: int, size: int, rfd: int | None = None) -> NeedleInfo:
         """Cookie and stored CRC of a live needle, from its header and trailer (no data read)."""
+        if rfd is None:
+            rfd = self._rfd
         try:
-            head = os.pread(self._rfd, fmt.NEEDLE_HEADER_SIZE, pos)
-            tail = os.pread(self._rfd, fmt.NEEDLE_TRAILER_SIZE,
+            head = os.pread(rfd, fmt.NEEDLE_HEADER_SIZE, pos)
+            tail = os.pread(rfd, fmt.NEEDLE_TRAILER_SIZE,
                             pos + fmt.NEEDLE_HEADER_SIZE + size)
             h = fmt.decode_header(head)
             _, crc = fmt.decode_trailer(tail)
@@ -466,8 +575,133 @@ class Volume:
     def list_needles(self) -> list[NeedleInfo]:
         """Live needles (key, cookie, size, stored crc), sorted by key, for fsck."""
         with self._lock:
+            view = self._view
             live = [(k, o, s) for k, (o, s) in self._index.items() if s != fmt.TOMBSTONE]
-        return [self._needle_info(k, o, s) for k, o, s in sorted(live)]
+        return [self._needle_info(k, o, s, view.fd) for k, o, s in sorted(live)]
+
+    def check(self, key: int, cookie: int, size: int = 0, crc: int = 0) -> tuple[str, str]:
+        """fsck's verdict on one needle, read and verified in place: (CHECK_*, detail).
+
+        `size` and `crc`, when not both 0, are what the master recorded for the needle."""
+        view = self._view
+        entry = view.index.get(key)
+        if entry is None or entry[1] == fmt.TOMBSTONE:
+            return CHECK_MISSING, f"needle {key:x} not in volume {self.volume_id}"
+        pos, stored = entry
+        try:
+            record = _pread_exact(view.fd, fmt.record_size(stored), pos)
+            n = fmt.decode_needle(record)
+        except (OSError, fmt.FormatError) as e:
+            return CHECK_UNREADABLE, f"needle {key:x} at offset {pos}: {e}"
+        if n.key != key or n.size != stored or n.flags:
+            return CHECK_UNREADABLE, (f"needle {key:x} at offset {pos}: header corrupt "
+                                      f"(key {n.key:x}, size {n.size}, flags {n.flags:#x})")
+        if n.cookie != cookie:
+            return CHECK_WRONG_COOKIE, f"needle {key:x} has cookie {n.cookie:08x}, not {cookie:08x}"
+        if (size or crc) and n.size != size:
+            return CHECK_SIZE_MISMATCH, f"needle {key:x} holds {n.size} bytes, expected {size}"
+        if not fmt.crc_ok(n):
+            return CHECK_CRC_BAD, f"needle {key:x} at offset {pos}: data does not match its CRC"
+        if (size or crc) and n.crc != crc:
+            return CHECK_CRC_BAD, (f"needle {key:x}: CRC {n.crc:08x} differs from the "
+                                   f"recorded {crc:08x}")
+        return CHECK_OK, ""
+
+    # ---------------------------------------------------------------- compaction
+
+    def garbage_ratio(self) -> float:
+        with self._lock:
+            return self._deleted_bytes / self._end if self._end else 0.0
+
+    def compact(self, _between=None) -> CompactResult:
+        """Rewrite the volume without its dead records (see compaction.py); reads and writes
+        go on meanwhile, writes only waiting for the final tail copy and swap.
+
+        `_between` is a test hook called after the bulk copy, before the tail copy."""
+        started = time.monotonic()
+        with self._lock:
+            self._check_writable(None)
+            if self._compacting:
+                raise FsError(errno.EAGAIN, f"volume {self.volume_id} is being compacted already")
+            self._compacting = True
+            view = self._view
+            live = sorted(((o, k, s) for k, (o, s) in self._index.items()
+                           if s != fmt.TOMBSTONE))
+            snap_idx_end = self._idx_end
+            size_before = self._end
+            sb = fmt.SuperBlock(self.superblock.replication,
+                                (self.superblock.compact_revision + 1) & 0xFFFFFFFF)
+        try:
+            try:
+                writer = compaction.CompactionWriter(self._directory, self.volume_id, sb)
+            except OSError as e:
+                raise _oserror(e, f"volume {self.volume_id}: cannot start compaction") from None
+            try:
+                for offset, key, size in live:
+                    writer.copy_record(view.fd, key, offset, size)
+                if _between is not None:
+                    _between()
+                with self._lock:
+                    self._check_writable(None)
+                    size_before = self._end
+                    tail = _pread_exact(self._ifd, self._idx_end - snap_idx_end, snap_idx_end)
+                    for e in fmt.decode_idx(tail):
+                        writer.copy_record(view.fd, e.key, e.offset, e.size)
+                    self._swap(writer)
+            except OSError as e:
+                writer.abort()
+                raise _oserror(e, f"volume {self.volume_id}: compaction failed") from None
+            except BaseException:
+                writer.abort()
+                raise
+        finally:
+            self._compacting = False
+        result = CompactResult(self.volume_id, size_before, self._end,
+                               self.superblock.compact_revision, time.monotonic() - started)
+        log.info("volume %d compacted: %d -> %d bytes (revision %d) in %.2fs", self.volume_id,
+                 result.size_before, result.size_after, result.compact_revision, result.seconds)
+        return result
+
+    def _swap(self, writer: "compaction.CompactionWriter") -> None:
+        """Caller holds _lock. Make the writer's pair the volume, with group-commit leadership
+        held so no fsync touches the files being replaced."""
+        with self._sync:
+            while self._syncing:
+                self._sync.wait()
+            self._syncing = True
+        swapped = False
+        try:
+            writer.finish()
+            old_wfd, old_ifd, old_view = self._wfd, self._ifd, self._view
+            try:
+                compaction.swap_in(writer, self.dat_path, self.idx_path, self._directory)
+                swapped = True
+            except OSError:
+                # Before the first rename nothing changed; after it the files on disk are a
+                # mix of old and new that only a restart sorts out (the .idx is rebuilt).
+                if not os.path.exists(self.idx_path):
+                    self._failed = "compaction swap failed midway; restart to recover"
+                raise
+            for fd in (old_wfd, old_ifd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            try:
+                self._open_files()
+            except BaseException as e:
+                self._failed = f"reopening after compaction: {e}"
+                self._view = old_view   # keep serving reads from the old file
+                raise
+            self._synced = self._end
+            self._full = self._end >= self._limit
+        finally:
+            with self._sync:
+                if swapped:
+                    # Everything appended so far is in the new, fsynced file.
+                    self._epoch += 1
+                self._syncing = False
+                self._sync.notify_all()
 
     # ---------------------------------------------------------------- state
 
@@ -498,12 +732,15 @@ class Volume:
                 self._close_fds()
 
     def _close_fds(self) -> None:
-        for fd in (self._wfd, getattr(self, "_rfd", None), getattr(self, "_ifd", None)):
+        for fd in (self._wfd, getattr(self, "_ifd", None)):
             if fd is not None:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
+        view = getattr(self, "_view", None)
+        if view is not None:
+            view.close()
 
 
 class Store:
@@ -601,6 +838,18 @@ class Store:
 
     def list_needles(self, volume_id: int) -> list[NeedleInfo]:
         return self.get(volume_id).list_needles()
+
+    def check_needles(self, volume_id: int,
+                      refs: list[tuple[int, int, int, int]]) -> list[tuple[str, str]]:
+        """Volume.check for each (key, cookie, size, crc); a missing volume is ENOENT."""
+        vol = self.get(volume_id)
+        return [vol.check(k, c, s, crc) for k, c, s, crc in refs]
+
+    def restore(self, volume_id: int, key: int, cookie: int, data, crc: int | None = None) -> int:
+        return self.get(volume_id).restore(key, cookie, data, crc)
+
+    def compact(self, volume_id: int) -> CompactResult:
+        return self.get(volume_id).compact()
 
     @property
     def size_limit(self) -> int:

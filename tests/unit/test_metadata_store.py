@@ -458,12 +458,27 @@ def test_commit_bad_input_changes_nothing(store):
 
 
 @T
-def test_commit_cuts_pieces_past_size(store):
+def test_exact_commit_cuts_pieces_past_size(store):
     a = store.create("/f", 0o644)
-    store.commit(a.ino, [piece(0, 100, 1), piece(100, 50, 2)], 60)
+    store.commit(a.ino, [piece(0, 100, 1), piece(100, 50, 2)], 60, exact=True)
     _, pieces, _ = store.get_chunks(a.ino)
     assert pieces == [piece(0, 60, 1, 0, 100)]
     assert queued(store) == {fid(1, 2)}
+
+
+@T
+def test_plain_commit_never_shrinks_the_file(store):
+    """Two writers: the second's commit, with its stale idea of the size, keeps the first's
+    bytes (the data-loss case of two handles writing disjoint ranges)."""
+    a = store.create("/f", 0o644)
+    assert store.commit(a.ino, [piece(10, 10, 1)], 20).size == 20
+    attr = store.commit(a.ino, [piece(0, 10, 2)], 10)
+    assert attr.size == 20
+    _, pieces, _ = store.get_chunks(a.ino)
+    assert [p.fid for p in pieces] == [fid(1, 2), fid(1, 1)]
+    # The size also covers every piece even when the caller asks for less.
+    assert store.commit(a.ino, [piece(30, 5, 3)], 0).size == 35
+    assert queued(store) == set()
 
 
 # ---------------------------------------------------------------- xattrs

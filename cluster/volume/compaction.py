@@ -1,0 +1,119 @@
+"""Volume compaction (vacuum): write a volume's live needles into a fresh `.dat`/`.idx` pair.
+
+Deleted and overwritten needles stay in an append-only `.dat` until a compaction copies what is
+still live into new files and swaps them in. This module only builds the new pair; the swap and
+the locking around it are Volume.compact's (store.py), because only the Volume knows its locks:
+
+  1. Snapshot, under the append lock: the live (key, offset, size) entries and the `.idx`
+     length. Appends continue while 2. runs.
+  2. Copy each live record, byte for byte, into `<vid>.cpd.tmp`, writing its entry (with the
+     new offset) to `<vid>.cpx.tmp`. The records are read from the old `.dat` at offsets that
+     never change (append-only), so no lock is needed.
+  3. Under the append lock again (writes wait, reads do not): replay the `.idx` entries
+     appended since the snapshot — new needles, overwrites and delete records alike — by
+     copying their records too, in order. The new pair then says exactly what the old one
+     says, without the dead records. fsync both files.
+  4. The Volume swaps the files in and publishes a new read view (see store.py).
+
+Records are copied raw, without re-encoding: a needle whose CRC no longer matches stays
+damaged in the new file (reads keep answering DATA_LOSS and fsck still finds it) rather than
+being dropped silently.
+
+The temporary names end in `.tmp`, which Store.open deletes at start: a compaction cut short by
+a crash leaves nothing behind and the old volume untouched.
+"""
+from __future__ import annotations
+
+import errno
+import os
+
+from cluster.common.errors import FsError
+from cluster.volume import needle as fmt
+
+DAT_SUFFIX = ".cpd.tmp"
+IDX_SUFFIX = ".cpx.tmp"
+WRITE_BUFFER = 1 << 20
+
+
+def _pread_exact(fd: int, size: int, offset: int) -> bytes:
+    parts, got = [], 0
+    while got < size:
+        more = os.pread(fd, size - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+class CompactionWriter:
+    """The new `.dat`/`.idx` pair being built: a superblock, then records appended in order."""
+
+    def __init__(self, directory: str, volume_id: int, superblock: fmt.SuperBlock):
+        self.volume_id = volume_id
+        self.dat_path = os.path.join(directory, f"{volume_id}{DAT_SUFFIX}")
+        self.idx_path = os.path.join(directory, f"{volume_id}{IDX_SUFFIX}")
+        self._dat = open(self.dat_path, "wb", buffering=WRITE_BUFFER)
+        try:
+            self._idx = open(self.idx_path, "wb", buffering=WRITE_BUFFER)
+        except OSError:
+            self._dat.close()
+            os.unlink(self.dat_path)
+            raise
+        self._dat.write(fmt.encode_superblock(superblock))
+        self.end = fmt.SUPERBLOCK_SIZE
+        self.records = 0
+
+    def copy_record(self, src_fd: int, key: int, offset: int, size: int) -> None:
+        """Copy the record of one index entry (a live needle, or a delete record when `size`
+        is TOMBSTONE) from the old `.dat` and index it at its new offset."""
+        length = fmt.record_size(0 if size == fmt.TOMBSTONE else size)
+        buf = _pread_exact(src_fd, length, offset)
+        if len(buf) != length:
+            raise FsError(errno.EIO, f"volume {self.volume_id}: record of needle {key:x} at "
+                                     f"{offset} runs past the end of the .dat")
+        self._dat.write(buf)
+        self._idx.write(fmt.encode_idx(key, self.end, size))
+        self.end += length
+        self.records += 1
+
+    def finish(self) -> None:
+        """Flush and fsync both files: after this they are the durable new volume."""
+        for fh in (self._dat, self._idx):
+            fh.flush()
+            os.fsync(fh.fileno())
+        self._close()
+
+    def abort(self) -> None:
+        """Throw the half-built pair away (the old volume was never touched)."""
+        self._close()
+        for path in (self.dat_path, self.idx_path):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def _close(self) -> None:
+        for fh in (self._dat, self._idx):
+            try:
+                fh.close()
+            except OSError:
+                pass
+
+
+def swap_in(writer: CompactionWriter, dat_path: str, idx_path: str, directory: str) -> None:
+    """Replace the volume's files by the writer's finished pair, crash-safe at every step.
+
+    The old `.idx` goes first: `.dat` is the volume's durable record and `.idx` a cache of it
+    (store.py rebuilds a missing index by scanning `.dat`), so a crash between the steps
+    leaves the old or the new `.dat` without an index, never an index describing the other
+    file's offsets.
+    """
+    os.unlink(idx_path)
+    os.replace(writer.dat_path, dat_path)
+    os.replace(writer.idx_path, idx_path)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
