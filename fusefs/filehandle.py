@@ -31,7 +31,7 @@ import threading
 from typing import Optional
 
 from cluster.common.errors import FsError
-from fusefs.reader import to_pieces
+from fusefs.reader import to_piece_map
 from protos import master_pb2
 
 READAHEAD_CHUNKS = 4  # needles fetched ahead of a sequential reader (4 x 4 MiB by default)
@@ -62,7 +62,7 @@ class FileHandle:
         self.sent = False               # chunks sent through the stream since the last commit
         self.stream = None              # WriteStream, opened at the first chunk sent
         self.snapshot: Optional[master_pb2.FileChunks] = None  # chunk list for reads
-        self._pieces: list = []       # the snapshot's chunks as sorted chunkmap pieces
+        self._pieces = None           # the snapshot's chunks as a chunkmap.PieceMap
         self._next_read = 0           # where a sequential reader would read next
         self.append = bool(flags & 0o2000)  # O_APPEND
 
@@ -214,7 +214,7 @@ class FileHandle:
     def _take_snapshot(self) -> None:
         self.snapshot = self.client.master.call("GetChunks", master_pb2.InoRequest(ino=self.ino))
         self.size = self.snapshot.attr.size
-        self._pieces = to_pieces(self.snapshot.chunks)
+        self._pieces = to_piece_map(self.snapshot.chunks)
 
     def close(self) -> None:
         with self.lock:

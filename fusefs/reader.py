@@ -17,7 +17,9 @@ needle from the first replica that answers with good data, and fills holes with 
 """
 from __future__ import annotations
 
+import bisect
 import errno
+import itertools
 import threading
 import time
 from collections import OrderedDict
@@ -36,6 +38,13 @@ LOCATION_TTL = 30.0
 RANGE_READ_FRACTION = 4  # a piece under needle_size/4 is read as a range when not streaming
 READ_TIMEOUT = 30.0
 RESTART_GRACE = 5.0  # seconds to wait for an unreachable replica set to come back
+
+
+def to_piece_map(chunks) -> chunkmap.PieceMap:
+    """Proto chunks (or pieces, or a PieceMap) -> a PieceMap."""
+    if isinstance(chunks, chunkmap.PieceMap):
+        return chunks
+    return chunkmap.PieceMap(to_pieces(chunks))
 
 
 def to_pieces(chunks) -> list[chunkmap.Piece]:
@@ -144,10 +153,18 @@ class ChunkReader:
         if offset >= file_size or length <= 0:
             return b""
         length = min(length, file_size - offset)
-        pieces = to_pieces(chunks)
-        wanted = chunkmap.pieces_for_range(pieces, offset, length)
-        out = bytearray(length)
+        pmap = to_piece_map(chunks)
+        wanted = pmap.range(offset, length)
         streaming = readahead > 0
+        if len(wanted) == 1 and wanted[0].file_offset == offset and wanted[0].length == length:
+            # The common case (a FUSE read inside one chunk): one slice, no assembly.
+            p = wanted[0]
+            cached = self.cache.get(p.fid)
+            if cached is not None and len(cached) >= p.needle_offset + p.length:
+                if readahead:
+                    self._prefetch(pmap, p, readahead)
+                return cached[p.needle_offset:p.needle_offset + p.length]
+        out = bytearray(length)
         futures = []
         for p in wanted:
             if not streaming and p.needle_size and p.length * RANGE_READ_FRACTION < p.needle_size \
@@ -166,7 +183,7 @@ class ChunkReader:
             start = p.file_offset - offset
             out[start:start + p.length] = piece_bytes
         if readahead and wanted:
-            self._prefetch(pieces, wanted[-1], readahead)
+            self._prefetch(pmap, wanted[-1], readahead)
         return bytes(out)
 
     def read_needle(self, piece: chunkmap.Piece) -> bytes:
@@ -179,10 +196,11 @@ class ChunkReader:
 
     # -- internals
 
-    def _prefetch(self, pieces: list[chunkmap.Piece], last: chunkmap.Piece, count: int) -> None:
+    def _prefetch(self, pmap: chunkmap.PieceMap, last: chunkmap.Piece, count: int) -> None:
         fids_seen = {last.fid}
-        for p in pieces:
-            if p.file_offset < last.end or p.fid in fids_seen:
+        i = bisect.bisect_left(pmap.starts, last.end)
+        for p in itertools.islice(pmap.pieces, i, None):
+            if p.fid in fids_seen:
                 continue
             fids_seen.add(p.fid)
             if self.cache.get(p.fid) is None:
