@@ -504,8 +504,11 @@ class KelpOperations(Operations):
     @errno_boundary
     def read(self, path, size, offset, fh):
         h = self._handle(fh)
-        # Writes through other handles of this mount are visible to this one (as on a local
-        # disk): commit them first, then read a fresh chunk list.
+        # Writes through this and other handles of this mount are visible to this one (as on
+        # a local disk): commit them first (updating the cached attributes), then read a fresh
+        # chunk list.
+        if h.dirty:
+            self._commit_handle(h)
         if any(o.dirty for o in self._handles_of(h.ino) if o is not h):
             self._commit_ino(h.ino, except_fh=fh)
             h.forget_snapshot()
@@ -525,11 +528,15 @@ class KelpOperations(Operations):
     def flush(self, path, fh):
         h = self._handle(fh)
         if h.dirty:
-            attr = h.commit()
-            self.cache.invalidate_ino(h.ino)
-            if attr is not None and h.ino not in self._unlinked:
-                self.cache.put(h.path, attr)  # the master's answer: no getattr RPC needed
+            self._commit_handle(h)
         return 0
+
+    def _commit_handle(self, h: FileHandle) -> None:
+        """Commit one handle's writes and cache the attributes the master answered with."""
+        attr = h.commit()
+        self.cache.invalidate_ino(h.ino)
+        if attr is not None and h.ino not in self._unlinked:
+            self.cache.put(h.path, attr)  # the master's answer: no getattr RPC needed
 
     @errno_boundary
     def fsync(self, path, datasync, fh):
@@ -543,8 +550,7 @@ class KelpOperations(Operations):
             return 0
         try:
             if h.dirty:
-                h.commit()
-                self.cache.invalidate_ino(h.ino)
+                self._commit_handle(h)
         finally:
             h.close()
             with self._lock:

@@ -318,7 +318,16 @@ class SQLiteStore(MetadataStore):
         ).fetchone()[0]
 
     def _new_inode(self, c, mode: int, uid: int, gid: int, nlink: int, now: int,
-                   size: int = 0, target: Optional[str] = None, replication: int = 0) -> int:
+                   size: int = 0, target: Optional[str] = None, replication: int = 0,
+                   parent: int = 0) -> int:
+        if parent:
+            # A setgid directory passes its group on, and to subdirectories its setgid bit
+            # (what Linux file systems do; shared group directories rely on it).
+            row = c.execute("SELECT mode, gid FROM inodes WHERE ino=?", (parent,)).fetchone()
+            if row is not None and row[0] & stat.S_ISGID:
+                gid = row[1]
+                if stat.S_ISDIR(mode):
+                    mode |= stat.S_ISGID
         ino = self._alloc_ino(c)
         c.execute(
             "INSERT INTO inodes (ino, mode, uid, gid, size, atime_ns, mtime_ns, ctime_ns, nlink,"
@@ -468,7 +477,7 @@ class SQLiteStore(MetadataStore):
                     continue
                 if not parents and not last:
                     raise FsError(errno.ENOENT, path)
-                child = self._new_inode(c, mode, uid, gid, 2, now)
+                child = self._new_inode(c, mode, uid, gid, 2, now, parent=ino)
                 c.execute("INSERT INTO entries (parent, name, ino) VALUES (?,?,?)",
                           (ino, name, child))
                 self._touch_dir(c, ino, now, +1)
@@ -500,7 +509,7 @@ class SQLiteStore(MetadataStore):
                         )
                 return self._attr(c, ino)
             ino = self._new_inode(c, stat.S_IFREG | (mode & 0o7777), uid, gid, 1, now,
-                                  replication=replication)
+                                  replication=replication, parent=parent)
             c.execute("INSERT INTO entries (parent, name, ino) VALUES (?,?,?)", (parent, name, ino))
             self._touch_dir(c, parent, now)
             return self._attr(c, ino)
@@ -606,7 +615,8 @@ class SQLiteStore(MetadataStore):
                 raise FsError(errno.EEXIST, path)
             now = self._now()
             ino = self._new_inode(c, stat.S_IFLNK | 0o777, uid, gid, 1, now,
-                                  size=len(target.encode("utf-8", "surrogatepass")), target=target)
+                                  size=len(target.encode("utf-8", "surrogatepass")), target=target,
+                                  parent=parent)
             c.execute("INSERT INTO entries (parent, name, ino) VALUES (?,?,?)", (parent, name, ino))
             self._touch_dir(c, parent, now)
             return self._attr(c, ino)

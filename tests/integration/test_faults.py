@@ -379,8 +379,8 @@ def test_c2_master_killed_and_restarted_while_a_writer_is_busy(cluster_factory, 
     # A 3 s outage is inside the retry window: nothing may fail, except through the bug of
     # test_c5 (ENOSPC until the volume servers re-register); then the writer goes on.
     assert all(e.errno in RESTART_BUG_ERRNOS for e in failed.values()), failed
-    assert not failed or max(failed) < max(acknowledged, key=lambda n: int(n[2:])), \
-        "writes kept failing after the master came back" 
+    last_ok = max(int(n[2:]) for n in acknowledged)
+    assert all(int(n[2:]) < last_ok for n in failed), "writes kept failing after the restart" 
     assert clock.worst() < SYSCALL_BOUND_S, clock.longest
     assert len(acknowledged) >= 5
     # No committed metadata lost: every acknowledged name is listed and intact, also from a
@@ -393,6 +393,9 @@ def test_c2_master_killed_and_restarted_while_a_writer_is_busy(cluster_factory, 
 # The errnos the bug of test_c5 gives a write in the moment after a master restart; empty this
 # when it is fixed, and test_c2 then demands that nothing fails.
 RESTART_BUG_ERRNOS = {errno.ENOSPC}
+# The errno a call answers today when the master stays away past the retry window (the bug of
+# test_c4); empty this when it is fixed.
+MASTER_DOWN_BUG_ERRNOS = {errno.EAGAIN}
 
 
 @pytest.mark.xfail(strict=True, reason="BUG: a master just restarted answers Assign with "
@@ -401,22 +404,35 @@ RESTART_BUG_ERRNOS = {errno.ENOSPC}
                    "in that moment fails with ENOSPC instead of waiting (or at worst EIO)")
 @pytest.mark.timeout(90)
 def test_c5_write_right_after_a_master_restart_is_not_enospc(cluster_factory, mount_factory):
-    # A 2 s heartbeat widens the moment between the master's start and the servers'
-    # re-registration that every restart has (one heartbeat interval).
-    cluster = cluster_factory(volumes=2, heartbeat_interval=2.0)
+    cluster = cluster_factory(volumes=2)
     mnt = mount_factory(cluster).mountpoint
     clock = SyscallClock()
     assert write_file(mnt / "before", b"x" * 1000, clock) is None
     time.sleep(5.5)   # past the gateway's 5 s fid cache: the next write asks the master
-    cluster.kill("m0")
-    cluster.start_node("m0")
-    mc = MasterClient(cluster.master_addr, timeout=2, retry_for=20)
-    mc.status()       # the master answers again
-    mc.close()
-    data = random.randbytes(100_000)
-    err = write_file(mnt / "after", data, clock)
-    assert err is None, f"{err!r}"
-    assert read_file(mnt / "after") == data
+    # The moment between a master's start and the volume servers' first heartbeats, which
+    # every restart has, made 1.5 s long: the servers are stopped across the restart.
+    volumes = cluster.volume_names()
+    for name in volumes:
+        cluster.signal(name, signal.SIGSTOP)
+    try:
+        cluster.kill("m0")
+        cluster.start_node("m0")
+        mc = MasterClient(cluster.master_addr, timeout=2, retry_for=20)
+        mc.status()   # the master answers again
+        mc.close()
+        wake = threading.Timer(1.5, lambda: [cluster.signal(n, signal.SIGCONT) for n in volumes])
+        wake.start()
+        data = random.randbytes(100_000)
+        err = write_file(mnt / "after", data, clock)
+        wake.join()
+    finally:
+        for name in volumes:
+            cluster.signal(name, signal.SIGCONT)
+    # The servers are back 1.5 s later, well inside the gateway's 10 s patience: the write
+    # should wait for them (EIO would be acceptable); "disk full" is wrong.
+    assert err is None or err.errno == errno.EIO, f"{err!r}"
+    if err is None:
+        assert read_file(mnt / "after") == data
 
 
 @pytest.mark.timeout(180)
@@ -468,9 +484,10 @@ def test_c3_master_down_past_the_retry_window_fails_in_bounded_time(cluster_fact
     print(f"\n(c3) master down {down_for:.1f}s; errnos seen {errors}; "
           f"longest calls {clock.longest}")
     assert clock.worst() < SYSCALL_BOUND_S, clock.longest
-    # EAGAIN is what a metadata call answers today when its retries run out (see
-    # test_c4_master_unreachable_is_eio); the writes' own failures must be EIO.
-    assert {e for w, e in outcomes if w == "write" and e is not None} <= {errno.EIO}, outcomes
+    # EIO, or the errnos of the known bugs: EAGAIN when the master stays away (test_c4) and
+    # ENOSPC in the moment after its restart (test_c5).
+    allowed = {errno.EIO} | MASTER_DOWN_BUG_ERRNOS | RESTART_BUG_ERRNOS
+    assert {e for _, e in outcomes if e not in (None, errno.ENOENT)} <= allowed, outcomes
     # The mount works again once the master is back, and nothing acknowledged is lost.
     data = random.randbytes(1 * MiB)
     assert write_file(mnt / "after", data, clock) is None
@@ -500,23 +517,31 @@ MIN_FREE = 8 * MiB
 
 @pytest.mark.skipif(not can_mount_tmpfs(), reason="needs root to mount a tmpfs")
 @pytest.mark.timeout(150)
-def test_d_volume_disk_full(cluster_factory, mount_factory, tmp_path):
+def test_d_volume_disk_full(cluster_factory, tmp_path):
     cluster = cluster_factory(volumes=2, start=False)
     small = cluster.nodes["v0"]
     config = tmp_path / "v0.toml"
     config.write_text(f"[volume]\nmin_free_bytes = {MIN_FREE}\n")
     small.args += ["--config", str(config)]
+    mounts: list[Mount] = []
+
+    def mount(name: str, *extra: str) -> Path:
+        mounts.append(Mount(cluster, tmp_path / name, *extra))
+        return mounts[-1].start().mountpoint
+
     with tmpfs(small.data, "64m"):
-        cluster.start(timeout=40)
         try:
-            _disk_full_scenario(cluster, mount_factory, Path(small.data))
+            cluster.start(timeout=40)
+            _disk_full_scenario(cluster, mount, Path(small.data))
         finally:
-            # Unmount the FUSE mounts and stop v0 before its tmpfs goes away.
+            # The FUSE mounts, then v0, must let go of the tmpfs before it is unmounted.
+            for m in mounts:
+                m.stop()
             cluster.stop()
 
 
-def _disk_full_scenario(cluster, mount_factory, small_dir: Path) -> None:
-    mnt = mount_factory(cluster, "rep2", "--replication", "2").mountpoint
+def _disk_full_scenario(cluster, mount, small_dir: Path) -> None:
+    mnt = mount("rep2", "--replication", "2")
     clock = SyscallClock()
     acknowledged: dict[str, str] = {}
     first_error = None
@@ -531,16 +556,15 @@ def _disk_full_scenario(cluster, mount_factory, small_dir: Path) -> None:
     print(f"\n(d) replication 2: {len(acknowledged)} files stored, then {first_error!r}; "
           f"v0 has {st.f_bavail * st.f_frsize >> 20} MiB free; longest {clock.longest}")
     assert first_error is not None, "writes kept succeeding on a full disk"
-    assert_failure_errno(first_error, (errno.ENOSPC, errno.EIO))
+    assert first_error.errno == errno.ENOSPC, first_error
     # The volume server kept its reserve: it refused before the disk itself was full.
     assert st.f_bavail * st.f_frsize >= MIN_FREE // 2
-    # It keeps refusing (replication 2 needs v0 too) ...
-    err = write_file(mnt / "r2-again", random.randbytes(1 * MiB), clock)
-    assert err is not None
-    assert_failure_errno(err, (errno.ENOSPC, errno.EIO))
+    # It keeps refusing writes it has no room for (replication 2 needs v0 too) ...
+    err = write_file(mnt / "r2-again", random.randbytes(3 * MiB), clock)
+    assert err is not None and err.errno == errno.ENOSPC, err
     assert cluster.running("v0")
     # ... while the other server keeps serving writes that need one copy only,
-    mnt1 = mount_factory(cluster, "rep1", "--replication", "1").mountpoint
+    mnt1 = mount("rep1", "--replication", "1")
     for i in range(6):
         data = random.randbytes(3 * MiB + 100 + i)
         err = write_file(mnt1 / f"r1-{i}", data, clock)
@@ -548,8 +572,8 @@ def _disk_full_scenario(cluster, mount_factory, small_dir: Path) -> None:
         acknowledged[f"r1-{i}"] = sha256_of(data)
     for name in [n for n in acknowledged if n.startswith("r1-")]:
         assert all(h == {"v1"} for _, h in fid_holders(cluster, "/" + name)), name
-    # ... and nothing already written is harmed.
-    assert_all_intact(mount_factory(cluster, "fresh").mountpoint, acknowledged)
+    # ... and nothing already written is harmed (a fresh mount: no cached bytes).
+    assert_all_intact(mount("fresh"), acknowledged)
     assert clock.worst() < SYSCALL_BOUND_S, clock.longest
 
 
@@ -623,6 +647,7 @@ def test_e_needle_corrupted_on_disk(cluster_factory, mount_factory):
 # ---------------------------------------------------------------- (f) partition (SIGSTOP)
 
 DEAD_AFTER = 1.5
+FID_CACHE_S = 5.5   # the gateway's assigner keeps fids 5 s (cluster/gateway/assigner.py)
 
 
 @pytest.mark.timeout(150)
@@ -649,7 +674,9 @@ def test_f_volume_server_partitioned_then_rejoins(cluster_factory, mount_factory
         wait_until(lambda: victim not in alive_names(cluster), timeout=DEAD_AFTER + 10,
                    interval=0.1, what=f"the master to mark {victim} dead")
         noticed = time.monotonic() - stopped_at
-        # Writes now go to the live servers only; their calls do not wait on the stopped one.
+        # Past the gateway's 5 s fid cache (test_f2 is about the writes before that), writes
+        # go to the live servers only.
+        time.sleep(max(0.0, FID_CACHE_S - noticed))
         during: dict[str, str] = {}
         for name, data in random_files("during", [100, 70_000, 5 * MiB] * 3).items():
             assert write_file(mnt / name, data, clock) is None, name
@@ -684,3 +711,30 @@ def test_f_volume_server_partitioned_then_rejoins(cluster_factory, mount_factory
             assert key_home.setdefault(key, vid) == vid, f"key {key:x} in two volumes"
     assert_all_intact(mount_factory(cluster, "fresh").mountpoint, acknowledged)
     assert clock.worst() < SYSCALL_BOUND_S, clock.longest
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: after the master marked a volume server dead, the "
+                   "gateway still hands out fids it cached (for 5 s) on that server's volumes, "
+                   "and a write to a stopped (partitioned) server waits ~20 s for TCP to give up "
+                   "before the retry goes elsewhere: close() stalls 20 s")
+@pytest.mark.timeout(120)
+def test_f2_writes_do_not_wait_on_a_server_the_master_marked_dead(cluster_factory,
+                                                                   mount_factory):
+    cluster = cluster_factory(volumes=3, heartbeat_interval=0.3,
+                              extra_master_args=["--dead-after", str(DEAD_AFTER)])
+    mnt = mount_factory(cluster).mountpoint
+    clock = SyscallClock()
+    for name, data in random_files("pre", [100] * 6).items():
+        assert write_file(mnt / name, data, clock) is None   # fills the gateway's fid cache
+    victim = "v0"
+    cluster.signal(victim, signal.SIGSTOP)
+    try:
+        wait_until(lambda: victim not in alive_names(cluster), timeout=DEAD_AFTER + 10,
+                   interval=0.1, what=f"the master to mark {victim} dead")
+        late = SyscallClock()
+        for name, data in random_files("during", [100] * 6).items():
+            assert write_file(mnt / name, data, late) is None, name
+    finally:
+        cluster.signal(victim, signal.SIGCONT)
+    print(f"\n(f2) longest calls once {victim} was marked dead: {late.longest}")
+    assert late.worst() < 5.0, late.longest

@@ -225,11 +225,6 @@ class Fsx:
         self.counts["reopen"] += 1
 
 
-STALE_SIZE_AFTER_READ = pytest.mark.xfail(strict=True, reason=(
-    "BUG: a read on a handle with pending writes commits them inside FileHandle.read, but "
-    "KelpOperations' attribute cache keeps the attributes from before the commit, so the "
-    "next stat (and mmap's size check) sees the old size for up to attr_ttl; see "
-    "test_posix_conformance.py::test_stat_after_a_read_that_commits_pending_writes"))
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +245,7 @@ def mounts(tmp_path_factory):
 
 
 @pytest.mark.parametrize("mount_name", ["attr-ttl-0",
-                                        pytest.param("default", marks=STALE_SIZE_AFTER_READ)])
+                                        "default"])
 @pytest.mark.timeout(max(300, N_OPS // 40))
 def test_fsx_one_file(mounts, mount_name):
     fsx = Fsx(str(mounts[mount_name].mountpoint / "fsx.bin"), SEED)

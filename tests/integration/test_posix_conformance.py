@@ -48,13 +48,9 @@ STALE_LINK = pytest.mark.xfail(strict=True, reason=(
     "kernel inode, so a change made through one name (nlink, ctime, mode, size) shows "
     "through the other names only after attr_ttl"))
 FSTAT_UNLINKED = pytest.mark.xfail(strict=True, reason=(
-    "BUG: fstat() of an open file whose last name was unlinked fails with ENOENT: the kernel "
+    "documented difference (libfuse 2 high-level API): fstat() of an open file whose last name was unlinked fails with ENOENT: the kernel "
     "sends GETATTR without a file handle, and libfuse 2's high-level API finds no path for "
     "the removed node (hard_remove) and answers ENOENT without calling the driver"))
-STALE_SIZE_AFTER_READ = pytest.mark.xfail(strict=True, reason=(
-    "BUG: a read on a handle with pending writes commits them inside FileHandle.read, but "
-    "KelpOperations' attribute cache keeps what it cached before the commit (the old size), "
-    "and with no dirty handle left to correct it, stat answers that for up to attr_ttl"))
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -464,10 +460,6 @@ def test_mkdir_links_and_times(d):
     assert os.lstat(d / "s").st_nlink == 3 and os.lstat(d).st_nlink == 4
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: a directory with S_ISGID does not pass its group on: new files and directories "
-    "get the caller's gid (POSIX allows either, but Linux/BSD file systems inherit the "
-    "group, and subdirectories inherit S_ISGID; shared group directories rely on it)"))
 @pytest.mark.parametrize("kind", ["file", "dir"])
 @pytest.mark.timeout(30)
 def test_setgid_dir_passes_its_group_on(d, kind):
@@ -1066,7 +1058,7 @@ def test_utimensat_directory(d):
 
 
 @pytest.mark.parametrize("mnt_name", ["ttl0",
-                                      pytest.param("cached", marks=STALE_SIZE_AFTER_READ)])
+                                      "cached"])
 @pytest.mark.timeout(30)
 def test_stat_after_a_read_that_commits_pending_writes(d):
     fd = os.open(d / "f", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
