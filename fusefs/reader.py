@@ -22,7 +22,6 @@ import errno
 import itertools
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import crc32c
@@ -31,6 +30,7 @@ import grpc
 from cluster.common import chunkmap, rpc
 from cluster.common.errors import FsError, fserror_from_rpc
 from cluster.common.fid import Fid
+from cluster.common.lru import ByteLRU
 from fusefs.master_client import MasterClient
 from protos import master_pb2, volume_pb2, volume_pb2_grpc
 
@@ -95,40 +95,8 @@ class VolumeStubs(rpc.ChannelCache):
         return self.stub(address, volume_pb2_grpc.VolumeStub)
 
 
-class NeedleCache:
-    """LRU of whole needles, bounded in bytes."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._lock = threading.Lock()
-        self._data: OrderedDict[str, bytes] = OrderedDict()
-        self._bytes = 0
-
-    def get(self, fid: str) -> bytes | None:
-        with self._lock:
-            data = self._data.get(fid)
-            if data is not None:
-                self._data.move_to_end(fid)
-            return data
-
-    def put(self, fid: str, data: bytes) -> None:
-        if len(data) > self.max_bytes:
-            return
-        with self._lock:
-            old = self._data.pop(fid, None)
-            if old is not None:
-                self._bytes -= len(old)
-            self._data[fid] = data
-            self._bytes += len(data)
-            while self._bytes > self.max_bytes and self._data:
-                _, evicted = self._data.popitem(last=False)
-                self._bytes -= len(evicted)
-
-    def drop(self, fid: str) -> None:
-        with self._lock:
-            old = self._data.pop(fid, None)
-            if old is not None:
-                self._bytes -= len(old)
+class NeedleCache(ByteLRU):
+    """Whole needles by fid (cluster.common.lru.ByteLRU)."""
 
 
 class ChunkReader:

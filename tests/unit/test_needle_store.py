@@ -254,6 +254,28 @@ def test_flipped_byte_is_eio_never_data(tmp_path, repeat):
 
 
 @pytest.mark.timeout(20)
+def test_ranged_reads_reuse_a_verified_needle_and_never_return_rot(tmp_path):
+    """A byte-range read keeps the needle it verified; later ranges come from memory (the
+    bytes that passed the CRC), so corruption on disk afterwards is never served; a whole
+    read still goes to the disk and reports it."""
+    vol = new_volume(tmp_path)
+    data = bytes(range(256)) * 40
+    vol.write(1, 5, data)
+    assert vol.read(1, 5, 100, 10).data == data[100:110]
+    with open(vol.dat_path, "r+b") as fh:
+        fh.seek(fmt.SUPERBLOCK_SIZE + fmt.NEEDLE_HEADER_SIZE + 3000)
+        fh.write(b"\xff")
+    assert vol.read(1, 5, 2990, 20).data == data[2990:3010]   # verified copy, not the rot
+    with pytest.raises(FsError) as e:
+        vol.read(1, 5)                                           # the whole needle: from disk
+    assert e.value.errno == errno.EIO
+    with pytest.raises(FsError) as e:
+        vol.read(1, 6, 100, 10)                                  # the cookie still counts
+    assert e.value.errno == errno.EACCES
+    vol.close()
+
+
+@pytest.mark.timeout(20)
 def test_corrupt_header_is_eio(tmp_path):
     vol = new_volume(tmp_path)
     vol.write(1, 5, b"data")
