@@ -56,6 +56,10 @@ class FileHandle:
         # a stale idea of the size cannot cut what another writer committed; truncation is a
         # separate SetAttr.
         self.written_end = 0
+        # A failed write or commit sticks to the handle until it is closed: every later write,
+        # flush and fsync reports it (EIO), so a writer that retries the rest of a short
+        # write cannot end with a successful close() over bytes that were dropped.
+        self.error: Optional[FsError] = None
         self.dirty = False              # bytes written (or size changed) since the last commit
         self.buf = bytearray()          # the contiguous run of unsent bytes
         self.buf_offset = 0             # file offset of buf[0]
@@ -74,6 +78,8 @@ class FileHandle:
         append since the last commit, the master's size, so another writer's committed
         appends are kept)."""
         with self.lock:
+            if self.error is not None:
+                raise self.error
             if self.append:
                 if not self.dirty:
                     fresh = self.client.master.call(
@@ -120,6 +126,8 @@ class FileHandle:
         """Send what is buffered and commit it to the master; wait for the answer.
         Returns the file's attributes after the commit (None when nothing was pending)."""
         with self.lock:
+            if self.error is not None:
+                raise self.error
             if not self.dirty:
                 return None
             try:
@@ -165,7 +173,8 @@ class FileHandle:
         except FsError:
             pass
         err = e.errno if e.errno in (errno.ENOSPC, errno.EFBIG, errno.EROFS) else errno.EIO
-        raise FsError(err, f"write of {self.path} failed: {e.message}") from e
+        self.error = FsError(err, f"write of {self.path} failed: {e.message}")
+        raise self.error from e
 
     def truncate(self, size: int) -> master_pb2.Attr:
         with self.lock:

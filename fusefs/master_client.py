@@ -22,6 +22,22 @@ _RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 log = logging.getLogger(__name__)
 
 
+def _is_answer(e: grpc.RpcError) -> bool:
+    """UNAVAILABLE sent by the master itself (its message carries an errno name, e.g. EAGAIN
+    while it waits for volume servers) rather than by the channel (no connection)."""
+    details = e.details() or ""
+    return details[:1] == "E" and details.split(":", 1)[0].isupper()
+
+
+class MasterUnreachable(FsError):
+    """The master did not answer within the retry window: EIO at the mount (the operation
+    could not be done), a clear one-line message at the CLI."""
+
+    def __init__(self, address: str, detail: str):
+        super().__init__(errno.EIO, f"master {address} unreachable: {detail}")
+        self.address = address
+
+
 class MasterClient:
     def __init__(self, address: str, timeout: float = 10.0, retry_for: float = 30.0):
         self.address = address
@@ -45,10 +61,9 @@ class MasterClient:
                     time.sleep(delay)
                     delay = min(delay * 2, 1.0)
                     continue
-                err = fserror_from_rpc(e)
-                if e.code() == grpc.StatusCode.UNAVAILABLE:
-                    err.message = f"master {self.address} unreachable: {err.message}"
-                raise err from None
+                if e.code() == grpc.StatusCode.UNAVAILABLE and not _is_answer(e):
+                    raise MasterUnreachable(self.address, e.details() or "unavailable") from None
+                raise fserror_from_rpc(e) from None
 
     def stream(self, method: str, request, timeout: float | None = None) -> Iterator:
         """A server-streaming call (ReadDir) as an iterator; failures become FsError."""
@@ -64,6 +79,8 @@ class MasterClient:
                     time.sleep(delay)
                     delay = min(delay * 2, 1.0)
                     continue
+                if e.code() == grpc.StatusCode.UNAVAILABLE and not _is_answer(e):
+                    raise MasterUnreachable(self.address, e.details() or "unavailable") from None
                 raise fserror_from_rpc(e) from None
 
     def readdir(self, path: str, page_size: int = 1000) -> Iterator[master_pb2.DirEntry]:
@@ -82,10 +99,13 @@ def check_reachable(address: str, timeout: float = 3.0) -> master_pb2.ClusterSta
     client = MasterClient(address, timeout=timeout, retry_for=0)
     try:
         return client.call("ClusterStatus", master_pb2.Empty(), retry=False)
+    except MasterUnreachable:
+        raise FsError(errno.EIO, f"no master reachable at {address} "
+                                 "(is `kelp master` running there?)") from None
     except FsError as e:
-        if e.errno in (errno.EAGAIN, errno.ETIMEDOUT):
-            raise FsError(e.errno, f"no master reachable at {address} "
-                                   "(is `kelp master` running there?)") from None
+        if e.errno == errno.ETIMEDOUT:
+            raise FsError(e.errno, f"no answer from a master at {address} in {timeout:.0f}s") \
+                from None
         raise
     finally:
         client.close()

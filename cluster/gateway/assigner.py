@@ -69,6 +69,21 @@ class Assigner:
                 queue.clear()
                 queue.extend(kept)
 
+    def forget_servers(self, server_ids: set[int]) -> int:
+        """The master says these volume servers are dead: drop cached fids with a replica on
+        any of them (a write there would wait for its timeout). Returns how many were dropped."""
+        if not server_ids:
+            return 0
+        dropped = 0
+        with self._lock:
+            for queue in self._cache.values():
+                kept = [item for item in queue
+                        if not any(r.server_id in server_ids for r in item[2].replicas)]
+                dropped += len(queue) - len(kept)
+                queue.clear()
+                queue.extend(kept)
+        return dropped
+
     def avoided(self) -> list[int]:
         with self._lock:
             return sorted(self._live_avoid(time.monotonic()))

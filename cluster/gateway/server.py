@@ -172,6 +172,14 @@ class GatewayNode:
         if self._master_up is False:
             log.info("gateway %s: master %s reachable again", self.name, self.opts.master)
         self._master_up = True
+        # Learn which volume servers the master counts dead, so no write waits on one.
+        try:
+            status = self._master.ClusterStatus(master_pb2.Empty(), timeout=2.0)
+        except grpc.RpcError:
+            return
+        dead = {s.server_id for s in status.servers if not s.alive}
+        if dead and self.assigner.forget_servers(dead):
+            log.info("gateway %s: dropped cached fids on dead servers %s", self.name, sorted(dead))
 
     # ---------------------------------------------------------------- the router thread
 

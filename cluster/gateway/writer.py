@@ -31,7 +31,12 @@ from protos import master_pb2, volume_pb2
 
 log = logging.getLogger(__name__)
 
-VOLUME_RPC_TIMEOUT_S = 30.0
+# A replica write may take VOLUME_RPC_BASE_S plus a second per MB before the gateway gives up
+# on that replica and retries the chunk elsewhere: a stopped (partitioned) server must not hold
+# a writer for TCP's own timeout, yet a busy disk gets ample time (a 4 MiB chunk: 9 s).
+VOLUME_RPC_BASE_S = 5.0
+VOLUME_RPC_PER_BYTE_S = 1e-6
+VOLUME_RPC_TIMEOUT_S = 30.0  # the cap
 _WRITE_NEEDLE = "/kelp.volume.Volume/WriteNeedle"
 _DATA_TAG = b"\x22"  # WriteRequest.data: field 4, length-delimited
 
@@ -178,7 +183,9 @@ class ChunkWriter:
         return failed
 
     def _write_one(self, location: master_pb2.Location, payload: bytes) -> None:
-        self.volumes.write_needle(location.grpc_address, payload, self.volume_timeout)
+        timeout = min(self.volume_timeout,
+                      VOLUME_RPC_BASE_S + len(payload) * VOLUME_RPC_PER_BYTE_S)
+        self.volumes.write_needle(location.grpc_address, payload, timeout)
 
     def commit(self, ino: int, chunks, size: int, mtime_ns: int = 0,
                exact_size: bool = False) -> master_pb2.Attr:

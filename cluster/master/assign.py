@@ -31,8 +31,12 @@ AllocateFn = Callable[[ServerState, int, int], None]
 class Assigner:
     def __init__(self, topology: Topology, keys: Sequencer, volume_ids: Sequencer,
                  allocate: AllocateFn, default_replication: int = 1,
-                 on_grow: Callable[[int], None] | None = None):
+                 on_grow: Callable[[int], None] | None = None,
+                 warming_up: Callable[[], bool] = lambda: False):
         self._topo = topology
+        # True while the topology is still incomplete after a master (re)start (known volume
+        # servers have not all reported yet): a shortage then is "try again", not "no space".
+        self._warming_up = warming_up
         self._keys = keys
         self._vids = volume_ids
         self._allocate = allocate
@@ -58,7 +62,10 @@ class Assigner:
             with self._grow_lock:
                 volumes = [v for v in self._topo.writable_volumes(rep) if v not in avoid]
                 if not volumes:
-                    self.grow(rep)
+                    try:
+                        self.grow(rep)
+                    except FsError as e:
+                        raise self._maybe_transient(e) from None
                     volumes = [v for v in self._topo.writable_volumes(rep) if v not in avoid]
             if not volumes:
                 raise FsError(errno.ENOSPC, f"no writable volume with replication {rep}")
@@ -71,6 +78,18 @@ class Assigner:
                 replicas[vid] = self._topo.live_replicas(vid)
             out.append((Fid(vid, first + i, Fid.new_cookie()), replicas[vid]))
         return out
+
+    def _maybe_transient(self, e: FsError) -> FsError:
+        """A growth failure while no server is alive, or right after the master started, is
+        EAGAIN (UNAVAILABLE: clients retry) rather than ENOSPC."""
+        if e.errno != errno.ENOSPC:
+            return e
+        if self._warming_up():
+            return FsError(errno.EAGAIN, "the master just started and is waiting for volume "
+                                         f"servers to report ({e.message})")
+        if not self._topo.alive_servers():
+            return FsError(errno.EAGAIN, f"no live volume server ({e.message})")
+        return e
 
     def grow(self, replication: int) -> list[int]:
         """Create one growth round of volumes; returns their ids (ENOSPC when none could be)."""

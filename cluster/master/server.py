@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 import grpc
 
@@ -375,6 +376,7 @@ class MasterNode:
         self._stubs = VolumeStubs()
         self._stopped = threading.Event()
         self._lock_file = None
+        self._started = time.monotonic()
 
     @property
     def grpc_address(self) -> str:
@@ -390,7 +392,8 @@ class MasterNode:
                                      on_volume_seen=volume_ids.ensure_above)
             self.assigner = Assigner(self.topology, sequencer.needle_keys(self.store),
                                      volume_ids, self._allocate, opts.default_replication,
-                                     on_grow=lambda vid: metrics.VOLUMES_GROWN.inc())
+                                     on_grow=lambda vid: metrics.VOLUMES_GROWN.inc(),
+                                     warming_up=self._warming_up)
             self._server, health = rpc.make_server(max_workers=32)
             self.vacuumer = Vacuumer(self.topology, self._stubs, opts.vacuum_threshold,
                                      opts.vacuum_interval)
@@ -428,6 +431,14 @@ class MasterNode:
             fh.close()
             raise OSError(f"data dir {self.opts.data_dir} is in use by another master") from None
         self._lock_file = fh
+
+    def _warming_up(self) -> bool:
+        """Just (re)started, and some volume server registered before has not reported yet:
+        the topology is incomplete for up to dead_after seconds."""
+        if time.monotonic() > self._started + self.opts.dead_after:
+            return False
+        heard = {s.server_id for s, _ in self.topology.servers() if s.heard}
+        return any(sid not in heard for sid in self.store.server_ids())
 
     def _allocate(self, server: ServerState, volume_id: int, replication: int) -> None:
         try:

@@ -194,6 +194,10 @@ class MetadataStore(abc.ABC):
     def get_server(self, server_id: int) -> Optional[ServerRecord]: ...
 
     @abc.abstractmethod
+    def server_ids(self) -> list[int]:
+        """Every volume-server id ever registered."""
+
+    @abc.abstractmethod
     def advance_counter(self, name: str, step: int) -> int:
         """Reserve [value, value + step) of a durable counter; returns value."""
 
@@ -901,6 +905,10 @@ class SQLiteStore(MetadataStore):
                 "SELECT server_id, name, grpc_address, http_address FROM servers"
                 " WHERE server_id=?", (server_id,)).fetchone()
             return ServerRecord(*row) if row else None
+
+    def server_ids(self) -> list[int]:
+        with self._tx(write=False) as c:
+            return [r[0] for r in c.execute("SELECT server_id FROM servers ORDER BY server_id")]
 
     def advance_counter(self, name: str, step: int) -> int:
         with self._tx() as c:

@@ -282,7 +282,8 @@ def test_bad_input_statuses(node_factory):
         (lambda: m.Assign(master_pb2.AssignRequest(count=1001)), S.INVALID_ARGUMENT, "EINVAL"),
         (lambda: m.Assign(master_pb2.AssignRequest(count=1, replication=9)),
          S.INVALID_ARGUMENT, "EINVAL"),
-        (lambda: m.Assign(master_pb2.AssignRequest(count=1)), S.RESOURCE_EXHAUSTED, "ENOSPC"),
+        # No volume server at all is "unavailable" (retry), not "out of space".
+        (lambda: m.Assign(master_pb2.AssignRequest(count=1)), S.UNAVAILABLE, "EAGAIN"),
         (lambda: list(m.ReadDir(master_pb2.ReadDirRequest(path="/", page_size=10001))),
          S.INVALID_ARGUMENT, "EINVAL"),
         (lambda: list(m.ReadDir(master_pb2.ReadDirRequest(path="/nope"))),
