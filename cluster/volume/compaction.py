@@ -35,17 +35,6 @@ IDX_SUFFIX = ".cpx.tmp"
 WRITE_BUFFER = 1 << 20
 
 
-def _pread_exact(fd: int, size: int, offset: int) -> bytes:
-    parts, got = [], 0
-    while got < size:
-        more = os.pread(fd, size - got, offset + got)
-        if not more:
-            break
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
-
-
 class CompactionWriter:
     """The new `.dat`/`.idx` pair being built: a superblock, then records appended in order."""
 
@@ -68,7 +57,7 @@ class CompactionWriter:
         """Copy the record of one index entry (a live needle, or a delete record when `size`
         is TOMBSTONE) from the old `.dat` and index it at its new offset."""
         length = fmt.record_size(0 if size == fmt.TOMBSTONE else size)
-        buf = _pread_exact(src_fd, length, offset)
+        buf = fmt.pread_exact(src_fd, length, offset)
         if len(buf) != length:
             raise FsError(errno.EIO, f"volume {self.volume_id}: record of needle {key:x} at "
                                      f"{offset} runs past the end of the .dat")

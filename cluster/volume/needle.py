@@ -37,6 +37,7 @@ with the index, and at recovery by the CRC of whatever the size points at.
 """
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass
 
@@ -204,3 +205,19 @@ def decode_idx(buf) -> list[IdxEntry]:
     """All whole entries of an .idx file's bytes (a torn last entry is ignored)."""
     whole = len(buf) - len(buf) % IDX_ENTRY_SIZE
     return [IdxEntry(k, o, s) for k, o, s in _IDX.iter_unpack(memoryview(buf)[:whole])]
+
+
+def pread_exact(fd: int, size: int, offset: int) -> bytes:
+    """`size` bytes at `offset` (fewer only at end of file): os.pread may return short."""
+    buf = os.pread(fd, size, offset)
+    if len(buf) == size:
+        return buf
+    parts = [buf]
+    got = len(buf)
+    while got < size:
+        more = os.pread(fd, size - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)

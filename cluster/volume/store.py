@@ -35,6 +35,7 @@ fsync Linux may have dropped the dirty pages, so nothing written since can be ac
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -165,21 +166,6 @@ def _pwrite_all(fd: int, parts: list, offset: int) -> None:
             start += n
 
 
-def _pread_exact(fd: int, size: int, offset: int) -> bytes:
-    buf = os.pread(fd, size, offset)
-    if len(buf) == size:
-        return buf
-    parts = [buf]
-    got = len(buf)
-    while got < size:
-        more = os.pread(fd, size - got, offset + got)
-        if not more:
-            break
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
-
-
 class Volume:
     """One volume: append-only needles in `<vid>.dat`, their index log in `<vid>.idx`."""
 
@@ -263,7 +249,7 @@ class Volume:
         except fmt.FormatError as e:
             raise FsError(errno.EIO, f"volume {self.volume_id}: {e}") from None
 
-        raw = _pread_exact(self._ifd, os.fstat(self._ifd).st_size, 0)
+        raw = fmt.pread_exact(self._ifd, os.fstat(self._ifd).st_size, 0)
         entries = fmt.decode_idx(raw)
         keep = len(entries)
         # The last entries may point at bytes that never reached the disk (crash between the
@@ -293,7 +279,7 @@ class Volume:
         if offset + length > dat_size:
             return None
         try:
-            return fmt.decode_needle(_pread_exact(self._rfd, length, offset))
+            return fmt.decode_needle(fmt.pread_exact(self._rfd, length, offset))
         except fmt.FormatError:
             return None
 
@@ -383,34 +369,41 @@ class Volume:
             raise FsError(errno.EFBIG, f"needle of {size} bytes exceeds {fmt.MAX_DATA_SIZE}")
         if crc is None:
             crc = fmt.crc32c(data)
+        with self._appending():
+            self._check_writable(None)
+            epoch = self._epoch
+            old = self._index.get(key)
+            if old is not None and old[1] != fmt.TOMBSTONE:
+                info = self._needle_info(key, old[0], old[1])
+                if info.cookie != cookie:
+                    raise FsError(errno.EACCES, f"wrong cookie for existing needle {key:x}")
+                if info.size == size and info.crc == crc:
+                    # A retried write: durable once the first copy's record is.
+                    end = old[0] + fmt.record_size(size)
+                else:
+                    old = None
+            if old is None or old[1] == fmt.TOMBSTONE:
+                self._check_writable(size)
+                parts = fmt.encode_needle_parts(cookie, key, data, 0, crc)
+                offset = self._append(key, parts, size)
+                self._apply(key, offset, size)
+                end = self._end
+        return self._finish(end, epoch, size)
+
+    @contextlib.contextmanager
+    def _appending(self):
+        """Hold the append lock, counted in `_inflight` so a group-commit leader waits for
+        this append before it syncs (see the module docstring)."""
         with self._sync:
             self._inflight += 1
         try:
             with self._lock:
-                self._check_writable(None)
-                epoch = self._epoch
-                old = self._index.get(key)
-                if old is not None and old[1] != fmt.TOMBSTONE:
-                    info = self._needle_info(key, old[0], old[1])
-                    if info.cookie != cookie:
-                        raise FsError(errno.EACCES, f"wrong cookie for existing needle {key:x}")
-                    if info.size == size and info.crc == crc:
-                        # A retried write: durable once the first copy's record is.
-                        end = old[0] + fmt.record_size(size)
-                    else:
-                        old = None
-                if old is None or old[1] == fmt.TOMBSTONE:
-                    self._check_writable(size)
-                    parts = fmt.encode_needle_parts(cookie, key, data, 0, crc)
-                    offset = self._append(key, parts, size)
-                    self._apply(key, offset, size)
-                    end = self._end
+                yield
         finally:
             with self._sync:
                 self._inflight -= 1
                 if self._inflight == 0:
                     self._sync.notify_all()
-        return self._finish(end, epoch, size)
 
     def restore(self, key: int, cookie: int, data, crc: int | None = None) -> int:
         """Store a needle copied from a healthy replica (fsck --repair), replacing whatever
@@ -424,48 +417,32 @@ class Volume:
             crc = fmt.crc32c(data)
         elif fmt.crc32c(data) != crc:
             raise FsError(errno.EIO, f"needle {key:x}: copy does not match its CRC {crc:08x}")
-        with self._sync:
-            self._inflight += 1
-        try:
-            with self._lock:
-                self._check_writable(None)
-                epoch = self._epoch
-                parts = fmt.encode_needle_parts(cookie, key, data, 0, crc)
-                offset = self._append(key, parts, size)
-                self._apply(key, offset, size)
-                end = self._end
-        finally:
-            with self._sync:
-                self._inflight -= 1
-                if self._inflight == 0:
-                    self._sync.notify_all()
+        with self._appending():
+            self._check_writable(None)
+            epoch = self._epoch
+            parts = fmt.encode_needle_parts(cookie, key, data, 0, crc)
+            offset = self._append(key, parts, size)
+            self._apply(key, offset, size)
+            end = self._end
         return self._finish(end, epoch, size)
 
     def delete(self, key: int, cookie: int) -> int:
         """Delete a needle: a delete record in .dat plus a tombstone in .idx. Returns the
         data bytes freed (0 if it was deleted already)."""
-        with self._sync:
-            self._inflight += 1
-        try:
-            with self._lock:
-                self._check_writable(None)   # deletes are allowed on a full volume
-                epoch = self._epoch
-                old = self._index.get(key)
-                if old is None:
-                    raise FsError(errno.ENOENT, f"needle {key:x} not in volume {self.volume_id}")
-                if old[1] == fmt.TOMBSTONE:
-                    return 0
-                if self._needle_info(key, old[0], old[1]).cookie != cookie:
-                    raise FsError(errno.EACCES, f"wrong cookie for needle {key:x}")
-                parts = fmt.encode_needle_parts(cookie, key, b"", fmt.FLAG_DELETED)
-                offset = self._append(key, parts, fmt.TOMBSTONE)
-                freed = self._apply(key, offset, fmt.TOMBSTONE)
-                end = self._end
-        finally:
-            with self._sync:
-                self._inflight -= 1
-                if self._inflight == 0:
-                    self._sync.notify_all()
+        with self._appending():
+            self._check_writable(None)   # deletes are allowed on a full volume
+            epoch = self._epoch
+            old = self._index.get(key)
+            if old is None:
+                raise FsError(errno.ENOENT, f"needle {key:x} not in volume {self.volume_id}")
+            if old[1] == fmt.TOMBSTONE:
+                return 0
+            if self._needle_info(key, old[0], old[1]).cookie != cookie:
+                raise FsError(errno.EACCES, f"wrong cookie for needle {key:x}")
+            parts = fmt.encode_needle_parts(cookie, key, b"", fmt.FLAG_DELETED)
+            offset = self._append(key, parts, fmt.TOMBSTONE)
+            freed = self._apply(key, offset, fmt.TOMBSTONE)
+            end = self._end
         return self._finish(end, epoch, freed)
 
     def _finish(self, end: int, epoch: int, result: int) -> int:
@@ -540,7 +517,7 @@ class Volume:
             if size >= SPLIT_READ_BYTES:
                 # Big needle: read the data straight into its own bytes object (no slice copy).
                 head = os.pread(rfd, fmt.NEEDLE_HEADER_SIZE, pos)
-                data = _pread_exact(rfd, size, pos + fmt.NEEDLE_HEADER_SIZE)
+                data = fmt.pread_exact(rfd, size, pos + fmt.NEEDLE_HEADER_SIZE)
                 tail = os.pread(rfd, fmt.NEEDLE_TRAILER_SIZE,
                                 pos + fmt.NEEDLE_HEADER_SIZE + size)
                 if len(head) + len(data) + len(tail) != size + fmt.NEEDLE_HEADER_SIZE + \
@@ -551,7 +528,7 @@ class Volume:
                 flags, crc = fmt.decode_trailer(tail)
                 n = fmt.Needle(h.cookie, h.key, flags, crc, memoryview(data))
             else:
-                record = _pread_exact(rfd, fmt.record_size(size), pos)
+                record = fmt.pread_exact(rfd, fmt.record_size(size), pos)
                 n = fmt.decode_needle(record)
                 data = None
         except OSError as e:
@@ -607,7 +584,7 @@ class Volume:
             return CHECK_MISSING, f"needle {key:x} not in volume {self.volume_id}"
         pos, stored = entry
         try:
-            record = _pread_exact(view.fd, fmt.record_size(stored), pos)
+            record = fmt.pread_exact(view.fd, fmt.record_size(stored), pos)
             n = fmt.decode_needle(record)
         except (OSError, fmt.FormatError) as e:
             return CHECK_UNREADABLE, f"needle {key:x} at offset {pos}: {e}"
@@ -662,7 +639,7 @@ class Volume:
                 with self._lock:
                     self._check_writable(None)
                     size_before = self._end
-                    tail = _pread_exact(self._ifd, self._idx_end - snap_idx_end, snap_idx_end)
+                    tail = fmt.pread_exact(self._ifd, self._idx_end - snap_idx_end, snap_idx_end)
                     for e in fmt.decode_idx(tail):
                         writer.copy_record(view.fd, e.key, e.offset, e.size)
                     self._swap(writer)

@@ -31,18 +31,18 @@ from cluster.common.errors import FsError
 from cluster.common.fid import Fid
 from fusefs.master_client import MasterClient
 from protos import master_pb2
-from tests.harness import (Mount, SyscallClock, can_mount_tmpfs, client_for, fid_holders,
-                           file_sha256, referenced_needles, sha256_of, tmpfs, volume_needles,
-                           wait_until)
+from tests.harness import (Mount, SyscallClock, can_mount_tmpfs, fid_holders, kelp,
+                           referenced_needles, sha256_of, tmpfs, volume_needles, wait_until)
 from tests.integration.mountutil import needs_fuse
 
 pytestmark = [pytest.mark.faults, pytest.mark.mount, needs_fuse]
 
 MiB = 1 << 20
 BIG_MIB = int(os.environ.get("KELP_FAULT_BIG_MIB", "256"))
-# The user guide's bound: clients retry the master for 30 s, plus one 10 s RPC timeout; the
-# gateway gives up on the master after 10 s and the mount waits 60 s for a gateway at most.
-SYSCALL_BOUND_S = 45.0
+# The bound for a call that needs the master: the mount retries it for 30 s (the user guide's
+# promise), but a write whose commit fails after the gateway's 10 s patience then spends those
+# 30 s re-reading the file's size (40 s seen; docs/reliability.md); plus 10 s of slack.
+SYSCALL_BOUND_S = 50.0
 # A write waits for the gateway's answer for at most the client's 60 s timeout.
 GATEWAY_BOUND_S = 75.0
 FAILURE_ERRNOS = (errno.EIO,)
@@ -199,8 +199,8 @@ def test_a_volume_server_killed_mid_cp_with_replication_2(cluster_factory, mount
     else:
         assert "Input/output error" in stderr, stderr
         print("(a) why, from the gateway's log:\n" + "\n".join(
-            line for line in cluster.log_tail("g0", 200).splitlines() if "WARNING" in line
-            or "ERROR" in line)[-1500:])
+            line for line in cluster.log_tail("g0", 200).splitlines()
+            if "failed" in line)[-1500:])
         # Not acknowledged: the file holds its previous content (empty: cp truncated it),
         # never a mix of old, new and wrong bytes.
         data = read_file(mnt / "big")
@@ -257,7 +257,7 @@ def test_b_gateway_killed_mid_stream(cluster_factory, mount_factory):
     # The file keeps its previous content, seen from this mount and a fresh one.
     assert_all_intact(mnt, acknowledged)
     # Chunks the gateway stored before it died are on the volumes but in no chunk list:
-    # orphans for fsck (kelp fsck is not there yet; see docs/reliability.md).
+    # orphans, for fsck (below).
     orphans = orphan_needles(cluster)
     assert orphans, "expected the needles of the killed stream on the volumes"
     print(f"(b) {len(orphans)} orphaned needles left on the volumes")
@@ -272,6 +272,12 @@ def test_b_gateway_killed_mid_stream(cluster_factory, mount_factory):
     acknowledged["precious"] = sha256_of(new[:6 * MiB])
     fresh = mount_factory(cluster, "fresh")
     assert_all_intact(fresh.mountpoint, acknowledged)
+    # Reclaimed later: fsck queues the orphans (no age guard here: nothing is in flight) and
+    # the master's reaper deletes them; nothing else goes.
+    res = kelp("fsck", "--repair", "--orphan-min-age", "0", "--master", cluster.master_addr)
+    assert res.returncode == 0, res.stdout.decode() + res.stderr.decode()
+    wait_until(lambda: not orphan_needles(cluster), timeout=30, what="the orphans to be reaped")
+    assert_all_intact(mount_factory(cluster, "after-fsck").mountpoint, acknowledged)
 
 
 @pytest.mark.xfail(strict=True, reason="BUG: a write() larger than one FUSE request (128 KiB) "
@@ -602,34 +608,33 @@ def test_e_needle_corrupted_on_disk(cluster_factory, mount_factory):
     cluster = cluster_factory(volumes=2)
     mnt = mount_factory(cluster, "writer", "--replication", "2").mountpoint
     clock = SyscallClock()
-    small = random.randbytes(300_000)
-    big = random.randbytes(9 * MiB + 11)          # needles of 4 + 4 + 1 MiB
-    assert write_file(mnt / "small", small, clock) is None
-    assert write_file(mnt / "big", big, clock) is None
-    assert all(len(h) == 2 for _, h in fid_holders(cluster, "/small") + fid_holders(cluster,
-                                                                                    "/big"))
-    first, second = (cluster.nodes[n].data for n in ("v0", "v1"))
+    # Two sets of files, because a volume server keeps needles it has verified in a cache:
+    # "one" gets one damaged replica, "both" two, before anything reads them.
+    files = {}
+    for tag in ("one", "both"):
+        files[f"{tag}-small"] = random.randbytes(300_000)
+        files[f"{tag}-big"] = random.randbytes(9 * MiB + 11)   # needles of 4 + 4 + 1 MiB
+    for name, data in files.items():
+        assert write_file(mnt / name, data, clock) is None
+        assert all(len(h) == 2 for _, h in fid_holders(cluster, "/" + name))
     middle = 4 * MiB + 2 * MiB                     # inside the second needle of "big"
-    assert flip_byte_in_dat(first, small[1000:1064])
-    assert flip_byte_in_dat(first, big[middle:middle + 64])
+    for name, data in files.items():
+        at = 1000 if name.endswith("small") else middle
+        for node in (("v0",) if name.startswith("one") else ("v0", "v1")):
+            assert flip_byte_in_dat(cluster.nodes[node].data, data[at:at + 64]), (name, node)
 
     # One replica damaged: the reader gets the good one, without an error.
-    m1 = mount_factory(cluster, "one-bad").mountpoint
-    assert read_file(m1 / "small") == small
-    assert read_file(m1 / "big") == big
-    with open(m1 / "big", "rb") as fh:           # a small range read inside the bad needle
+    m1 = mount_factory(cluster, "reader").mountpoint
+    assert read_file(m1 / "one-small") == files["one-small"]
+    assert read_file(m1 / "one-big") == files["one-big"]
+    big = files["one-big"]
+    with open(m1 / "one-big", "rb") as fh:        # a small range read inside the bad needle
         fh.seek(middle)
         assert fh.read(4096) == big[middle:middle + 4096]
 
     # Both replicas damaged: EIO, never the bad bytes; the intact needles still read.
-    assert flip_byte_in_dat(second, small[1000:1064])
-    assert flip_byte_in_dat(second, big[middle:middle + 64])
-    m2 = mount_factory(cluster, "both-bad").mountpoint
-    for name in ("small", "big"):
-        with pytest.raises(OSError) as info:
-            read_file(m2 / name)
-        assert info.value.errno == errno.EIO, name
-    with open(m2 / "big", "rb") as fh:
+    big = files["both-big"]
+    with open(m1 / "both-big", "rb") as fh:
         assert fh.read(4096) == big[:4096]           # first needle is fine
         fh.seek(middle)
         with pytest.raises(OSError) as info:
@@ -637,8 +642,12 @@ def test_e_needle_corrupted_on_disk(cluster_factory, mount_factory):
         assert info.value.errno == errno.EIO
         fh.seek(8 * MiB)
         assert fh.read() == big[8 * MiB:]            # third needle is fine
+    for name in ("both-small", "both-big"):
+        with pytest.raises(OSError) as info:
+            read_file(m1 / name)
+        assert info.value.errno == errno.EIO, name
     # Through dd (the kernel's read-ahead path) too: whatever it copied before failing is right.
-    out = subprocess.run(["dd", f"if={m2 / 'big'}", "bs=1M", "status=none"],
+    out = subprocess.run(["dd", f"if={m1 / 'both-big'}", "bs=1M", "status=none"],
                          capture_output=True, timeout=60)
     assert out.returncode != 0 and b"Input/output error" in out.stderr
     assert big.startswith(out.stdout)
