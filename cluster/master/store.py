@@ -274,6 +274,14 @@ class SQLiteStore(MetadataStore):
 
     # ------------------------------------------------------------ helpers (inside a tx)
 
+    def _existing(self, c, path: str) -> tuple[int, str, int, int]:
+        """(parent ino, name, ino, mode) of the entry `path` names; ENOENT if none."""
+        parent, name = self._resolve_parent(c, path)
+        found = self._lookup(c, parent, name)
+        if found is None:
+            raise FsError(errno.ENOENT, path)
+        return parent, name, found[0], found[1]
+
     def _attr(self, c, ino: int, what: str = "") -> Attr:
         row = c.execute(f"SELECT {_ATTR_COLS} FROM inodes WHERE ino=?", (ino,)).fetchone()
         if row is None:
@@ -520,11 +528,7 @@ class SQLiteStore(MetadataStore):
 
     def unlink(self, path: str, keep_open: bool = False) -> int:
         with self._tx() as c:
-            parent, name = self._resolve_parent(c, path)
-            found = self._lookup(c, parent, name)
-            if found is None:
-                raise FsError(errno.ENOENT, path)
-            ino, mode = found
+            parent, name, ino, mode = self._existing(c, path)
             if stat.S_ISDIR(mode):
                 raise FsError(errno.EISDIR, path)
             now = self._now()
@@ -534,11 +538,7 @@ class SQLiteStore(MetadataStore):
 
     def rmdir(self, path: str) -> None:
         with self._tx() as c:
-            parent, name = self._resolve_parent(c, path)
-            found = self._lookup(c, parent, name)
-            if found is None:
-                raise FsError(errno.ENOENT, path)
-            ino, mode = found
+            parent, name, ino, mode = self._existing(c, path)
             if not stat.S_ISDIR(mode):
                 raise FsError(errno.ENOTDIR, path)
             if not self._is_dir_empty(c, ino):
