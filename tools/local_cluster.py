@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,8 +27,32 @@ from protos import master_pb2
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            lo, hi = (int(x) for x in fh.read().split())
+            return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A port that is free now, chosen below the kernel's ephemeral range: a port from that
+    range (what bind(0) returns) can be taken by any outgoing connection on the machine in
+    the moment between this check and the node's own bind."""
+    lo, _ = _ephemeral_range()
+    top = max(2048, lo) - 1
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randint(max(1024, top - 20000), top)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # fall back to the kernel
         s.bind((host, 0))
         return s.getsockname()[1]
 

@@ -10,6 +10,12 @@ import secrets
 from dataclasses import dataclass
 
 
+# Volume and volume-server ids are 32-bit on the wire; only the lower half is ever used, so a
+# sequence that continues past the largest id anyone sent can never overflow the field.
+MAX_VOLUME_ID = 2**31 - 1
+MAX_SERVER_ID = 2**31 - 1
+
+
 class BadFid(ValueError):
     """A string that is not a well-formed fid."""
 

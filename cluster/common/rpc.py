@@ -15,7 +15,7 @@ from typing import Callable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from cluster.common.errors import FsError
+from cluster.common.errors import FsError, fserror_from_rpc
 from cluster.common.fid import BadFid
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,75 @@ def make_server(max_workers: int = 16) -> tuple[grpc.Server, health.HealthServic
     return server, health_servicer
 
 
+class _Undecodable:
+    """What a request that does not parse becomes, so the method can answer INVALID_ARGUMENT
+    (grpcio itself would answer INTERNAL, "Exception deserializing request!")."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _safe_deserializer(parse: Callable) -> Callable:
+    def deserialize(raw: bytes):
+        try:
+            return parse(raw)
+        except Exception as e:  # noqa: BLE001 - any parse failure is the caller's bad input
+            return _Undecodable(f"{type(e).__name__}: {e}")
+    return deserialize
+
+
+def _refuse(context, request: _Undecodable):
+    context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"EINVAL: undecodable request "
+                                                    f"({request.reason})")
+
+
+def _guarded(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    if handler.request_streaming or handler.request_deserializer is None:
+        return handler
+    if handler.response_streaming:
+        inner = handler.unary_stream
+
+        def unary_stream(request, context):
+            if isinstance(request, _Undecodable):
+                _refuse(context, request)
+            yield from inner(request, context)
+
+        return handler._replace(request_deserializer=_safe_deserializer(
+            handler.request_deserializer), unary_stream=unary_stream)
+    inner_uu = handler.unary_unary
+
+    def unary_unary(request, context):
+        if isinstance(request, _Undecodable):
+            _refuse(context, request)
+        return inner_uu(request, context)
+
+    return handler._replace(request_deserializer=_safe_deserializer(
+        handler.request_deserializer), unary_unary=unary_unary)
+
+
+class _GuardingRegistrar:
+    """Stands in for the server while generated `add_*Servicer_to_server` code registers its
+    handlers, and registers guarded copies on the real server instead."""
+
+    def __init__(self, server: grpc.Server):
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers) -> None:
+        pass  # the same handlers arrive through add_registered_method_handlers
+
+    def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
+        guarded = {name: _guarded(h) for name, h in handlers.items()}
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, guarded),))
+        self._server.add_registered_method_handlers(service, guarded)
+
+
+def add_servicer(server: grpc.Server, add_fn: Callable, servicer) -> None:
+    """`add_fn(servicer, server)` (generated code), with every request deserializer guarded:
+    bytes that are not the request message are INVALID_ARGUMENT, not INTERNAL."""
+    add_fn(servicer, _GuardingRegistrar(server))
+
+
 def bind(server: grpc.Server, host: str, port: int) -> int:
     """Bind host:port (port 0 = any free port) and return the port bound."""
     bound = server.add_insecure_port(f"{host}:{port}")
@@ -134,15 +203,29 @@ def servicer_method(fn: Callable) -> Callable:
             context.abort(e.status(), e.status_message())
         except BadFid as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"EINVAL: {e}")
-        except grpc.RpcError:
-            raise
+        except grpc.RpcError as e:
+            _abort_for_peer_failure(context, e)
+        except OverflowError as e:  # a number past what storage holds (SQLite: 2^63)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"EINVAL: value out of range ({e})")
         except Exception as e:  # noqa: BLE001 - the boundary: log it, answer INTERNAL
-            if type(e).__name__ == "_AbortError" or isinstance(e, grpc.RpcError):
+            if _is_abort(e):
                 raise
             log.exception("%s failed", fn.__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"EIO: {type(e).__name__}: {e}")
 
     return wrapper
+
+
+def _is_abort(e: BaseException) -> bool:
+    """grpcio's context.abort() raises a bare Exception() once the status is set."""
+    return type(e) is Exception and not e.args
+
+
+def _abort_for_peer_failure(context, e: grpc.RpcError) -> None:
+    """A call this method made to another node failed: answer with its errno and status
+    (UNAVAILABLE for an unreachable peer), never grpcio's UNKNOWN."""
+    err = fserror_from_rpc(e)
+    context.abort(err.status(), f"{err.name}: peer failed: {err.message}")
 
 
 def streaming_servicer_method(fn: Callable) -> Callable:
@@ -154,8 +237,12 @@ def streaming_servicer_method(fn: Callable) -> Callable:
             yield from fn(self, request, context)
         except FsError as e:
             context.abort(e.status(), e.status_message())
+        except grpc.RpcError as e:
+            _abort_for_peer_failure(context, e)
+        except OverflowError as e:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"EINVAL: value out of range ({e})")
         except Exception as e:  # noqa: BLE001
-            if type(e).__name__ == "_AbortError" or isinstance(e, grpc.RpcError):
+            if _is_abort(e):
                 raise
             log.exception("%s failed", fn.__name__)
             context.abort(grpc.StatusCode.INTERNAL, f"EIO: {type(e).__name__}: {e}")

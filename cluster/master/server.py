@@ -21,6 +21,7 @@ import grpc
 from cluster.common import rpc
 from cluster.common.chunkmap import Piece
 from cluster.common.errors import FsError, fserror_from_rpc
+from cluster.common.fid import MAX_SERVER_ID, MAX_VOLUME_ID
 from cluster.common.fid import Fid
 from cluster.common.httpstatus import StatusServer
 from cluster.master import metrics, schema, sequencer
@@ -41,6 +42,16 @@ MAX_PAGE = 10_000
 BLOCK_SIZE = 4096
 ALLOCATE_TIMEOUT_S = 5.0
 MAX_ORPHANS_PER_CALL = 100_000
+
+
+def _check_ids(server_id: int, volume_ids: list[int]) -> None:
+    """Ids past the lower half of the 32-bit range are refused: adopting one would push the
+    master's own sequences past what the wire can carry."""
+    if server_id > MAX_SERVER_ID:
+        raise FsError(errno.EINVAL, f"server id {server_id} is not 0..{MAX_SERVER_ID}")
+    bad = [v for v in volume_ids if not 1 <= v <= MAX_VOLUME_ID]
+    if bad:
+        raise FsError(errno.EINVAL, f"volume ids {bad[:3]} are not 1..{MAX_VOLUME_ID}")
 
 
 def attr_pb(a: Attr) -> master_pb2.Attr:
@@ -227,6 +238,7 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
 
     @rpc.servicer_method
     def RegisterVolumeServer(self, request, context):
+        _check_ids(request.server_id, [])
         if not request.grpc_address:
             raise _invalid("RegisterVolumeServer needs grpc_address")
         sid = self.topology.register(request.server_id, request.name or request.grpc_address,
@@ -243,6 +255,7 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
 
     @rpc.servicer_method
     def SendHeartbeat(self, request, context):
+        _check_ids(request.server_id, [v.volume_id for v in request.volumes])
         metrics.HEARTBEATS.inc()
         known = self.topology.heartbeat(
             request.server_id, request.name, request.grpc_address, request.http_address,
@@ -401,7 +414,8 @@ class MasterNode:
                 self.store, self.topology, self.assigner, opts, node_stubs=self._stubs,
                 key_clock=KeyClock(self.store.counter(schema.COUNTER_NEEDLE_KEY)),
                 vacuumer=self.vacuumer)
-            master_pb2_grpc.add_MasterServicer_to_server(self.servicer, self._server)
+            rpc.add_servicer(self._server, master_pb2_grpc.add_MasterServicer_to_server,
+                             self.servicer)
             self.grpc_port = rpc.bind(self._server, opts.ip, opts.grpc_port)
             self.servicer.grpc_address = self.grpc_address
             self._http = StatusServer(opts.ip, opts.port, self.status)

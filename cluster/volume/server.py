@@ -18,6 +18,7 @@ import grpc
 
 from cluster.common import rpc
 from cluster.common.errors import FsError
+from cluster.common.fid import MAX_VOLUME_ID
 from cluster.common.httpstatus import StatusServer
 from cluster.volume import metrics, repair
 from cluster.volume.heartbeat import Heartbeater
@@ -101,6 +102,8 @@ class VolumeServicer(volume_pb2_grpc.VolumeServicer):
     @rpc.servicer_method
     @_counted
     def AllocateVolume(self, request, context):
+        if not 1 <= request.volume_id <= MAX_VOLUME_ID:
+            raise FsError(errno.EINVAL, f"volume id {request.volume_id} is not 1..{MAX_VOLUME_ID}")
         vol = self.store.allocate(request.volume_id, request.replication)
         self._on_volumes_changed()
         return _volume_status(vol.stats())
@@ -234,7 +237,7 @@ class VolumeNode:
             servicer = VolumeServicer(self.store, o.name, lambda: self.server_id,
                                       self._volumes_changed)
             self._servicer = servicer
-            volume_pb2_grpc.add_VolumeServicer_to_server(servicer, self._server)
+            rpc.add_servicer(self._server, volume_pb2_grpc.add_VolumeServicer_to_server, servicer)
             self.grpc_port = rpc.bind(self._server, o.ip, o.grpc_port)
             servicer.own_address = self.grpc_address
             self._http = StatusServer(o.ip, o.port, self.status).start()
