@@ -92,36 +92,50 @@ class Assigner:
         return e
 
     def grow(self, replication: int) -> list[int]:
-        """Create one growth round of volumes; returns their ids (ENOSPC when none could be)."""
-        live = [s for s in self._topo.alive_servers() if s.heard]
-        candidates = [
-            Candidate(s.server_id, s.free_bytes, len(s.volumes), s.max_volumes) for s in live
-        ]
-        plan = placement.plan_growth(candidates, replication)
-        by_id = {s.server_id: s for s in live}
-        grown: list[int] = []
+        """Create one growth round of volumes; returns their ids (ENOSPC when none could be).
+
+        A server whose allocation fails (it may have died since its last heartbeat) is left
+        out and the round is planned again over the others, so one dead server that the
+        master still counts alive does not stop growth."""
+        failed_servers: set[int] = set()
         failures: list[str] = []
         full = True  # ENOSPC only when every failure was a full disk
-        for server_ids in plan:
-            vid = self._vids.take()
-            ok = True
-            for sid in server_ids:
+        while True:
+            live = [s for s in self._topo.alive_servers()
+                    if s.heard and s.server_id not in failed_servers]
+            candidates = [
+                Candidate(s.server_id, s.free_bytes, len(s.volumes), s.max_volumes) for s in live
+            ]
+            if failures:
                 try:
-                    self._allocate(by_id[sid], vid, replication)
-                except Exception as e:  # noqa: BLE001 - any failure makes the volume unusable
-                    ok = False
-                    full = full and getattr(e, "errno", None) == errno.ENOSPC
-                    failures.append(f"volume {vid} on {by_id[sid].name}: {e}")
-                    log.warning("allocating volume %d on server %d (%s) failed: %s",
-                                vid, sid, by_id[sid].grpc_address, e)
-            if ok:
-                self._topo.add_volume(vid, replication, server_ids)
-                grown.append(vid)
-                if self._on_grow:
-                    self._on_grow(vid)
-                log.info("grew volume %d (replication %d) on servers %s", vid, replication,
-                         server_ids)
-        if not grown:
-            raise FsError(errno.ENOSPC if full else errno.EIO,
-                          "could not grow a volume: " + "; ".join(failures))
-        return grown
+                    plan = placement.plan_growth(candidates, replication)
+                except FsError:
+                    break
+            else:
+                plan = placement.plan_growth(candidates, replication)
+            by_id = {s.server_id: s for s in live}
+            grown: list[int] = []
+            for server_ids in plan:
+                vid = self._vids.take()
+                ok = True
+                for sid in server_ids:
+                    try:
+                        self._allocate(by_id[sid], vid, replication)
+                    except Exception as e:  # noqa: BLE001 - any failure makes the volume unusable
+                        ok = False
+                        failed_servers.add(sid)
+                        full = full and getattr(e, "errno", None) == errno.ENOSPC
+                        failures.append(f"volume {vid} on {by_id[sid].name}: {e}")
+                        log.warning("allocating volume %d on server %d (%s) failed: %s",
+                                    vid, sid, by_id[sid].grpc_address, e)
+                if ok:
+                    self._topo.add_volume(vid, replication, server_ids)
+                    grown.append(vid)
+                    if self._on_grow:
+                        self._on_grow(vid)
+                    log.info("grew volume %d (replication %d) on servers %s", vid, replication,
+                             server_ids)
+            if grown or not failures:
+                return grown
+        raise FsError(errno.ENOSPC if full else errno.EIO,
+                      "could not grow a volume: " + "; ".join(failures))

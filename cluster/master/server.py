@@ -456,11 +456,12 @@ class MasterNode:
 
     def _allocate(self, server: ServerState, volume_id: int, replication: int) -> None:
         try:
-            # The server heartbeated recently: wait for the channel to connect rather than
-            # failing fast on a channel still in backoff from before a restart.
+            # No wait_for_ready: a server that died since its last heartbeat must fail fast so
+            # growth can pick another; a restarted one has a fresh channel (reset when it
+            # registered).
             self._stubs.get(server.grpc_address).AllocateVolume(
                 volume_pb2.AllocateRequest(volume_id=volume_id, replication=replication),
-                timeout=ALLOCATE_TIMEOUT_S, wait_for_ready=True,
+                timeout=ALLOCATE_TIMEOUT_S,
             )
         except grpc.RpcError as e:
             err = fserror_from_rpc(e)

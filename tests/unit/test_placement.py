@@ -179,3 +179,15 @@ def test_heartbeat_unknown_id_and_reuse(cluster):
     topo2 = Topology(store, 4.0, 1000, clock=clock)
     assert topo2.heartbeat(sid, "v", "h:2", "", [], 1, 1, 1) is True
     assert [s.server_id for s in topo2.alive_servers()] == [sid]
+
+
+@T
+def test_growth_leaves_out_a_server_whose_allocation_fails(cluster):
+    """A server that died since its last heartbeat (still counted alive) must not stop
+    growth: the round is planned again over the others."""
+    store, topo, assigner, clock, allocated = cluster
+    broken = _server(topo, "broken", free=10**9)   # most free space: planned first
+    a, b = _server(topo, "a"), _server(topo, "b")
+    fid, replicas = assigner.assign(1, replication=2)[0]
+    assert {r.server_id for r in replicas} == {a, b}
+    assert broken not in {sid for sid, _, _ in allocated}
