@@ -166,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for mount.py")
     p.set_defaults(func=cmd_mount)
 
+    p = sub.add_parser("bench", help="benchmark KelpFS against SeaweedFS and the local disk "
+                                     "(see python -m bench.run --help)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for bench.run")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("umount", help="unmount a KelpFS mount point")
     p.add_argument("mountpoint")
     p.set_defaults(func=command("umount"))
@@ -261,6 +266,11 @@ def cmd_vacuum(args) -> int:
     return 1 if any(r.error for r in rows) else 0
 
 
+def cmd_bench(args) -> int:
+    from bench import run
+    return run.main(args.args)
+
+
 def cmd_mount(args) -> int:
     import importlib
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -268,9 +278,17 @@ def cmd_mount(args) -> int:
     return mount.main(args.args)
 
 
+# Subcommands whose arguments belong to another program's parser, passed on untouched.
+PASSTHROUGH = {"bench": cmd_bench, "mount": cmd_mount}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv[:1] and argv[0] in PASSTHROUGH and argv[1:2] not in (["-h"], ["--help"]):
+        args = argparse.Namespace(func=PASSTHROUGH[argv[0]], args=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
     except QuietError as e:
