@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install deps up down status mount test test-unit test-fast protos bench clean
+.PHONY: install deps up down status test test-unit protos lint bench clean
 
 install: $(STAMP) deps
 
@@ -43,6 +43,9 @@ test-unit: install
 protos: install
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
 		protos/master.proto protos/volume.proto protos/gateway.proto
+
+lint: install
+	$(VENV)/bin/ruff check .
 
 bench: install
 	$(PY) tools/bootstrap.py bench

@@ -8,7 +8,6 @@ repository is fixed, so there is no pyproject.toml for `pip install -e .` to use
 from __future__ import annotations
 
 import configparser
-import os
 import subprocess
 import sys
 import sysconfig

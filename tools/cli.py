@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heartbeat-interval", type=float,
                    help=f"seconds {_d(MasterOptions, 'heartbeat_interval')}")
     p.add_argument("--dead-after", type=float,
-                   help=f"seconds without heartbeat before a server is dead {_d(MasterOptions, 'dead_after')}")
+                   help="seconds without heartbeat before a server is dead "
+                        f"{_d(MasterOptions, 'dead_after')}")
     p.add_argument("--reaper-interval", type=float,
                    help=f"seconds between deletion passes {_d(MasterOptions, 'reaper_interval')}")
     p.add_argument("--vacuum-interval", type=float,

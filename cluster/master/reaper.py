@@ -10,7 +10,6 @@ with a growing back-off, so a server that was down never keeps needles the maste
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Callable, Optional
 
 import grpc

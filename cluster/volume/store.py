@@ -19,7 +19,8 @@ Locking rules (gRPC handlers run on a thread pool):
     `_syncing` (a leader is in fdatasync) and `_inflight` (writers not done appending). A writer
     waits, after releasing _lock, until `_synced` covers its record; the first waiter becomes
     the leader, lets concurrent appends finish (at most group_commit_ms), then fdatasyncs .dat
-    once for everyone appended so far (.idx is rebuilt from .dat after a crash, see _fdatasync). No dedicated thread, and a lone writer pays
+    once for everyone appended so far (.idx is rebuilt from .dat after a crash, see
+    _fdatasync). No dedicated thread, and a lone writer pays
     no batching delay.
   * Compaction (compaction.py) copies live needles without any lock, then takes _lock to copy
     what was appended meanwhile and swap the files; during the swap it also holds the group

@@ -6,7 +6,6 @@ import hashlib
 import io
 import os
 import random
-import signal
 import threading
 import time
 

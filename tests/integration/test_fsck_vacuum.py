@@ -66,7 +66,7 @@ def read_everything(cluster, files: dict[str, bytes]) -> None:
 @pytest.mark.timeout(150)
 def test_fsck_finds_damage_and_repair_restores_every_replica(cluster_factory):
     cluster = cluster_factory(volumes=2)
-    v0_dir, v1_dir = cluster.nodes["v0"].data, cluster.nodes["v1"].data
+    v1_dir = cluster.nodes["v1"].data
     files = {f"/d/f{i}": random.randbytes(random.randint(1, 300_000)) for i in range(12)}
     client = client_for(cluster, cache_bytes=0)
     try:

@@ -48,7 +48,8 @@ STALE_LINK = pytest.mark.xfail(strict=True, reason=(
     "kernel inode, so a change made through one name (nlink, ctime, mode, size) shows "
     "through the other names only after attr_ttl"))
 FSTAT_UNLINKED = pytest.mark.xfail(strict=True, reason=(
-    "documented difference (libfuse 2 high-level API): fstat() of an open file whose last name was unlinked fails with ENOENT: the kernel "
+    "documented difference (libfuse 2 high-level API): fstat() of an open file whose last "
+    "name was unlinked fails with ENOENT: the kernel "
     "sends GETATTR without a file handle, and libfuse 2's high-level API finds no path for "
     "the removed node (hard_remove) and answers ENOENT without calling the driver"))
 

@@ -15,7 +15,6 @@ from cluster.common.errors import FsError
 from fusefs.attrcache import AttrCache
 from fusefs.errno_boundary import errno_boundary
 from fusefs.filehandle import FileHandle
-from fusefs.fuse_binding import FuseOSError
 from fusefs.operations import KelpOperations, check_path
 from fusefs.options import MountOptions
 from protos import master_pb2
