@@ -56,6 +56,7 @@ DURABILITY_MODES = ("group", "always", "none")
 DEFAULT_SIZE_LIMIT = 1 << 30
 VERIFIED_CACHE_BYTES = 64 << 20  # per volume, for byte-range reads (see _ReadView)
 SPLIT_READ_BYTES = 256 << 10   # from this needle size, 3 preads beat 1 pread + a slice copy
+READAHEAD_BYTES = 8 << 20       # hinted to the kernel after each big needle read
 
 
 @dataclass(frozen=True)
@@ -165,6 +166,13 @@ def _pwrite_all(fd: int, parts: list, offset: int) -> None:
             if n <= 0:
                 raise OSError(errno.EIO, "short write")
             start += n
+
+
+def _readahead(fd: int, offset: int, length: int) -> None:
+    try:
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass  # only a hint
 
 
 class Volume:
@@ -516,6 +524,10 @@ class Volume:
                 return ReadResult(bytes(hit_data[offset:end]), hit_crc, size)
         try:
             if size >= SPLIT_READ_BYTES:
+                # Files are mostly read front to back, and their chunks were appended one after
+                # another: ask the kernel to start reading what follows this needle now, so
+                # the disk is busy while this one is checked and sent.
+                _readahead(rfd, pos + fmt.record_size(size), READAHEAD_BYTES)
                 # Big needle: read the data straight into its own bytes object (no slice copy).
                 head = os.pread(rfd, fmt.NEEDLE_HEADER_SIZE, pos)
                 data = fmt.pread_exact(rfd, size, pos + fmt.NEEDLE_HEADER_SIZE)
