@@ -9,6 +9,7 @@ leaves the previous content of the file intact.
 from __future__ import annotations
 
 import errno
+import io
 import os
 import posixpath
 import stat as statmod
@@ -180,7 +181,6 @@ class KelpClient:
         return size
 
     def read_all(self, remote: str) -> bytes:
-        import io
         buf = io.BytesIO()
         self.download(remote, buf)
         return buf.getvalue()

@@ -51,29 +51,24 @@ class MasterClient:
         fn = getattr(self.stub, method)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("rpc %s %s", method, str(request).replace("\n", " ")[:120])
-        deadline = time.monotonic() + (self.retry_for if retry else 0)
-        delay = 0.05
-        while True:
-            try:
-                return fn(request, timeout=timeout or self.timeout)
-            except grpc.RpcError as e:
-                if e.code() in _RETRYABLE and time.monotonic() + delay < deadline:
-                    time.sleep(delay)
-                    delay = min(delay * 2, 1.0)
-                    continue
-                if e.code() == grpc.StatusCode.UNAVAILABLE and not _is_answer(e):
-                    raise MasterUnreachable(self.address, e.details() or "unavailable") from None
-                raise fserror_from_rpc(e) from None
+        return self._retrying(lambda: fn(request, timeout=timeout or self.timeout),
+                              self.retry_for if retry else 0)
 
     def stream(self, method: str, request, timeout: float | None = None) -> Iterator:
         """A server-streaming call (ReadDir) as an iterator; failures become FsError."""
         fn = getattr(self.stub, method)
-        deadline = time.monotonic() + self.retry_for
+        # Materialised, so a failure surfaces inside the retry loop.
+        return iter(self._retrying(lambda: list(fn(request, timeout=timeout or self.timeout)),
+                                   self.retry_for))
+
+    def _retrying(self, attempt, retry_for: float):
+        """attempt() until it succeeds, retrying UNAVAILABLE with exponential backoff for up to
+        retry_for seconds; failures become FsError (an unreachable master: MasterUnreachable)."""
+        deadline = time.monotonic() + retry_for
         delay = 0.05
         while True:
             try:
-                # Materialise so a failure surfaces here, inside the retry loop.
-                return iter(list(fn(request, timeout=timeout or self.timeout)))
+                return attempt()
             except grpc.RpcError as e:
                 if e.code() in _RETRYABLE and time.monotonic() + delay < deadline:
                     time.sleep(delay)
@@ -84,7 +79,8 @@ class MasterClient:
                 raise fserror_from_rpc(e) from None
 
     def readdir(self, path: str, page_size: int = 1000) -> Iterator[master_pb2.DirEntry]:
-        for page in self.stream("ReadDir", master_pb2.ReadDirRequest(path=path, page_size=page_size)):
+        request = master_pb2.ReadDirRequest(path=path, page_size=page_size)
+        for page in self.stream("ReadDir", request):
             yield from page.entries
 
     def status(self, timeout: float = 5.0) -> master_pb2.ClusterStatusResponse:

@@ -17,7 +17,6 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
                            TimeRemainingColumn, TransferSpeedColumn)
 from rich.table import Table
 
-from cluster.common.errors import FsError
 from fusefs.client import KelpClient, normpath
 from fusefs.master_client import check_reachable
 from tools.errors import QuietError
@@ -288,5 +287,3 @@ def rm(args) -> int:
     err_console.print(f"removed {n} entr{'y' if n == 1 else 'ies'}")
     return 0
 
-
-__all__ = ["up", "down", "status", "upload", "download", "ls", "rm", "umount", "FsError"]
