@@ -42,15 +42,22 @@ from protos import gateway_pb2, master_pb2
 log = logging.getLogger(__name__)
 
 _POLL_MS = 100  # the longest the I/O thread sleeps before checking deadlines
+# A request that could not even be sent (no connection to the gateway: it is down or
+# restarting) fails after this long instead of after the whole timeout, so a writer whose
+# gateway is gone gets EIO in seconds, while a gateway that restarts quickly is waited for.
+CONNECT_GRACE_S = 10.0
 
 
 class _Pending:
-    __slots__ = ("future", "timeout", "deadline", "expect", "sent", "frames")
+    __slots__ = ("future", "timeout", "deadline", "send_by", "expect", "sent", "frames")
 
-    def __init__(self, future: Future, timeout: float, expect: str, frames: list):
+    def __init__(self, future: Future, timeout: float, expect: str, frames: list,
+                 connect_grace: float):
         self.future = future
         self.timeout = timeout
-        self.deadline = time.monotonic() + timeout
+        now = time.monotonic()
+        self.deadline = now + timeout
+        self.send_by = now + min(timeout, connect_grace)
         self.expect = expect
         self.sent = False
         self.frames = frames
@@ -71,9 +78,11 @@ def _resolve(future: Future, result=None, error: BaseException | None = None) ->
 class GatewayClient:
     """Thread-safe client of one gateway. `timeout` bounds every wait, in seconds."""
 
-    def __init__(self, address: str, timeout: float = 60.0, credits: int = 4):
+    def __init__(self, address: str, timeout: float = 60.0, credits: int = 4,
+                 connect_grace: float = CONNECT_GRACE_S):
         self.address = address[len("tcp://"):] if address.startswith("tcp://") else address
         self.timeout = float(timeout)
+        self.connect_grace = float(connect_grace)
         self.credits = max(1, int(credits))
         self._endpoint = f"tcp://{self.address}"
         self._ctx = zmq.Context()
@@ -156,7 +165,8 @@ class GatewayClient:
             frames.append(payload)
         future: Future = Future()
         timeout = self.timeout if timeout is None else timeout
-        self._submitted.append((request.request_id, _Pending(future, timeout, expect, frames)))
+        self._submitted.append((request.request_id, _Pending(future, timeout, expect, frames,
+                                                                 self.connect_grace)))
         self._wake()
         return future
 
@@ -232,7 +242,7 @@ class GatewayClient:
         now = time.monotonic()
         wait_ms = _POLL_MS
         if self._pending:
-            soonest = min(p.deadline for p in self._pending.values())
+            soonest = min(p.deadline if p.sent else p.send_by for p in self._pending.values())
             wait_ms = max(0, min(wait_ms, int((soonest - now) * 1000) + 1))
         events = dict(self._poller.poll(wait_ms))
         if self._wake_r in events:
@@ -318,6 +328,12 @@ class GatewayClient:
 
     def _expire(self) -> None:
         now = time.monotonic()
+        for rid in [rid for rid, p in self._pending.items()
+                    if not p.sent and p.send_by <= now < p.deadline]:
+            pending = self._pending.pop(rid)
+            _resolve(pending.future, error=FsError(
+                errno.EIO, f"gateway {self.address} not reachable for "
+                           f"{self.connect_grace:g} s"))
         expired = [rid for rid, p in self._pending.items() if p.deadline <= now]
         for rid in expired:
             pending = self._pending.pop(rid)

@@ -387,6 +387,21 @@ def test_credits_bound_writes_in_flight(cluster):
 
 
 @pytest.mark.timeout(30)
+def test_unreachable_gateway_fails_after_the_connect_grace_not_the_timeout():
+    """A write to a gateway that is down fails once nothing could be sent for connect_grace
+    seconds, long before the (long) reply timeout."""
+    client = GatewayClient(f"127.0.0.1:{_free_port()}", timeout=60.0, connect_grace=0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(FsError) as exc:
+            client.write_small(3, 0, b"abc", 3)
+        assert exc.value.errno == errno.EIO and "not reachable" in exc.value.message
+        assert time.monotonic() - started < 5
+    finally:
+        client.close()
+
+
+@pytest.mark.timeout(30)
 def test_dead_gateway_is_eio_within_the_timeout():
     client = GatewayClient(f"127.0.0.1:{_free_port()}", timeout=1.0)
     try:
