@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import threading
 import signal
 import socket
 import subprocess
@@ -36,15 +37,24 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+_handed_out: set[int] = set()  # ports this process chose already (nodes not yet bound)
+_handed_out_lock = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that is free now, chosen below the kernel's ephemeral range: a port from that
     range (what bind(0) returns) can be taken by any outgoing connection on the machine in
-    the moment between this check and the node's own bind."""
+    the moment between this check and the node's own bind. A port is never handed out twice
+    by one process, so the nodes of a cluster planned together cannot collide."""
     lo, _ = _ephemeral_range()
     top = max(2048, lo) - 1
     rng = random.Random()
-    for _ in range(200):
+    for _ in range(500):
         port = rng.randint(max(1024, top - 20000), top)
+        with _handed_out_lock:
+            if port in _handed_out:
+                continue
+            _handed_out.add(port)
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
