@@ -68,6 +68,7 @@ class FileHandle:
         self.snapshot: Optional[master_pb2.FileChunks] = None  # chunk list for reads
         self._pieces = None           # the snapshot's chunks as a chunkmap.PieceMap
         self._next_read = 0           # where a sequential reader would read next
+        self._ra_block = -1           # the chunk-sized block read-ahead was last asked for
         self.append = bool(flags & 0o2000)  # O_APPEND
 
     # ------------------------------------------------------------------ writes
@@ -210,10 +211,19 @@ class FileHandle:
             # the cache and read ahead; others read just the range they need.
             sequential = offset == self._next_read or offset == 0
             self._next_read = offset + length
+            # Ask for read-ahead when a sequential reader enters a new chunk-sized block, not
+            # on each of the 32 FUSE reads that make up a 4 MiB chunk.
+            block = offset // self.chunk_size
+            readahead = READAHEAD_CHUNKS if sequential and block != self._ra_block else 0
+            if readahead:
+                self._ra_block = block
         if offset >= size or length <= 0:
             return b""
+        if not sequential:
+            # Random reads: just the bytes asked for (see ChunkReader), no read-ahead.
+            return self.client.reader.read(pieces, offset, min(length, size - offset), size)
         return self.client.reader.read(pieces, offset, min(length, size - offset), size,
-                                       readahead=READAHEAD_CHUNKS if sequential else 0)
+                                       readahead=readahead, streaming=True)
 
     def prefetch_chunks(self) -> None:
         """Take the chunk snapshot now (at open), so reads see the file as it was at open."""

@@ -174,6 +174,9 @@ class KelpOperations(Operations):
         if committed:
             self.cache.invalidate_ino(ino)
 
+    def _open_count(self, ino: int) -> int:
+        return len(self._by_ino.get(ino, ()))  # a racy read is fine: a hint on the read path
+
     def _is_open(self, ino: int) -> bool:
         with self._lock:
             return bool(self._by_ino.get(ino))
@@ -509,7 +512,8 @@ class KelpOperations(Operations):
         # chunk list.
         if h.dirty:
             self._commit_handle(h)
-        if any(o.dirty for o in self._handles_of(h.ino) if o is not h):
+        if self._open_count(h.ino) > 1 and \
+                any(o.dirty for o in self._handles_of(h.ino) if o is not h):
             self._commit_ino(h.ino, except_fh=fh)
             h.forget_snapshot()
         return h.read(offset, size)

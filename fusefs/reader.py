@@ -32,7 +32,7 @@ from cluster.common.errors import FsError, fserror_from_rpc
 from cluster.common.fid import Fid
 from cluster.common.lru import ByteLRU
 from fusefs.master_client import MasterClient
-from protos import master_pb2, volume_pb2, volume_pb2_grpc
+from protos import master_pb2, volume_pb2
 
 LOCATION_TTL = 30.0
 RANGE_READ_FRACTION = 4  # a piece under needle_size/4 is read as a range when not streaming
@@ -88,13 +88,6 @@ class VolumeLocator:
             self._cache.pop(vid, None)
 
 
-class VolumeStubs(rpc.ChannelCache):
-    """Volume stubs over cached channels (cluster.common.rpc.ChannelCache)."""
-
-    def get(self, address: str) -> volume_pb2_grpc.VolumeStub:
-        return self.stub(address, volume_pb2_grpc.VolumeStub)
-
-
 class NeedleCache(ByteLRU):
     """Whole needles by fid (cluster.common.lru.ByteLRU)."""
 
@@ -103,7 +96,7 @@ class ChunkReader:
     def __init__(self, master: MasterClient, cache_bytes: int = 256 << 20, workers: int = 8):
         self.master = master
         self.locator = VolumeLocator(master)
-        self.stubs = VolumeStubs()
+        self.stubs = rpc.VolumeStubs()
         self.cache = NeedleCache(cache_bytes)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read")
         self._inflight_lock = threading.Lock()
@@ -112,18 +105,20 @@ class ChunkReader:
     # -- public
 
     def read(self, chunks, offset: int, length: int, file_size: int,
-             readahead: int = 0) -> bytes:
+             readahead: int = 0, streaming: bool | None = None) -> bytes:
         """Bytes [offset, offset+length) of a file of `file_size` bytes made of `chunks`.
 
         readahead: how many needles past the range to fetch in the background (the caller
-        knows whether its reads are sequential).
+        knows whether its reads are sequential). streaming: fetch whole needles into the
+        cache (default: when reading ahead) rather than just the range.
         """
         if offset >= file_size or length <= 0:
             return b""
         length = min(length, file_size - offset)
         pmap = to_piece_map(chunks)
         wanted = pmap.range(offset, length)
-        streaming = readahead > 0
+        if streaming is None:
+            streaming = readahead > 0
         if len(wanted) == 1 and wanted[0].file_offset == offset and wanted[0].length == length:
             # The common case (a FUSE read inside one chunk): one slice, no assembly.
             p = wanted[0]

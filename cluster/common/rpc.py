@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from cluster.common.errors import FsError, fserror_from_rpc
 from cluster.common.fid import BadFid
+from protos import volume_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,14 @@ class ChannelCache:
             self._stubs.clear()
         for ch in channels:
             ch.close()
+
+
+class VolumeStubs(ChannelCache):
+    """Volume-server stubs over cached channels: what the master (allocation, reaper) and
+    the mount's reader both need."""
+
+    def get(self, address: str) -> volume_pb2_grpc.VolumeStub:
+        return self.stub(address, volume_pb2_grpc.VolumeStub)
 
 
 def make_server(max_workers: int = 16) -> tuple[grpc.Server, health.HealthServicer]:

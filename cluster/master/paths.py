@@ -18,15 +18,20 @@ XATTR_NAME_MAX = 255
 XATTR_VALUE_MAX = 65536
 
 
+def _check_length(text: str, what: str, limit: int) -> None:
+    """EINVAL unless `text` is UTF-8, ENAMETOOLONG when its encoding is over `limit` bytes."""
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise FsError(errno.EINVAL, f"{what} {text!r} is not valid UTF-8") from None
+    if size > limit:
+        raise FsError(errno.ENAMETOOLONG, f"{what} is {size} bytes, the limit is {limit}")
+
+
 def validate_name(name: str, what: str = "name") -> str:
     if not isinstance(name, str) or not name:
         raise FsError(errno.EINVAL, f"empty {what}")
-    try:
-        size = len(name.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise FsError(errno.EINVAL, f"{what} {name!r} is not valid UTF-8") from None
-    if size > NAME_MAX:
-        raise FsError(errno.ENAMETOOLONG, f"{what} is {size} bytes, the limit is {NAME_MAX}")
+    _check_length(name, what, NAME_MAX)
     if "\0" in name or "/" in name:
         raise FsError(errno.EINVAL, f"{what} {name!r} contains NUL or '/'")
     if name in (".", ".."):
@@ -38,12 +43,7 @@ def split(path: str) -> list[str]:
     """The validated components of an absolute path; [] is the root."""
     if not isinstance(path, str) or not path.startswith("/"):
         raise FsError(errno.EINVAL, f"path {path!r} is not absolute")
-    try:
-        size = len(path.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise FsError(errno.EINVAL, f"path {path!r} is not valid UTF-8") from None
-    if size > PATH_MAX:
-        raise FsError(errno.ENAMETOOLONG, f"path is {size} bytes, the limit is {PATH_MAX}")
+    _check_length(path, "path", PATH_MAX)
     if "\0" in path:
         raise FsError(errno.EINVAL, f"path {path!r} contains NUL")
     return [validate_name(part) for part in path.split("/") if part]

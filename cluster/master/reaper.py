@@ -18,7 +18,7 @@ from cluster.common import rpc
 from cluster.common.fid import BadFid, Fid
 from cluster.master.store import MetadataStore
 from cluster.master.topology import Topology
-from protos import volume_pb2, volume_pb2_grpc
+from protos import volume_pb2
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +27,12 @@ MAX_BACKOFF_S = 300.0
 DELETE_TIMEOUT_S = 10.0
 
 
-class VolumeStubs(rpc.ChannelCache):
-    """Volume stubs over cached channels (cluster.common.rpc.ChannelCache)."""
-
-    def get(self, address: str) -> volume_pb2_grpc.VolumeStub:
-        return self.stub(address, volume_pb2_grpc.VolumeStub)
-
-
 def backoff_s(attempts: int) -> float:
     return min(MAX_BACKOFF_S, 1.0 * (2 ** min(attempts, 16)))
 
 
 class Reaper:
-    def __init__(self, store: MetadataStore, topology: Topology, stubs: VolumeStubs,
+    def __init__(self, store: MetadataStore, topology: Topology, stubs: rpc.VolumeStubs,
                  interval: float = 1.0, batch: int = BATCH,
                  on_deleted: Optional[Callable[[int], None]] = None):
         self._store = store

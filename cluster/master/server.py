@@ -28,7 +28,7 @@ from cluster.master import metrics, schema, sequencer
 from cluster.master.assign import Assigner
 from cluster.master.keyclock import KeyClock
 from cluster.master.options import MasterOptions
-from cluster.master.reaper import Reaper, VolumeStubs
+from cluster.master.reaper import Reaper
 from cluster.master.schema import SchemaError
 from cluster.master.store import MAX_REPLICATION, Attr, MetadataStore, SQLiteStore
 from cluster.master.topology import ServerState, Topology, VolumeState
@@ -100,7 +100,7 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
                  opts: MasterOptions, grpc_address: str = "",
                  node_stubs: rpc.ChannelCache | None = None,
                  key_clock: KeyClock | None = None, vacuumer: Vacuumer | None = None):
-        self._node_stubs = node_stubs or VolumeStubs()
+        self._node_stubs = node_stubs or rpc.VolumeStubs()
         self.store = store
         self.topology = topology
         self.assigner = assigner
@@ -386,7 +386,7 @@ class MasterNode:
         self.http_port = 0
         self._server: grpc.Server | None = None
         self._http: StatusServer | None = None
-        self._stubs = VolumeStubs()
+        self._stubs = rpc.VolumeStubs()
         self._stopped = threading.Event()
         self._lock_file = None
         self._started = time.monotonic()
