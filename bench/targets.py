@@ -6,12 +6,16 @@ files, and for FUSE mounts the mount process's own caches by remounting); `abort
 workload that hangs in the file system (kills the mount process, so blocked system calls fail);
 `teardown()` stops everything `setup` started, by pid.
 
-    local      a directory on the local disk (the upper bound: no network, no FUSE)
-    seaweedfs  `weed mount` of a one-node SeaweedFS (bench/seaweed.py), replication 000
-    kelpfs     `python mount.py` of a KelpFS cluster with one volume server, replication 1
+    local        a directory on the local disk (the upper bound: no network, no FUSE)
+    passthrough  `python -m bench.passthrough` of a directory on the local disk: a fusepy file
+                 system that only repeats each call on the disk, mounted with KelpFS's kernel
+                 options (the ceiling of any fusepy file system on this machine)
+    seaweedfs    `weed mount` of a one-node SeaweedFS (bench/seaweed.py), replication 000
+    kelpfs       `python mount.py` of a KelpFS cluster with one volume server, replication 1
 """
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import signal
 import subprocess
@@ -93,16 +97,104 @@ class SeaweedTarget(Target):
         return weed_version()
 
 
-class KelpTarget(Target):
+class FuseProcessTarget(Target):
+    """A target served by one FUSE process of ours (`command()`, run from the repository root
+    with its output in `log`): mount() starts it and waits for the mount, unmount() unmounts
+    and waits for exactly that process, by pid."""
+    label = ""
+
+    def __init__(self):
+        self.mountpoint: Path | None = None
+        self.log: Path | None = None
+        self.proc: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def mount(self, timeout: float = 30.0) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env, cwd=str(REPO_ROOT), start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while not os.path.ismount(self.mountpoint):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-20:])
+                self.unmount()
+                raise RuntimeError(f"{self.label} mount did not come up:\n{tail}")
+            time.sleep(0.05)
+
+    def unmount(self) -> None:
+        if self.mountpoint is not None:
+            unmount(self.mountpoint)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+                if self.mountpoint is not None:
+                    unmount(self.mountpoint)  # its process is gone: the lazy forms now work
+            self.proc = None
+
+    def cold(self) -> None:
+        # Remount: whatever the mount process caches lives in that process.
+        self.unmount()
+        self.mount()
+        drop_page_cache()
+
+    def abort(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+        if self.mountpoint is not None:
+            unmount(self.mountpoint)
+
+    def teardown(self) -> None:
+        self.unmount()
+
+
+class PassthroughTarget(FuseProcessTarget):
+    """bench/passthrough.py mounting work/passthrough/backing at work/passthrough/mnt."""
+    name = "passthrough"
+    label = "passthrough"
+
+    def __init__(self):
+        super().__init__()
+        self.backing: Path | None = None
+
+    def setup(self, work: Path) -> Path:
+        root = work / "passthrough"
+        self.backing = root / "backing"
+        self.mountpoint = root / "mnt"
+        self.log = root / "mount.log"
+        self.backing.mkdir(parents=True, exist_ok=True)
+        self.mountpoint.mkdir(parents=True, exist_ok=True)
+        self.mount()
+        return self.mountpoint
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "bench.passthrough", str(self.backing),
+                str(self.mountpoint)]
+
+    def version(self) -> str:
+        try:
+            return f"fusepy {importlib.metadata.version('fusepy')}"
+        except importlib.metadata.PackageNotFoundError:
+            return "unknown"
+
+
+class KelpTarget(FuseProcessTarget):
     name = "kelpfs"
+    label = "KelpFS"
     REPLICATION = 1
 
     def __init__(self, mount: bool = True):
+        super().__init__()
         self.want_mount = mount
         self.mount_error = ""   # set when the cluster runs but the mount failed
         self.cluster: LocalCluster | None = None
-        self.mountpoint: Path | None = None
-        self.proc: subprocess.Popen | None = None
 
     def setup(self, work: Path) -> Path | None:
         """Start the cluster (an error raises) and mount it; when only the mount fails, the
@@ -116,6 +208,7 @@ class KelpTarget(Target):
         self.cluster = LocalCluster(layout)
         self.cluster.plan()
         self.mountpoint = root / "mnt"
+        self.log = root / "mount.log"
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         try:
             self.cluster.start(timeout=60)
@@ -139,47 +232,10 @@ class KelpTarget(Target):
     def gateway_addr(self) -> str:
         return self.cluster.gateway_addr
 
-    def mount(self, timeout: float = 30.0) -> None:
-        log = self.mountpoint.parent / "mount.log"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, str(REPO_ROOT / "mount.py"), str(self.mountpoint),
-                 "--master", self.master_addr, "--gateway", self.gateway_addr,
-                 "--replication", str(self.REPLICATION)],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                cwd=str(REPO_ROOT), start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while not os.path.ismount(self.mountpoint):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-                self.unmount()
-                raise RuntimeError(f"KelpFS mount did not come up:\n{tail}")
-            time.sleep(0.05)
-
-    def unmount(self) -> None:
-        if self.mountpoint is not None:
-            unmount(self.mountpoint)
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-            self.proc = None
-
-    def cold(self) -> None:
-        # Remount: the mount's read cache and attribute cache live in its process.
-        self.unmount()
-        self.mount()
-        drop_page_cache()
-
-    def abort(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        if self.mountpoint is not None:
-            unmount(self.mountpoint)
+    def command(self) -> list[str]:
+        return [sys.executable, str(REPO_ROOT / "mount.py"), str(self.mountpoint),
+                "--master", self.master_addr, "--gateway", self.gateway_addr,
+                "--replication", str(self.REPLICATION)]
 
     def teardown(self) -> None:
         try:
@@ -200,4 +256,5 @@ class KelpTarget(Target):
         return f"{rev}{'+dirty' if dirty else ''}" if rev else "unknown"
 
 
-TARGETS = {"local": LocalTarget, "seaweedfs": SeaweedTarget, "kelpfs": KelpTarget}
+TARGETS = {"local": LocalTarget, "passthrough": PassthroughTarget, "seaweedfs": SeaweedTarget,
+           "kelpfs": KelpTarget}
