@@ -1,1 +1,2 @@
-"""Benchmarks: KelpFS against the local disk and SeaweedFS (python -m bench.run; docs/bench.md)."""
+"""Benchmarks: KelpFS against the local disk, a fusepy pass-through and SeaweedFS (python -m
+bench.run; docs/bench.md)."""

@@ -1,9 +1,11 @@
 """Run the benchmarks on several targets in one go and report medians side by side.
 
-    python -m bench.run [--runs 3] [--targets local,seaweedfs,kelpfs] [--quick]
+    python -m bench.run [--runs 3] [--targets local,passthrough,seaweedfs,kelpfs] [--quick]
                         [--only core|mount] [--timeout SECONDS] [--keep]
 
-All targets are started first and stay up for the whole run; then, --runs times over, every
+First the per-call floors between two processes are measured (bench/floors.py: a gRPC unary
+call, a ZMQ round trip, a unix socket round trip) while nothing else of ours runs. All targets
+are started next and stay up for the whole run; then, --runs times over, every
 workload runs on every target (target after target within a round, so slow drift on the
 machine hits all of them alike). A workload that fails or hangs (a watchdog kills the mount
 after --timeout) is recorded as an error for that target and the run goes on. At the end:
@@ -32,11 +34,16 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import workloads as W
+from bench.floors import describe as describe_floors
+from bench.floors import measure_floors
 from bench.targets import TARGETS, KelpTarget, Target, drop_page_cache
 
 BENCH_DIR = Path(__file__).resolve().parent
 DOC = BENCH_DIR.parent / "docs" / "bench.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+# Ratio columns (a / b of the medians), each shown when both targets are in the run.
+RATIOS = (("kelpfs", "seaweedfs"), ("kelpfs", "passthrough"))
+FLOOR_CALLS = 2000
 
 console = Console(stderr=True)
 
@@ -44,7 +51,7 @@ console = Console(stderr=True)
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=3, help="repetitions; the median is reported")
-    p.add_argument("--targets", default="local,seaweedfs,kelpfs",
+    p.add_argument("--targets", default="local,passthrough,seaweedfs,kelpfs",
                    help="comma-separated, from: " + ",".join(TARGETS))
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     p.add_argument("--only", choices=["core", "mount"],
@@ -71,8 +78,20 @@ def workloads_for(name: str, only: str | None) -> list:
     return mount + core
 
 
+def floors_or_error() -> tuple[dict[str, float], str]:
+    """measure_floors(), or ({}, why) when it fails: the floors must not cost the run."""
+    try:
+        floors = measure_floors(FLOOR_CALLS)
+    except Exception as e:  # noqa: BLE001 - reported in the facts, the run goes on
+        console.print(f"[red]per-call floors not measured: {type(e).__name__}: {e}[/red]")
+        return {}, f"{type(e).__name__}: {e}"
+    console.print("per-call floors between two processes: " + describe_floors(floors))
+    return {k: round(v, 1) for k, v in floors.items()}, ""
+
+
 def machine_facts(targets: dict[str, Target], sizes: W.Sizes, source: tuple[int, int],
-                  args: argparse.Namespace, can_drop: bool) -> dict:
+                  args: argparse.Namespace, can_drop: bool,
+                  floors: tuple[dict[str, float], str] = ({}, "")) -> dict:
     try:
         cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                     if line.startswith("model name")), "")
@@ -94,6 +113,8 @@ def machine_facts(targets: dict[str, Target], sizes: W.Sizes, source: tuple[int,
         "runs": args.runs, "quick": args.quick, "sizes": sizes.__dict__,
         "source_tree": {"files": source[0], "bytes": source[1]},
         "page_cache_dropped": can_drop,
+        "floors_us": floors[0], "floors_calls": FLOOR_CALLS,
+        **({"floors_error": floors[1]} if floors[1] else {}),
     }
 
 
@@ -124,6 +145,10 @@ def fmt(v: float | None) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
+def ratio_columns(names: list[str]) -> list[str]:
+    return [f"{a}/{b}" for a, b in RATIOS if a in names and b in names]
+
+
 def summarise(results: dict[str, dict[str, list[float]]], names: list[str]) -> list[dict]:
     rows = []
     for metric, meta in W.METRICS.items():
@@ -131,32 +156,45 @@ def summarise(results: dict[str, dict[str, list[float]]], names: list[str]) -> l
                for n in names}
         if all(v is None for v in med.values()):
             continue
-        ratio = None
-        if med.get("kelpfs") and med.get("seaweedfs"):
-            ratio = med["kelpfs"] / med["seaweedfs"]
-        rows.append({"workload": metric, "better": "higher" if meta.higher_is_better else "lower",
-                     "medians": med, "kelpfs/seaweedfs": ratio})
+        row = {"workload": metric, "better": "higher" if meta.higher_is_better else "lower",
+               "medians": med}
+        for col in ratio_columns(names):
+            a, b = col.split("/")
+            row[col] = med[a] / med[b] if med.get(a) and med.get(b) else None
+        rows.append(row)
     return rows
 
 
 def print_table(rows: list[dict], names: list[str], errors: dict[str, list[str]]) -> None:
+    ratios = ratio_columns(names)
     table = Table(title="medians", show_lines=False)
     table.add_column("workload")
     table.add_column("better")
     for n in names:
         table.add_column(n, justify="right")
-    table.add_column("kelpfs/seaweedfs", justify="right")
+    for col in ratios:
+        table.add_column(col, justify="right")
     for r in rows:
         table.add_row(r["workload"], r["better"], *[fmt(r["medians"][n]) for n in names],
-                      fmt(r["kelpfs/seaweedfs"]) if r["kelpfs/seaweedfs"] is not None else "—")
+                      *[fmt(r[col]) for col in ratios])
     Console(width=max(Console().width, 130)).print(table)
     for n, errs in errors.items():
         for e in errs:
             console.print(f"[red]{n}: {e}[/red]")
 
 
+def floors_line(facts: dict) -> str:
+    floors = facts.get("floors_us") or {}
+    if not floors:
+        return ("Per-call floors between two processes: not measured ("
+                f"{facts.get('floors_error', 'no numbers')}).")
+    return (f"Per-call floors between two processes (mean round trip of "
+            f"{facts.get('floors_calls', FLOOR_CALLS):,} calls): {describe_floors(floors)}.")
+
+
 def markdown(rows: list[dict], names: list[str], facts: dict,
              errors: dict[str, list[str]]) -> str:
+    ratios = ratio_columns(names)
     lines = [f"Measured {facts['date']} on {facts['nproc']} CPUs ({facts['cpu']}), "
              f"{facts['memory_gib']} GiB RAM, Linux {facts['kernel']}, Python {facts['python']}; "
              f"KelpFS commit `{facts['kelpfs_commit']}`, SeaweedFS `{facts['seaweedfs_version']}`; "
@@ -164,13 +202,13 @@ def markdown(rows: list[dict], names: list[str], facts: dict,
              f"{facts['source_tree']['files']} files, "
              f"{facts['source_tree']['bytes'] / W.MiB:.0f} MiB; page cache dropped before cold "
              f"reads: {'yes' if facts['page_cache_dropped'] else 'NO (not root)'}.", "",
-             "| workload | better | " + " | ".join(names) + " | kelpfs/seaweedfs |",
-             "|---|---|" + "---:|" * len(names) + "---:|"]
+             floors_line(facts), "",
+             "| " + " | ".join(["workload", "better", *names, *ratios]) + " |",
+             "|---|---|" + "---:|" * (len(names) + len(ratios))]
     for r in rows:
-        ratio = r["kelpfs/seaweedfs"]
-        lines.append(f"| {r['workload']} | {r['better']} | "
-                     + " | ".join(fmt(r["medians"][n]) for n in names)
-                     + f" | {fmt(ratio) if ratio is not None else '—'} |")
+        cells = [r["workload"], r["better"], *(fmt(r["medians"][n]) for n in names),
+                 *(fmt(r[col]) for col in ratios)]
+        lines.append("| " + " | ".join(cells) + " |")
     errs = [f"- {n}: {e}" for n, es in errors.items() for e in es]
     if errs:
         lines += ["", "Failures (no number is reported for these):", "", *errs]
@@ -206,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     if not can_drop:
         console.print("[yellow]cannot drop the page cache (not root): cold reads may be "
                       "warm[/yellow]")
+    floors = floors_or_error()
     try:
         source = (0, 0)
         if args.only != "core":
@@ -223,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:  # noqa: BLE001 - reported, the others still run
                 errors[n].append(f"setup failed: {e}")
                 console.print(f"[red]{n}: setup failed: {e}[/red]")
-        facts = machine_facts(targets, sizes, source, args, can_drop)
+        facts = machine_facts(targets, sizes, source, args, can_drop, floors)
         for run in range(args.runs):
             for n, t in targets.items():
                 if errors[n] and errors[n][0].startswith("setup failed"):
