@@ -1,6 +1,8 @@
 """Per-call floors: what one round trip between two processes costs on this machine.
 
-    measure_floors(n=2000) -> {"grpc_unary_us": ..., "zmq_roundtrip_us": ..., "socketpair_us": ...}
+    measure_floors(n=2000) -> {"grpc_unary_us": ..., "zmq_roundtrip_us": ..., "socketpair_us": ...,
+                               "fdatasync_us": ..., "sqlite_commit_us": ...,
+                               "grpc_4mib_mbps": ...}
 
 Each number is the mean round trip in microseconds of `n` calls made one after another from
 this process to a server process, after 200 warm-up calls (total time / n):
@@ -11,9 +13,22 @@ this process to a server process, after 200 warm-up calls (total time / n):
     zmq_roundtrip_us  a pyzmq DEALER -> ROUTER echo of 64 bytes over tcp on 127.0.0.1
     socketpair_us     a unix-domain socketpair echo of 64 bytes
 
+and, for the durable write path and the chunk read path (in this process, on the disk of
+`workdir`, where the benchmark's servers keep their data):
+
+    fdatasync_us      append 4 KiB to a file and fdatasync it (what a volume server waits for
+                      before it acknowledges a chunk)
+    sqlite_commit_us  commit a one-row INSERT in SQLite, WAL mode, synchronous=FULL (what the
+                      master waits for before it answers a namespace change)
+    grpc_4mib_mbps    MB/s of sync unary calls that each return 4 MiB (one chunk) from the
+                      server's memory, one call at a time (the best a single sequential chunk
+                      reader can do before any disk, CRC or FUSE work)
+    grpc_4mib_x4_mbps the same with four calls in flight over one channel (the mount's
+                      read-ahead depth)
+
 They bound what any Python file system can reach here: an operation that needs k master RPCs
 takes at least k x grpc_unary_us on top of what the FUSE round trip itself costs (the
-passthrough target measures that).
+passthrough target measures that), plus a disk sync for each step that must be durable.
 
 Each server is a subprocess of this one (`python -m bench.floors serve KIND`), bound to
 127.0.0.1 port 0 (the kernel picks a free port; the server prints it on stdout), and is stopped
@@ -29,12 +44,16 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 MSG = b"k" * 64
 WARMUP = 200
+CHUNK = 4 << 20     # bytes per call in grpc_4mib_mbps: the default chunk size
+CHUNK_CALLS = 64    # 256 MiB in all
+READERS = 4         # calls in flight for grpc_4mib_x4_mbps: the mount's read-ahead depth
 
 # The pids of the servers the last measure_floors() started (all stopped when it returns).
 last_server_pids: list[int] = []
@@ -53,19 +72,24 @@ def _exit_when_stdin_closes() -> None:
 
 
 def _serve_grpc() -> None:
-    from concurrent.futures import ThreadPoolExecutor
-
     import grpc
 
     from cluster.common import rpc
-    from protos import master_pb2, master_pb2_grpc
+    from protos import master_pb2, master_pb2_grpc, volume_pb2, volume_pb2_grpc
 
     class StatFsOnly(master_pb2_grpc.MasterServicer):
         def StatFs(self, request, context):  # noqa: N802 - the generated name
             return master_pb2.StatFsResponse()
 
+    chunk = os.urandom(CHUNK)
+
+    class ChunkOnly(volume_pb2_grpc.VolumeServicer):
+        def ReadNeedle(self, request, context):  # noqa: N802 - the generated name
+            return volume_pb2.ReadResponse(data=chunk)
+
     server = grpc.server(ThreadPoolExecutor(max_workers=4), options=rpc.SERVER_OPTIONS)
     master_pb2_grpc.add_MasterServicer_to_server(StatFsOnly(), server)
+    volume_pb2_grpc.add_VolumeServicer_to_server(ChunkOnly(), server)
     port = server.add_insecure_port(f"{HOST}:0")
     server.start()
     print(port, flush=True)
@@ -174,11 +198,13 @@ def _per_call_us(call, n: int) -> float:
     return (time.perf_counter() - t0) / n * 1e6
 
 
-def grpc_unary_us(n: int) -> float:
+def grpc_floors(n: int) -> tuple[float, float, float]:
+    """(unary round trip in us, MB/s of 4 MiB replies one at a time, MB/s with READERS calls
+    in flight over the one channel) against one gRPC server process."""
     import grpc
 
     from cluster.common import rpc
-    from protos import master_pb2, master_pb2_grpc
+    from protos import master_pb2, master_pb2_grpc, volume_pb2, volume_pb2_grpc
 
     with _Server("grpc") as port:
         channel = rpc.channel(f"{HOST}:{port}")
@@ -186,9 +212,62 @@ def grpc_unary_us(n: int) -> float:
             grpc.channel_ready_future(channel).result(timeout=10)
             stub = master_pb2_grpc.MasterStub(channel)
             request = master_pb2.Empty()
-            return _per_call_us(lambda: stub.StatFs(request, timeout=10), n)
+            unary = _per_call_us(lambda: stub.StatFs(request, timeout=10), n)
+            volume = volume_pb2_grpc.VolumeStub(channel)
+            read = volume_pb2.ReadRequest(volume_id=1, key=1)
+
+            def fetch() -> None:
+                if len(volume.ReadNeedle(read, timeout=30).data) != CHUNK:
+                    raise RuntimeError("the chunk server returned a short reply")
+            volume.ReadNeedle(read, timeout=30)  # warm-up: connection and buffers
+            t0 = time.perf_counter()
+            for _ in range(CHUNK_CALLS):
+                fetch()
+            one = CHUNK * CHUNK_CALLS / (time.perf_counter() - t0) / 1e6
+            with ThreadPoolExecutor(READERS) as pool:
+                t0 = time.perf_counter()
+                list(pool.map(lambda _: fetch(), range(CHUNK_CALLS)))
+                parallel = CHUNK * CHUNK_CALLS / (time.perf_counter() - t0) / 1e6
+            return unary, one, parallel
         finally:
             channel.close()
+
+
+def fdatasync_us(workdir: str, n: int) -> float:
+    """4 KiB appended and fdatasynced, n times, in a temp file under `workdir`."""
+    import tempfile
+    block = os.urandom(4096)
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix="floor-sync-") as fh:
+        fd, offset = fh.fileno(), 0
+
+        def call() -> None:
+            nonlocal offset
+            os.pwrite(fd, block, offset)
+            offset += len(block)
+            os.fdatasync(fd)
+        return _per_call_us(call, n)
+
+
+def sqlite_commit_us(workdir: str, n: int) -> float:
+    """One-row INSERT commits in WAL mode with synchronous=FULL, in a temp dir under
+    `workdir` (the settings of the master's metadata store)."""
+    import sqlite3
+    import tempfile
+    with tempfile.TemporaryDirectory(dir=workdir, prefix="floor-sqlite-") as d:
+        conn = sqlite3.connect(os.path.join(d, "floor.db"), isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+            keys = iter(range(1, 1 << 62))
+
+            def call() -> None:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("INSERT INTO t VALUES (?, ?)", (next(keys), MSG))
+                conn.execute("COMMIT")
+            return _per_call_us(call, n)
+        finally:
+            conn.close()
 
 
 def zmq_roundtrip_us(n: int) -> float:
@@ -232,21 +311,36 @@ def socketpair_us(n: int) -> float:
         theirs.close()
 
 
-def measure_floors(n: int = 2000) -> dict[str, float]:
-    """Round-trip microseconds per call between two processes; see the module docstring."""
+def measure_floors(n: int = 2000, workdir: str | None = None) -> dict[str, float]:
+    """The floors of the module docstring; `workdir` (default: the temp dir) is where the disk
+    floors write."""
+    import tempfile
+    workdir = workdir or tempfile.gettempdir()
     last_server_pids.clear()
+    unary, chunk_mbps, chunk_x4_mbps = grpc_floors(n)
+    syncs = max(50, n // 4)  # disk syncs are slower; fewer give the same precision
     return {
-        "grpc_unary_us": grpc_unary_us(n),
+        "grpc_unary_us": unary,
         "zmq_roundtrip_us": zmq_roundtrip_us(n),
         "socketpair_us": socketpair_us(n),
+        "fdatasync_us": fdatasync_us(workdir, syncs),
+        "sqlite_commit_us": sqlite_commit_us(workdir, syncs),
+        "grpc_4mib_mbps": chunk_mbps,
+        "grpc_4mib_x4_mbps": chunk_x4_mbps,
     }
 
 
+_LABELS = (("grpc_unary_us", "gRPC unary {:.0f} us"), ("zmq_roundtrip_us", "ZMQ {:.0f} us"),
+           ("socketpair_us", "unix socket {:.0f} us"),
+           ("fdatasync_us", "4 KiB append + fdatasync {:.0f} us"),
+           ("sqlite_commit_us", "SQLite FULL commit {:.0f} us"),
+           ("grpc_4mib_mbps", "4 MiB gRPC replies one at a time {:.0f} MB/s"),
+           ("grpc_4mib_x4_mbps", "four at a time {:.0f} MB/s"))
+
+
 def describe(floors: dict[str, float]) -> str:
-    """One line for the report: 'gRPC unary 440 us, ZMQ 120 us, unix socket 58 us'."""
-    names = (("grpc_unary_us", "gRPC unary"), ("zmq_roundtrip_us", "ZMQ"),
-             ("socketpair_us", "unix socket"))
-    return ", ".join(f"{label} {floors[k]:.0f} us" for k, label in names if k in floors)
+    """One line for the report: 'gRPC unary 440 us, ZMQ 120 us, unix socket 58 us, ...'."""
+    return ", ".join(fmt.format(floors[k]) for k, fmt in _LABELS if k in floors)
 
 
 def main(argv: list[str]) -> int:
@@ -265,7 +359,7 @@ def main(argv: list[str]) -> int:
         return 0
     n = int(argv[0]) if argv else 2000
     floors = measure_floors(n)
-    print("per-call floors between two processes: " + describe(floors))
+    print("per-call floors: " + describe(floors))
     return 0
 
 

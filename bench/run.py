@@ -3,8 +3,9 @@
     python -m bench.run [--runs 3] [--targets local,passthrough,seaweedfs,kelpfs] [--quick]
                         [--only core|mount] [--timeout SECONDS] [--keep]
 
-First the per-call floors between two processes are measured (bench/floors.py: a gRPC unary
-call, a ZMQ round trip, a unix socket round trip) while nothing else of ours runs. All targets
+First the per-call floors are measured (bench/floors.py: a gRPC unary call, a ZMQ round trip
+and a unix socket round trip between two processes; a 4 KiB fdatasync and a SQLite FULL commit
+on the work dir's disk; one gRPC stream of 4 MiB replies) while nothing else of ours runs. All targets
 are started next and stay up for the whole run; then, --runs times over, every
 workload runs on every target (target after target within a round, so slow drift on the
 machine hits all of them alike). A workload that fails or hangs (a watchdog kills the mount
@@ -78,14 +79,14 @@ def workloads_for(name: str, only: str | None) -> list:
     return mount + core
 
 
-def floors_or_error() -> tuple[dict[str, float], str]:
+def floors_or_error(work: Path) -> tuple[dict[str, float], str]:
     """measure_floors(), or ({}, why) when it fails: the floors must not cost the run."""
     try:
-        floors = measure_floors(FLOOR_CALLS)
+        floors = measure_floors(FLOOR_CALLS, workdir=str(work))
     except Exception as e:  # noqa: BLE001 - reported in the facts, the run goes on
         console.print(f"[red]per-call floors not measured: {type(e).__name__}: {e}[/red]")
         return {}, f"{type(e).__name__}: {e}"
-    console.print("per-call floors between two processes: " + describe_floors(floors))
+    console.print("per-call floors: " + describe_floors(floors))
     return {k: round(v, 1) for k, v in floors.items()}, ""
 
 
@@ -186,10 +187,11 @@ def print_table(rows: list[dict], names: list[str], errors: dict[str, list[str]]
 def floors_line(facts: dict) -> str:
     floors = facts.get("floors_us") or {}
     if not floors:
-        return ("Per-call floors between two processes: not measured ("
+        return ("Per-call floors: not measured ("
                 f"{facts.get('floors_error', 'no numbers')}).")
-    return (f"Per-call floors between two processes (mean round trip of "
-            f"{facts.get('floors_calls', FLOOR_CALLS):,} calls): {describe_floors(floors)}.")
+    return (f"Per-call floors (round trips between two processes: mean of "
+            f"{facts.get('floors_calls', FLOOR_CALLS):,} calls; see bench/floors.py): "
+            f"{describe_floors(floors)}.")
 
 
 def markdown(rows: list[dict], names: list[str], facts: dict,
@@ -244,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if not can_drop:
         console.print("[yellow]cannot drop the page cache (not root): cold reads may be "
                       "warm[/yellow]")
-    floors = floors_or_error()
+    floors = floors_or_error(work)
     try:
         source = (0, 0)
         if args.only != "core":

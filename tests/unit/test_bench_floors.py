@@ -26,19 +26,23 @@ def children_of(pid: int) -> set[int]:
 
 
 @pytest.mark.timeout(60)
-def test_measure_floors_returns_three_positive_numbers_and_stops_its_servers():
+def test_measure_floors_returns_positive_numbers_and_stops_its_servers(tmp_path):
     before = children_of(os.getpid())
-    result = floors.measure_floors(n=50)
-    assert set(result) == {"grpc_unary_us", "zmq_roundtrip_us", "socketpair_us"}
-    for name, us in result.items():
-        assert isinstance(us, float) and 0 < us < 1_000_000, (name, us)
+    result = floors.measure_floors(n=50, workdir=str(tmp_path))
+    assert set(result) == {"grpc_unary_us", "zmq_roundtrip_us", "socketpair_us",
+                           "fdatasync_us", "sqlite_commit_us", "grpc_4mib_mbps",
+                           "grpc_4mib_x4_mbps"}
+    for name, value in result.items():
+        assert isinstance(value, float) and 0 < value < 1_000_000, (name, value)
+    assert list(tmp_path.iterdir()) == []  # the disk floors clean up after themselves
     # One server per floor, each stopped and reaped by its pid.
     assert len(floors.last_server_pids) == 3
     assert not children_of(os.getpid()) - before
     for pid in floors.last_server_pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-    assert "gRPC unary" in floors.describe(result)
+    text = floors.describe(result)
+    assert "gRPC unary" in text and "fdatasync" in text and "MB/s" in text
 
 
 @pytest.mark.timeout(30)
