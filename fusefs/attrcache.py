@@ -7,6 +7,12 @@ seconds; every local change invalidates what it touches, so a mount always sees 
 changes at once. Other mounts' changes show after at most `ttl` (close-to-open still holds: an
 open always asks the master for the chunk list).
 
+Every invalidation costs what it touches, not the size of the cache: `_kids` indexes each
+cached path under its parent directory, so dropping a subtree (rename or removal of a
+directory) walks just that subtree, and the negative xattr answers are grouped by path. (The
+first version scanned every entry on each rename, which with a few thousand cached names cost
+more than the rename's RPC.)
+
 Locking: one lock around the dicts; values are immutable protobuf Attr messages that callers
 must not modify.
 """
@@ -30,7 +36,8 @@ class AttrCache:
         self._attrs: dict[str, tuple[float, master_pb2.Attr]] = {}
         self._paths_of: dict[int, set[str]] = {}     # ino -> cached paths (hard links)
         self._absent: dict[str, float] = {}           # path -> until: known not to exist
-        self._no_xattr: dict[tuple[str, str], float] = {}  # (path, name) known to be absent
+        self._no_xattr: dict[str, dict[str, float]] = {}  # path -> {xattr name: until}
+        self._kids: dict[str, set[str]] = {}          # parent dir -> its paths in any map
 
     # -- attributes
 
@@ -53,12 +60,12 @@ class AttrCache:
             if len(self._attrs) >= self.max_entries:
                 self._expire_locked()
                 if len(self._attrs) >= self.max_entries:
-                    self._attrs.clear()
-                    self._paths_of.clear()
+                    self._clear_locked()
             self._pop_locked(path)
             self._absent.pop(path, None)
             self._attrs[path] = (time.monotonic() + self.ttl, attr)
             self._paths_of.setdefault(attr.ino, set()).add(path)
+            self._index_locked(path)
 
     def touch_dir(self, path: str, now_ns: int, nlink_delta: int = 0) -> None:
         """A directory this mount just changed: move its cached mtime/ctime to now (and its
@@ -87,6 +94,7 @@ class AttrCache:
                 return False
             if until < time.monotonic():
                 del self._absent[path]
+                self._unindex_locked(path)
                 return False
             return True
 
@@ -95,27 +103,25 @@ class AttrCache:
             return
         with self._lock:
             if len(self._absent) >= self.max_entries:
-                self._absent.clear()
+                for key in list(self._absent):
+                    self._drop_absent_locked(key)
             self._absent[path] = time.monotonic() + min(self.ttl, NEGATIVE_TTL)
+            self._index_locked(path)
 
     # -- invalidation
 
     def invalidate(self, path: str) -> None:
         with self._lock:
-            self._pop_locked(path)
-            self._absent.pop(path, None)
-            self._drop_xattr_locked(path)
+            self._forget_locked(path)
 
     def invalidate_tree(self, path: str) -> None:
         """Drop `path` and everything below it (rename or removal of a directory)."""
-        prefix = path.rstrip("/") + "/"
         with self._lock:
-            for key in [k for k in self._attrs if k == path or k.startswith(prefix)]:
-                self._pop_locked(key)
-            for key in [k for k in self._absent if k == path or k.startswith(prefix)]:
-                del self._absent[key]
-            for key in [k for k in self._no_xattr if k[0] == path or k[0].startswith(prefix)]:
-                del self._no_xattr[key]
+            todo = [path.rstrip("/") or "/"]
+            while todo:
+                key = todo.pop()
+                todo.extend(self._kids.get(key, ()))
+                self._forget_locked(key)
 
     def invalidate_ino(self, ino: int) -> None:
         """Drop every path naming inode `ino` (hard links share attributes)."""
@@ -125,10 +131,7 @@ class AttrCache:
 
     def clear(self) -> None:
         with self._lock:
-            self._attrs.clear()
-            self._paths_of.clear()
-            self._absent.clear()
-            self._no_xattr.clear()
+            self._clear_locked()
 
     # -- negative xattr lookups (the kernel asks for security.capability before every write)
 
@@ -136,11 +139,14 @@ class AttrCache:
         if self.ttl <= 0:
             return False
         with self._lock:
-            until = self._no_xattr.get((path, name))
+            names = self._no_xattr.get(path)
+            until = names.get(name) if names else None
             if until is None:
                 return False
             if until < time.monotonic():
-                del self._no_xattr[(path, name)]
+                del names[name]
+                if not names:
+                    self._drop_xattr_locked(path)
                 return False
             return True
 
@@ -149,8 +155,10 @@ class AttrCache:
             return
         with self._lock:
             if len(self._no_xattr) >= self.max_entries:
-                self._no_xattr.clear()
-            self._no_xattr[(path, name)] = time.monotonic() + self.ttl
+                for key in list(self._no_xattr):
+                    self._drop_xattr_locked(key)
+            self._no_xattr.setdefault(path, {})[name] = time.monotonic() + self.ttl
+            self._index_locked(path)
 
     def drop_xattr(self, path: str) -> None:
         with self._lock:
@@ -166,10 +174,61 @@ class AttrCache:
                 paths.discard(path)
                 if not paths:
                     del self._paths_of[hit[1].ino]
+            self._unindex_locked(path)
+
+    def _drop_absent_locked(self, path: str) -> None:
+        if self._absent.pop(path, None) is not None:
+            self._unindex_locked(path)
 
     def _drop_xattr_locked(self, path: str) -> None:
-        for key in [k for k in self._no_xattr if k[0] == path]:
-            del self._no_xattr[key]
+        if self._no_xattr.pop(path, None) is not None:
+            self._unindex_locked(path)
+
+    def _forget_locked(self, path: str) -> None:
+        """Everything cached about `path` itself (not below it)."""
+        self._pop_locked(path)
+        self._drop_absent_locked(path)
+        self._drop_xattr_locked(path)
+
+    def _clear_locked(self) -> None:
+        self._attrs.clear()
+        self._paths_of.clear()
+        self._absent.clear()
+        self._no_xattr.clear()
+        self._kids.clear()
+
+    @staticmethod
+    def _parent(path: str) -> str:
+        return path.rsplit("/", 1)[0] or "/"
+
+    def _index_locked(self, path: str) -> None:
+        """Index `path` under its parent, and the parent under its own, up to the root (a
+        subtree walk must reach cached paths below directories that are not cached)."""
+        while path != "/":
+            parent = self._parent(path)
+            kids = self._kids.get(parent)
+            if kids is not None:
+                kids.add(path)
+                return  # an indexed parent is itself indexed up to the root
+            self._kids[parent] = {path}
+            path = parent
+
+    def _unindex_locked(self, path: str) -> None:
+        """Drop `path` from the index once nothing is cached at or below it, and its
+        ancestors with it when they become empty."""
+        while path != "/":
+            if path in self._attrs or path in self._absent or path in self._no_xattr \
+                    or path in self._kids:
+                return
+            parent = self._parent(path)
+            kids = self._kids.get(parent)
+            if kids is None:
+                return
+            kids.discard(path)
+            if kids:
+                return
+            del self._kids[parent]
+            path = parent
 
     def _expire_locked(self) -> None:
         now = time.monotonic()

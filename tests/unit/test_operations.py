@@ -74,6 +74,39 @@ def test_attr_cache_expires_and_invalidates():
     assert not cache.xattr_absent("/x", "user.a")
 
 
+@pytest.mark.timeout(10)
+def test_attr_cache_subtree_invalidation_reaches_below_uncached_dirs_and_cleans_its_index():
+    cache = AttrCache(ttl=5)
+    cache.put("/a/b/c/f", master_pb2.Attr(ino=1))   # /a, /a/b, /a/b/c themselves not cached
+    cache.put_absent("/a/b/new")
+    cache.put_xattr_absent("/a/b/c/f", "security.capability")
+    cache.put("/a2/g", master_pb2.Attr(ino=2))      # a sibling whose name extends /a
+    cache.invalidate_tree("/a")
+    assert cache.get("/a/b/c/f") is None
+    assert not cache.is_absent("/a/b/new")
+    assert not cache.xattr_absent("/a/b/c/f", "security.capability")
+    assert cache.get("/a2/g") is not None
+    cache.invalidate("/a2/g")
+    assert cache._kids == {}  # nothing cached, nothing indexed
+
+
+@pytest.mark.timeout(30)
+def test_attr_cache_invalidation_cost_does_not_grow_with_the_cache():
+    """A rename of one file used to scan every cached path; 20,000 cached names made each
+    invalidate_tree take milliseconds."""
+    cache = AttrCache(ttl=60)
+    for i in range(20_000):
+        cache.put(f"/d/f{i}", master_pb2.Attr(ino=i + 10))
+        cache.put_xattr_absent(f"/d/f{i}", "security.capability")
+    t0 = time.perf_counter()
+    for i in range(2_000):
+        cache.invalidate_tree(f"/d/f{i}")
+        cache.invalidate(f"/d/g{i}")
+    per_call = (time.perf_counter() - t0) / 4_000
+    assert per_call < 100e-6, f"{per_call * 1e6:.0f} us per invalidation"
+    assert cache.get("/d/f1999") is None and cache.get("/d/f2000") is not None
+
+
 class FakeStream:
     def __init__(self, log, fail=False):
         self.log, self.fail = log, fail
