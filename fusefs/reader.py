@@ -181,15 +181,20 @@ class ChunkReader:
             return done
         with self._inflight_lock:
             fut = self._inflight.get(piece.fid)
-            if fut is None:
-                fut = self._pool.submit(self._fetch_whole, piece)
-                self._inflight[piece.fid] = fut
-                fut.add_done_callback(lambda f, fid=piece.fid: self._done(fid))
-            return fut
+            if fut is not None:
+                return fut
+            fut = self._pool.submit(self._fetch_whole, piece)
+            self._inflight[piece.fid] = fut
+        # Outside the lock: a future that is already done runs the callback right here, and
+        # _done takes the lock (registering it under the lock deadlocked the mount when a
+        # fetch finished before this line: every reader thread then waited in _done).
+        fut.add_done_callback(lambda f, fid=piece.fid: self._done(fid, f))
+        return fut
 
-    def _done(self, fid: str) -> None:
+    def _done(self, fid: str, fut: Future) -> None:
         with self._inflight_lock:
-            self._inflight.pop(fid, None)
+            if self._inflight.get(fid) is fut:  # not a newer fetch of the same needle
+                del self._inflight[fid]
 
     def _fetch_whole(self, piece: chunkmap.Piece) -> bytes:
         def check(reply) -> bytes:
