@@ -225,15 +225,19 @@ class FileHandle:
         return self.client.reader.read(pieces, offset, min(length, size - offset), size,
                                        readahead=readahead, streaming=True)
 
-    def prefetch_chunks(self) -> None:
-        """Take the chunk snapshot now (at open), so reads see the file as it was at open."""
+    def adopt_snapshot(self, snapshot: master_pb2.FileChunks) -> None:
+        """Use a chunk list fetched at open, so reads see the file as it was at open."""
         with self.lock:
-            self._take_snapshot()
+            self._set_snapshot(snapshot)
 
     def _take_snapshot(self) -> None:
-        self.snapshot = self.client.master.call("GetChunks", master_pb2.InoRequest(ino=self.ino))
-        self.size = self.snapshot.attr.size
-        self._pieces = to_piece_map(self.snapshot.chunks)
+        self._set_snapshot(
+            self.client.master.call("GetChunks", master_pb2.InoRequest(ino=self.ino)))
+
+    def _set_snapshot(self, snapshot: master_pb2.FileChunks) -> None:
+        self.snapshot = snapshot
+        self.size = snapshot.attr.size
+        self._pieces = to_piece_map(snapshot.chunks)
 
     def close(self) -> None:
         with self.lock:

@@ -479,10 +479,33 @@ class KelpOperations(Operations):
         check_path(path)
         if flags & _WRITE_FLAGS:
             self._writable()
-        # Close-to-open: a handle that writes needs the current size (O_APPEND) now; a read
-        # handle takes the chunk list with fresh attributes in one RPC right here.
-        writing = bool(flags & _WRITE_FLAGS)
-        attr = self._lookup(path, fresh=writing)
+            return self._open_for_writing(path, flags)
+        # Close-to-open: the name is resolved at the master and the chunk list taken in one
+        # RPC, so a file another mount replaced (written to a temp name, renamed over this
+        # one) opens as the new file, never as the inode number this mount's cache still
+        # remembers for the name (that inode may be gone, or still open somewhere with its
+        # old bytes). Pending writes of this mount to the file are committed first, so this
+        # handle sees them.
+        cached = self.cache.get(path)
+        if cached is not None:
+            self._commit_ino(cached.ino)
+        snapshot = self._call("GetChunksAt", master_pb2.PathRequest(path=path))
+        ino = snapshot.attr.ino
+        if (cached is None or cached.ino != ino) and \
+                any(h.dirty for h in self._handles_of(ino)):
+            self._commit_ino(ino)
+            snapshot = self._call("GetChunks", master_pb2.InoRequest(ino=ino))
+        if cached is not None and cached.ino != ino:
+            self.cache.invalidate_ino(cached.ino)
+        fh = self._new_handle(path, flags, snapshot.attr)
+        self._handle(fh).adopt_snapshot(snapshot)
+        # The kernel asks getattr right after open: answer with what the master just said.
+        self.cache.put(path, snapshot.attr)
+        return fh
+
+    def _open_for_writing(self, path: str, flags: int) -> int:
+        # A handle that writes needs the current size (O_APPEND) now, from the master.
+        attr = self._lookup(path, fresh=True)
         if statmod.S_ISDIR(attr.mode) and flags & (os.O_WRONLY | os.O_RDWR):
             raise FuseOSError(errno.EISDIR)
         # Writes through other handles of this mount become visible to this open.
@@ -492,17 +515,7 @@ class KelpOperations(Operations):
             for other in self._handles_of(attr.ino):
                 other.set_size_after_truncate(0)
             self.cache.invalidate_ino(attr.ino)
-        fh = self._new_handle(path, flags, attr)
-        if not writing:
-            h = self._handle(fh)
-            try:
-                h.prefetch_chunks()
-            except BaseException:
-                self.release(path, fh)
-                raise
-            # The kernel asks getattr right after open: answer with what the master just said.
-            self.cache.put(path, h.snapshot.attr)
-        return fh
+        return self._new_handle(path, flags, attr)
 
     @errno_boundary
     def read(self, path, size, offset, fh):

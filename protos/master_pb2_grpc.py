@@ -124,6 +124,11 @@ class MasterStub:
                 request_serializer=protos_dot_master__pb2.InoRequest.SerializeToString,
                 response_deserializer=protos_dot_master__pb2.FileChunks.FromString,
                 _registered_method=True)
+        self.GetChunksAt = channel.unary_unary(
+                '/kelp.master.Master/GetChunksAt',
+                request_serializer=protos_dot_master__pb2.PathRequest.SerializeToString,
+                response_deserializer=protos_dot_master__pb2.FileChunks.FromString,
+                _registered_method=True)
         self.CommitChunks = channel.unary_unary(
                 '/kelp.master.Master/CommitChunks',
                 request_serializer=protos_dot_master__pb2.CommitRequest.SerializeToString,
@@ -293,6 +298,16 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetChunksAt(self, request, context):
+        """GetChunks of the file the path names now, resolved in the same transaction: what an open
+        asks, so a name another client replaced (write a temp file, rename it over) opens the new
+        file (close-to-open), not the inode a cache remembers. NOT_FOUND, or EISDIR as
+        FAILED_PRECONDITION, like GetAttr and GetChunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CommitChunks(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -453,6 +468,11 @@ def add_MasterServicer_to_server(servicer, server):
             'GetChunks': grpc.unary_unary_rpc_method_handler(
                     servicer.GetChunks,
                     request_deserializer=protos_dot_master__pb2.InoRequest.FromString,
+                    response_serializer=protos_dot_master__pb2.FileChunks.SerializeToString,
+            ),
+            'GetChunksAt': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetChunksAt,
+                    request_deserializer=protos_dot_master__pb2.PathRequest.FromString,
                     response_serializer=protos_dot_master__pb2.FileChunks.SerializeToString,
             ),
             'CommitChunks': grpc.unary_unary_rpc_method_handler(
@@ -996,6 +1016,33 @@ class Master:
             target,
             '/kelp.master.Master/GetChunks',
             protos_dot_master__pb2.InoRequest.SerializeToString,
+            protos_dot_master__pb2.FileChunks.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetChunksAt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kelp.master.Master/GetChunksAt',
+            protos_dot_master__pb2.PathRequest.SerializeToString,
             protos_dot_master__pb2.FileChunks.FromString,
             options,
             channel_credentials,

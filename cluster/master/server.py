@@ -69,6 +69,11 @@ def chunk_pb(p: Piece) -> master_pb2.Chunk:
     )
 
 
+def chunks_pb(attr: Attr, pieces: list[Piece], version: int) -> master_pb2.FileChunks:
+    return master_pb2.FileChunks(attr=attr_pb(attr), chunks=[chunk_pb(p) for p in pieces],
+                                 version=version)
+
+
 def piece_from_pb(c: master_pb2.Chunk) -> Piece:
     return Piece(c.file_offset, c.length, c.fid, c.needle_offset, c.needle_size, c.crc32c)
 
@@ -218,9 +223,11 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
 
     @rpc.servicer_method
     def GetChunks(self, request, context):
-        attr, pieces, version = self.store.get_chunks(request.ino)
-        return master_pb2.FileChunks(attr=attr_pb(attr), chunks=[chunk_pb(p) for p in pieces],
-                                     version=version)
+        return chunks_pb(*self.store.get_chunks(request.ino))
+
+    @rpc.servicer_method
+    def GetChunksAt(self, request, context):
+        return chunks_pb(*self.store.get_chunks_at(request.path))
 
     @rpc.servicer_method
     def CommitChunks(self, request, context):

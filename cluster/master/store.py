@@ -145,6 +145,12 @@ class MetadataStore(abc.ABC):
     def get_chunks(self, ino: int) -> tuple[Attr, list[Piece], int]: ...
 
     @abc.abstractmethod
+    def get_chunks_at(self, path: str) -> tuple[Attr, list[Piece], int]:
+        """get_chunks of the file `path` names now, resolved in the same transaction. An open
+        uses it so that a name another client replaced (an editor's write-and-rename) opens
+        the new file, not a cached inode number."""
+
+    @abc.abstractmethod
     def commit(self, ino: int, pieces: list[Piece], size: int, mtime_ns: int = 0,
                exact: bool = False) -> Attr:
         """Lay `pieces` over the file's chunk list. The size grows to `size` and to the end of
@@ -741,11 +747,18 @@ class SQLiteStore(MetadataStore):
 
     def get_chunks(self, ino: int) -> tuple[Attr, list[Piece], int]:
         with self._tx(write=False) as c:
-            attr = self._attr(c, ino)
-            if attr.is_dir:
-                raise FsError(errno.EISDIR, f"inode {ino}")
-            version = c.execute("SELECT version FROM inodes WHERE ino=?", (ino,)).fetchone()[0]
-            return attr, self._pieces(c, ino), version
+            return self._chunks(c, ino)
+
+    def get_chunks_at(self, path: str) -> tuple[Attr, list[Piece], int]:
+        with self._tx(write=False) as c:
+            return self._chunks(c, self._resolve(c, path))
+
+    def _chunks(self, c, ino: int) -> tuple[Attr, list[Piece], int]:
+        attr = self._attr(c, ino)
+        if attr.is_dir:
+            raise FsError(errno.EISDIR, f"inode {ino}")
+        version = c.execute("SELECT version FROM inodes WHERE ino=?", (ino,)).fetchone()[0]
+        return attr, self._pieces(c, ino), version
 
     def commit(self, ino: int, pieces: list[Piece], size: int, mtime_ns: int = 0,
                exact: bool = False) -> Attr:

@@ -52,6 +52,31 @@ def test_close_to_open_between_mounts(pair):
 
 
 @pytest.mark.timeout(60)
+def test_a_file_replaced_by_rename_in_one_mount_opens_new_in_the_other(pair):
+    """The editor's save (write a temp file, rename it over the name) in mount A; mount B has
+    the name cached from a read a moment before. B's next open must see the new file: not
+    ENOENT for the inode that was replaced, nor that inode's old bytes while some process
+    still holds it open."""
+    _, a, b = pair
+    (a / "saved.txt").write_bytes(b"version 1")
+    assert (b / "saved.txt").read_bytes() == b"version 1"   # B caches the name's inode
+    (a / "saved.tmp").write_bytes(b"version 2, longer")
+    os.rename(a / "saved.tmp", a / "saved.txt")
+    assert (b / "saved.txt").read_bytes() == b"version 2, longer"
+
+    (a / "held.txt").write_bytes(b"old bytes")
+    assert (b / "held.txt").read_bytes() == b"old bytes"
+    fd = os.open(a / "held.txt", os.O_RDONLY)              # keeps the old inode alive
+    try:
+        (a / "held.tmp").write_bytes(b"new bytes")
+        os.rename(a / "held.tmp", a / "held.txt")
+        assert (b / "held.txt").read_bytes() == b"new bytes"
+        assert os.pread(fd, 100, 0) == b"old bytes"         # the open fd keeps its file
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.timeout(60)
 def test_mount_refusals(pair, tmp_path):
     cluster, a, _ = pair
     cases = [

@@ -247,6 +247,8 @@ def test_namespace_over_grpc(node_factory):
     rr = m.Rename(master_pb2.RenameRequest(old_path="/d/f1", new_path="/d/f0", keep_open=True))
     assert rr.replaced_ino == a.ino
     assert m.GetAttrByIno(master_pb2.InoRequest(ino=a.ino)).nlink == 0
+    at = m.GetChunksAt(master_pb2.PathRequest(path="/d/f0"))  # the name now: f1's inode
+    assert at.attr.ino != a.ino and at.attr.nlink == 1
     m.ReleaseInode(master_pb2.InoRequest(ino=a.ino))
     m.Symlink(master_pb2.SymlinkRequest(path="/l", target="/d"))
     assert m.Readlink(master_pb2.PathRequest(path="/l")).target == "/d"
@@ -276,6 +278,10 @@ def test_bad_input_statuses(node_factory):
         (lambda: m.Create(master_pb2.CreateRequest(path="/f", replication=9)),
          S.INVALID_ARGUMENT, "EINVAL"),
         (lambda: m.GetAttr(master_pb2.PathRequest(path="/missing")), S.NOT_FOUND, "ENOENT:"),
+        (lambda: m.GetChunksAt(master_pb2.PathRequest(path="/missing")), S.NOT_FOUND, "ENOENT:"),
+        (lambda: m.GetChunksAt(master_pb2.PathRequest(path="/")), S.FAILED_PRECONDITION,
+         "EISDIR"),
+        (lambda: m.GetChunksAt(master_pb2.PathRequest(path="rel")), S.INVALID_ARGUMENT, "EINVAL"),
         (lambda: m.GetXattr(master_pb2.XattrRequest(path="/", name="user.x")),
          S.NOT_FOUND, "ENODATA:"),
         (lambda: m.Assign(master_pb2.AssignRequest(count=0)), S.INVALID_ARGUMENT, "EINVAL"),

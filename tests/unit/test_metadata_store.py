@@ -204,6 +204,26 @@ def test_unlink_queues_fids(store):
 
 
 @T
+def test_get_chunks_at_resolves_the_name_now(store):
+    store.mkdir("/d", 0o755)
+    old = store.create("/d/f", 0o644)
+    store.commit(old.ino, [piece(0, 3, 1)], 3)
+    new = store.create("/d/f.tmp", 0o644)
+    store.commit(new.ino, [piece(0, 5, 2)], 5)
+    store.unlink("/d/f", keep_open=True)      # someone still has the old file open
+    store.rename("/d/f.tmp", "/d/f")
+    attr, pieces, _ = store.get_chunks_at("/d/f")
+    assert attr.ino == new.ino and attr.size == 5 and [p.fid for p in pieces] == [fid(1, 2)]
+    assert store.get_chunks(old.ino)[0].size == 3   # the old inode, by number, is unchanged
+    with pytest.raises(FsError) as e:
+        store.get_chunks_at("/d/missing")
+    assert err(e) == errno.ENOENT
+    with pytest.raises(FsError) as e:
+        store.get_chunks_at("/d")
+    assert err(e) == errno.EISDIR
+
+
+@T
 def test_unlink_keep_open_then_release(store):
     a = store.create("/f", 0o644)
     store.commit(a.ino, [piece(0, 10, 1)], 10)
