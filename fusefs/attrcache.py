@@ -38,6 +38,9 @@ class AttrCache:
         self._absent: dict[str, float] = {}           # path -> until: known not to exist
         self._no_xattr: dict[str, dict[str, float]] = {}  # path -> {xattr name: until}
         self._kids: dict[str, set[str]] = {}          # parent dir -> its paths in any map
+        # Bumped by every change made through this cache's public methods, so a directory
+        # listing that was in flight across one (and may predate it) is not cached.
+        self._gen = 0
 
     # -- attributes
 
@@ -57,21 +60,45 @@ class AttrCache:
         if self.ttl <= 0:
             return
         with self._lock:
+            self._gen += 1
+            self._put_locked(path, attr, time.monotonic() + self.ttl)
+
+    def generation(self) -> int:
+        with self._lock:
+            return self._gen
+
+    def put_listing(self, directory: str, entries, generation: int) -> bool:
+        """Cache the attributes of a directory listing (DirEntry messages) taken when the
+        cache was at `generation`. Nothing is cached, and False is returned, when anything
+        changed in the cache since: the listing may predate a change this mount made."""
+        if self.ttl <= 0:
+            return False
+        base = directory.rstrip("/")
+        with self._lock:
+            if self._gen != generation:
+                return False
+            until = time.monotonic() + self.ttl
+            for entry in entries:
+                self._put_locked(f"{base}/{entry.name}", entry.attr, until)
+            return True
+
+    def _put_locked(self, path: str, attr: master_pb2.Attr, until: float) -> None:
+        if len(self._attrs) >= self.max_entries:
+            self._expire_locked()
             if len(self._attrs) >= self.max_entries:
-                self._expire_locked()
-                if len(self._attrs) >= self.max_entries:
-                    self._clear_locked()
-            self._pop_locked(path)
-            self._absent.pop(path, None)
-            self._attrs[path] = (time.monotonic() + self.ttl, attr)
-            self._paths_of.setdefault(attr.ino, set()).add(path)
-            self._index_locked(path)
+                self._clear_locked()
+        self._pop_locked(path)
+        self._absent.pop(path, None)
+        self._attrs[path] = (until, attr)
+        self._paths_of.setdefault(attr.ino, set()).add(path)
+        self._index_locked(path)
 
     def touch_dir(self, path: str, now_ns: int, nlink_delta: int = 0) -> None:
         """A directory this mount just changed: move its cached mtime/ctime to now (and its
         link count by nlink_delta) instead of dropping it, which would cost the next getattr
         an RPC. The master sets the same times in the same operation."""
         with self._lock:
+            self._gen += 1
             hit = self._attrs.get(path)
             if hit is None:
                 return
@@ -102,6 +129,7 @@ class AttrCache:
         if self.ttl <= 0:
             return
         with self._lock:
+            self._gen += 1
             if len(self._absent) >= self.max_entries:
                 for key in list(self._absent):
                     self._drop_absent_locked(key)
@@ -112,11 +140,13 @@ class AttrCache:
 
     def invalidate(self, path: str) -> None:
         with self._lock:
+            self._gen += 1
             self._forget_locked(path)
 
     def invalidate_tree(self, path: str) -> None:
         """Drop `path` and everything below it (rename or removal of a directory)."""
         with self._lock:
+            self._gen += 1
             todo = [path.rstrip("/") or "/"]
             while todo:
                 key = todo.pop()
@@ -126,11 +156,13 @@ class AttrCache:
     def invalidate_ino(self, ino: int) -> None:
         """Drop every path naming inode `ino` (hard links share attributes)."""
         with self._lock:
+            self._gen += 1
             for path in list(self._paths_of.get(ino, ())):
                 self._pop_locked(path)
 
     def clear(self) -> None:
         with self._lock:
+            self._gen += 1
             self._clear_locked()
 
     # -- negative xattr lookups (the kernel asks for security.capability before every write)

@@ -83,6 +83,22 @@ class MasterClient:
         for page in self.stream("ReadDir", request):
             yield from page.entries
 
+    def readdir_head(self, path: str, limit: int) -> tuple[list[master_pb2.DirEntry], bool]:
+        """The first `limit` entries of a directory (one ReadDir page; the rest of the stream
+        is cancelled) and whether the directory may have more."""
+        request = master_pb2.ReadDirRequest(path=path, page_size=limit)
+
+        def first_page():
+            call = self.stub.ReadDir(request, timeout=self.timeout)
+            try:
+                page = next(call, None)
+            finally:
+                call.cancel()
+            entries = list(page.entries) if page is not None else []
+            return entries, len(entries) >= limit
+
+        return self._retrying(first_page, self.retry_for)
+
     def status(self, timeout: float = 5.0) -> master_pb2.ClusterStatusResponse:
         return self.call("ClusterStatus", master_pb2.Empty(), timeout=timeout)
 

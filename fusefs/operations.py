@@ -37,6 +37,7 @@ from typing import Optional
 
 from cluster.common.errors import FsError
 from fusefs.attrcache import AttrCache
+from fusefs.dirprefetch import DirPrefetcher
 from fusefs.errno_boundary import errno_boundary
 from fusefs.filehandle import FileHandle
 from fusefs.fuse_binding import FuseOSError, Operations, fuse_get_context
@@ -117,6 +118,7 @@ class KelpOperations(Operations):
         self.master = client.master
         self.options = options or MountOptions()
         self.cache = AttrCache(self.options.attr_ttl)
+        self.prefetch = DirPrefetcher(self.master, self.cache, self.options.attr_ttl)
         self._lock = threading.Lock()
         self._handles: dict[int, FileHandle] = {}
         self._by_ino: dict[int, set[int]] = {}
@@ -146,6 +148,8 @@ class KelpOperations(Operations):
                 self.cache.put_absent(path)
             raise
         self.cache.put(path, attr)
+        if not fresh:
+            self.prefetch.found(path)  # a walk through the directory: list it once
         return attr
 
     def _handles_of(self, ino: int) -> list[FileHandle]:

@@ -294,3 +294,30 @@ def test_unlinked_open_file_stays_usable(ops):
     assert ops.read(None, 100, 0, fh) == b"beforeafter!"
     assert ops.getattr(None, fh)["st_size"] == 12
     ops.release(None, fh)
+
+
+@pytest.mark.timeout(90)
+def test_a_walk_through_a_directory_lists_it_once_and_new_names_still_ask_the_master(ops):
+    """stat of 200 names in one directory: the first few ask the master, then one listing
+    answers the rest (DirPrefetcher). A name that appears after the listing is still found
+    at once: "no such name" is never concluded from a listing."""
+    ops.mkdir("/walk", 0o755)
+    for i in range(200):
+        ops.release(f"/walk/f{i}", ops.create(f"/walk/f{i}", 0o644, os.O_WRONLY | os.O_CREAT))
+    ops.cache.clear()                       # as after a remount
+    calls = []
+    real_call = ops.master.call
+
+    def counting_call(method, request, **kw):
+        calls.append(method)
+        return real_call(method, request, **kw)
+
+    ops.master.call = counting_call
+    for i in range(200):
+        assert ops.getattr(f"/walk/f{i}")["st_size"] == 0
+    assert calls.count("GetAttr") <= 10, calls.count("GetAttr")
+    assert ops.prefetch.listings == 1
+    # Another client adds a name after the listing: found at once, not "no such name".
+    ops.master.call = real_call
+    ops.client.master.call("Create", master_pb2.CreateRequest(path="/walk/late", mode=0o644))
+    assert ops.getattr("/walk/late")["st_size"] == 0

@@ -1,0 +1,86 @@
+"""DirPrefetcher: when a walk through a directory is listed once, and what it may cache."""
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from cluster.common.errors import FsError
+from fusefs.attrcache import AttrCache
+from fusefs.dirprefetch import DirPrefetcher
+from protos import master_pb2
+
+
+class FakeMaster:
+    def __init__(self, names, fail=False):
+        self.names = names
+        self.fail = fail
+        self.calls = []
+
+    def readdir_head(self, path, limit):
+        self.calls.append((path, limit))
+        if self.fail:
+            raise FsError(errno.EIO, "master down")
+        entries = [master_pb2.DirEntry(name=n, attr=master_pb2.Attr(ino=100 + i, size=i))
+                   for i, n in enumerate(self.names[:limit])]
+        return entries, len(self.names) > limit
+
+
+def walk(prefetch, cache, names, directory="/d"):
+    for n in names:
+        path = f"{directory}/{n}"
+        if cache.get(path) is None:
+            cache.put(path, master_pb2.Attr(ino=1))   # what _lookup does with the answer
+            prefetch.found(path)
+
+
+@pytest.mark.timeout(10)
+def test_the_eighth_name_looked_up_lists_the_directory_and_the_rest_come_from_the_cache():
+    names = [f"f{i}" for i in range(50)]
+    cache, master = AttrCache(ttl=5), FakeMaster(names)
+    prefetch = DirPrefetcher(master, cache, window=5, after=8)
+    walk(prefetch, cache, names)
+    assert master.calls == [("/d", prefetch.limit)]
+    assert prefetch.listings == 1
+    assert cache.get("/d/f49").size == 49          # from the listing, attributes included
+
+
+@pytest.mark.timeout(10)
+def test_a_listing_that_a_local_change_may_predate_is_not_cached():
+    cache = AttrCache(ttl=5)
+
+    class RacingMaster(FakeMaster):
+        def readdir_head(self, path, limit):
+            got = super().readdir_head(path, limit)
+            cache.invalidate("/d/f3")     # this mount removed f3 while the listing was out
+            return got
+
+    master = RacingMaster([f"f{i}" for i in range(20)])
+    prefetch = DirPrefetcher(master, cache, window=5, after=3)
+    walk(prefetch, cache, ["f0", "f1", "f2"])
+    assert len(master.calls) == 1 and prefetch.listings == 0
+    assert cache.get("/d/f3") is None and cache.get("/d/f10") is None
+
+
+@pytest.mark.timeout(10)
+def test_no_prefetch_without_a_ttl_below_the_threshold_or_when_the_master_fails():
+    names = [f"f{i}" for i in range(20)]
+    master = FakeMaster(names)
+    walk(DirPrefetcher(master, AttrCache(ttl=0), window=0, after=2), AttrCache(ttl=0), names)
+    walk(DirPrefetcher(master, AttrCache(ttl=5), window=5, after=30), AttrCache(ttl=5), names)
+    assert master.calls == []
+    failing = FakeMaster(names, fail=True)
+    cache = AttrCache(ttl=5)
+    prefetch = DirPrefetcher(failing, cache, window=5, after=2)
+    walk(prefetch, cache, names[:2])                # the lookup itself is not failed
+    assert len(failing.calls) == 1 and prefetch.listings == 0
+
+
+@pytest.mark.timeout(10)
+def test_a_directory_bigger_than_one_page_is_left_alone_for_a_while():
+    names = [f"f{i:03d}" for i in range(100)]
+    cache, master = AttrCache(ttl=5), FakeMaster(names)
+    prefetch = DirPrefetcher(master, cache, window=5, after=2, limit=10, big_quiet=60)
+    walk(prefetch, cache, names)
+    assert len(master.calls) == 1                   # not again for each later page of names
+    assert cache.get("/d/f009").size == 9           # the first page came from the listing
