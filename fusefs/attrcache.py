@@ -38,8 +38,11 @@ class AttrCache:
         self._absent: dict[str, float] = {}           # path -> until: known not to exist
         self._no_xattr: dict[str, dict[str, float]] = {}  # path -> {xattr name: until}
         self._kids: dict[str, set[str]] = {}          # parent dir -> its paths in any map
-        # Bumped by every change made through this cache's public methods, so a directory
-        # listing that was in flight across one (and may predate it) is not cached.
+        # Bumped by the methods that record a local change (invalidate, invalidate_tree,
+        # invalidate_ino, touch_dir, clear: every change this mount makes calls one of them
+        # after its RPC), so a directory listing in flight across one, which may predate that
+        # change, is not cached. Plain answers from the master (put, put_absent) do not bump
+        # it: they are not changes, and would make every concurrent listing useless.
         self._gen = 0
 
     # -- attributes
@@ -60,7 +63,6 @@ class AttrCache:
         if self.ttl <= 0:
             return
         with self._lock:
-            self._gen += 1
             self._put_locked(path, attr, time.monotonic() + self.ttl)
 
     def generation(self) -> int:
@@ -69,8 +71,9 @@ class AttrCache:
 
     def put_listing(self, directory: str, entries, generation: int) -> bool:
         """Cache the attributes of a directory listing (DirEntry messages) taken when the
-        cache was at `generation`. Nothing is cached, and False is returned, when anything
-        changed in the cache since: the listing may predate a change this mount made."""
+        cache was at `generation`. Nothing is cached, and False is returned, when this mount
+        changed something since: the listing may predate that change. Paths already cached
+        are kept (that answer may be newer than the listing)."""
         if self.ttl <= 0:
             return False
         base = directory.rstrip("/")
@@ -79,7 +82,9 @@ class AttrCache:
                 return False
             until = time.monotonic() + self.ttl
             for entry in entries:
-                self._put_locked(f"{base}/{entry.name}", entry.attr, until)
+                path = f"{base}/{entry.name}"
+                if path not in self._attrs:
+                    self._put_locked(path, entry.attr, until)
             return True
 
     def _put_locked(self, path: str, attr: master_pb2.Attr, until: float) -> None:
@@ -129,7 +134,6 @@ class AttrCache:
         if self.ttl <= 0:
             return
         with self._lock:
-            self._gen += 1
             if len(self._absent) >= self.max_entries:
                 for key in list(self._absent):
                     self._drop_absent_locked(key)

@@ -71,7 +71,7 @@ class DirPrefetcher:
         now = time.monotonic()
         with self._lock:
             d = self._dirs.get(parent)
-            if d is None or now - d.start > self.window:
+            if d is None or (now - d.start > self.window and not d.busy):
                 if d is None and len(self._dirs) >= MAX_DIRS:
                     self._dirs.clear()
                 quiet = d.quiet_until if d is not None else 0.0

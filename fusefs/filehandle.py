@@ -61,6 +61,7 @@ class FileHandle:
         # write cannot end with a successful close() over bytes that were dropped.
         self.error: Optional[FsError] = None
         self.dirty = False              # bytes written (or size changed) since the last commit
+        self.commits = 0                # commits so far: a caller can tell one happened inside
         self.buf = bytearray()          # the contiguous run of unsent bytes
         self.buf_offset = 0             # file offset of buf[0]
         self.sent = False               # chunks sent through the stream since the last commit
@@ -149,6 +150,7 @@ class FileHandle:
             self.dirty = False
             self.written_end = 0
             self.snapshot = None
+            self.commits += 1
             if attr is not None and attr.ino:
                 self.size = attr.size
                 return attr

@@ -83,13 +83,15 @@ class MasterClient:
         for page in self.stream("ReadDir", request):
             yield from page.entries
 
-    def readdir_head(self, path: str, limit: int) -> tuple[list[master_pb2.DirEntry], bool]:
+    def readdir_head(self, path: str, limit: int,
+                     timeout: float = 5.0) -> tuple[list[master_pb2.DirEntry], bool]:
         """The first `limit` entries of a directory (one ReadDir page; the rest of the stream
-        is cancelled) and whether the directory may have more."""
+        is cancelled) and whether the directory may have more. No retries: callers use it
+        to prefetch, and a lookup that already succeeded must not wait out an outage."""
         request = master_pb2.ReadDirRequest(path=path, page_size=limit)
 
         def first_page():
-            call = self.stub.ReadDir(request, timeout=self.timeout)
+            call = self.stub.ReadDir(request, timeout=timeout)
             try:
                 page = next(call, None)
             finally:
@@ -97,7 +99,7 @@ class MasterClient:
             entries = list(page.entries) if page is not None else []
             return entries, len(entries) >= limit
 
-        return self._retrying(first_page, self.retry_for)
+        return self._retrying(first_page, 0)
 
     def status(self, timeout: float = 5.0) -> master_pb2.ClusterStatusResponse:
         return self.call("ClusterStatus", master_pb2.Empty(), timeout=timeout)

@@ -20,8 +20,9 @@ Known gaps (POSIX): no byte-range locks across mounts (the kernel keeps flock/fc
 local to this mount); atime is not updated by reads; supplementary groups are read from
 /proc for access() only; a rename replacing a file that is open in ANOTHER mount drops its
 data for that mount; libfuse 2's high-level API gives each hard-linked NAME its own kernel
-inode, so a change made through one name shows through the others after attr_ttl; the chunk
-snapshot of a read handle is taken at its first read (not at open) - still close-to-open.
+inode, so a change made through one name shows through the others after attr_ttl. An open
+for reading resolves its name at the master and takes the chunk list in the same RPC
+(GetChunksAt), whatever the cache holds: close-to-open, also for a name replaced by rename.
 """
 from __future__ import annotations
 
@@ -533,7 +534,11 @@ class KelpOperations(Operations):
                 any(o.dirty for o in self._handles_of(h.ino) if o is not h):
             self._commit_ino(h.ino, except_fh=fh)
             h.forget_snapshot()
-        return h.read(offset, size)
+        commits = h.commits
+        data = h.read(offset, size)
+        if h.commits != commits:  # a write slipped in and the read committed it
+            self.cache.invalidate_ino(h.ino)
+        return data
 
     @errno_boundary
     def write(self, path, data, offset, fh):

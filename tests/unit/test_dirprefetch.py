@@ -84,3 +84,47 @@ def test_a_directory_bigger_than_one_page_is_left_alone_for_a_while():
     walk(prefetch, cache, names)
     assert len(master.calls) == 1                   # not again for each later page of names
     assert cache.get("/d/f009").size == 9           # the first page came from the listing
+
+
+@pytest.mark.timeout(10)
+def test_answers_from_the_master_do_not_void_a_listing_but_local_changes_do():
+    cache = AttrCache(ttl=5)
+    gen = cache.generation()
+    cache.put("/x/y", master_pb2.Attr(ino=5))           # another lookup meanwhile
+    cache.put_absent("/x/z")
+    listing = [master_pb2.DirEntry(name="a", attr=master_pb2.Attr(ino=6)),
+               master_pb2.DirEntry(name="y", attr=master_pb2.Attr(ino=99))]
+    assert cache.put_listing("/x", listing, gen)
+    assert cache.get("/x/a").ino == 6
+    assert cache.get("/x/y").ino == 5                   # the newer answer is kept
+    for change in (lambda: cache.invalidate("/x/a"), lambda: cache.invalidate_tree("/x"),
+                   lambda: cache.invalidate_ino(6), lambda: cache.touch_dir("/x", 1),
+                   cache.clear):
+        gen = cache.generation()
+        change()
+        assert not cache.put_listing("/x", listing, gen)
+
+
+@pytest.mark.timeout(10)
+def test_a_directory_is_not_listed_twice_at_once_even_when_its_window_ends():
+    import threading
+    started, release = threading.Event(), threading.Event()
+
+    class SlowMaster(FakeMaster):
+        def readdir_head(self, path, limit):
+            started.set()
+            release.wait(5)
+            return super().readdir_head(path, limit)
+
+    cache, master = AttrCache(ttl=5), SlowMaster([f"f{i}" for i in range(30)])
+    prefetch = DirPrefetcher(master, cache, window=0.05, after=2)
+    t = threading.Thread(target=walk, args=(prefetch, cache, ["f0", "f1"]))
+    t.start()
+    assert started.wait(5)
+    import time
+    time.sleep(0.1)                                     # the window has ended meanwhile
+    for n in ("f2", "f3", "f4"):
+        prefetch.found(f"/d/{n}")
+    release.set()
+    t.join(5)
+    assert len(master.calls) == 1

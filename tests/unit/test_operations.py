@@ -321,3 +321,18 @@ def test_a_walk_through_a_directory_lists_it_once_and_new_names_still_ask_the_ma
     ops.master.call = real_call
     ops.client.master.call("Create", master_pb2.CreateRequest(path="/walk/late", mode=0o644))
     assert ops.getattr("/walk/late")["st_size"] == 0
+
+
+@pytest.mark.timeout(60)
+def test_readdir_head_returns_one_page_and_says_whether_there_is_more(ops):
+    ops.mkdir("/head", 0o755)
+    for i in range(12):
+        ops.mkdir(f"/head/d{i:02d}", 0o755)
+    entries, more = ops.master.readdir_head("/head", 5)
+    assert [e.name for e in entries] == [f"d{i:02d}" for i in range(5)] and more
+    entries, more = ops.master.readdir_head("/head", 100)
+    assert len(entries) == 12 and not more
+    assert all(stat.S_ISDIR(e.attr.mode) for e in entries)
+    with pytest.raises(FsError) as info:
+        ops.master.readdir_head("/nope", 5)
+    assert info.value.errno == errno.ENOENT
