@@ -73,17 +73,19 @@ class AttrCache:
         """Cache the attributes of a directory listing (DirEntry messages) taken when the
         cache was at `generation`. Nothing is cached, and False is returned, when this mount
         changed something since: the listing may predate that change. Paths already cached
-        are kept (that answer may be newer than the listing)."""
+        and not expired are kept (that answer may be newer than the listing)."""
         if self.ttl <= 0:
             return False
         base = directory.rstrip("/")
         with self._lock:
             if self._gen != generation:
                 return False
-            until = time.monotonic() + self.ttl
+            now = time.monotonic()
+            until = now + self.ttl
             for entry in entries:
                 path = f"{base}/{entry.name}"
-                if path not in self._attrs:
+                hit = self._attrs.get(path)
+                if hit is None or hit[0] < now:   # an expired answer is replaced, too
                     self._put_locked(path, entry.attr, until)
             return True
 
