@@ -22,6 +22,7 @@ import threading
 import time
 from typing import Optional
 
+from fusefs.paths import parent_of
 from protos import master_pb2
 
 
@@ -235,15 +236,11 @@ class AttrCache:
         self._no_xattr.clear()
         self._kids.clear()
 
-    @staticmethod
-    def _parent(path: str) -> str:
-        return path.rsplit("/", 1)[0] or "/"
-
     def _index_locked(self, path: str) -> None:
         """Index `path` under its parent, and the parent under its own, up to the root (a
         subtree walk must reach cached paths below directories that are not cached)."""
         while path != "/":
-            parent = self._parent(path)
+            parent = parent_of(path)
             kids = self._kids.get(parent)
             if kids is not None:
                 kids.add(path)
@@ -258,7 +255,7 @@ class AttrCache:
             if path in self._attrs or path in self._absent or path in self._no_xattr \
                     or path in self._kids:
                 return
-            parent = self._parent(path)
+            parent = parent_of(path)
             kids = self._kids.get(parent)
             if kids is None:
                 return

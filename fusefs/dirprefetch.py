@@ -30,6 +30,7 @@ import time
 
 from cluster.common.errors import FsError
 from fusefs.attrcache import AttrCache
+from fusefs.paths import parent_of
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class DirPrefetcher:
         its directory when this is the `after`-th such lookup there within the window."""
         if self.window <= 0 or path == "/":
             return
-        parent = path.rsplit("/", 1)[0] or "/"
+        parent = parent_of(path)
         now = time.monotonic()
         with self._lock:
             d = self._dirs.get(parent)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 from cluster.common.errors import FsError
 from fusefs.reader import to_piece_map
@@ -41,7 +41,9 @@ log = logging.getLogger("fusefs.filehandle")
 
 class FileHandle:
     def __init__(self, fh: int, ino: int, path: str, flags: int, attr: master_pb2.Attr,
-                 client, chunk_size: int = 4 << 20, replication: int = 0):
+                 client, chunk_size: int = 4 << 20, replication: int = 0,
+                 on_commit: Optional[Callable[["FileHandle", Optional[master_pb2.Attr]], None]]
+                 = None):
         self.fh = fh
         self.ino = ino
         self.path = path                # the name it was opened by (kept current on rename)
@@ -61,7 +63,9 @@ class FileHandle:
         # write cannot end with a successful close() over bytes that were dropped.
         self.error: Optional[FsError] = None
         self.dirty = False              # bytes written (or size changed) since the last commit
-        self.commits = 0                # commits so far: a caller can tell one happened inside
+        # Told of every successful commit, whoever asked for it (a flush, a read that finds
+        # pending writes, a truncate, unmount): the mount's attribute cache must hear of each.
+        self.on_commit = on_commit
         self.buf = bytearray()          # the contiguous run of unsent bytes
         self.buf_offset = 0             # file offset of buf[0]
         self.sent = False               # chunks sent through the stream since the last commit
@@ -150,11 +154,13 @@ class FileHandle:
             self.dirty = False
             self.written_end = 0
             self.snapshot = None
-            self.commits += 1
             if attr is not None and attr.ino:
                 self.size = attr.size
-                return attr
-            return None
+            else:
+                attr = None
+            if self.on_commit is not None:
+                self.on_commit(self, attr)
+            return attr
 
     def _fail(self, e: FsError) -> None:
         """A write or commit failed: drop what is pending, so the file keeps its old content."""

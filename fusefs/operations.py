@@ -30,7 +30,6 @@ import errno
 import itertools
 import logging
 import os
-import posixpath
 import stat as statmod
 import threading
 import time
@@ -43,6 +42,7 @@ from fusefs.errno_boundary import errno_boundary
 from fusefs.filehandle import FileHandle
 from fusefs.fuse_binding import FuseOSError, Operations, fuse_get_context
 from fusefs.options import MountOptions
+from fusefs.paths import parent_of
 from protos import master_pb2
 
 log = logging.getLogger("fusefs.operations")
@@ -60,10 +60,6 @@ def check_path(path: str) -> str:
         if len(name.encode("utf-8", "surrogateescape")) > NAME_MAX:
             raise FuseOSError(errno.ENAMETOOLONG)
     return path
-
-
-def parent_of(path: str) -> str:
-    return posixpath.dirname(path.rstrip("/")) or "/"
 
 
 def attr_to_stat(attr: master_pb2.Attr, size: Optional[int] = None) -> dict:
@@ -171,13 +167,16 @@ class KelpOperations(Operations):
 
     def _commit_ino(self, ino: int, except_fh: Optional[int] = None) -> None:
         """Commit the pending writes of every handle of `ino` (before a truncate, utimens...)."""
-        committed = False
         for h in self._handles_of(ino):
             if h.fh != except_fh and h.dirty:
                 h.commit()
-                committed = True
-        if committed:
-            self.cache.invalidate_ino(ino)
+
+    def _committed(self, h: FileHandle, attr: Optional[master_pb2.Attr]) -> None:
+        """Every handle's commit ends here (FileHandle.on_commit): drop what the cache held for
+        the inode and keep the master's answer, so no getattr RPC follows."""
+        self.cache.invalidate_ino(h.ino)
+        if attr is not None and h.ino not in self._unlinked:
+            self.cache.put(h.path, attr)
 
     def _open_count(self, ino: int) -> int:
         return len(self._by_ino.get(ino, ()))  # a racy read is fine: a hint on the read path
@@ -445,7 +444,7 @@ class KelpOperations(Operations):
         fh = next(self._next_fh)
         h = FileHandle(fh, attr.ino, path, flags, attr, self.client,
                        chunk_size=self.options.chunk_size,
-                       replication=self.options.replication)
+                       replication=self.options.replication, on_commit=self._committed)
         with self._lock:
             self._handles[fh] = h
             self._by_ino.setdefault(attr.ino, set()).add(fh)
@@ -526,19 +525,13 @@ class KelpOperations(Operations):
     def read(self, path, size, offset, fh):
         h = self._handle(fh)
         # Writes through this and other handles of this mount are visible to this one (as on
-        # a local disk): commit them first (updating the cached attributes), then read a fresh
-        # chunk list.
-        if h.dirty:
-            self._commit_handle(h)
+        # a local disk): commit them first, then read a fresh chunk list. This handle's own
+        # pending writes are committed by FileHandle.read.
         if self._open_count(h.ino) > 1 and \
                 any(o.dirty for o in self._handles_of(h.ino) if o is not h):
             self._commit_ino(h.ino, except_fh=fh)
             h.forget_snapshot()
-        commits = h.commits
-        data = h.read(offset, size)
-        if h.commits != commits:  # a write slipped in and the read committed it
-            self.cache.invalidate_ino(h.ino)
-        return data
+        return h.read(offset, size)
 
     @errno_boundary
     def write(self, path, data, offset, fh):
@@ -554,15 +547,8 @@ class KelpOperations(Operations):
     def flush(self, path, fh):
         h = self._handle(fh)
         if h.dirty:
-            self._commit_handle(h)
+            h.commit()
         return 0
-
-    def _commit_handle(self, h: FileHandle) -> None:
-        """Commit one handle's writes and cache the attributes the master answered with."""
-        attr = h.commit()
-        self.cache.invalidate_ino(h.ino)
-        if attr is not None and h.ino not in self._unlinked:
-            self.cache.put(h.path, attr)  # the master's answer: no getattr RPC needed
 
     @errno_boundary
     def fsync(self, path, datasync, fh):
@@ -576,7 +562,7 @@ class KelpOperations(Operations):
             return 0
         try:
             if h.dirty:
-                self._commit_handle(h)
+                h.commit()
         finally:
             h.close()
             with self._lock:
