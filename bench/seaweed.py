@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from tools.local_cluster import free_port
+from tools.mounts import unmount
 
 IP = "127.0.0.1"
 
@@ -45,23 +46,6 @@ def weed_version(weed: str | None = None) -> str:
     out = subprocess.run([weed or weed_binary(), "version"], capture_output=True, text=True,
                          timeout=30).stdout
     return out.strip().splitlines()[0] if out.strip() else "unknown"
-
-
-def is_mounted(path: Path) -> bool:
-    """From /proc/self/mounts, so a mount whose process died (where stat fails with ENOTCONN
-    and os.path.ismount says False) still counts."""
-    target = os.path.abspath(path).replace(" ", "\\040")
-    with open("/proc/self/mounts") as fh:
-        return any(line.split()[1] == target for line in fh if len(line.split()) > 1)
-
-
-def unmount(path: Path) -> None:
-    """fusermount -u, then the lazy forms if the mount is busy or its process is gone."""
-    for cmd in (["fusermount", "-u", str(path)], ["fusermount", "-uz", str(path)],
-                ["umount", "-l", str(path)]):
-        if not is_mounted(path):
-            return
-        subprocess.run(cmd, capture_output=True, timeout=30)
 
 
 class SeaweedFS:

@@ -23,7 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench.seaweed import SeaweedFS, unmount, weed_version
+from bench.seaweed import SeaweedFS, weed_version
+from tools.mounts import unmount
 from tools.local_cluster import REPO_ROOT, ClusterLayout, LocalCluster
 
 

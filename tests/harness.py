@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fusefs.client import KelpClient
 from tools.local_cluster import REPO_ROOT, ClusterLayout, LocalCluster
+from tools.mounts import unmount
 
 
 def make_cluster(tmp_path: Path, volumes: int = 3, **layout_kw) -> LocalCluster:
@@ -95,13 +96,8 @@ class Mount:
             return "(no log)"
 
     def stop(self) -> None:
-        """Unmount (fusermount -u, then umount -l as a last resort) and reap the process."""
-        if os.path.ismount(self.mountpoint):
-            for cmd in (["fusermount", "-u", str(self.mountpoint)],
-                        ["fusermount", "-uz", str(self.mountpoint)],
-                        ["umount", "-l", str(self.mountpoint)]):
-                if subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0:
-                    break
+        """Unmount (fusermount -u, then the lazy forms as a last resort) and reap the process."""
+        unmount(self.mountpoint)
         if self.proc is not None:
             try:
                 self.proc.wait(timeout=10)

@@ -20,6 +20,7 @@ from rich.table import Table
 from fusefs.client import KelpClient, normpath
 from fusefs.master_client import check_reachable
 from tools.errors import QuietError
+from tools import mounts
 from tools.local_cluster import ClusterLayout, LocalCluster
 
 console = Console()
@@ -127,16 +128,8 @@ def down(args) -> int:
 
 
 def unmount(mountpoint: str) -> None:
-    if not os.path.ismount(mountpoint):
-        return
-    for cmd in (["fusermount", "-u", mountpoint], ["umount", mountpoint],
-                ["umount", "-l", mountpoint]):
-        try:
-            if subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0:
-                return
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-    raise QuietError(f"could not unmount {mountpoint} (busy? close files there and retry)")
+    if not mounts.unmount(mountpoint):
+        raise QuietError(f"could not unmount {mountpoint} (busy? close files there and retry)")
 
 
 def umount(args) -> int:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from bench.seaweed import is_mounted, unmount
+from tools.mounts import is_mounted, unmount
 from bench.targets import PassthroughTarget
 from tests.integration.mountutil import needs_fuse
 

@@ -12,13 +12,13 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.harness import dump_logs, kelp, make_cluster, wait_until
+from tools.mounts import unmount
 from tests.integration.mountutil import needs_fuse
 from tools.local_cluster import is_our_node, pid_alive
 
@@ -44,8 +44,8 @@ def force_down(data: Path, pids: dict[str, int], mountpoint: Path | None = None)
     kill by pid (only pids that are still our processes) what is still there."""
     if (data / "cluster.json").exists():
         kelp("down", "--data", str(data), timeout=60)
-    if mountpoint is not None and os.path.ismount(mountpoint):
-        subprocess.run(["fusermount", "-uz", str(mountpoint)], capture_output=True, timeout=30)
+    if mountpoint is not None:
+        unmount(mountpoint)
     for pid in pids.values():
         if pid and pid_alive(pid) and is_our_node(pid):
             os.kill(pid, signal.SIGKILL)
@@ -239,7 +239,6 @@ def test_kelp_mount_background_and_umount(cli_cluster, tmp_path):
         res = kelp("umount", str(tmp_path / "no-such-dir"))
         assert res.returncode == 1 and len(res.stderr.decode().strip().splitlines()) == 1
     finally:
-        if os.path.ismount(mnt):
-            subprocess.run(["fusermount", "-uz", str(mnt)], capture_output=True, timeout=30)
+        unmount(mnt)
         if pid and pid_alive(pid) and is_mount_process(pid):
             os.kill(pid, signal.SIGKILL)

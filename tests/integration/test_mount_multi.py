@@ -9,8 +9,8 @@ import time
 import pytest
 
 from tests.harness import REPO_ROOT, Mount
-from tests.integration.mountutil import (assert_clean_log, needs_fuse, sh,
-                                         start_cluster_and_mount, stop_all)
+from tools.mounts import unmount
+from tests.integration.mountutil import (assert_clean_log, needs_fuse, start_cluster_and_mount, stop_all)
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 
@@ -111,5 +111,4 @@ def test_background_mount_and_sigterm_unmounts(pair, tmp_path):
             time.sleep(0.05)
         assert not os.path.ismount(mp)
     finally:
-        if os.path.ismount(mp):
-            sh(f"fusermount -u {mp} || umount -l {mp}", check=False)
+        unmount(mp)
