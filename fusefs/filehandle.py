@@ -75,6 +75,7 @@ class FileHandle:
         self._next_read = 0           # where a sequential reader would read next
         self._ra_block = -1           # the chunk-sized block read-ahead was last asked for
         self.append = bool(flags & 0o2000)  # O_APPEND
+        self.direct_io = False          # opened with direct_io (see fusefs/kernelsize.py)
 
     # ------------------------------------------------------------------ writes
 

@@ -3,11 +3,12 @@
 Everything else in fusefs/ imports FUSE, Operations, FuseOSError and fuse_get_context from
 here, so the binding can be swapped (mfusepy speaks the same API on libfuse 3) in one place.
 
-`KelpFUSE` differs from fusepy's FUSE in two ways: fusepy's high-level `create` hides the open
-flags when raw_fi is off, so O_EXCL and O_TRUNC could not reach the operations (KelpFUSE passes
-`fi.flags` as a third argument: `Operations.create(path, mode, flags)`); and fusepy's `ioctl`
-decodes a path libfuse may pass as NULL (an open file whose name was removed, with
-flag_nullpath_ok), which crashed inside fusepy.
+`KelpFUSE` differs from fusepy's FUSE in three ways: fusepy's high-level `create` hides the
+open flags when raw_fi is off, so O_EXCL and O_TRUNC could not reach the operations (KelpFUSE
+passes `fi.flags` as a third argument: `Operations.create(path, mode, flags)`); `open` sets
+direct_io on the handles the operations ask for (`Operations.direct_io(fh) -> bool`, optional;
+see fusefs/kernelsize.py for why); and fusepy's `ioctl` decodes a path libfuse may pass as NULL
+(an open file whose name was removed, with flag_nullpath_ok), which crashed inside fusepy.
 """
 from __future__ import annotations
 
@@ -22,6 +23,14 @@ class KelpFUSE(FUSE):
     def create(self, path, mode, fip):  # noqa: D401 - fusepy callback
         fi = fip.contents
         fi.fh = self.operations("create", path.decode(self.encoding), mode, fi.flags)
+        return 0
+
+    def open(self, path, fip):  # noqa: D401 - fusepy callback
+        fi = fip.contents
+        fi.fh = self.operations("open", path.decode(self.encoding), fi.flags)
+        wants_direct_io = getattr(self.operations, "direct_io", None)
+        if wants_direct_io is not None and wants_direct_io(fi.fh):
+            fi.direct_io = 1
         return 0
 
     def ioctl(self, path, cmd, arg, fip, flags, data):  # noqa: D401 - fusepy callback

@@ -40,6 +40,7 @@ from fusefs.attrcache import AttrCache
 from fusefs.dirprefetch import DirPrefetcher
 from fusefs.errno_boundary import errno_boundary
 from fusefs.filehandle import FileHandle
+from fusefs.kernelsize import KernelSizes
 from fusefs.fuse_binding import FuseOSError, Operations, fuse_get_context
 from fusefs.options import MountOptions
 from fusefs.paths import parent_of
@@ -116,6 +117,7 @@ class KelpOperations(Operations):
         self.options = options or MountOptions()
         self.cache = AttrCache(self.options.attr_ttl)
         self.prefetch = DirPrefetcher(self.master, self.cache, self.options.attr_ttl)
+        self.kernel_sizes = KernelSizes()
         self._lock = threading.Lock()
         self._handles: dict[int, FileHandle] = {}
         self._by_ino: dict[int, set[int]] = {}
@@ -185,6 +187,23 @@ class KelpOperations(Operations):
         with self._lock:
             return bool(self._by_ino.get(ino))
 
+    def direct_io(self, fh: int) -> bool:
+        """Asked by KelpFUSE.open: open this handle with direct_io, because the kernel holds
+        another size for the file than the master (fusefs/kernelsize.py)."""
+        with self._lock:
+            h = self._handles.get(fh)
+        return h is not None and h.direct_io
+
+    def _new_handle_checked(self, path: str, flags: int, attr: master_pb2.Attr) -> int:
+        """_new_handle, marked direct_io when the kernel was told another size than
+        `attr.size`, the size the master just gave."""
+        fh = self._new_handle(path, flags, attr)
+        if self.kernel_sizes.differs(attr.ino, attr.size):
+            self._handle(fh).direct_io = True
+            log.info("open of %s with direct_io: the kernel holds another size than %d",
+                     path, attr.size)
+        return fh
+
     def _changed(self, *paths: str, links: bool = False, nlink_delta: int = 0) -> None:
         """Local changes to `paths`: drop their cached attributes. Their parent directories
         changed too: move their cached mtime/ctime to now (and nlink by nlink_delta when a
@@ -204,6 +223,7 @@ class KelpOperations(Operations):
     def getattr(self, path, fh=None):
         if path is not None:
             check_path(path)
+        token = self.kernel_sizes.token()  # before anything below reads a size
         h = None
         if fh:
             with self._lock:
@@ -214,7 +234,10 @@ class KelpOperations(Operations):
                 attr = self._call("GetAttrByIno", master_pb2.InoRequest(ino=h.ino))
         else:
             attr = self._lookup(path)
-        return attr_to_stat(attr, self._open_size(attr.ino))
+        st = attr_to_stat(attr, self._open_size(attr.ino))
+        if statmod.S_ISREG(attr.mode):
+            self.kernel_sizes.reported(attr.ino, st["st_size"], token)
+        return st
 
     @errno_boundary
     def access(self, path, amode):
@@ -501,7 +524,7 @@ class KelpOperations(Operations):
             snapshot = self._call("GetChunks", master_pb2.InoRequest(ino=ino))
         if cached is not None and cached.ino != ino:
             self.cache.invalidate_ino(cached.ino)
-        fh = self._new_handle(path, flags, snapshot.attr)
+        fh = self._new_handle_checked(path, flags, snapshot.attr)
         self._handle(fh).adopt_snapshot(snapshot)
         # The kernel asks getattr right after open: answer with what the master just said.
         self.cache.put(path, snapshot.attr)
@@ -519,7 +542,7 @@ class KelpOperations(Operations):
             for other in self._handles_of(attr.ino):
                 other.set_size_after_truncate(0)
             self.cache.invalidate_ino(attr.ino)
-        return self._new_handle(path, flags, attr)
+        return self._new_handle_checked(path, flags, attr)
 
     @errno_boundary
     def read(self, path, size, offset, fh):
@@ -541,7 +564,10 @@ class KelpOperations(Operations):
         floor = 0
         if h.append:
             floor = max((o.size for o in self._handles_of(h.ino) if o is not h), default=0)
-        return h.write(data, offset, floor)
+        written = h.write(data, offset, floor)
+        # The kernel now takes the file to be at least this long, whatever happens later.
+        self.kernel_sizes.grew(h.ino, offset + written)
+        return written
 
     @errno_boundary
     def flush(self, path, fh):

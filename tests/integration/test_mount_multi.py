@@ -76,6 +76,39 @@ def test_a_file_replaced_by_rename_in_one_mount_opens_new_in_the_other(pair):
         os.close(fd)
 
 
+def _read_without_fstat(path) -> bytes:
+    """Read to EOF in 4 MiB os.read calls, as a program that never stats the file would:
+    the kernel then serves it up to the size it believes, from the page cache."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        out = bytearray()
+        while block := os.read(fd, 4 << 20):
+            out += block
+        return bytes(out)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.timeout(90)
+def test_a_file_changed_by_the_other_mount_reads_exactly_its_new_bytes(pair):
+    """Mount B's kernel still holds a file's old size (attr_ttl) when mount A replaces the
+    file with a shorter or a longer one: B's next open must read exactly the new bytes
+    (close-to-open). Through the page cache B stopped at the old size of a file that grew, and
+    got zeros past the end of one that shrank when read-ahead requests finished out of order
+    (fusefs/kernelsize.py). B's open now bypasses the page cache while its kernel is wrong."""
+    _, a, b = pair
+    for i in range(15):
+        big = os.urandom(3 << 20)
+        (a / "shrinks.bin").write_bytes(big)
+        got = _read_without_fstat(b / "shrinks.bin")            # grew (after round 0)
+        assert len(got) == len(big) and got == big, f"round {i}: {len(got)} bytes read"
+        small = os.urandom(100_000 + 4096 * i)
+        (a / "shrinks.bin").write_bytes(small)
+        got = _read_without_fstat(b / "shrinks.bin")            # shrank
+        assert len(got) == len(small) and got == small, f"round {i}: {len(got)} bytes read"
+    os.unlink(a / "shrinks.bin")
+
+
 @pytest.mark.timeout(60)
 def test_mount_refusals(pair, tmp_path):
     cluster, a, _ = pair

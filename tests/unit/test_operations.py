@@ -4,6 +4,7 @@ buffer of a FileHandle (against a fake gateway), then every operation against a 
 from __future__ import annotations
 
 import errno
+import io
 import os
 import stat
 import time
@@ -15,6 +16,7 @@ from cluster.common.errors import FsError
 from fusefs.attrcache import AttrCache
 from fusefs.errno_boundary import errno_boundary
 from fusefs.filehandle import FileHandle
+from fusefs.kernelsize import KernelSizes
 from fusefs.operations import KelpOperations, check_path
 from fusefs.options import MountOptions
 from protos import master_pb2
@@ -202,6 +204,31 @@ def test_failed_write_is_eio_at_commit_and_pending_data_dropped():
     assert not h.dirty and h.size == 3    # the size the master still has
 
 
+@pytest.mark.timeout(10)
+def test_kernel_sizes_follow_answers_and_writes_exactly():
+    k = KernelSizes(max_entries=4)
+    k.reported(1, 100, k.token())
+    assert not k.differs(1, 100) and k.differs(1, 99) and k.differs(1, 101)
+    k.grew(1, 5000)                      # a write() the kernel saw succeed
+    assert k.differs(1, 100)             # ... and then lost: the file is still 100 bytes
+    k.grew(1, 10)                        # a write() inside the file: the size stays
+    assert not k.differs(1, 5000)
+    token = k.token()
+    k.grew(1, 6000)                      # completes while a getattr computes its answer:
+    k.reported(1, 100, token)            # the kernel drops that answer, keeps 6000
+    assert not k.differs(1, 6000)
+    k.reported(1, 100, k.token())        # an answer no write() raced: the kernel holds 100
+    assert not k.differs(1, 100)
+    token = k.token()
+    k.grew(2, 50)                        # a write() of another inode races nothing here
+    k.reported(1, 70, token)
+    assert not k.differs(1, 70)
+    assert not k.differs(3, 0)           # never told anything: nothing to correct
+    for ino in range(10, 20):            # bounded
+        k.reported(ino, 1, k.token())
+    assert len(k._told) <= 4
+
+
 # ---------------------------------------------------------------- against a real cluster
 
 
@@ -336,3 +363,63 @@ def test_readdir_head_returns_one_page_and_says_whether_there_is_more(ops):
     with pytest.raises(FsError) as info:
         ops.master.readdir_head("/nope", 5)
     assert info.value.errno == errno.ENOENT
+
+
+@pytest.mark.timeout(90)
+def test_open_is_direct_io_while_the_kernel_holds_another_size(cluster, ops):
+    """A write() lost with EIO, or a change by another client, leaves the kernel with a size
+    other than the file's: the next open bypasses the page cache (fusefs/kernelsize.py)."""
+    fh = ops.create("/k", 0o644, os.O_WRONLY | os.O_CREAT)
+    ops.write("/k", b"old!", 0, fh)
+    ops.release("/k", fh)
+    assert ops.getattr("/k")["st_size"] == 4
+    fh = ops.open("/k", os.O_RDONLY)
+    assert not ops.direct_io(fh)             # the usual case keeps the page cache
+    ops.release("/k", fh)
+
+    # 1. A write the kernel saw succeed, lost when the gateway went away.
+    fh = ops.open("/k", os.O_WRONLY)
+    ops.write("/k", b"n" * 100_000, 0, fh)
+    cluster.kill("g0")
+    with pytest.raises(OSError) as info:
+        ops.flush("/k", fh)
+    assert info.value.errno == errno.EIO
+    ops.release("/k", fh)
+    cluster.start_node("g0")
+    fh = ops.open("/k", os.O_RDONLY)
+    assert ops.direct_io(fh)
+    assert ops.read("/k", 200_000, 0, fh) == b"old!"   # the old content, nothing past it
+    ops.release("/k", fh)
+    time.sleep(1.1)                                     # past attr_ttl: getattr asks again
+    assert ops.getattr("/k")["st_size"] == 4            # what the kernel now holds
+    fh = ops.open("/k", os.O_RDONLY)
+    assert not ops.direct_io(fh)
+    ops.release("/k", fh)
+
+    # 2. Another client shrinks the file while this mount's answer is still cached.
+    from tests.harness import client_for
+    other = client_for(cluster)
+    try:
+        fh = ops.open("/k", os.O_WRONLY)
+        ops.write("/k", b"x" * 50_000, 0, fh)
+        ops.release("/k", fh)
+        assert ops.getattr("/k")["st_size"] == 50_000
+        other.master.call("SetAttr", master_pb2.SetAttrRequest(path="/k", size=10))
+    finally:
+        other.close()
+    fh = ops.open("/k", os.O_RDONLY)
+    assert ops.direct_io(fh)
+    assert ops.read("/k", 100_000, 0, fh) == b"x" * 10
+    ops.release("/k", fh)
+
+    # 3. ... or grows it: the kernel would stop reading at the size it was told.
+    assert ops.getattr("/k")["st_size"] == 10           # told (from the open's answer)
+    other = client_for(cluster)
+    try:
+        other.upload(io.BytesIO(b"y" * 70_000), "/k")
+    finally:
+        other.close()
+    fh = ops.open("/k", os.O_RDONLY)
+    assert ops.direct_io(fh)
+    assert ops.read("/k", 100_000, 0, fh) == b"y" * 70_000
+    ops.release("/k", fh)
