@@ -365,6 +365,15 @@ def test_readdir_head_returns_one_page_and_says_whether_there_is_more(ops):
     assert info.value.errno == errno.ENOENT
 
 
+def _open_and_read(ops, path: str) -> tuple[bool, bytes]:
+    """(opened with direct_io?, the whole file as one read returns it)"""
+    fh = ops.open(path, os.O_RDONLY)
+    try:
+        return ops.direct_io(fh), ops.read(path, 1 << 20, 0, fh)
+    finally:
+        ops.release(path, fh)
+
+
 @pytest.mark.timeout(90)
 def test_open_is_direct_io_while_the_kernel_holds_another_size(cluster, ops):
     """A write() lost with EIO, or a change by another client, leaves the kernel with a size
@@ -373,9 +382,7 @@ def test_open_is_direct_io_while_the_kernel_holds_another_size(cluster, ops):
     ops.write("/k", b"old!", 0, fh)
     ops.release("/k", fh)
     assert ops.getattr("/k")["st_size"] == 4
-    fh = ops.open("/k", os.O_RDONLY)
-    assert not ops.direct_io(fh)             # the usual case keeps the page cache
-    ops.release("/k", fh)
+    assert _open_and_read(ops, "/k") == (False, b"old!")  # the usual case: page cache
 
     # 1. A write the kernel saw succeed, lost when the gateway went away.
     fh = ops.open("/k", os.O_WRONLY)
@@ -386,15 +393,10 @@ def test_open_is_direct_io_while_the_kernel_holds_another_size(cluster, ops):
     assert info.value.errno == errno.EIO
     ops.release("/k", fh)
     cluster.start_node("g0")
-    fh = ops.open("/k", os.O_RDONLY)
-    assert ops.direct_io(fh)
-    assert ops.read("/k", 200_000, 0, fh) == b"old!"   # the old content, nothing past it
-    ops.release("/k", fh)
+    assert _open_and_read(ops, "/k") == (True, b"old!")  # the old content, nothing past it
     time.sleep(1.1)                                     # past attr_ttl: getattr asks again
     assert ops.getattr("/k")["st_size"] == 4            # what the kernel now holds
-    fh = ops.open("/k", os.O_RDONLY)
-    assert not ops.direct_io(fh)
-    ops.release("/k", fh)
+    assert _open_and_read(ops, "/k") == (False, b"old!")
 
     # 2. Another client shrinks the file while this mount's answer is still cached.
     from tests.harness import client_for
@@ -407,10 +409,7 @@ def test_open_is_direct_io_while_the_kernel_holds_another_size(cluster, ops):
         other.master.call("SetAttr", master_pb2.SetAttrRequest(path="/k", size=10))
     finally:
         other.close()
-    fh = ops.open("/k", os.O_RDONLY)
-    assert ops.direct_io(fh)
-    assert ops.read("/k", 100_000, 0, fh) == b"x" * 10
-    ops.release("/k", fh)
+    assert _open_and_read(ops, "/k") == (True, b"x" * 10)
 
     # 3. ... or grows it: the kernel would stop reading at the size it was told.
     assert ops.getattr("/k")["st_size"] == 10           # told (from the open's answer)
@@ -419,7 +418,4 @@ def test_open_is_direct_io_while_the_kernel_holds_another_size(cluster, ops):
         other.upload(io.BytesIO(b"y" * 70_000), "/k")
     finally:
         other.close()
-    fh = ops.open("/k", os.O_RDONLY)
-    assert ops.direct_io(fh)
-    assert ops.read("/k", 100_000, 0, fh) == b"y" * 70_000
-    ops.release("/k", fh)
+    assert _open_and_read(ops, "/k") == (True, b"y" * 70_000)
