@@ -13,8 +13,8 @@ master, has another size, reads through the page cache go wrong:
   back. But when two read-ahead requests past the end finish out of order, it ignores the lower
   one, because the attribute version moved when the higher one lowered i_size. i_size then
   stays past the end, and the reader gets zeros there: wrong bytes. The fault test of a
-  gateway restarted mid-stream hit this about once in ten runs under load (128 KiB of zeros
-  after the old 1 MiB).
+  gateway restarted mid-stream hit this once in CI and once in a local loop under load
+  (128 KiB of zeros after the old 1 MiB).
 * The file is longer than the kernel thinks, because another mount grew it within attr_ttl.
   The reader stops at the old size: close-to-open broken, because the open does not see the
   whole file.
