@@ -1,5 +1,5 @@
-"""KernelSizes: the size the kernel believes each file has, so that an open can tell when
-the kernel is wrong about it.
+"""KernelSizes: the size the kernel believes each file name has, so that an open can tell
+when the kernel is wrong about it.
 
 Why it matters: the kernel keeps a file's size (i_size) from our last getattr answer, and
 grows it itself when a write() succeeds. It trusts that size for attr_ttl, and reads through
@@ -19,8 +19,15 @@ master, has another size, reads through the page cache go wrong:
   The reader stops at the old size: close-to-open broken, because the open does not see the
   whole file.
 
-So the mount records, per inode, the size the kernel was last given: each getattr answer,
-and each write() the kernel saw succeed. An open that finds another size at the master is
+* Hard links: libfuse 2's high-level API gives each NAME its own kernel inode. After a write
+  through one name, the kernel still holds the old size for the other names, and a read
+  through them stopped at it.
+
+So the mount records, per name (per kernel inode, for libfuse 2), the size the kernel was
+last given: each getattr answer, and each write() the kernel saw succeed. A rename moves the
+record with the name. Records of names below a renamed directory, or of a removed name, are
+left behind; the kernel looks a name up before its next open, and that getattr answer
+replaces the record. An open that finds another size at the master is
 opened with direct_io (fusefs.fuse_binding.KelpFUSE.open). Its reads bypass the page cache,
 so they neither stop at the kernel's size nor get zero-filled; a short read is just the end
 of the file. The record changes when getattr reports the size again, except that an answer
@@ -31,8 +38,8 @@ mmap, which a direct_io open refuses (ENODEV). Neither does direct_io fix fstat 
 lseek(SEEK_END) on that descriptor: both show the kernel's size until attr_ttl runs out
 (docs/posix.md).
 
-Bounded: at most `max_entries` inodes; the oldest half is forgotten when it fills. A
-forgotten inode has the risk it had before this module, no more.
+Bounded: at most `max_entries` names; the oldest half is forgotten when it fills. A
+forgotten name has the risk it had before this module, no more.
 """
 from __future__ import annotations
 
@@ -43,44 +50,54 @@ class KernelSizes:
     def __init__(self, max_entries: int = 65536):
         self.max_entries = max_entries
         self._lock = threading.Lock()
-        self._told: dict[int, list[int]] = {}   # ino -> [size, sequence of its last write()]
-        self._seq = 0                           # write()s seen, all inodes
+        self._told: dict[str, list[int]] = {}   # path -> [size, sequence of its last write()]
+        self._seq = 0                           # write()s seen, all names
 
     def token(self) -> int:
         """Taken before a getattr looks anything up: the write() sequence number so far."""
         with self._lock:
             return self._seq
 
-    def reported(self, ino: int, size: int, token: int) -> None:
-        """getattr told the kernel `size`; `token` is what token() gave before the answer was
-        computed. A write() of `ino` completed since then may make the kernel drop this
-        answer, so the record only grows in that case."""
+    def reported(self, path: str, size: int, token: int) -> None:
+        """getattr told the kernel `size` for `path`; `token` is what token() gave before the
+        answer was computed. A write() through `path` completed since then may make the
+        kernel drop this answer, so the record only grows in that case."""
         with self._lock:
-            entry = self._told.get(ino)
+            entry = self._told.get(path)
             if entry is None:
-                self._add_locked(ino, size, 0)
+                self._add_locked(path, size, 0)
             elif entry[1] <= token or size > entry[0]:
                 entry[0] = size
 
-    def grew(self, ino: int, end: int) -> None:
-        """A write() ending at `end` succeeded: the kernel's size is now at least `end`."""
+    def grew(self, path: str, end: int) -> None:
+        """A write() through `path` ending at `end` succeeded: the kernel's size for that name
+        is now at least `end`."""
         with self._lock:
             self._seq += 1
-            entry = self._told.get(ino)
+            entry = self._told.get(path)
             if entry is None:
-                self._add_locked(ino, end, self._seq)
+                self._add_locked(path, end, self._seq)
             else:
                 entry[0] = max(entry[0], end)
                 entry[1] = self._seq
 
-    def differs(self, ino: int, size: int) -> bool:
-        """True when the kernel was told another size than `size` (the real one)."""
+    def renamed(self, old: str, new: str) -> None:
+        """The kernel moved its inode of `old` to the name `new` (and dropped new's)."""
         with self._lock:
-            entry = self._told.get(ino)
+            entry = self._told.pop(old, None)
+            if entry is None:
+                self._told.pop(new, None)
+            else:
+                self._told[new] = entry
+
+    def differs(self, path: str, size: int) -> bool:
+        """True when the kernel was told another size for `path` than `size` (the real one)."""
+        with self._lock:
+            entry = self._told.get(path)
             return entry is not None and entry[0] != size
 
-    def _add_locked(self, ino: int, size: int, seq: int) -> None:
+    def _add_locked(self, path: str, size: int, seq: int) -> None:
         if len(self._told) >= self.max_entries:
             for old in list(self._told)[: self.max_entries // 2]:
                 del self._told[old]
-        self._told[ino] = [size, seq]
+        self._told[path] = [size, seq]

@@ -198,7 +198,7 @@ class KelpOperations(Operations):
         """_new_handle, marked direct_io when the kernel was told another size than
         `attr.size`, the size the master just gave."""
         fh = self._new_handle(path, flags, attr)
-        if self.kernel_sizes.differs(attr.ino, attr.size):
+        if self.kernel_sizes.differs(path, attr.size):
             self._handle(fh).direct_io = True
             log.info("open of %s with direct_io: the kernel holds another size than %d",
                      path, attr.size)
@@ -235,8 +235,8 @@ class KelpOperations(Operations):
         else:
             attr = self._lookup(path)
         st = attr_to_stat(attr, self._open_size(attr.ino))
-        if statmod.S_ISREG(attr.mode):
-            self.kernel_sizes.reported(attr.ino, st["st_size"], token)
+        if path is not None and statmod.S_ISREG(attr.mode):
+            self.kernel_sizes.reported(path, st["st_size"], token)
         return st
 
     @errno_boundary
@@ -407,6 +407,7 @@ class KelpOperations(Operations):
             renamed.CopyFrom(moved)
             renamed.ctime_ns = time.time_ns()
             self.cache.put(new, renamed)
+        self.kernel_sizes.renamed(old, new)
         prefix = old.rstrip("/") + "/"
         with self._lock:
             for h in self._handles.values():
@@ -566,7 +567,8 @@ class KelpOperations(Operations):
             floor = max((o.size for o in self._handles_of(h.ino) if o is not h), default=0)
         written = h.write(data, offset, floor)
         # The kernel now takes the file to be at least this long, whatever happens later.
-        self.kernel_sizes.grew(h.ino, offset + written)
+        if path is not None:
+            self.kernel_sizes.grew(path, offset + written)
         return written
 
     @errno_boundary

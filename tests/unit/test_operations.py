@@ -205,27 +205,34 @@ def test_failed_write_is_eio_at_commit_and_pending_data_dropped():
 
 
 @pytest.mark.timeout(10)
-def test_kernel_sizes_follow_answers_and_writes_exactly():
+def test_kernel_sizes_follow_answers_writes_and_renames_exactly():
     k = KernelSizes(max_entries=4)
-    k.reported(1, 100, k.token())
-    assert not k.differs(1, 100) and k.differs(1, 99) and k.differs(1, 101)
-    k.grew(1, 5000)                      # a write() the kernel saw succeed
-    assert k.differs(1, 100)             # ... and then lost: the file is still 100 bytes
-    k.grew(1, 10)                        # a write() inside the file: the size stays
-    assert not k.differs(1, 5000)
+    k.reported("/a", 100, k.token())
+    assert not k.differs("/a", 100) and k.differs("/a", 99) and k.differs("/a", 101)
+    k.grew("/a", 5000)                   # a write() the kernel saw succeed
+    assert k.differs("/a", 100)          # ... and then lost: the file is still 100 bytes
+    k.grew("/a", 10)                     # a write() inside the file: the size stays
+    assert not k.differs("/a", 5000)
     token = k.token()
-    k.grew(1, 6000)                      # completes while a getattr computes its answer:
-    k.reported(1, 100, token)            # the kernel drops that answer, keeps 6000
-    assert not k.differs(1, 6000)
-    k.reported(1, 100, k.token())        # an answer no write() raced: the kernel holds 100
-    assert not k.differs(1, 100)
+    k.grew("/a", 6000)                   # completes while a getattr computes its answer:
+    k.reported("/a", 100, token)         # the kernel drops that answer, keeps 6000
+    assert not k.differs("/a", 6000)
+    k.reported("/a", 100, k.token())     # an answer no write() raced: the kernel holds 100
+    assert not k.differs("/a", 100)
     token = k.token()
-    k.grew(2, 50)                        # a write() of another inode races nothing here
-    k.reported(1, 70, token)
-    assert not k.differs(1, 70)
-    assert not k.differs(3, 0)           # never told anything: nothing to correct
-    for ino in range(10, 20):            # bounded
-        k.reported(ino, 1, k.token())
+    k.grew("/other", 50)                 # a write() through another name races nothing here
+    k.reported("/a", 70, token)
+    assert not k.differs("/a", 70)
+    assert not k.differs("/never", 0)    # never told anything: nothing to correct
+    k.reported("/b", 3, k.token())       # a hard link: its own kernel inode, its own size
+    k.grew("/a", 4)
+    assert k.differs("/b", 70) and not k.differs("/a", 70)
+    k.renamed("/a", "/c")                # the kernel moves the inode with the name
+    assert not k.differs("/c", 70) and not k.differs("/a", 1)
+    k.renamed("/x", "/b")                # an unknown name replaced /b: /b's inode is gone
+    assert not k.differs("/b", 70)
+    for i in range(10):                  # bounded
+        k.reported(f"/n{i}", 1, k.token())
     assert len(k._told) <= 4
 
 
