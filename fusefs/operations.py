@@ -40,8 +40,8 @@ from fusefs.attrcache import AttrCache
 from fusefs.dirprefetch import DirPrefetcher
 from fusefs.errno_boundary import errno_boundary
 from fusefs.filehandle import FileHandle
-from fusefs.kernelsize import KernelSizes
 from fusefs.fuse_binding import FuseOSError, Operations, fuse_get_context
+from fusefs.kernelsize import KernelSizes
 from fusefs.options import MountOptions
 from fusefs.paths import parent_of
 from protos import master_pb2
@@ -196,7 +196,8 @@ class KelpOperations(Operations):
 
     def _new_handle_checked(self, path: str, flags: int, attr: master_pb2.Attr) -> int:
         """_new_handle, marked direct_io when the kernel was told another size than
-        `attr.size`, the size the master just gave."""
+        `attr.size`, the size the master just gave. Not for create: the record of the name
+        may be a removed file's until the getattr libfuse sends after the create."""
         fh = self._new_handle(path, flags, attr)
         if self.kernel_sizes.differs(path, attr.size):
             self._handle(fh).direct_io = True
