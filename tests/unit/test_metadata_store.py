@@ -37,8 +37,11 @@ def piece(off: int, length: int, key: int, noff: int = 0, nsize: int | None = No
     return Piece(off, length, fid(1, key), noff, nsize if nsize is not None else noff + length, 7)
 
 
-def err(exc_info) -> int:
-    return exc_info.value.errno
+def errno_of(fn, *args, **kwargs) -> int:
+    """The errno of the FsError that fn(*args, **kwargs) must raise."""
+    with pytest.raises(FsError) as info:
+        fn(*args, **kwargs)
+    return info.value.errno
 
 
 def queued(store) -> set[str]:
@@ -74,40 +77,24 @@ def test_create_existing(store):
     store.commit(a.ino, [piece(0, 10, 1)], 10)
     again = store.create("/f", 0o600)
     assert again.ino == a.ino and again.size == 10
-    with pytest.raises(FsError) as e:
-        store.create("/f", 0o644, exclusive=True)
-    assert err(e) == errno.EEXIST
+    assert errno_of(store.create, "/f", 0o644, exclusive=True) == errno.EEXIST
     t = store.create("/f", 0o644, truncate=True)
     assert t.size == 0
     assert store.get_chunks(a.ino)[1] == []
     assert fid(1, 1) in queued(store)
     store.mkdir("/d", 0o755)
-    with pytest.raises(FsError) as e:
-        store.create("/d", 0o644)
-    assert err(e) == errno.EISDIR
+    assert errno_of(store.create, "/d", 0o644) == errno.EISDIR
 
 
 @T
 def test_missing_and_not_dir(store):
-    with pytest.raises(FsError) as e:
-        store.getattr("/nope")
-    assert err(e) == errno.ENOENT
+    assert errno_of(store.getattr, "/nope") == errno.ENOENT
     store.create("/f", 0o644)
-    with pytest.raises(FsError) as e:
-        store.getattr("/f/x")
-    assert err(e) == errno.ENOTDIR
-    with pytest.raises(FsError) as e:
-        store.create("/f/x", 0o644)
-    assert err(e) == errno.ENOTDIR
-    with pytest.raises(FsError) as e:
-        store.create("/nodir/x", 0o644)
-    assert err(e) == errno.ENOENT
-    with pytest.raises(FsError) as e:
-        store.readdir("/f")
-    assert err(e) == errno.ENOTDIR
-    with pytest.raises(FsError) as e:
-        store.getattr_ino(999)
-    assert err(e) == errno.ENOENT
+    assert errno_of(store.getattr, "/f/x") == errno.ENOTDIR
+    assert errno_of(store.create, "/f/x", 0o644) == errno.ENOTDIR
+    assert errno_of(store.create, "/nodir/x", 0o644) == errno.ENOENT
+    assert errno_of(store.readdir, "/f") == errno.ENOTDIR
+    assert errno_of(store.getattr_ino, 999) == errno.ENOENT
 
 
 @pytest.mark.parametrize("path, code", [
@@ -120,9 +107,7 @@ def test_missing_and_not_dir(store):
 ])
 @T
 def test_bad_paths(store, path, code):
-    with pytest.raises(FsError) as e:
-        store.create(path, 0o644)
-    assert err(e) == code
+    assert errno_of(store.create, path, 0o644) == code
     assert store.readdir("/") == []
 
 
@@ -140,19 +125,13 @@ def test_mkdir_nlink_and_parents(store):
     assert store.getattr("/").nlink == 3
     store.mkdir("/d/e", 0o755)
     assert store.getattr("/d").nlink == 3
-    with pytest.raises(FsError) as e:
-        store.mkdir("/d", 0o755)
-    assert err(e) == errno.EEXIST
-    with pytest.raises(FsError) as e:
-        store.mkdir("/x/y", 0o755)
-    assert err(e) == errno.ENOENT
+    assert errno_of(store.mkdir, "/d", 0o755) == errno.EEXIST
+    assert errno_of(store.mkdir, "/x/y", 0o755) == errno.ENOENT
     p = store.mkdir("/x/y/z", 0o755, parents=True)
     assert store.getattr("/x/y/z") == p
     assert store.mkdir("/x/y", 0o755, parents=True).ino == store.getattr("/x/y").ino
     store.create("/x/f", 0o644)
-    with pytest.raises(FsError) as e:
-        store.mkdir("/x/f/g", 0o755, parents=True)
-    assert err(e) == errno.ENOTDIR
+    assert errno_of(store.mkdir, "/x/f/g", 0o755, parents=True) == errno.ENOTDIR
 
 
 @T
@@ -194,13 +173,9 @@ def test_unlink_queues_fids(store):
     with pytest.raises(FsError):
         store.getattr_ino(a.ino)
     assert queued(store) == {fid(1, 1), fid(1, 2)}
-    with pytest.raises(FsError) as e:
-        store.unlink("/f")
-    assert err(e) == errno.ENOENT
+    assert errno_of(store.unlink, "/f") == errno.ENOENT
     store.mkdir("/d", 0o755)
-    with pytest.raises(FsError) as e:
-        store.unlink("/d")
-    assert err(e) == errno.EISDIR
+    assert errno_of(store.unlink, "/d") == errno.EISDIR
 
 
 @T
@@ -215,12 +190,8 @@ def test_get_chunks_at_resolves_the_name_now(store):
     attr, pieces, _ = store.get_chunks_at("/d/f")
     assert attr.ino == new.ino and attr.size == 5 and [p.fid for p in pieces] == [fid(1, 2)]
     assert store.get_chunks(old.ino)[0].size == 3   # the old inode, by number, is unchanged
-    with pytest.raises(FsError) as e:
-        store.get_chunks_at("/d/missing")
-    assert err(e) == errno.ENOENT
-    with pytest.raises(FsError) as e:
-        store.get_chunks_at("/d")
-    assert err(e) == errno.EISDIR
+    assert errno_of(store.get_chunks_at, "/d/missing") == errno.ENOENT
+    assert errno_of(store.get_chunks_at, "/d") == errno.EISDIR
 
 
 @T
@@ -252,15 +223,9 @@ def test_release_of_linked_inode_is_noop(store):
 def test_rmdir(store):
     store.mkdir("/d", 0o755)
     store.create("/d/f", 0o644)
-    with pytest.raises(FsError) as e:
-        store.rmdir("/d")
-    assert err(e) == errno.ENOTEMPTY
-    with pytest.raises(FsError) as e:
-        store.rmdir("/d/f")
-    assert err(e) == errno.ENOTDIR
-    with pytest.raises(FsError) as e:
-        store.rmdir("/nope")
-    assert err(e) == errno.ENOENT
+    assert errno_of(store.rmdir, "/d") == errno.ENOTEMPTY
+    assert errno_of(store.rmdir, "/d/f") == errno.ENOTDIR
+    assert errno_of(store.rmdir, "/nope") == errno.ENOENT
     store.unlink("/d/f")
     store.rmdir("/d")
     assert store.getattr("/").nlink == 2
@@ -300,16 +265,12 @@ def test_rename_keep_open_target(store):
 def test_rename_noreplace_and_self(store):
     store.create("/a", 0o644)
     store.create("/b", 0o644)
-    with pytest.raises(FsError) as e:
-        store.rename("/a", "/b", no_replace=True)
-    assert err(e) == errno.EEXIST
+    assert errno_of(store.rename, "/a", "/b", no_replace=True) == errno.EEXIST
     assert store.rename("/a", "/a") == 0
     store.link("/a", "/a2")
     assert store.rename("/a", "/a2") == 0  # two names of one inode: nothing happens
     assert {n for n, _ in store.readdir("/")} == {"a", "a2", "b"}
-    with pytest.raises(FsError) as e:
-        store.rename("/nope", "/c")
-    assert err(e) == errno.ENOENT
+    assert errno_of(store.rename, "/nope", "/c") == errno.ENOENT
 
 
 @T
@@ -327,9 +288,7 @@ def test_rename_dirs(store):
         ("/f", "/d2", errno.EISDIR),
         ("/d2", "/f", errno.ENOTDIR),
     ]:
-        with pytest.raises(FsError) as e:
-            store.rename(old, new)
-        assert err(e) == code, (old, new)
+        assert errno_of(store.rename, old, new) == code, (old, new)
     # move a directory to another parent: nlink of both parents follows
     store.rename("/d1/sub", "/d2/sub")
     assert store.getattr("/d1").nlink == 2 and store.getattr("/d2").nlink == 3
@@ -361,15 +320,9 @@ def test_symlink_readlink(store):
     assert stat.S_ISLNK(s.mode) and s.size == len("target/path") and s.uid == 3
     assert store.readlink("/l") == "target/path"
     store.create("/f", 0o644)
-    with pytest.raises(FsError) as e:
-        store.readlink("/f")
-    assert err(e) == errno.EINVAL
-    with pytest.raises(FsError) as e:
-        store.symlink("/f", "x")
-    assert err(e) == errno.EEXIST
-    with pytest.raises(FsError) as e:
-        store.symlink("/l2", "")
-    assert err(e) == errno.EINVAL
+    assert errno_of(store.readlink, "/f") == errno.EINVAL
+    assert errno_of(store.symlink, "/f", "x") == errno.EEXIST
+    assert errno_of(store.symlink, "/l2", "") == errno.EINVAL
 
 
 @T
@@ -383,13 +336,9 @@ def test_hard_link(store):
     store.unlink("/b")
     assert queued(store) == {fid(1, 1)}
     store.mkdir("/d", 0o755)
-    with pytest.raises(FsError) as e:
-        store.link("/d", "/d2")
-    assert err(e) == errno.EPERM
+    assert errno_of(store.link, "/d", "/d2") == errno.EPERM
     store.create("/c", 0o644)
-    with pytest.raises(FsError) as e:
-        store.link("/c", "/d")
-    assert err(e) == errno.EEXIST
+    assert errno_of(store.link, "/c", "/d") == errno.EEXIST
 
 
 # ---------------------------------------------------------------- setattr / truncate
@@ -404,12 +353,8 @@ def test_setattr(store):
     by_ino = store.setattr(ino=a.ino, mode=0o600)
     assert by_ino.mode & 0o7777 == 0o600
     store.mkdir("/d", 0o755)
-    with pytest.raises(FsError) as e:
-        store.setattr("/d", size=0)
-    assert err(e) == errno.EISDIR
-    with pytest.raises(FsError) as e:
-        store.setattr(ino=12345, mode=0)
-    assert err(e) == errno.ENOENT
+    assert errno_of(store.setattr, "/d", size=0) == errno.EISDIR
+    assert errno_of(store.setattr, ino=12345, mode=0) == errno.ENOENT
 
 
 @T
@@ -463,16 +408,10 @@ def test_commit_bad_input_changes_nothing(store):
     store.commit(a.ino, [piece(0, 10, 1)], 10)
     for bad in ([Piece(0, 10, "garbage", 0, 10)], [Piece(0, 0, fid(1, 5), 0, 0)],
                 [Piece(0, 10, fid(1, 5), 5, 10)]):
-        with pytest.raises(FsError) as e:
-            store.commit(a.ino, bad, 10)
-        assert err(e) == errno.EINVAL
-    with pytest.raises(FsError) as e:
-        store.commit(999, [piece(0, 1, 1)], 1)
-    assert err(e) == errno.ENOENT
+        assert errno_of(store.commit, a.ino, bad, 10) == errno.EINVAL
+    assert errno_of(store.commit, 999, [piece(0, 1, 1)], 1) == errno.ENOENT
     d = store.mkdir("/d", 0o755)
-    with pytest.raises(FsError) as e:
-        store.commit(d.ino, [piece(0, 1, 1)], 1)
-    assert err(e) == errno.EISDIR
+    assert errno_of(store.commit, d.ino, [piece(0, 1, 1)], 1) == errno.EISDIR
     _, pieces, version = store.get_chunks(a.ino)
     assert pieces == [piece(0, 10, 1)] and version == 1
 
@@ -506,32 +445,20 @@ def test_plain_commit_never_shrinks_the_file(store):
 @T
 def test_xattrs(store):
     store.create("/f", 0o644)
-    with pytest.raises(FsError) as e:
-        store.getxattr("/f", "user.a")
-    assert err(e) == errno.ENODATA
-    with pytest.raises(FsError) as e:
-        store.setxattr("/f", "user.a", b"1", XATTR_REPLACE)
-    assert err(e) == errno.ENODATA
+    assert errno_of(store.getxattr, "/f", "user.a") == errno.ENODATA
+    assert errno_of(store.setxattr, "/f", "user.a", b"1", XATTR_REPLACE) == errno.ENODATA
     store.setxattr("/f", "user.a", b"1", XATTR_CREATE)
-    with pytest.raises(FsError) as e:
-        store.setxattr("/f", "user.a", b"2", XATTR_CREATE)
-    assert err(e) == errno.EEXIST
+    assert errno_of(store.setxattr, "/f", "user.a", b"2", XATTR_CREATE) == errno.EEXIST
     store.setxattr("/f", "user.a", b"2", XATTR_REPLACE)
     store.setxattr("/f", "user.b", b"\0\xff")
     assert store.getxattr("/f", "user.a") == b"2"
     assert store.getxattr("/f", "user.b") == b"\0\xff"
     assert store.listxattr("/f") == ["user.a", "user.b"]
     store.removexattr("/f", "user.a")
-    with pytest.raises(FsError) as e:
-        store.removexattr("/f", "user.a")
-    assert err(e) == errno.ENODATA
+    assert errno_of(store.removexattr, "/f", "user.a") == errno.ENODATA
     assert store.listxattr("/f") == ["user.b"]
-    with pytest.raises(FsError) as e:
-        store.setxattr("/f", "user.big", b"x" * 65537)
-    assert err(e) == errno.E2BIG
-    with pytest.raises(FsError) as e:
-        store.listxattr("/nope")
-    assert err(e) == errno.ENOENT
+    assert errno_of(store.setxattr, "/f", "user.big", b"x" * 65537) == errno.E2BIG
+    assert errno_of(store.listxattr, "/nope") == errno.ENOENT
 
 
 # ---------------------------------------------------------------- queue, servers, counters
