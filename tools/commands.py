@@ -21,7 +21,7 @@ from fusefs.client import KelpClient, normpath
 from fusefs.master_client import check_reachable
 from tools.errors import QuietError
 from tools import mounts
-from tools.local_cluster import ClusterLayout, LocalCluster
+from tools.local_cluster import ClusterLayout, LocalCluster, wait_pid_gone
 
 console = Console()
 err_console = Console(stderr=True)
@@ -110,21 +110,55 @@ def _mount_background(cluster: LocalCluster, mountpoint: str) -> None:
 
 
 def down(args) -> int:
+    """Unmount and stop every node `kelp up` started, whatever one step reports.
+
+    Each step runs even when an earlier one failed (a busy mount must not leave the nodes
+    running); the failures are reported one line each at the end, with exit code 1. Files
+    that another process may remove at any moment (the mount process deletes its own pid file
+    as it exits) are removed with missing_ok, never checked first.
+    """
     data = Path(args.data).resolve()
-    if not (data / "cluster.json").exists():
-        raise QuietError(f"no cluster state in {data} (was `kelp up --data {args.data}` run?)")
-    cluster = LocalCluster.load(str(data))
+    try:
+        cluster = LocalCluster.load(str(data))
+    except FileNotFoundError:
+        raise QuietError(f"no cluster state in {data} (was `kelp up --data {args.data}` run?)") \
+            from None
+    failures: list[str] = []
     mp = data / "mountpoint"
-    if mp.exists():
-        unmount(mp.read_text().strip())
-        pid_file = data / "pids" / "mount.pid"
-        if pid_file.exists():
-            pid_file.unlink()
-        mp.unlink()
+    try:
+        mountpoint = mp.read_text().strip()
+    except FileNotFoundError:
+        mountpoint = ""
+    if mountpoint:
+        failures += _stop_mount(mountpoint, data / "pids" / "mount.pid")
+        if not failures:
+            mp.unlink(missing_ok=True)
     stopped = [n for n in cluster.nodes if cluster.running(n)]
-    cluster.stop()
+    for name in sorted(cluster.nodes, key=cluster.stop_order):
+        try:
+            cluster.stop_node(name)
+        except OSError as e:
+            failures.append(f"stopping {name}: {e}")
+    cluster.save()
     err_console.print(f"stopped {len(stopped)} nodes: {', '.join(stopped) or 'none running'}")
-    return 0
+    for line in failures:
+        print(f"kelp: {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _stop_mount(mountpoint: str, pid_file: Path) -> list[str]:
+    """Unmount, then wait for the mount process to exit; the failures, one line each."""
+    failures = []
+    if not mounts.unmount(mountpoint):
+        failures.append(f"could not unmount {mountpoint} (busy? close files there and retry)")
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        pid = 0  # already exited (it removes its own pid file) or never wrote one
+    if pid and not failures and not wait_pid_gone(pid, timeout=10):
+        failures.append(f"the mount process {pid} did not exit after unmounting")
+    pid_file.unlink(missing_ok=True)
+    return failures
 
 
 def unmount(mountpoint: str) -> None:

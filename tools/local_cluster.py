@@ -81,6 +81,16 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def wait_pid_gone(pid: int, timeout: float) -> bool:
+    """Wait until pid has exited (or is a zombie); False if it still runs after timeout."""
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def is_our_node(pid: int) -> bool:
     """True when pid is still one of our node processes (guards against pid reuse)."""
     try:
@@ -257,7 +267,10 @@ class LocalCluster:
     def signal(self, name: str, sig: int) -> None:
         spec = self.nodes[name]
         if spec.pid and pid_alive(spec.pid):
-            os.kill(spec.pid, sig)
+            try:
+                os.kill(spec.pid, sig)
+            except ProcessLookupError:
+                pass  # it exited between the check and the signal
 
     def kill(self, name: str) -> None:
         """SIGKILL a node and reap it."""
@@ -278,12 +291,12 @@ class LocalCluster:
                     proc.kill()
                     proc.wait(timeout=5)
         elif spec.pid and pid_alive(spec.pid) and is_our_node(spec.pid):
-            os.kill(spec.pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while pid_alive(spec.pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if pid_alive(spec.pid):
-                os.kill(spec.pid, signal.SIGKILL)
+            try:
+                os.kill(spec.pid, signal.SIGTERM)
+                if not wait_pid_gone(spec.pid, timeout):
+                    os.kill(spec.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it exited between the check and the signal
         pidfile = self.root / "pids" / f"{name}.pid"
         pidfile.unlink(missing_ok=True)
 
@@ -292,11 +305,12 @@ class LocalCluster:
             self.stop_node(name)
         self.start_node(name)
 
+    def stop_order(self, name: str) -> int:
+        """Gateway first (no new writes), then volumes, master last."""
+        return {"gateway": 0, "volume": 1, "master": 2}[self.nodes[name].kind]
+
     def stop(self) -> None:
-        # Gateway first (no new writes), then volumes, master last.
-        order = sorted(self.nodes, key=lambda n: {"gateway": 0, "volume": 1, "master": 2}[
-            self.nodes[n].kind])
-        for name in order:
+        for name in sorted(self.nodes, key=self.stop_order):
             self.stop_node(name)
         self.save()
 

@@ -134,6 +134,9 @@ def test_up_with_mount_and_down_unmounts(tmp_path):
 
         kelp("down", "--data", str(data), check=True)
         assert not os.path.ismount(mnt)
+        # down waits for the mount process, and its pid file is gone however the race went
+        assert not pid_alive(mount_pid)
+        assert not (data / "pids" / "mount.pid").exists()
         for name, pid in pids.items():
             wait_until(lambda pid=pid: gone(pid), timeout=15, what=f"{name} (pid {pid}) gone")
     finally:
