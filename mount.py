@@ -1,7 +1,7 @@
 """Mount a KelpFS cluster as a directory.
 
     python mount.py MOUNTPOINT [--master HOST:PORT] [--gateway HOST:PORT] [--chunk-size BYTES]
-                    [--cache-size BYTES] [--attr-ttl SECONDS] [--allow-other] [--read-only]
+                    [--cache-size BYTES] [--attr-ttl SECONDS] [--[no-]allow-other] [--read-only]
                     [--log-level LEVEL] [--background --pid-file FILE --log-file FILE]
                     [--replication N]
 
@@ -28,7 +28,12 @@ Kernel options (libfuse 2.9, passed by fusepy as -o options), chosen for speed:
   default_permissions           the kernel checks mode bits against cached attributes before
                                 every operation (POSIX permission semantics at no RPC cost)
   fsname=kelpfs:<master>, subtype=kelpfs   how df and /proc/mounts name it
-  allow_other, ro               when asked for (--allow-other, --read-only)
+  allow_other                   on by default when mounting as root (--no-allow-other turns it
+                                off), else when asked for; default_permissions keeps the
+                                kernel's checks for every user
+  ro                            with --read-only
+  (nodev, nosuid: libfuse's defaults; device nodes and set-id bits are stored and shown, but
+  a device in the mount cannot be opened and set-id bits are not honoured)
 No kernel_cache/auto_cache: the page cache of a file is dropped at each open, which gives
 close-to-open consistency between mounts.
 """
@@ -84,7 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read cache bytes (default 256M)")
     p.add_argument("--attr-ttl", type=float, default=d.attr_ttl,
                    help="seconds attributes and names are cached (default %(default)s)")
-    p.add_argument("--allow-other", action="store_true", help="let other users use the mount")
+    p.add_argument("--allow-other", action=argparse.BooleanOptionalAction, default=None,
+                   help="let other users use the mount, with the kernel checking permissions "
+                        "(default: on when mounting as root; a non-root user needs "
+                        "user_allow_other in /etc/fuse.conf)")
     p.add_argument("--read-only", action="store_true", help="mount read-only")
     p.add_argument("--log-level", default=d.log_level,
                    choices=["debug", "info", "warning", "error"])
@@ -97,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def allow_other_default() -> bool:
+    """Root mounts for a team (as SeaweedFS's allowOthers does); `default_permissions` makes
+    the kernel check each caller against the mode bits, so no one gains access by it."""
+    return os.geteuid() == 0
+
+
 def options_from_args(args: argparse.Namespace) -> MountOptions:
     return MountOptions(
         mountpoint=os.path.abspath(args.mountpoint),
@@ -107,7 +121,7 @@ def options_from_args(args: argparse.Namespace) -> MountOptions:
         cache_bytes=args.cache_size,
         attr_ttl=args.attr_ttl,
         entry_ttl=args.attr_ttl,
-        allow_other=args.allow_other,
+        allow_other=allow_other_default() if args.allow_other is None else args.allow_other,
         read_only=args.read_only,
         foreground=not args.background,
         log_level=args.log_level,

@@ -77,6 +77,7 @@ def attr_to_stat(attr: master_pb2.Attr, size: Optional[int] = None) -> dict:
         "st_ctime": attr.ctime_ns,
         "st_blocks": (size + 511) // 512,
         "st_blksize": BLKSIZE,
+        "st_rdev": attr.rdev,
     }
 
 
@@ -432,14 +433,20 @@ class KelpOperations(Operations):
 
     @errno_boundary
     def mknod(self, path, mode, dev):
-        """Regular files only (as `mknod` on a plain file would); device files, FIFOs and
-        sockets are refused with EPERM, as file systems without special files do."""
+        """A regular file, FIFO, unix socket (bind() makes one) or device node. Special files
+        are metadata at the master; the kernel gives them their behaviour (a FIFO's pipe, a
+        device's driver), so no open of one ever reaches us."""
         check_path(path)
         self._writable()
-        if not statmod.S_ISREG(mode):
-            raise FuseOSError(errno.EPERM)
-        fh = self.create(path, statmod.S_IMODE(mode), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-        self.release(path, fh)
+        if statmod.S_ISREG(mode):  # as create, so the mount's --replication applies
+            self.release(path, self.create(path, statmod.S_IMODE(mode),
+                                           os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+            return 0
+        uid, gid, _ = caller()
+        attr = self._call("Mknod", master_pb2.MknodRequest(
+            path=path, mode=mode, rdev=dev, uid=uid, gid=gid))
+        self._changed(path)
+        self.cache.put(path, attr)
         return 0
 
     @errno_boundary

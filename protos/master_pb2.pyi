@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Attr(_message.Message):
-    __slots__ = ("ino", "mode", "uid", "gid", "size", "nlink", "atime_ns", "mtime_ns", "ctime_ns", "replication", "has_xattrs")
+    __slots__ = ("ino", "mode", "uid", "gid", "size", "nlink", "atime_ns", "mtime_ns", "ctime_ns", "replication", "has_xattrs", "rdev")
     INO_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
@@ -19,6 +19,7 @@ class Attr(_message.Message):
     CTIME_NS_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_FIELD_NUMBER: _ClassVar[int]
     HAS_XATTRS_FIELD_NUMBER: _ClassVar[int]
+    RDEV_FIELD_NUMBER: _ClassVar[int]
     ino: int
     mode: int
     uid: int
@@ -30,7 +31,8 @@ class Attr(_message.Message):
     ctime_ns: int
     replication: int
     has_xattrs: bool
-    def __init__(self, ino: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., nlink: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., ctime_ns: _Optional[int] = ..., replication: _Optional[int] = ..., has_xattrs: _Optional[bool] = ...) -> None: ...
+    rdev: int
+    def __init__(self, ino: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., nlink: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., ctime_ns: _Optional[int] = ..., replication: _Optional[int] = ..., has_xattrs: _Optional[bool] = ..., rdev: _Optional[int] = ...) -> None: ...
 
 class PathRequest(_message.Message):
     __slots__ = ("path",)
@@ -129,6 +131,20 @@ class RenameResponse(_message.Message):
     REPLACED_INO_FIELD_NUMBER: _ClassVar[int]
     replaced_ino: int
     def __init__(self, replaced_ino: _Optional[int] = ...) -> None: ...
+
+class MknodRequest(_message.Message):
+    __slots__ = ("path", "mode", "rdev", "uid", "gid")
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    RDEV_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    path: str
+    mode: int
+    rdev: int
+    uid: int
+    gid: int
+    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., rdev: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ...) -> None: ...
 
 class SymlinkRequest(_message.Message):
     __slots__ = ("path", "target", "uid", "gid")

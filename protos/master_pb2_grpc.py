@@ -59,6 +59,11 @@ class MasterStub:
                 request_serializer=protos_dot_master__pb2.CreateRequest.SerializeToString,
                 response_deserializer=protos_dot_master__pb2.Attr.FromString,
                 _registered_method=True)
+        self.Mknod = channel.unary_unary(
+                '/kelp.master.Master/Mknod',
+                request_serializer=protos_dot_master__pb2.MknodRequest.SerializeToString,
+                response_deserializer=protos_dot_master__pb2.Attr.FromString,
+                _registered_method=True)
         self.Unlink = channel.unary_unary(
                 '/kelp.master.Master/Unlink',
                 request_serializer=protos_dot_master__pb2.UnlinkRequest.SerializeToString,
@@ -215,6 +220,12 @@ class MasterServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Create(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Mknod(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -403,6 +414,11 @@ def add_MasterServicer_to_server(servicer, server):
             'Create': grpc.unary_unary_rpc_method_handler(
                     servicer.Create,
                     request_deserializer=protos_dot_master__pb2.CreateRequest.FromString,
+                    response_serializer=protos_dot_master__pb2.Attr.SerializeToString,
+            ),
+            'Mknod': grpc.unary_unary_rpc_method_handler(
+                    servicer.Mknod,
+                    request_deserializer=protos_dot_master__pb2.MknodRequest.FromString,
                     response_serializer=protos_dot_master__pb2.Attr.SerializeToString,
             ),
             'Unlink': grpc.unary_unary_rpc_method_handler(
@@ -665,6 +681,33 @@ class Master:
             target,
             '/kelp.master.Master/Create',
             protos_dot_master__pb2.CreateRequest.SerializeToString,
+            protos_dot_master__pb2.Attr.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Mknod(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kelp.master.Master/Mknod',
+            protos_dot_master__pb2.MknodRequest.SerializeToString,
             protos_dot_master__pb2.Attr.FromString,
             options,
             channel_credentials,

@@ -90,11 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     # -- a local cluster in the background
     p = sub.add_parser("up", help="start a local cluster in the background and wait for it")
-    p.add_argument("--data", default="./data", help="data dir for all nodes (default: ./data)")
-    p.add_argument("--volumes", type=int, default=3, help="volume servers (default: 3)")
+    p.add_argument("--data", help="data dir for all nodes (default: ./data)")
+    p.add_argument("--volumes", type=int, help="volume servers (default: 3)")
     p.add_argument("--mount", metavar="DIR", help="also mount the cluster at DIR")
-    p.add_argument("--ephemeral-ports", action="store_true",
+    p.add_argument("--ephemeral-ports", action="store_true", default=None,
                    help="pick free ports instead of 9333/19333, 8080+/18080+, 7000/7001")
+    p.add_argument("--allow-other", action=argparse.BooleanOptionalAction, default=None,
+                   help="let other users use the mount (default: on when run as root)")
+    p.add_argument("--config", help="TOML file with more options ([up] table; flags and "
+                                    "KELP_UP_* env win)")
     p.set_defaults(func=command("up"))
 
     p = sub.add_parser("down", help="stop the cluster `kelp up` started (exactly its pids)")
@@ -115,9 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     _client_flags(p)
     p.set_defaults(func=command("upload"))
 
-    p = sub.add_parser("download", help="copy a file out of the cluster")
+    p = sub.add_parser("download", help="copy a file (or with -r a tree) out of the cluster")
     p.add_argument("remote", help="remote path")
-    p.add_argument("-o", "--output", required=True, help="local file to write ('-' = stdout)")
+    p.add_argument("-o", "--output", required=True,
+                   help="local file to write ('-' = stdout); with -r, the directory to copy into")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="copy a directory tree: files, symlinks, FIFOs and (as root) devices "
+                        "are recreated, sockets skipped with a line each")
     _client_flags(p)
     p.set_defaults(func=command("download"))
 

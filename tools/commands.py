@@ -6,6 +6,7 @@ raised as FsError/QuietError and turned into one line by tools.cli.main.
 from __future__ import annotations
 
 import os
+import posixpath
 import stat as statmod
 import subprocess
 import sys
@@ -19,9 +20,10 @@ from rich.table import Table
 
 from fusefs.client import KelpClient, normpath
 from fusefs.master_client import check_reachable
+from protos import master_pb2
 from tools.errors import QuietError
 from tools import mounts
-from tools.local_cluster import ClusterLayout, LocalCluster, wait_pid_gone
+from tools.local_cluster import ClusterLayout, LocalCluster, UpOptions, wait_pid_gone
 
 console = Console()
 err_console = Console(stderr=True)
@@ -47,17 +49,20 @@ def connect(args) -> KelpClient:
 # ---------------------------------------------------------------- local cluster
 
 def up(args) -> int:
-    data = Path(args.data).resolve()
+    from cluster.common.config import resolve
+    opts = resolve(UpOptions, "up", {k: getattr(args, k, None) for k in (
+        "data", "volumes", "mount", "ephemeral_ports", "allow_other")}, args.config)
+    data = Path(opts.data).resolve()
     if (data / "cluster.json").exists():
         try:
             old = LocalCluster.load(str(data))
             if any(old.running(n) for n in old.nodes):
                 raise QuietError(f"a cluster is already running from {data} "
-                                 f"(`kelp down --data {args.data}` stops it)")
+                                 f"(`kelp down --data {opts.data}` stops it)")
         except (ValueError, KeyError, TypeError):
             pass
-    eph = args.ephemeral_ports
-    layout = ClusterLayout(data_dir=str(data), volumes=args.volumes)
+    eph = opts.ephemeral_ports
+    layout = ClusterLayout(data_dir=str(data), volumes=opts.volumes)
     if eph:
         layout.master_port = layout.master_grpc_port = 0
         layout.volume_port = layout.volume_grpc_port = 0
@@ -72,8 +77,8 @@ def up(args) -> int:
     except RuntimeError as e:
         cluster.stop()
         raise QuietError(f"cluster did not come up: {e}") from None
-    if args.mount:
-        _mount_background(cluster, args.mount)
+    if opts.mount:
+        _mount_background(cluster, opts.mount, opts.allow_other)
     _print_status(check_reachable(cluster.master_addr))
     console.print(f"master: {cluster.master_addr}   gateway: {cluster.gateway_addr}   "
                   f"logs: {data / 'logs'}")
@@ -94,7 +99,8 @@ def _check_ports_free(cluster: LocalCluster) -> None:
                                      "(another cluster running? try --ephemeral-ports)") from None
 
 
-def _mount_background(cluster: LocalCluster, mountpoint: str) -> None:
+def _mount_background(cluster: LocalCluster, mountpoint: str,
+                      allow_other: bool | None) -> None:
     mnt = Path(mountpoint).resolve()
     mnt.mkdir(parents=True, exist_ok=True)
     pid_file = cluster.root / "pids" / "mount.pid"
@@ -103,6 +109,8 @@ def _mount_background(cluster: LocalCluster, mountpoint: str) -> None:
     cmd = [sys.executable, str(repo / "mount.py"), str(mnt), "--master", cluster.master_addr,
            "--gateway", cluster.gateway_addr, "--background", "--pid-file", str(pid_file),
            "--log-file", str(log_file)]
+    if allow_other is not None:
+        cmd.append("--allow-other" if allow_other else "--no-allow-other")
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         raise QuietError(f"mount failed: {result.stderr.strip() or result.stdout.strip()}")
@@ -245,6 +253,12 @@ def download(args) -> int:
     client = connect(args)
     try:
         attr = client.stat(args.remote)
+        if args.recursive:
+            return download_tree(client, normpath(args.remote), Path(args.output))
+        if not statmod.S_ISREG(attr.mode):
+            kind = "a directory (use -r)" if statmod.S_ISDIR(attr.mode) else \
+                f"a {file_kind(attr.mode)}, which holds no data (-r recreates it)"
+            raise QuietError(f"{normpath(args.remote)} is {kind}")
         if args.output == "-":
             client.download(args.remote, sys.stdout.buffer)
             return 0
@@ -266,6 +280,64 @@ def download(args) -> int:
                           f"{attr.size / secs / 1e6:.1f} MB/s")
     finally:
         client.close()
+    return 0
+
+
+def file_kind(mode: int) -> str:
+    return {statmod.S_IFIFO: "FIFO", statmod.S_IFSOCK: "socket", statmod.S_IFCHR:
+            "character device", statmod.S_IFBLK: "block device", statmod.S_IFLNK: "symlink",
+            statmod.S_IFDIR: "directory"}.get(statmod.S_IFMT(mode), "file")
+
+
+def download_tree(client: KelpClient, remote: str, dest: Path) -> int:
+    """Copy the tree at `remote` into the local directory `dest` (made if missing), as
+    `cp -a` would: modes and mtimes kept, symlinks as symlinks, FIFOs made anew, devices made
+    anew when run as root. A socket is only a name without the process that listens on it,
+    so it is skipped (as tar does), with one line; so is a device for a user who may not
+    make one. Skips are expected outcomes (tar too exits 0 for a socket): the exit code is
+    0, and a failure to copy raises."""
+    attr = client.stat(remote)
+    if not statmod.S_ISDIR(attr.mode):
+        raise QuietError(f"{remote} is not a directory (download -r copies a tree)")
+    if dest.exists() and not dest.is_dir():
+        raise QuietError(f"{dest} exists and is not a directory")
+    dest = dest / (posixpath.basename(remote) or "kelpfs-root")
+    counts = {"files": 0, "dirs": 0, "links": 0, "special": 0, "skipped": 0}
+
+    def skip(path: str, why: str) -> None:
+        err_console.print(f"skipped {path}: {why}", highlight=False)
+        counts["skipped"] += 1
+
+    def copy(rpath: str, local: Path, a) -> None:
+        kind = statmod.S_IFMT(a.mode)
+        if kind == statmod.S_IFDIR:
+            local.mkdir(exist_ok=True)
+            for entry in client.listdir(rpath):
+                copy(posixpath.join(rpath, entry.name), local / entry.name, entry.attr)
+            counts["dirs"] += 1
+        elif kind == statmod.S_IFREG:
+            with open(local, "wb") as fh:
+                client.download(rpath, fh)
+            counts["files"] += 1
+        elif kind == statmod.S_IFLNK:
+            os.symlink(client.master.call("Readlink", master_pb2.PathRequest(path=rpath)).target,
+                       local)
+            counts["links"] += 1
+            return  # a symlink's own mode and times are not worth an lutimes here
+        elif kind == statmod.S_IFSOCK:
+            return skip(rpath, "a socket (it means nothing without its server)")
+        elif kind in (statmod.S_IFCHR, statmod.S_IFBLK) and os.geteuid() != 0:
+            return skip(rpath, f"a {file_kind(a.mode)} (only root may make one)")
+        else:
+            os.mknod(local, kind | 0o600, a.rdev)
+            counts["special"] += 1
+        os.chmod(local, statmod.S_IMODE(a.mode))
+        os.utime(local, ns=(a.atime_ns, a.mtime_ns))
+
+    copy(remote, dest, attr)
+    err_console.print(f"downloaded {counts['files']} files, {counts['dirs']} directories, "
+                      f"{counts['links']} symlinks, {counts['special']} special files "
+                      f"into {dest}; skipped {counts['skipped']}")
     return 0
 
 
@@ -292,13 +364,14 @@ def ls(args) -> int:
                 chunks = str(len(info.chunks))
                 vids = {c.fid.split(",")[0] for c in info.chunks}
                 if vids:
-                    from protos import master_pb2
                     locs = client.master.call("LookupVolume", master_pb2.LookupRequest(
                         volume_ids=[int(v) for v in vids]))
                     replicas = str(min((len(v.replicas) for v in locs.locations), default=0))
             mtime = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(a.mtime_ns / 1e9))
+            size = (f"{os.major(a.rdev)}, {os.minor(a.rdev)}"  # a device shows its numbers
+                    if statmod.S_ISCHR(a.mode) or statmod.S_ISBLK(a.mode) else str(a.size))
             table.add_row(name + ("/" if statmod.S_ISDIR(a.mode) else ""),
-                          statmod.filemode(a.mode), str(a.size), chunks, replicas, mtime)
+                          statmod.filemode(a.mode), size, chunks, replicas, mtime)
         console.print(table)
     finally:
         client.close()

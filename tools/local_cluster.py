@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Optional
 
 from cluster.common import rpc
 from cluster.common.errors import FsError
@@ -112,6 +113,21 @@ class NodeSpec:
 
     def log_path(self, root: Path) -> Path:
         return root / "logs" / f"{self.name}.log"
+
+
+@dataclass
+class UpOptions:
+    """What `kelp up` can be told: flags, KELP_UP_* variables or an [up] table in TOML."""
+    # data dir for every node, pid files, logs and cluster.json
+    data: str = "./data"
+    # volume servers to start
+    volumes: int = 3
+    # also mount the cluster at this directory ("" = no mount)
+    mount: str = ""
+    # pick free ports instead of the fixed defaults
+    ephemeral_ports: bool = False
+    # let other users use the mount (None = on when run as root, as mount.py decides)
+    allow_other: Optional[bool] = None
 
 
 @dataclass

@@ -20,6 +20,8 @@ class ConfigError(ValueError):
 
 def _coerce(field: dataclasses.Field, value: Any, source: str) -> Any:
     kind = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", "")
+    # An optional option (None = decided at run time) takes the same values as the plain type.
+    kind = kind.removeprefix("Optional[").removesuffix("]").removesuffix(" | None")
     try:
         if kind == "bool":
             if isinstance(value, str):

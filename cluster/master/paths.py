@@ -4,6 +4,10 @@ Paths are absolute and '/'-separated; empty components (repeated or trailing sla
 ignored, as the kernel does. Each name is 1..255 bytes of UTF-8 without NUL or '/', and is not
 '.' or '..' (the FUSE layer resolves those before they reach the master). A name over 255
 bytes is ENAMETOOLONG; anything else malformed is EINVAL.
+
+A whole path has no length limit: PATH_MAX bounds one system call's argument, which the
+kernel checks, not the depth of a tree (a program that `cd`s down can build a tree whose paths
+from the root are far longer, as on ext4). The RPC layer's message size is the only bound.
 """
 from __future__ import annotations
 
@@ -12,7 +16,6 @@ import errno
 from cluster.common.errors import FsError
 
 NAME_MAX = 255
-PATH_MAX = 4096
 SYMLINK_MAX = 4095
 XATTR_NAME_MAX = 255
 XATTR_VALUE_MAX = 65536
@@ -43,7 +46,10 @@ def split(path: str) -> list[str]:
     """The validated components of an absolute path; [] is the root."""
     if not isinstance(path, str) or not path.startswith("/"):
         raise FsError(errno.EINVAL, f"path {path!r} is not absolute")
-    _check_length(path, "path", PATH_MAX)
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise FsError(errno.EINVAL, f"path {path[:80]!r}... is not valid UTF-8") from None
     if "\0" in path:
         raise FsError(errno.EINVAL, f"path {path!r} contains NUL")
     return [validate_name(part) for part in path.split("/") if part]

@@ -2,7 +2,9 @@
 
 `create_schema` is the one place the tables are declared, each with a comment on what it is
 for. `SCHEMA_VERSION` is stored in the `meta` table; a database written by a newer KelpFS is
-refused rather than misread, and an older one would be upgraded here (there is none yet).
+refused rather than misread, and an older one is upgraded at start by the numbered steps in
+`MIGRATIONS` (step N turns a version N-1 database into version N), all in the one transaction
+that opens the database, so an upgrade that fails leaves the old database as it was.
 
 Conventions: times are nanoseconds since the Unix epoch, sizes and offsets are bytes, names are
 TEXT in SQLite's default BINARY collation, which compares UTF-8 bytewise (so `ORDER BY name`
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 ROOT_INO = 1
 
@@ -27,7 +29,9 @@ _TABLES = [
         key   TEXT PRIMARY KEY,
         value TEXT NOT NULL
     )""",
-    # One row per file, directory or symlink. nlink counts directory entries naming the inode
+    # One row per file, directory, symlink or special file (FIFO, socket, character or block
+    # device: metadata only, the kernel gives them their behaviour; `rdev` is a device's
+    # st_rdev, 0 for every other type). nlink counts directory entries naming the inode
     # (directories: 2 + subdirectories). `orphan` = 1 marks a file whose last name went while a
     # client still had it open: it keeps its chunks until ReleaseInode. `version` grows with
     # every commit or truncate so readers can tell a chunk list changed. `target` is a
@@ -46,7 +50,8 @@ _TABLES = [
         target      TEXT,
         replication INTEGER NOT NULL DEFAULT 0,
         version     INTEGER NOT NULL DEFAULT 0,
-        orphan      INTEGER NOT NULL DEFAULT 0
+        orphan      INTEGER NOT NULL DEFAULT 0,
+        rdev        INTEGER NOT NULL DEFAULT 0
     )""",
     # Directory entries: (parent directory, name) -> inode. Hard links are several rows with
     # the same ino.
@@ -105,25 +110,42 @@ _TABLES = [
 ]
 
 
+# Step N upgrades a version N-1 database to version N. Never edit a released step: add one.
+MIGRATIONS: dict[int, list[str]] = {
+    # 2: special files (FIFOs, sockets, devices) keep their st_rdev.
+    2: ["ALTER TABLE inodes ADD COLUMN rdev INTEGER NOT NULL DEFAULT 0"],
+}
+
+
 class SchemaError(RuntimeError):
     """The database cannot be used by this version of KelpFS."""
+
+
+def stored_version(conn: sqlite3.Connection) -> int | None:
+    """The schema version a database records, or None for a new (empty) database."""
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
+    ).fetchone():
+        return None
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    return None if row is None else int(row[0])
 
 
 def create_schema(conn: sqlite3.Connection, now_ns: int) -> None:
     """Create (or check) every table in one transaction; `conn` must be in autocommit mode."""
     conn.execute("BEGIN IMMEDIATE")
     try:
-        row = None
-        if conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'"
-        ).fetchone():
-            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row is not None and int(row[0]) > SCHEMA_VERSION:
+        found = stored_version(conn)
+        if found is not None and found > SCHEMA_VERSION:
             raise SchemaError(
-                f"metadata schema version {row[0]} is newer than this KelpFS understands "
+                f"metadata schema version {found} is newer than this KelpFS understands "
                 f"({SCHEMA_VERSION}); upgrade KelpFS"
             )
-        for stmt in _TABLES:
+        if found is not None:
+            for step in range(found + 1, SCHEMA_VERSION + 1):
+                for stmt in MIGRATIONS[step]:
+                    conn.execute(stmt)
+        for stmt in _TABLES:  # a fresh database; on an upgraded one, only what is new
             conn.execute(stmt)
         conn.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",

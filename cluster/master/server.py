@@ -58,7 +58,7 @@ def attr_pb(a: Attr) -> master_pb2.Attr:
     return master_pb2.Attr(
         ino=a.ino, mode=a.mode, uid=a.uid, gid=a.gid, size=a.size, nlink=a.nlink,
         atime_ns=a.atime_ns, mtime_ns=a.mtime_ns, ctime_ns=a.ctime_ns,
-        replication=a.replication, has_xattrs=bool(a.has_xattrs),
+        replication=a.replication, has_xattrs=bool(a.has_xattrs), rdev=a.rdev,
     )
 
 
@@ -154,6 +154,11 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
         return attr_pb(self.store.create(request.path, request.mode, request.uid, request.gid,
                                          request.exclusive, request.truncate,
                                          request.replication))
+
+    @rpc.servicer_method
+    def Mknod(self, request, context):
+        return attr_pb(self.store.mknod(request.path, request.mode, request.rdev, request.uid,
+                                        request.gid))
 
     @rpc.servicer_method
     def Unlink(self, request, context):

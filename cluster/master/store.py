@@ -52,6 +52,7 @@ class Attr:
     ctime_ns: int
     replication: int = 0
     has_xattrs: bool = False
+    rdev: int = 0             # st_rdev of a character or block device, else 0
 
     @property
     def is_dir(self) -> bool:
@@ -99,6 +100,11 @@ class MetadataStore(abc.ABC):
     @abc.abstractmethod
     def create(self, path: str, mode: int, uid: int = 0, gid: int = 0, exclusive: bool = False,
                truncate: bool = False, replication: int = 0) -> Attr: ...
+
+    @abc.abstractmethod
+    def mknod(self, path: str, mode: int, rdev: int = 0, uid: int = 0, gid: int = 0) -> Attr:
+        """A new regular file, FIFO, socket or device (`mode` holds the type); EEXIST if the
+        name exists. rdev is kept for devices only."""
 
     @abc.abstractmethod
     def unlink(self, path: str, keep_open: bool = False) -> int:
@@ -219,9 +225,11 @@ _ATTR_COLS_PLAIN = "ino, mode, uid, gid, size, nlink, atime_ns, mtime_ns, ctime_
 # SELinux labels) without one RPC each; the xattrs table's primary key (ino, name) makes it an
 # index probe.
 _ATTR_COLS = (_ATTR_COLS_PLAIN
-              + ", EXISTS(SELECT 1 FROM xattrs x WHERE x.ino = inodes.ino)")
+              + ", EXISTS(SELECT 1 FROM xattrs x WHERE x.ino = inodes.ino), rdev")
 _ATTR_COLS_I = (", ".join("i." + c.strip() for c in _ATTR_COLS_PLAIN.split(","))
-                + ", EXISTS(SELECT 1 FROM xattrs x WHERE x.ino = i.ino)")
+                + ", EXISTS(SELECT 1 FROM xattrs x WHERE x.ino = i.ino), i.rdev")
+# The file types mknod makes: a regular file, or a special file that is metadata only.
+MKNOD_TYPES = (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK)
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
@@ -337,7 +345,7 @@ class SQLiteStore(MetadataStore):
 
     def _new_inode(self, c, mode: int, uid: int, gid: int, nlink: int, now: int,
                    size: int = 0, target: Optional[str] = None, replication: int = 0,
-                   parent: int = 0) -> int:
+                   parent: int = 0, rdev: int = 0) -> int:
         if parent:
             # A setgid directory passes its group on, and to subdirectories its setgid bit
             # (what Linux file systems do; shared group directories rely on it).
@@ -349,8 +357,8 @@ class SQLiteStore(MetadataStore):
         ino = self._alloc_ino(c)
         c.execute(
             "INSERT INTO inodes (ino, mode, uid, gid, size, atime_ns, mtime_ns, ctime_ns, nlink,"
-            " target, replication) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (ino, mode, uid, gid, size, now, now, now, nlink, target, replication),
+            " target, replication, rdev) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (ino, mode, uid, gid, size, now, now, now, nlink, target, replication, rdev),
         )
         return ino
 
@@ -528,6 +536,25 @@ class SQLiteStore(MetadataStore):
                 return self._attr(c, ino)
             ino = self._new_inode(c, stat.S_IFREG | (mode & 0o7777), uid, gid, 1, now,
                                   replication=replication, parent=parent)
+            c.execute("INSERT INTO entries (parent, name, ino) VALUES (?,?,?)", (parent, name, ino))
+            self._touch_dir(c, parent, now)
+            return self._attr(c, ino)
+
+    def mknod(self, path: str, mode: int, rdev: int = 0, uid: int = 0, gid: int = 0) -> Attr:
+        kind = stat.S_IFMT(mode)
+        if kind not in MKNOD_TYPES:
+            raise FsError(errno.EINVAL, f"mknod of file type {kind:#o}")
+        if kind not in (stat.S_IFCHR, stat.S_IFBLK):
+            rdev = 0
+        if not 0 <= rdev < 1 << 64:
+            raise FsError(errno.EINVAL, f"device number {rdev}")
+        with self._tx() as c:
+            parent, name = self._resolve_parent(c, path)
+            if self._lookup(c, parent, name) is not None:
+                raise FsError(errno.EEXIST, path)
+            now = self._now()
+            ino = self._new_inode(c, kind | (mode & 0o7777), uid, gid, 1, now, parent=parent,
+                                  rdev=rdev)
             c.execute("INSERT INTO entries (parent, name, ino) VALUES (?,?,?)", (parent, name, ino))
             self._touch_dir(c, parent, now)
             return self._attr(c, ino)

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -131,6 +132,19 @@ def test_up_with_mount_and_down_unmounts(tmp_path):
         assert pid_alive(mount_pid)
         (mnt / "hello.txt").write_text("through kelp up --mount\n")
         assert (mnt / "hello.txt").read_text() == "through kelp up --mount\n"
+        if os.geteuid() == 0:
+            # run as root, the mount is for everyone (allow_other), the kernel checking modes
+            with open("/proc/self/mounts") as fh:
+                opts = next(line.split()[3] for line in fh if line.split()[1] == str(mnt))
+            assert "allow_other" in opts.split(","), opts
+            (mnt / "secret").write_text("root only\n")
+            os.chmod(mnt / "secret", 0o600)
+            os.chmod(mnt / "hello.txt", 0o644)
+            # as nobody, entering the mount while still root (pytest's tmp dirs are 0700)
+            seen = subprocess.run(["cat", "hello.txt", "secret"], cwd=mnt, user=65534,
+                                  group=65534, extra_groups=[], capture_output=True, timeout=30)
+            assert seen.stdout == b"through kelp up --mount\n", seen
+            assert b"Permission denied" in seen.stderr and seen.returncode == 1, seen
 
         kelp("down", "--data", str(data), check=True)
         assert not os.path.ismount(mnt)

@@ -1104,20 +1104,20 @@ def test_read_updates_atime(d):
     f.read_bytes()
     assert os.lstat(f).st_atime_ns > 10**17
 
-@pytest.mark.parametrize("kind,expect", [("fifo", "EPERM"), ("socket", "EPERM"),
-                                         ("regular", "OK")])
+@pytest.mark.parametrize("kind", ["fifo", "socket", "char", "block", "regular"])
 @pytest.mark.timeout(30)
-def test_mknod(d, kind, expect):
-    """No special files: FIFOs, sockets and devices are refused with EPERM (as file systems
-    without them do; a read-write mount must never answer EROFS); mknod of a regular file
-    makes an empty file."""
-    mode = {"fifo": stat.S_IFIFO, "socket": stat.S_IFSOCK, "regular": stat.S_IFREG}[kind]
-    assert E(os.mknod, d / "node", mode | 0o644) == expect
-    if expect == "OK":
-        st = os.lstat(d / "node")
-        assert stat.S_ISREG(st.st_mode) and st.st_size == 0
-    else:
-        assert not os.path.lexists(d / "node")
+def test_mknod(d, kind):
+    """Every file type mknod makes is stored with its type, mode under umask, owner and (for
+    devices) its numbers; tests/integration/test_special_files.py checks each type under
+    every operation against the local disk."""
+    mode = {"fifo": stat.S_IFIFO, "socket": stat.S_IFSOCK, "char": stat.S_IFCHR,
+            "block": stat.S_IFBLK, "regular": stat.S_IFREG}[kind]
+    dev = os.makedev(4, 64) if kind in ("char", "block") else 0
+    os.mknod(d / "node", mode | 0o666, dev)
+    st = os.lstat(d / "node")
+    assert (stat.S_IFMT(st.st_mode), stat.S_IMODE(st.st_mode)) == (mode, 0o666 & ~UMASK)
+    assert (st.st_rdev, st.st_size, st.st_nlink, st.st_uid) == (dev, 0, 1, 0)
+    assert E(os.mknod, d / "node", mode | 0o644, dev) == "EEXIST"
 
 # =========================================================================== permissions
 

@@ -91,3 +91,21 @@ def test_config_sources_and_unknown_keys(tmp_path, monkeypatch):
     monkeypatch.setenv("KELP_MASTER_PORTT", "1")
     with pytest.raises(ConfigError, match="PORTT"):
         resolve(MasterOptions, "master", {})
+
+
+@pytest.mark.timeout(10)
+def test_kelp_up_options_from_flags_env_and_toml(tmp_path, monkeypatch):
+    """`kelp up --allow-other` has its TOML and env spellings; unset, it stays None so the
+    mount decides (on for root)."""
+    from tools.local_cluster import UpOptions
+    assert resolve(UpOptions, "up", {"allow_other": None}).allow_other is None
+    toml = tmp_path / "kelp.toml"
+    toml.write_text("[up]\nallow_other = true\nvolumes = 2\n")
+    opts = resolve(UpOptions, "up", {"allow_other": None}, str(toml))
+    assert (opts.allow_other, opts.volumes) == (True, 2)
+    monkeypatch.setenv("KELP_UP_ALLOW_OTHER", "no")
+    assert resolve(UpOptions, "up", {}, str(toml)).allow_other is False
+    assert resolve(UpOptions, "up", {"allow_other": True}, str(toml)).allow_other is True
+    monkeypatch.setenv("KELP_UP_ALLOW_OTHER", "maybe")
+    with pytest.raises(ConfigError):
+        resolve(UpOptions, "up", {})

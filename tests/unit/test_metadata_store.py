@@ -3,8 +3,10 @@ PostgreSQL store to STORES when it exists)."""
 from __future__ import annotations
 
 import errno
+import os
 import stat
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -538,6 +540,72 @@ def test_refuses_newer_schema(tmp_path):
     conn.close()
     with pytest.raises(schema.SchemaError):
         SQLiteStore(path)
+
+
+@T
+def test_a_version_1_database_opens_and_upgrades(tmp_path):
+    """A data dir written by the first schema (dumped from a real one) opens: its files,
+    chunks, xattrs and symlinks are all there, it is marked with the current version, and
+    the upgrade's new column works (a FIFO and a device can be made)."""
+    import sqlite3
+    path = tmp_path / "meta.db"
+    conn = sqlite3.connect(path)
+    conn.executescript((Path(__file__).parent / "data" / "meta_v1.sql").read_text())
+    conn.close()
+    store = SQLiteStore(str(path))
+    try:
+        a = store.getattr("/docs/a.txt")
+        assert (a.size, a.uid, a.rdev, stat.S_IMODE(a.mode)) == (5, 1000, 0, 0o644)
+        _, pieces, _ = store.get_chunks(a.ino)
+        assert [(p.fid, p.length, p.crc32c) for p in pieces] == [("3,01637037d6", 5, 12345)]
+        assert store.getxattr("/docs/a.txt", "user.color") == b"blue"
+        assert store.readlink("/docs/link") == "a.txt"
+        dev = store.mknod("/docs/null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        assert stat.S_ISCHR(dev.mode) and dev.rdev == os.makedev(1, 3)
+        assert stat.S_ISFIFO(store.mknod("/docs/fifo", stat.S_IFIFO | 0o600).mode)
+    finally:
+        store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+        str(schema.SCHEMA_VERSION),)
+    conn.close()
+    SQLiteStore(str(path)).close()  # opening an upgraded database again changes nothing
+
+
+@T
+def test_special_files_are_metadata_with_their_device_numbers(store):
+    fifo = store.mknod("/p", stat.S_IFIFO | 0o640, rdev=99, uid=7, gid=8)
+    assert stat.S_ISFIFO(fifo.mode) and fifo.rdev == 0 and (fifo.uid, fifo.gid) == (7, 8)
+    blk = store.mknod("/b", stat.S_IFBLK | 0o600, os.makedev(8, 1))
+    assert store.getattr("/b").rdev == os.makedev(8, 1) == blk.rdev
+    assert dict(store.readdir("/"))["b"].rdev == os.makedev(8, 1)
+    sock = store.mknod("/s", stat.S_IFSOCK | 0o755)
+    assert stat.S_ISSOCK(sock.mode)
+    assert errno_of(store.mknod, "/p", stat.S_IFIFO | 0o600) == errno.EEXIST
+    assert errno_of(store.mknod, "/d", stat.S_IFDIR | 0o755) == errno.EINVAL
+    assert errno_of(store.mknod, "/l", stat.S_IFLNK | 0o777) == errno.EINVAL
+    assert errno_of(store.setattr, "/p", size=0) == errno.EINVAL
+    store.link("/b", "/b2")
+    assert store.getattr("/b2").nlink == 2
+    store.rename("/s", "/b2")
+    assert stat.S_ISSOCK(store.getattr("/b2").mode) and store.getattr("/b").nlink == 1
+    store.setattr("/p", mode=0o600, uid=1)
+    assert stat.S_ISFIFO(store.getattr("/p").mode) and store.getattr("/p").uid == 1
+    store.unlink("/p")
+    assert errno_of(store.getattr, "/p") == errno.ENOENT
+
+
+@T
+def test_paths_longer_than_path_max_are_fine(store):
+    """Only each name is limited (255 bytes); a tree may be deeper than PATH_MAX."""
+    path = ""
+    for _ in range(30):
+        path += "/" + "d" * 250
+        store.mkdir(path, 0o755)
+    assert len(path) > 7000
+    store.create(path + "/f", 0o644)
+    assert store.getattr(path + "/f").is_file
+    assert errno_of(store.create, path + "/" + "x" * 256, 0o644) == errno.ENAMETOOLONG
 
 
 @T
