@@ -1,6 +1,6 @@
 """Run the benchmarks on several targets in one go and report medians side by side.
 
-    python -m bench.run [--runs 3] [--targets local,passthrough,seaweedfs,kelpfs] [--quick]
+    python -m bench.run [--runs 3] [--targets local,passthrough,seaweedfs,juicefs,kelpfs] [--quick]
                         [--only core|mount] [--timeout SECONDS] [--keep]
 
 First the per-call floors are measured (bench/floors.py: a gRPC unary call, a ZMQ round trip
@@ -43,7 +43,11 @@ BENCH_DIR = Path(__file__).resolve().parent
 DOC = BENCH_DIR.parent / "docs" / "bench.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 # Ratio columns (a / b of the medians), each shown when both targets are in the run.
-RATIOS = (("kelpfs", "seaweedfs"), ("kelpfs", "passthrough"))
+RATIOS = (("kelpfs", "seaweedfs"), ("kelpfs", "juicefs"), ("kelpfs", "passthrough"))
+# The other distributed file systems: "kelpfs/best peer" divides by the better of them on each
+# row (shown when all of them are in the run), placed after the last ratio to a peer.
+PEERS = ("seaweedfs", "juicefs")
+BEST_PEER = "kelpfs/best peer"
 FLOOR_CALLS = 2000
 
 console = Console(stderr=True)
@@ -52,7 +56,7 @@ console = Console(stderr=True)
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     p.add_argument("--runs", type=int, default=3, help="repetitions; the median is reported")
-    p.add_argument("--targets", default="local,passthrough,seaweedfs,kelpfs",
+    p.add_argument("--targets", default="local,passthrough,seaweedfs,juicefs,kelpfs",
                    help="comma-separated, from: " + ",".join(TARGETS))
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     p.add_argument("--only", choices=["core", "mount"],
@@ -111,6 +115,7 @@ def machine_facts(targets: dict[str, Target], sizes: W.Sizes, source: tuple[int,
         "kernel": platform.release(), "python": platform.python_version(),
         "kelpfs_commit": versions.get("kelpfs") or KelpTarget().version(),
         "seaweedfs_version": versions.get("seaweedfs", ""),
+        "juicefs_version": versions.get("juicefs", ""),
         "runs": args.runs, "quick": args.quick, "sizes": sizes.__dict__,
         "source_tree": {"files": source[0], "bytes": source[1]},
         "page_cache_dropped": can_drop,
@@ -147,7 +152,28 @@ def fmt(v: float | None) -> str:
 
 
 def ratio_columns(names: list[str]) -> list[str]:
-    return [f"{a}/{b}" for a, b in RATIOS if a in names and b in names]
+    cols = [f"{a}/{b}" for a, b in RATIOS if a in names and b in names]
+    if "kelpfs" in names and all(p in names for p in PEERS):
+        last_peer = max(cols.index(f"kelpfs/{p}") for p in PEERS)
+        cols.insert(last_peer + 1, BEST_PEER)
+    return cols
+
+
+def best_peer(medians: dict[str, float | None], higher_is_better: bool,
+              peers: tuple[str, ...] = PEERS) -> str | None:
+    """The peer with the better median on one row: the highest where higher is better (rates),
+    the lowest where lower is better (times); None when no peer has a number. A tie goes to
+    the peer named first."""
+    have = [p for p in peers if medians.get(p) is not None]
+    if not have:
+        return None
+    pick = max if higher_is_better else min
+    return pick(have, key=lambda p: medians[p])
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, or None when either is missing or zero (as for every ratio column)."""
+    return a / b if a and b else None
 
 
 def summarise(results: dict[str, dict[str, list[float]]], names: list[str]) -> list[dict]:
@@ -160,8 +186,13 @@ def summarise(results: dict[str, dict[str, list[float]]], names: list[str]) -> l
         row = {"workload": metric, "better": "higher" if meta.higher_is_better else "lower",
                "medians": med}
         for col in ratio_columns(names):
-            a, b = col.split("/")
-            row[col] = med[a] / med[b] if med.get(a) and med.get(b) else None
+            if col == BEST_PEER:
+                peer = best_peer(med, meta.higher_is_better)
+                row["best peer"] = peer
+                row[col] = ratio(med["kelpfs"], med[peer]) if peer else None
+            else:
+                a, b = col.split("/")
+                row[col] = ratio(med.get(a), med.get(b))
         rows.append(row)
     return rows
 
@@ -178,7 +209,7 @@ def print_table(rows: list[dict], names: list[str], errors: dict[str, list[str]]
     for r in rows:
         table.add_row(r["workload"], r["better"], *[fmt(r["medians"][n]) for n in names],
                       *[fmt(r[col]) for col in ratios])
-    Console(width=max(Console().width, 130)).print(table)
+    Console(width=max(Console().width, 170)).print(table)
     for n, errs in errors.items():
         for e in errs:
             console.print(f"[red]{n}: {e}[/red]")
@@ -197,10 +228,11 @@ def floors_line(facts: dict) -> str:
 def markdown(rows: list[dict], names: list[str], facts: dict,
              errors: dict[str, list[str]]) -> str:
     ratios = ratio_columns(names)
+    juicefs = f", JuiceFS `{facts['juicefs_version']}`" if facts.get("juicefs_version") else ""
     lines = [f"Measured {facts['date']} on {facts['nproc']} CPUs ({facts['cpu']}), "
              f"{facts['memory_gib']} GiB RAM, Linux {facts['kernel']}, Python {facts['python']}; "
-             f"KelpFS commit `{facts['kelpfs_commit']}`, SeaweedFS `{facts['seaweedfs_version']}`; "
-             f"median of {facts['runs']} runs; cp -r source tree: "
+             f"KelpFS commit `{facts['kelpfs_commit']}`, SeaweedFS `{facts['seaweedfs_version']}`"
+             f"{juicefs}; median of {facts['runs']} runs; cp -r source tree: "
              f"{facts['source_tree']['files']} files, "
              f"{facts['source_tree']['bytes'] / W.MiB:.0f} MiB; page cache dropped before cold "
              f"reads: {'yes' if facts['page_cache_dropped'] else 'NO (not root)'}.", "",

@@ -11,6 +11,8 @@ workload that hangs in the file system (kills the mount process, so blocked syst
                  system that only repeats each call on the disk, mounted with KelpFS's kernel
                  options (the ceiling of any fusepy file system on this machine)
     seaweedfs    `weed mount` of a one-node SeaweedFS (bench/seaweed.py), replication 000
+    juicefs      `juicefs mount` of a JuiceFS volume with SQLite metadata and its data in a local
+                 directory (bench/juicefs.py), JuiceFS's defaults otherwise
     kelpfs       `python mount.py` of a KelpFS cluster with one volume server, replication 1
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.juicefs import JuiceFS, juicefs_version
 from bench.seaweed import SeaweedFS, weed_version
 from tools.mounts import unmount
 from tools.local_cluster import REPO_ROOT, ClusterLayout, LocalCluster
@@ -96,6 +99,48 @@ class SeaweedTarget(Target):
 
     def version(self) -> str:
         return weed_version()
+
+
+class JuiceFSTarget(Target):
+    """`juicefs mount` of a volume formatted in the run's temp dir, set up the way KelpFS runs
+    by default: `juicefs format --storage file --bucket DIR sqlite3://DIR/meta.db`, so the
+    metadata is one SQLite file and the data blocks are files in a local directory, both on the
+    work dir's disk, and no server process besides the mount.
+
+    JuiceFS's defaults (1.4) otherwise, as they bear on the numbers: kernel attribute, entry
+    and dir-entry caches of 1 s (--attr-cache, --entry-cache, --dir-entry-cache; KelpFS's
+    --attr-ttl is 1 s too), --buffer-size 300 MiB, 4 MiB blocks, one block prefetched on
+    sequential reads (--prefetch 1), --writeback off: close() and fsync() return after the
+    file's new blocks are in the bucket (each written to a temp file and renamed, without
+    fsync) and its slices are committed to SQLite (WAL journal; no fsync per commit was seen),
+    so neither call puts anything on the disk by itself; written blocks are also kept in the
+    local cache dir. Deleted files go to the trash for a day (--trash-days 1), so a delete
+    frees no block during the run. `cold()` remounts with a new, empty --cache-dir and drops
+    the page cache, so the next read goes to the bucket files on disk.
+    """
+    name = "juicefs"
+
+    def __init__(self):
+        self.fs: JuiceFS | None = None
+
+    def setup(self, work: Path) -> Path:
+        self.fs = JuiceFS(work / "juicefs")
+        return self.fs.start()
+
+    def cold(self) -> None:
+        self.fs.remount()
+        drop_page_cache()
+
+    def abort(self) -> None:
+        if self.fs:
+            self.fs.kill()
+
+    def teardown(self) -> None:
+        if self.fs:
+            self.fs.stop()
+
+    def version(self) -> str:
+        return juicefs_version()
 
 
 class FuseProcessTarget(Target):
@@ -258,4 +303,4 @@ class KelpTarget(FuseProcessTarget):
 
 
 TARGETS = {"local": LocalTarget, "passthrough": PassthroughTarget, "seaweedfs": SeaweedTarget,
-           "kelpfs": KelpTarget}
+           "juicefs": JuiceFSTarget, "kelpfs": KelpTarget}

@@ -175,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for mount.py")
     p.set_defaults(func=cmd_mount)
 
-    p = sub.add_parser("bench", help="benchmark KelpFS against SeaweedFS and the local disk "
-                                     "(see python -m bench.run --help)")
+    p = sub.add_parser("bench", help="benchmark KelpFS against SeaweedFS, JuiceFS and the "
+                                     "local disk (see python -m bench.run --help)")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments for bench.run")
     p.set_defaults(func=cmd_bench)
 
