@@ -57,6 +57,18 @@ log = logging.getLogger("kelp.mount")
 _CHILD_FLAG = "--_detached-child"
 
 
+DURABILITY_HELP = """\
+durability (as ext4 and NFS promise it):
+  close()          returns once the data is in every replica's and the metadata in the
+                   master's operating system: any process (the mount, a server) may crash
+                   afterwards and nothing is lost; a power cut may lose it.
+  fsync(), fdatasync(), O_SYNC/O_DSYNC writes, fsync of a directory
+                   return once it is on stable storage on every replica and the master.
+  --sync-on-close  gives close() the fsync contract (slower: a disk sync per file).
+  (libfuse 2 passes no syncfs to a file system: `sync` alone does not reach the cluster;
+  fsync the files that matter.)"""
+
+
 class MountError(Exception):
     """A refusal to mount: its message is printed as one line, and the exit code is 1."""
 
@@ -75,7 +87,9 @@ def parse_size(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     d = MountOptions()
-    p = argparse.ArgumentParser(prog="mount.py", description="Mount a KelpFS cluster.")
+    p = argparse.ArgumentParser(
+        prog="mount.py", description="Mount a KelpFS cluster.",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DURABILITY_HELP)
     p.add_argument("mountpoint")
     p.add_argument("--master", default=os.environ.get("KELP_MASTER", d.master),
                    help="master gRPC address host:port (default %(default)s)")
@@ -94,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: on when mounting as root; a non-root user needs "
                         "user_allow_other in /etc/fuse.conf)")
     p.add_argument("--read-only", action="store_true", help="mount read-only")
+    p.add_argument("--sync-on-close", action="store_true",
+                   help="close() returns once the data is on stable storage on every replica "
+                        "and the master (as fsync does); by default it returns once they are "
+                        "in every server's operating system, which no process crash can lose")
     p.add_argument("--log-level", default=d.log_level,
                    choices=["debug", "info", "warning", "error"])
     p.add_argument("--background", action="store_true", help="detach once mounted")
@@ -123,6 +141,7 @@ def options_from_args(args: argparse.Namespace) -> MountOptions:
         entry_ttl=args.attr_ttl,
         allow_other=allow_other_default() if args.allow_other is None else args.allow_other,
         read_only=args.read_only,
+        sync_on_close=args.sync_on_close,
         foreground=not args.background,
         log_level=args.log_level,
         replication=args.replication,

@@ -248,8 +248,8 @@ class KelpTarget(FuseProcessTarget):
         result is None."""
         root = work / "kelpfs"
         layout = ClusterLayout(data_dir=str(root / "cluster"), volumes=1, master_port=0,
-                               master_grpc_port=0, volume_port=0, volume_grpc_port=0,
-                               gateway_port=0, gateway_http_port=0,
+                               master_grpc_port=0, master_zmq_port=0, volume_port=0,
+                               volume_grpc_port=0, gateway_port=0, gateway_http_port=0,
                                extra_master_args=["--replication", str(self.REPLICATION)])
         self.cluster = LocalCluster(layout)
         self.cluster.plan()

@@ -128,6 +128,11 @@ class GatewayClient:
                                       exact_size=exact_size)))
         return self._call(request, payload, "committed").attr
 
+    def sync(self, ino: int) -> None:
+        """fsync's data half: every replica of every volume holding the file's chunks syncs
+        what it was given (the metadata half is the master's, see MasterClient.mutate)."""
+        self._call(gateway_pb2.Request(sync=gateway_pb2.Sync(ino=ino)), None, "synced")
+
     def close(self) -> None:
         """Stop the I/O thread; requests still pending fail with EIO."""
         if self._closed.is_set():

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import threading
 import time
 from typing import Iterator
 
@@ -16,6 +17,7 @@ import grpc
 
 from cluster.common import rpc
 from cluster.common.errors import FsError, fserror_from_rpc
+from fusefs.mutation_channel import MutationChannel
 from protos import master_pb2, master_pb2_grpc
 
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
@@ -39,12 +41,33 @@ class MasterUnreachable(FsError):
 
 
 class MasterClient:
+    """Lookups and admin calls over gRPC; namespace changes (`mutate`) over the master's ZMQ
+    mutation channel, opened at the first one (its address comes from ClusterStatus)."""
+
     def __init__(self, address: str, timeout: float = 10.0, retry_for: float = 30.0):
         self.address = address
         self.timeout = timeout
         self.retry_for = retry_for
         self._channel = rpc.channel(address)
         self.stub = master_pb2_grpc.MasterStub(self._channel)
+        self._mutations: MutationChannel | None = None
+        self._mutations_lock = threading.Lock()
+
+    def mutate(self, op: str, request, durable: bool = False):
+        """One namespace change (op: a Mutation.op field such as "create") on the ZMQ
+        channel; its answer (Attr, RenameResponse or Empty), or FsError with its errno."""
+        reply = self._mutation_channel().call(op, request, durable)
+        return getattr(reply, reply.WhichOneof("result") or "empty")
+
+    def _mutation_channel(self) -> MutationChannel:
+        with self._mutations_lock:
+            if self._mutations is None:
+                address = self.status(timeout=self.timeout).mutation_address
+                if not address:
+                    raise FsError(errno.EIO, f"the master at {self.address} has no mutation "
+                                             "channel (a KelpFS older than this mount?)")
+                self._mutations = MutationChannel(address, self.retry_for, MasterUnreachable)
+            return self._mutations
 
     def call(self, method: str, request, timeout: float | None = None, retry: bool = True):
         """Call `method` (a Master rpc name); retry UNAVAILABLE for up to retry_for seconds."""
@@ -105,6 +128,8 @@ class MasterClient:
         return self.call("ClusterStatus", master_pb2.Empty(), timeout=timeout)
 
     def close(self) -> None:
+        if self._mutations is not None:
+            self._mutations.close()
         self._channel.close()
 
 

@@ -128,7 +128,12 @@ class KelpOperations(Operations):
     # ------------------------------------------------------------------ helpers
 
     def _call(self, method: str, request):
+        """A lookup over gRPC."""
         return self.master.call(method, request)
+
+    def _mutate(self, op: str, request):
+        """A namespace change on the mutation channel (op: a Mutation.op field)."""
+        return self.master.mutate(op, request)
 
     def _writable(self) -> None:
         if self.options.read_only:
@@ -269,7 +274,7 @@ class KelpOperations(Operations):
     def chmod(self, path, mode):
         check_path(path)
         self._writable()
-        attr = self._call("SetAttr", master_pb2.SetAttrRequest(path=path, mode=mode & 0o7777))
+        attr = self._mutate("set_attr", master_pb2.SetAttrRequest(path=path, mode=mode & 0o7777))
         self.cache.invalidate_ino(attr.ino)
         self.cache.put(path, attr)
         return 0
@@ -283,7 +288,7 @@ class KelpOperations(Operations):
             req.uid = uid
         if gid is not None and gid != -1 and gid != 0xFFFFFFFF:
             req.gid = gid
-        attr = self._call("SetAttr", req)
+        attr = self._mutate("set_attr", req)
         self.cache.invalidate_ino(attr.ino)
         self.cache.put(path, attr)
         return 0
@@ -306,7 +311,7 @@ class KelpOperations(Operations):
         attr = self._lookup(path)
         # Pending writes would be committed later with mtime = now, undoing this (tar, cp -p).
         self._commit_ino(attr.ino)
-        attr = self._call("SetAttr", req)
+        attr = self._mutate("set_attr", req)
         self.cache.invalidate_ino(attr.ino)
         self.cache.put(path, attr)
         return 0
@@ -326,7 +331,7 @@ class KelpOperations(Operations):
         else:
             old = self._lookup(path)
             self._commit_ino(old.ino)
-            attr = self._call("SetAttr", master_pb2.SetAttrRequest(path=path, size=length))
+            attr = self._mutate("set_attr", master_pb2.SetAttrRequest(path=path, size=length))
         for other in self._handles_of(attr.ino):
             if other is not h:
                 other.set_size_after_truncate(attr.size)
@@ -350,7 +355,7 @@ class KelpOperations(Operations):
         check_path(path)
         self._writable()
         uid, gid, _ = caller()
-        attr = self._call("Mkdir", master_pb2.MkdirRequest(
+        attr = self._mutate("mkdir", master_pb2.MkdirRequest(
             path=path, mode=mode & 0o7777, uid=uid, gid=gid))
         self._changed(path, nlink_delta=1)
         self.cache.put(path, attr)
@@ -360,7 +365,7 @@ class KelpOperations(Operations):
     def rmdir(self, path):
         check_path(path)
         self._writable()
-        self._call("Rmdir", master_pb2.PathRequest(path=path))
+        self._mutate("rmdir", master_pb2.PathRequest(path=path))
         self.cache.invalidate_tree(path)
         self._changed(path, nlink_delta=-1)
         return 0
@@ -373,7 +378,7 @@ class KelpOperations(Operations):
         self._writable()
         attr = self._lookup(path)
         keep = self._is_open(attr.ino)
-        self._call("Unlink", master_pb2.UnlinkRequest(path=path, keep_open=keep))
+        self._mutate("unlink", master_pb2.UnlinkRequest(path=path, keep_open=keep))
         if keep:
             with self._lock:
                 self._unlinked.add(attr.ino)
@@ -392,7 +397,7 @@ class KelpOperations(Operations):
         # Only a target open in this mount needs keeping alive; handles know their paths.
         with self._lock:
             target_open = any(h.path == new for h in self._handles.values())
-        reply = self._call("Rename", master_pb2.RenameRequest(
+        reply = self._mutate("rename", master_pb2.RenameRequest(
             old_path=old, new_path=new, keep_open=target_open))
         if reply.replaced_ino and self._is_open(reply.replaced_ino):
             with self._lock:
@@ -425,7 +430,7 @@ class KelpOperations(Operations):
         check_path(target)
         self._writable()
         uid, gid, _ = caller()
-        attr = self._call("Symlink", master_pb2.SymlinkRequest(
+        attr = self._mutate("symlink", master_pb2.SymlinkRequest(
             path=target, target=source, uid=uid, gid=gid))
         self._changed(target)
         self.cache.put(target, attr)
@@ -443,7 +448,7 @@ class KelpOperations(Operations):
                                            os.O_WRONLY | os.O_CREAT | os.O_EXCL))
             return 0
         uid, gid, _ = caller()
-        attr = self._call("Mknod", master_pb2.MknodRequest(
+        attr = self._mutate("mknod", master_pb2.MknodRequest(
             path=path, mode=mode, rdev=dev, uid=uid, gid=gid))
         self._changed(path)
         self.cache.put(path, attr)
@@ -464,7 +469,7 @@ class KelpOperations(Operations):
         check_path(target)
         check_path(source)
         self._writable()
-        attr = self._call("Link", master_pb2.LinkRequest(existing_path=source, new_path=target))
+        attr = self._mutate("link", master_pb2.LinkRequest(existing_path=source, new_path=target))
         self.cache.invalidate_ino(attr.ino)
         self._changed(target, source)
         self.cache.put(target, attr)
@@ -495,7 +500,7 @@ class KelpOperations(Operations):
                 if e.errno != errno.ENOENT:
                     raise
         is_new = self.cache.is_absent(path)  # the kernel looked it up just before
-        attr = self._call("Create", master_pb2.CreateRequest(
+        attr = self._mutate("create", master_pb2.CreateRequest(
             path=path, mode=mode & 0o7777, uid=uid, gid=gid,
             exclusive=bool(flags & os.O_EXCL), truncate=truncate,
             replication=self.options.replication))
@@ -547,7 +552,7 @@ class KelpOperations(Operations):
         # Writes through other handles of this mount become visible to this open.
         self._commit_ino(attr.ino)
         if flags & os.O_TRUNC and flags & (os.O_WRONLY | os.O_RDWR):
-            attr = self._call("SetAttr", master_pb2.SetAttrRequest(ino=attr.ino, size=0))
+            attr = self._mutate("set_attr", master_pb2.SetAttrRequest(ino=attr.ino, size=0))
             for other in self._handles_of(attr.ino):
                 other.set_size_after_truncate(0)
             self.cache.invalidate_ino(attr.ino)
@@ -584,11 +589,32 @@ class KelpOperations(Operations):
         h = self._handle(fh)
         if h.dirty:
             h.commit()
+            if self.options.sync_on_close:
+                self._make_durable(h.ino)
         return 0
 
     @errno_boundary
     def fsync(self, path, datasync, fh):
-        return self.flush(path, fh)
+        """Commit what is buffered, then make the file durable (O_SYNC and O_DSYNC writes
+        reach here too: the kernel fsyncs after each one)."""
+        h = self._handle(fh)
+        if h.dirty:
+            h.commit()
+        self._make_durable(h.ino)
+        return 0
+
+    @errno_boundary
+    def fsyncdir(self, path, datasync, fh):
+        self._make_durable(0)
+        return 0
+
+    def _make_durable(self, ino: int) -> None:
+        """The file's chunks on every replica, then the master's log (holding every change
+        this mount was answered for, since the master applies them in order), on stable
+        storage. close() alone leaves them in each server's operating system."""
+        if ino:
+            self.client.gateway.sync(ino)
+        self.master.mutate("sync", master_pb2.Empty(), durable=True)
 
     @errno_boundary
     def release(self, path, fh):
@@ -599,6 +625,8 @@ class KelpOperations(Operations):
         try:
             if h.dirty:
                 h.commit()
+                if self.options.sync_on_close:
+                    self._make_durable(h.ino)
         finally:
             h.close()
             with self._lock:
@@ -614,7 +642,7 @@ class KelpOperations(Operations):
                 if release_ino:
                     self._unlinked.discard(h.ino)
             if release_ino:
-                self._call("ReleaseInode", master_pb2.InoRequest(ino=h.ino))
+                self._mutate("release_inode", master_pb2.InoRequest(ino=h.ino))
         return 0
 
     # ------------------------------------------------------------------ file system
@@ -642,7 +670,7 @@ class KelpOperations(Operations):
     def setxattr(self, path, name, value, options, position=0):
         check_path(path)
         self._writable()
-        self._call("SetXattr", master_pb2.XattrRequest(
+        self._mutate("set_xattr", master_pb2.XattrRequest(
             path=path, name=name, value=bytes(value), flags=options))
         self.cache.invalidate(path)  # drops the cached has_xattrs too
         return 0
@@ -670,7 +698,7 @@ class KelpOperations(Operations):
     def removexattr(self, path, name):
         check_path(path)
         self._writable()
-        self._call("RemoveXattr", master_pb2.XattrRequest(path=path, name=name))
+        self._mutate("remove_xattr", master_pb2.XattrRequest(path=path, name=name))
         self.cache.invalidate(path)
         return 0
 

@@ -27,6 +27,9 @@ class MountOptions:
     allow_other: bool = False
     # refuse every change with EROFS
     read_only: bool = False
+    # close() returns only once the data and metadata are on stable storage everywhere (as
+    # fsync); by default close() returns once they are in every server's operating system
+    sync_on_close: bool = False
     # stay attached to the terminal (False with --background)
     foreground: bool = True
     # debug, info, warning, error

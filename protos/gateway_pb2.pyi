@@ -37,21 +37,29 @@ class Commit(_message.Message):
     exact_size: bool
     def __init__(self, ino: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[_master_pb2.Chunk, _Mapping]]] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., exact_size: _Optional[bool] = ...) -> None: ...
 
+class Sync(_message.Message):
+    __slots__ = ("ino",)
+    INO_FIELD_NUMBER: _ClassVar[int]
+    ino: int
+    def __init__(self, ino: _Optional[int] = ...) -> None: ...
+
 class Ping(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class Request(_message.Message):
-    __slots__ = ("request_id", "write", "commit", "ping")
+    __slots__ = ("request_id", "write", "commit", "ping", "sync")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     WRITE_FIELD_NUMBER: _ClassVar[int]
     COMMIT_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
+    SYNC_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     write: Write
     commit: Commit
     ping: Ping
-    def __init__(self, request_id: _Optional[int] = ..., write: _Optional[_Union[Write, _Mapping]] = ..., commit: _Optional[_Union[Commit, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ...) -> None: ...
+    sync: Sync
+    def __init__(self, request_id: _Optional[int] = ..., write: _Optional[_Union[Write, _Mapping]] = ..., commit: _Optional[_Union[Commit, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., sync: _Optional[_Union[Sync, _Mapping]] = ...) -> None: ...
 
 class Written(_message.Message):
     __slots__ = ("chunk",)
@@ -66,6 +74,14 @@ class Committed(_message.Message):
     attr: _master_pb2.Attr
     chunks: _containers.RepeatedCompositeFieldContainer[_master_pb2.Chunk]
     def __init__(self, attr: _Optional[_Union[_master_pb2.Attr, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[_master_pb2.Chunk, _Mapping]]] = ...) -> None: ...
+
+class Synced(_message.Message):
+    __slots__ = ("volumes", "servers")
+    VOLUMES_FIELD_NUMBER: _ClassVar[int]
+    SERVERS_FIELD_NUMBER: _ClassVar[int]
+    volumes: int
+    servers: int
+    def __init__(self, volumes: _Optional[int] = ..., servers: _Optional[int] = ...) -> None: ...
 
 class Pong(_message.Message):
     __slots__ = ("name",)
@@ -82,15 +98,17 @@ class Error(_message.Message):
     def __init__(self, errno_name: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Reply(_message.Message):
-    __slots__ = ("request_id", "written", "committed", "pong", "error")
+    __slots__ = ("request_id", "written", "committed", "pong", "error", "synced")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     WRITTEN_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_FIELD_NUMBER: _ClassVar[int]
     request_id: int
     written: Written
     committed: Committed
     pong: Pong
     error: Error
-    def __init__(self, request_id: _Optional[int] = ..., written: _Optional[_Union[Written, _Mapping]] = ..., committed: _Optional[_Union[Committed, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ...) -> None: ...
+    synced: Synced
+    def __init__(self, request_id: _Optional[int] = ..., written: _Optional[_Union[Written, _Mapping]] = ..., committed: _Optional[_Union[Committed, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., synced: _Optional[_Union[Synced, _Mapping]] = ...) -> None: ...

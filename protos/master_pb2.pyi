@@ -268,6 +268,58 @@ class CommitRequest(_message.Message):
     exact_size: bool
     def __init__(self, ino: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., exact_size: _Optional[bool] = ...) -> None: ...
 
+class Mutation(_message.Message):
+    __slots__ = ("id", "durable", "mkdir", "create", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "set_attr", "set_xattr", "remove_xattr", "commit_chunks", "release_inode", "sync")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_FIELD_NUMBER: _ClassVar[int]
+    MKDIR_FIELD_NUMBER: _ClassVar[int]
+    CREATE_FIELD_NUMBER: _ClassVar[int]
+    MKNOD_FIELD_NUMBER: _ClassVar[int]
+    SYMLINK_FIELD_NUMBER: _ClassVar[int]
+    LINK_FIELD_NUMBER: _ClassVar[int]
+    UNLINK_FIELD_NUMBER: _ClassVar[int]
+    RMDIR_FIELD_NUMBER: _ClassVar[int]
+    RENAME_FIELD_NUMBER: _ClassVar[int]
+    SET_ATTR_FIELD_NUMBER: _ClassVar[int]
+    SET_XATTR_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_XATTR_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_CHUNKS_FIELD_NUMBER: _ClassVar[int]
+    RELEASE_INODE_FIELD_NUMBER: _ClassVar[int]
+    SYNC_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    durable: bool
+    mkdir: MkdirRequest
+    create: CreateRequest
+    mknod: MknodRequest
+    symlink: SymlinkRequest
+    link: LinkRequest
+    unlink: UnlinkRequest
+    rmdir: PathRequest
+    rename: RenameRequest
+    set_attr: SetAttrRequest
+    set_xattr: XattrRequest
+    remove_xattr: XattrRequest
+    commit_chunks: CommitRequest
+    release_inode: InoRequest
+    sync: Empty
+    def __init__(self, id: _Optional[int] = ..., durable: _Optional[bool] = ..., mkdir: _Optional[_Union[MkdirRequest, _Mapping]] = ..., create: _Optional[_Union[CreateRequest, _Mapping]] = ..., mknod: _Optional[_Union[MknodRequest, _Mapping]] = ..., symlink: _Optional[_Union[SymlinkRequest, _Mapping]] = ..., link: _Optional[_Union[LinkRequest, _Mapping]] = ..., unlink: _Optional[_Union[UnlinkRequest, _Mapping]] = ..., rmdir: _Optional[_Union[PathRequest, _Mapping]] = ..., rename: _Optional[_Union[RenameRequest, _Mapping]] = ..., set_attr: _Optional[_Union[SetAttrRequest, _Mapping]] = ..., set_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., remove_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., commit_chunks: _Optional[_Union[CommitRequest, _Mapping]] = ..., release_inode: _Optional[_Union[InoRequest, _Mapping]] = ..., sync: _Optional[_Union[Empty, _Mapping]] = ...) -> None: ...
+
+class MutationReply(_message.Message):
+    __slots__ = ("id", "errno", "message", "attr", "rename", "empty")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ERRNO_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ATTR_FIELD_NUMBER: _ClassVar[int]
+    RENAME_FIELD_NUMBER: _ClassVar[int]
+    EMPTY_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    errno: int
+    message: str
+    attr: Attr
+    rename: RenameResponse
+    empty: Empty
+    def __init__(self, id: _Optional[int] = ..., errno: _Optional[int] = ..., message: _Optional[str] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ..., rename: _Optional[_Union[RenameResponse, _Mapping]] = ..., empty: _Optional[_Union[Empty, _Mapping]] = ...) -> None: ...
+
 class Location(_message.Message):
     __slots__ = ("server_id", "name", "grpc_address", "http_address")
     SERVER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -439,7 +491,7 @@ class GatewayStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., http_address: _Optional[str] = ..., alive: _Optional[bool] = ..., last_seen_s: _Optional[float] = ...) -> None: ...
 
 class ClusterStatusResponse(_message.Message):
-    __slots__ = ("master_name", "grpc_address", "servers", "gateways", "files", "default_replication", "pending_deletions")
+    __slots__ = ("master_name", "grpc_address", "servers", "gateways", "files", "default_replication", "pending_deletions", "mutation_address")
     MASTER_NAME_FIELD_NUMBER: _ClassVar[int]
     GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SERVERS_FIELD_NUMBER: _ClassVar[int]
@@ -447,6 +499,7 @@ class ClusterStatusResponse(_message.Message):
     FILES_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_REPLICATION_FIELD_NUMBER: _ClassVar[int]
     PENDING_DELETIONS_FIELD_NUMBER: _ClassVar[int]
+    MUTATION_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     master_name: str
     grpc_address: str
     servers: _containers.RepeatedCompositeFieldContainer[ServerStatus]
@@ -454,7 +507,8 @@ class ClusterStatusResponse(_message.Message):
     files: int
     default_replication: int
     pending_deletions: int
-    def __init__(self, master_name: _Optional[str] = ..., grpc_address: _Optional[str] = ..., servers: _Optional[_Iterable[_Union[ServerStatus, _Mapping]]] = ..., gateways: _Optional[_Iterable[_Union[GatewayStatus, _Mapping]]] = ..., files: _Optional[int] = ..., default_replication: _Optional[int] = ..., pending_deletions: _Optional[int] = ...) -> None: ...
+    mutation_address: str
+    def __init__(self, master_name: _Optional[str] = ..., grpc_address: _Optional[str] = ..., servers: _Optional[_Iterable[_Union[ServerStatus, _Mapping]]] = ..., gateways: _Optional[_Iterable[_Union[GatewayStatus, _Mapping]]] = ..., files: _Optional[int] = ..., default_replication: _Optional[int] = ..., pending_deletions: _Optional[int] = ..., mutation_address: _Optional[str] = ...) -> None: ...
 
 class ListChunksRequest(_message.Message):
     __slots__ = ("page_size",)

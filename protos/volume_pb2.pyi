@@ -238,3 +238,13 @@ class CompactResponse(_message.Message):
     compact_revision: int
     seconds: float
     def __init__(self, volume_id: _Optional[int] = ..., size_before: _Optional[int] = ..., size_after: _Optional[int] = ..., compact_revision: _Optional[int] = ..., seconds: _Optional[float] = ...) -> None: ...
+
+class SyncRequest(_message.Message):
+    __slots__ = ("volume_ids",)
+    VOLUME_IDS_FIELD_NUMBER: _ClassVar[int]
+    volume_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, volume_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SyncResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -44,6 +44,11 @@ class VolumeStub:
                 request_serializer=protos_dot_volume__pb2.WriteRequest.SerializeToString,
                 response_deserializer=protos_dot_volume__pb2.WriteResponse.FromString,
                 _registered_method=True)
+        self.Sync = channel.unary_unary(
+                '/kelp.volume.Volume/Sync',
+                request_serializer=protos_dot_volume__pb2.SyncRequest.SerializeToString,
+                response_deserializer=protos_dot_volume__pb2.SyncResponse.FromString,
+                _registered_method=True)
         self.ReadNeedle = channel.unary_unary(
                 '/kelp.volume.Volume/ReadNeedle',
                 request_serializer=protos_dot_volume__pb2.ReadRequest.SerializeToString,
@@ -96,6 +101,12 @@ class VolumeServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WriteNeedle(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Sync(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -165,6 +176,11 @@ def add_VolumeServicer_to_server(servicer, server):
                     servicer.WriteNeedle,
                     request_deserializer=protos_dot_volume__pb2.WriteRequest.FromString,
                     response_serializer=protos_dot_volume__pb2.WriteResponse.SerializeToString,
+            ),
+            'Sync': grpc.unary_unary_rpc_method_handler(
+                    servicer.Sync,
+                    request_deserializer=protos_dot_volume__pb2.SyncRequest.FromString,
+                    response_serializer=protos_dot_volume__pb2.SyncResponse.SerializeToString,
             ),
             'ReadNeedle': grpc.unary_unary_rpc_method_handler(
                     servicer.ReadNeedle,
@@ -261,6 +277,33 @@ class Volume:
             '/kelp.volume.Volume/WriteNeedle',
             protos_dot_volume__pb2.WriteRequest.SerializeToString,
             protos_dot_volume__pb2.WriteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Sync(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kelp.volume.Volume/Sync',
+            protos_dot_volume__pb2.SyncRequest.SerializeToString,
+            protos_dot_volume__pb2.SyncResponse.FromString,
             options,
             channel_credentials,
             insecure,

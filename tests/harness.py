@@ -19,7 +19,8 @@ from tools.mounts import unmount
 
 def make_cluster(tmp_path: Path, volumes: int = 3, **layout_kw) -> LocalCluster:
     layout = ClusterLayout(data_dir=str(tmp_path / "cluster"), volumes=volumes,
-                           master_port=0, master_grpc_port=0, volume_port=0,
+                           master_port=0, master_grpc_port=0, master_zmq_port=0,
+                           volume_port=0,
                            volume_grpc_port=0, gateway_port=0, gateway_http_port=0,
                            heartbeat_interval=layout_kw.pop("heartbeat_interval", 0.5),
                            **layout_kw)

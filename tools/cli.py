@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     # -- nodes in the foreground
     p = sub.add_parser("master", help="run a master in the foreground")
     _node_common(p, MasterOptions, "HTTP port for /status and /metrics")
+    p.add_argument("-zp", "--zmq-port", dest="zmq_port", type=int,
+                   help=f"ZMQ port of the mounts' mutation channel {_d(MasterOptions, 'zmq_port')}")
     p.add_argument("--data", "-mdir", dest="data_dir",
                    help=f"metadata dir {_d(MasterOptions, 'data_dir')}")
     p.add_argument("--replication", dest="default_replication", type=int,
@@ -204,7 +206,7 @@ def cmd_master(args) -> int:
     from cluster.master.options import MasterOptions
     from cluster.master.server import main
     opts = resolve(MasterOptions, "master", _flags(
-        args, "ip", "port", "grpc_port", "name", "data_dir", "default_replication",
+        args, "ip", "port", "grpc_port", "zmq_port", "name", "data_dir", "default_replication",
         "volume_size_limit", "heartbeat_interval", "dead_after", "reaper_interval",
         "vacuum_interval", "vacuum_threshold"), args.config)
     return main(opts)

@@ -64,7 +64,7 @@ def up(args) -> int:
     eph = opts.ephemeral_ports
     layout = ClusterLayout(data_dir=str(data), volumes=opts.volumes)
     if eph:
-        layout.master_port = layout.master_grpc_port = 0
+        layout.master_port = layout.master_grpc_port = layout.master_zmq_port = 0
         layout.volume_port = layout.volume_grpc_port = 0
         layout.gateway_port = layout.gateway_http_port = 0
     cluster = LocalCluster(layout)
@@ -88,7 +88,7 @@ def up(args) -> int:
 def _check_ports_free(cluster: LocalCluster) -> None:
     import socket
     for spec in cluster.nodes.values():
-        for addr in (spec.grpc_address, spec.http_address):
+        for addr in filter(None, (spec.grpc_address, spec.http_address, spec.zmq_address)):
             host, port = addr.rsplit(":", 1)
             with socket.socket() as s:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -195,6 +195,7 @@ def _print_status(st) -> None:
         table.add_column(col, justify="right" if col in ("volumes", "used", "free") else "left")
     table.add_row(st.master_name, "master", st.grpc_address, "[green]up[/]",
                   "", "", "")
+
     for s in sorted(st.servers, key=lambda s: s.name):
         used = sum(v.size for v in s.volumes)
         state = "[green]up[/]" if s.alive else f"[red]dead[/] ({s.last_seen_s:.0f}s)"
@@ -205,7 +206,8 @@ def _print_status(st) -> None:
         table.add_row(g.name, "gateway", g.address, state, "", "", "")
     console.print(table)
     console.print(f"files: {st.files}   default replication: {st.default_replication}   "
-                  f"pending deletions: {st.pending_deletions}")
+                  f"pending deletions: {st.pending_deletions}   "
+                  f"mutation channel (ZMQ): {st.mutation_address or 'none'}")
 
 
 # ---------------------------------------------------------------- files

@@ -110,6 +110,7 @@ class NodeSpec:
     http_address: str = ""
     pid: int = 0
     data: str = ""
+    zmq_address: str = ""     # master: the mounts' mutation channel
 
     def log_path(self, root: Path) -> Path:
         return root / "logs" / f"{self.name}.log"
@@ -136,6 +137,7 @@ class ClusterLayout:
     ip: str = "127.0.0.1"
     master_port: int = 9333
     master_grpc_port: int = 19333
+    master_zmq_port: int = 19334
     volumes: int = 3
     volume_port: int = 8080       # volume i uses volume_port + i and volume_grpc_port + i
     volume_grpc_port: int = 18080
@@ -165,8 +167,9 @@ class LocalCluster:
     def plan(self) -> None:
         lay, ip = self.layout, self.layout.ip
         mp, mgp = self._port(lay.master_port), self._port(lay.master_grpc_port)
-        margs = ["master", "-ip", ip, "-p", str(mp), "-gp", str(mgp), "-n", lay.master_name,
-                 "--data", str(self.root / "master")]
+        mzp = self._port(lay.master_zmq_port)
+        margs = ["master", "-ip", ip, "-p", str(mp), "-gp", str(mgp), "-zp", str(mzp),
+                 "-n", lay.master_name, "--data", str(self.root / "master")]
         if lay.volume_size_limit:
             margs += ["--volume-size-limit", str(lay.volume_size_limit)]
         if lay.heartbeat_interval:
@@ -174,7 +177,8 @@ class LocalCluster:
         margs += lay.extra_master_args
         self.nodes[lay.master_name] = NodeSpec("master", lay.master_name, margs,
                                                f"{ip}:{mgp}", f"{ip}:{mp}",
-                                               data=str(self.root / "master"))
+                                               data=str(self.root / "master"),
+                                               zmq_address=f"{ip}:{mzp}")
         for i in range(lay.volumes):
             self.add_volume_spec(i)
         gp = self._port(lay.gateway_port)

@@ -1,6 +1,6 @@
 """What the gateway does with one well-formed request: the logic behind the ZMQ loop.
 
-`GatewayHandler.handle(request, payload)` returns the Reply for a Write, Commit or Ping;
+`GatewayHandler.handle(request, payload)` returns the Reply for a Write, Commit, Sync or Ping;
 failures come back as Error replies carrying the errno name (the client turns them into
 FsError), so the transport never sees an exception. Runs on the worker threads.
 """
@@ -49,6 +49,10 @@ class GatewayHandler:
                                          committed=gateway_pb2.Committed(attr=attr))
             if body == "ping":
                 return self.ping(request)
+            if body == "sync":
+                volumes, servers = self.writer.sync_file(request.sync.ino)
+                return gateway_pb2.Reply(request_id=rid, synced=gateway_pb2.Synced(
+                    volumes=volumes, servers=servers))
             raise FsError(errno.EINVAL, f"unknown request kind {body!r}")
         except FsError as e:
             self.count("errors")

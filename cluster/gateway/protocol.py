@@ -55,6 +55,8 @@ def decode(frames: list, max_chunk: int) -> tuple[gateway_pb2.Request, object]:
         raise BadRequest(rid, f"{body} wants 1 frame, got {len(frames)}")
     if body == "commit":
         check_commit(rid, request.commit)
+    if body == "sync" and request.sync.ino == 0:
+        raise BadRequest(rid, "Sync.ino is 0")
     return request, None
 
 

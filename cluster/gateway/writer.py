@@ -27,7 +27,7 @@ from cluster.common.errors import FsError
 from cluster.common.fid import Fid
 from cluster.gateway.assigner import Assigner
 from cluster.gateway.mastercall import MASTER_PATIENCE_S, call_master
-from protos import master_pb2, volume_pb2
+from protos import master_pb2, volume_pb2, volume_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,10 @@ class VolumePool:
                     self._write.pop(address, None)
                 self._channels.reset(address)
             raise
+
+    def sync(self, address: str, volume_ids: list[int], timeout: float) -> None:
+        stub = self._channels.stub(address, volume_pb2_grpc.VolumeStub)
+        stub.Sync(volume_pb2.SyncRequest(volume_ids=volume_ids), timeout=timeout)
 
     def close(self) -> None:
         with self._lock:
@@ -186,6 +190,39 @@ class ChunkWriter:
         timeout = min(self.volume_timeout,
                       VOLUME_RPC_BASE_S + len(payload) * VOLUME_RPC_PER_BYTE_S)
         self.volumes.write_needle(location.grpc_address, payload, timeout)
+
+    def sync_file(self, ino: int) -> tuple[int, int]:
+        """A client's fsync of `ino`: every live replica of every volume holding its chunks
+        syncs (in parallel, one Sync per server). Returns (volumes, servers). EIO when a
+        volume has no live replica or a replica fails to sync."""
+        what = f"sync ino {ino}"
+        chunks = call_master(self._master.GetChunks, master_pb2.InoRequest(ino=ino), what=what,
+                             patience=self.master_patience).chunks
+        vids = sorted({Fid.parse(c.fid).volume_id for c in chunks})
+        if not vids:
+            return 0, 0
+        found = call_master(self._master.LookupVolume, master_pb2.LookupRequest(volume_ids=vids),
+                            what=what, patience=self.master_patience).locations
+        lost = set(vids) - {loc.volume_id for loc in found}
+        if lost:
+            raise FsError(errno.EIO, f"cannot sync ino {ino}: no live replica of volume(s) "
+                                     f"{', '.join(map(str, sorted(lost)))}")
+        by_server: dict[str, list[int]] = {}
+        for loc in found:
+            for replica in loc.replicas:
+                by_server.setdefault(replica.grpc_address, []).append(loc.volume_id)
+        pending = {address: self._pool.submit(self.volumes.sync, address, ids,
+                                              self.volume_timeout)
+                   for address, ids in by_server.items()}
+        failed = []
+        for address, fut in pending.items():
+            try:
+                fut.result()
+            except Exception as e:  # noqa: BLE001 - reported to the caller with its cause
+                failed.append(f"{address}: {_describe(e)}")
+        if failed:
+            raise FsError(errno.EIO, f"sync of ino {ino} failed on {'; '.join(failed)}")
+        return len(vids), len(by_server)
 
     def commit(self, ino: int, chunks, size: int, mtime_ns: int = 0,
                exact_size: bool = False) -> master_pb2.Attr:

@@ -24,9 +24,12 @@ from cluster.common.errors import FsError, fserror_from_rpc
 from cluster.common.fid import MAX_SERVER_ID, MAX_VOLUME_ID
 from cluster.common.fid import Fid
 from cluster.common.httpstatus import StatusServer
-from cluster.master import metrics, schema, sequencer
+from cluster.master import metrics, mutations, schema, sequencer
 from cluster.master.assign import Assigner
 from cluster.master.keyclock import KeyClock
+from cluster.master.mutation_server import MutationServer
+from cluster.master.mutations import attr_pb
+from cluster.master.namespace import Namespace
 from cluster.master.options import MasterOptions
 from cluster.master.reaper import Reaper
 from cluster.master.schema import SchemaError
@@ -54,14 +57,6 @@ def _check_ids(server_id: int, volume_ids: list[int]) -> None:
         raise FsError(errno.EINVAL, f"volume ids {bad[:3]} are not 1..{MAX_VOLUME_ID}")
 
 
-def attr_pb(a: Attr) -> master_pb2.Attr:
-    return master_pb2.Attr(
-        ino=a.ino, mode=a.mode, uid=a.uid, gid=a.gid, size=a.size, nlink=a.nlink,
-        atime_ns=a.atime_ns, mtime_ns=a.mtime_ns, ctime_ns=a.ctime_ns,
-        replication=a.replication, has_xattrs=bool(a.has_xattrs), rdev=a.rdev,
-    )
-
-
 def chunk_pb(p: Piece) -> master_pb2.Chunk:
     return master_pb2.Chunk(
         file_offset=p.file_offset, length=p.length, fid=p.fid,
@@ -72,10 +67,6 @@ def chunk_pb(p: Piece) -> master_pb2.Chunk:
 def chunks_pb(attr: Attr, pieces: list[Piece], version: int) -> master_pb2.FileChunks:
     return master_pb2.FileChunks(attr=attr_pb(attr), chunks=[chunk_pb(p) for p in pieces],
                                  version=version)
-
-
-def piece_from_pb(c: master_pb2.Chunk) -> Piece:
-    return Piece(c.file_offset, c.length, c.fid, c.needle_offset, c.needle_size, c.crc32c)
 
 
 def location_pb(s: ServerState) -> master_pb2.Location:
@@ -113,6 +104,8 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
         self.grpc_address = grpc_address
         self.key_clock = key_clock or KeyClock(store.counter(schema.COUNTER_NEEDLE_KEY))
         self.vacuumer = vacuumer or Vacuumer(topology, self._node_stubs, opts.vacuum_threshold)
+        self.namespace = Namespace(store, on_commit=metrics.COMMITS.inc)
+        self.mutation_address = ""  # set once the ZMQ mutation channel is bound
 
     # ------------------------------------------------------------ namespace
 
@@ -143,82 +136,16 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
             after = entries[-1][0]
 
     @rpc.servicer_method
-    def Mkdir(self, request, context):
-        return attr_pb(self.store.mkdir(request.path, request.mode, request.uid, request.gid,
-                                        request.parents))
-
-    @rpc.servicer_method
-    def Create(self, request, context):
-        if request.replication > MAX_REPLICATION:
-            raise _invalid(f"replication {request.replication} is not 0..{MAX_REPLICATION}")
-        return attr_pb(self.store.create(request.path, request.mode, request.uid, request.gid,
-                                         request.exclusive, request.truncate,
-                                         request.replication))
-
-    @rpc.servicer_method
-    def Mknod(self, request, context):
-        return attr_pb(self.store.mknod(request.path, request.mode, request.rdev, request.uid,
-                                        request.gid))
-
-    @rpc.servicer_method
-    def Unlink(self, request, context):
-        self.store.unlink(request.path, request.keep_open)
-        return master_pb2.Empty()
-
-    @rpc.servicer_method
-    def Rmdir(self, request, context):
-        self.store.rmdir(request.path)
-        return master_pb2.Empty()
-
-    @rpc.servicer_method
-    def Rename(self, request, context):
-        replaced = self.store.rename(request.old_path, request.new_path, request.no_replace,
-                                     request.keep_open)
-        return master_pb2.RenameResponse(replaced_ino=replaced)
-
-    @rpc.servicer_method
-    def Symlink(self, request, context):
-        return attr_pb(self.store.symlink(request.path, request.target, request.uid,
-                                          request.gid))
-
-    @rpc.servicer_method
     def Readlink(self, request, context):
         return master_pb2.ReadlinkResponse(target=self.store.readlink(request.path))
-
-    @rpc.servicer_method
-    def Link(self, request, context):
-        return attr_pb(self.store.link(request.existing_path, request.new_path))
-
-    @rpc.servicer_method
-    def SetAttr(self, request, context):
-        def opt(name):
-            return getattr(request, name) if request.HasField(name) else None
-
-        if not request.ino and not request.path:
-            raise _invalid("SetAttr needs a path or an ino")
-        return attr_pb(self.store.setattr(
-            request.path or None, request.ino, mode=opt("mode"), uid=opt("uid"),
-            gid=opt("gid"), size=opt("size"), atime_ns=opt("atime_ns"),
-            mtime_ns=opt("mtime_ns"),
-        ))
 
     @rpc.servicer_method
     def GetXattr(self, request, context):
         return master_pb2.XattrValue(value=self.store.getxattr(request.path, request.name))
 
     @rpc.servicer_method
-    def SetXattr(self, request, context):
-        self.store.setxattr(request.path, request.name, request.value, request.flags)
-        return master_pb2.Empty()
-
-    @rpc.servicer_method
     def ListXattr(self, request, context):
         return master_pb2.XattrList(names=self.store.listxattr(request.path))
-
-    @rpc.servicer_method
-    def RemoveXattr(self, request, context):
-        self.store.removexattr(request.path, request.name)
-        return master_pb2.Empty()
 
     @rpc.servicer_method
     def StatFs(self, request, context):
@@ -234,17 +161,9 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
     def GetChunksAt(self, request, context):
         return chunks_pb(*self.store.get_chunks_at(request.path))
 
-    @rpc.servicer_method
-    def CommitChunks(self, request, context):
-        attr = self.store.commit(request.ino, [piece_from_pb(c) for c in request.chunks],
-                                 request.size, request.mtime_ns, exact=request.exact_size)
-        metrics.COMMITS.inc()
-        return attr_pb(attr)
-
-    @rpc.servicer_method
-    def ReleaseInode(self, request, context):
-        self.store.release_inode(request.ino)
-        return master_pb2.Empty()
+    # ------------------------------------------------------------ mutations
+    # One gRPC method per row of mutations.TABLE, made by _mutation_methods below: the CLI,
+    # tools and tests call these; mounts send the same requests on the ZMQ channel.
 
     # ------------------------------------------------------------ cluster
 
@@ -329,6 +248,7 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
             gateways=gateways, files=self.store.count_inodes(),
             default_replication=self.opts.default_replication,
             pending_deletions=self.store.pending_deletions(),
+            mutation_address=self.mutation_address,
         )
 
 
@@ -382,6 +302,20 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
             for r in rows])
 
 
+def _mutation_method(op: str):
+    @rpc.servicer_method
+    def method(self, request, context):
+        return mutations.apply(self.namespace, op, request)
+    method.__name__ = mutations.TABLE[op][0]
+    method.__doc__ = f"The {op} mutation over gRPC (the mount sends it on the ZMQ channel)."
+    return method
+
+
+for _op, (_name, _) in mutations.TABLE.items():
+    if _name:
+        setattr(MasterServicer, _name, _mutation_method(_op))
+
+
 class MasterNode:
     """One master: store + topology + assigner + reaper behind gRPC and HTTP."""
 
@@ -397,6 +331,7 @@ class MasterNode:
         self.grpc_port = 0
         self.http_port = 0
         self._server: grpc.Server | None = None
+        self.mutations: MutationServer | None = None
         self._http: StatusServer | None = None
         self._stubs = rpc.VolumeStubs()
         self._stopped = threading.Event()
@@ -428,6 +363,9 @@ class MasterNode:
                 vacuumer=self.vacuumer)
             rpc.add_servicer(self._server, master_pb2_grpc.add_MasterServicer_to_server,
                              self.servicer)
+            self.mutations = MutationServer(self.servicer.namespace, self.store, opts.ip,
+                                            opts.zmq_port).start()
+            self.servicer.mutation_address = self.mutations.address
             self.grpc_port = rpc.bind(self._server, opts.ip, opts.grpc_port)
             self.servicer.grpc_address = self.grpc_address
             self._http = StatusServer(opts.ip, opts.port, self.status)
@@ -443,8 +381,9 @@ class MasterNode:
         except BaseException:
             self.stop()
             raise
-        log.info("master %s serving gRPC on %s, HTTP on %s:%d (data in %s)", opts.name,
-                 self.grpc_address, opts.ip, self.http_port, opts.data_dir)
+        log.info("master %s serving gRPC on %s, mutations (ZMQ) on %s, HTTP on %s:%d "
+                 "(data in %s)", opts.name, self.grpc_address, self.mutations.address, opts.ip,
+                 self.http_port, opts.data_dir)
         return self
 
     def _lock_data_dir(self) -> None:
@@ -485,6 +424,7 @@ class MasterNode:
         return {
             "name": self.opts.name,
             "grpc_address": self.grpc_address,
+            "mutation_address": self.mutations.address if self.mutations else "",
             "files": store.count_inodes() if store else 0,
             "pending_deletions": store.pending_deletions() if store else 0,
             "default_replication": self.opts.default_replication,
@@ -507,6 +447,9 @@ class MasterNode:
             self.reaper.stop()
         if self._server:
             self._server.stop(grace).wait()
+        if self.mutations:
+            self.mutations.stop()
+            self.mutations = None
         if self._http:
             self._http.stop()
             self._http = None

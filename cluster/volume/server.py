@@ -109,6 +109,11 @@ class VolumeServicer(volume_pb2_grpc.VolumeServicer):
         return _volume_status(vol.stats())
 
     @rpc.servicer_method
+    def Sync(self, request, context):
+        self.store.sync(request.volume_ids)
+        return volume_pb2.SyncResponse()
+
+    @rpc.servicer_method
     @_counted
     def WriteNeedle(self, request, context):
         data = request.data   # each access of a bytes field may copy it: read once

@@ -29,10 +29,14 @@ Locking rules (gRPC handlers run on a thread pool):
     are done (their records were copied into the new, synced file).
   * Store._lock guards the dict of volumes (allocate vs lookups).
 
-Durability (VolumeOptions.durability): "group" acknowledges after the group fsync covering the
-write; "always" fdatasyncs under the append lock for each write; "none" never waits (tests,
-benchmarks). An fsync failure poisons the volume (further writes get EIO): after a failed
-fsync Linux may have dropped the dirty pages, so nothing written since can be acknowledged.
+Durability (VolumeOptions.durability): "fsync" (the default) acknowledges a write once it is
+in the operating system (a crash of any process loses nothing; a power cut may lose what no
+client fsynced) and syncs when a client's fsync asks for it (`sync`, group-committed like
+the others); "group" acknowledges each write after the group fsync covering it (the stricter
+sync-on-close contract); "always" fdatasyncs under the append lock for each write; "none"
+never syncs, not even for `sync` (tests, benchmarks). An fsync failure poisons the volume
+(further writes get EIO): after a failed fsync Linux may have dropped the dirty pages, so
+nothing written since can be acknowledged.
 """
 from __future__ import annotations
 
@@ -45,6 +49,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from cluster.common.durability import fdatasync
 from cluster.common.lru import ByteLRU
 from cluster.common.errors import FsError
 from cluster.volume import compaction
@@ -52,7 +57,7 @@ from cluster.volume import needle as fmt
 
 log = logging.getLogger(__name__)
 
-DURABILITY_MODES = ("group", "always", "none")
+DURABILITY_MODES = ("fsync", "group", "always", "none")
 DEFAULT_SIZE_LIMIT = 1 << 30
 VERIFIED_CACHE_BYTES = 64 << 20  # per volume, for byte-range reads (see _ReadView)
 SPLIT_READ_BYTES = 256 << 10   # from this needle size, 3 preads beat 1 pread + a slice copy
@@ -178,7 +183,7 @@ def _readahead(fd: int, offset: int, length: int) -> None:
 class Volume:
     """One volume: append-only needles in `<vid>.dat`, their index log in `<vid>.idx`."""
 
-    def __init__(self, directory: str, volume_id: int, *, durability: str = "group",
+    def __init__(self, directory: str, volume_id: int, *, durability: str = "fsync",
                  group_commit_ms: float = 2.0, size_limit: int = DEFAULT_SIZE_LIMIT):
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
@@ -459,12 +464,21 @@ class Volume:
             self._wait_durable(end, epoch)
         return result
 
+    def sync(self) -> None:
+        """Every write acknowledged so far is on stable storage when this returns (a client's
+        fsync); concurrent syncs and group-mode writes share one fdatasync."""
+        if self.durability == "none":
+            return
+        with self._lock:
+            end, epoch = self._end, self._epoch
+        self._wait_durable(end, epoch)
+
     def _fdatasync(self) -> None:
         # Only .dat is synced: it alone is the durable record. The .idx is a cache of it that
         # recovery rebuilds (a lost or torn .idx tail is re-indexed from the .dat records past
         # the last good entry), so syncing it too would double the cost of every write.
         try:
-            os.fdatasync(self._wfd)
+            fdatasync(self._wfd, f"volume {self.volume_id} {self._end}")
         except OSError as e:
             self._failed = f"fsync: {e.strerror or e}"
             log.error("volume %d: %s; refusing further writes", self.volume_id, self._failed)
@@ -755,7 +769,7 @@ class Store:
     """The volumes of one data directory. Persists nothing besides the volume files."""
 
     def __init__(self, directory: str, *, max_volumes: int = 16, min_free_bytes: int = 0,
-                 durability: str = "group", group_commit_ms: float = 2.0,
+                 durability: str = "fsync", group_commit_ms: float = 2.0,
                  size_limit: int = DEFAULT_SIZE_LIMIT):
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
@@ -819,6 +833,11 @@ class Store:
         if vol is None:
             raise FsError(errno.ENOENT, f"volume {volume_id} not on this server")
         return vol
+
+    def sync(self, volume_ids) -> None:
+        """Volume.sync of each volume (ENOENT for one this server does not hold)."""
+        for vol in [self.get(vid) for vid in dict.fromkeys(volume_ids)]:
+            vol.sync()
 
     def volumes(self) -> list[Volume]:
         with self._lock:

@@ -1,0 +1,77 @@
+"""The one table from a mutation's request message to a Namespace call and back.
+
+Both transports use it: the ZMQ mutation channel names the operation by the field set in
+Mutation.op, the gRPC servicer by its method, and each gets the same answer message and the
+same FsError. Adding a mutation means one row here, one field in Mutation, one gRPC method.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from google.protobuf.message import Message
+
+from cluster.common.chunkmap import Piece
+from cluster.master.namespace import Namespace
+from cluster.master.store import Attr
+from protos import master_pb2
+
+
+def attr_pb(a: Attr) -> master_pb2.Attr:
+    return master_pb2.Attr(
+        ino=a.ino, mode=a.mode, uid=a.uid, gid=a.gid, size=a.size, nlink=a.nlink,
+        atime_ns=a.atime_ns, mtime_ns=a.mtime_ns, ctime_ns=a.ctime_ns,
+        replication=a.replication, has_xattrs=bool(a.has_xattrs), rdev=a.rdev,
+    )
+
+
+def piece_from_pb(c: master_pb2.Chunk) -> Piece:
+    return Piece(c.file_offset, c.length, c.fid, c.needle_offset, c.needle_size, c.crc32c)
+
+
+def _setattr(ns: Namespace, r: master_pb2.SetAttrRequest) -> Attr:
+    def opt(name):
+        return getattr(r, name) if r.HasField(name) else None
+
+    return ns.setattr(r.path or None, r.ino, mode=opt("mode"), uid=opt("uid"), gid=opt("gid"),
+                      size=opt("size"), atime_ns=opt("atime_ns"), mtime_ns=opt("mtime_ns"))
+
+
+_EMPTY = master_pb2.Empty()
+
+
+def _empty(_result: object) -> master_pb2.Empty:
+    """The answer of an operation whose result the caller does not get."""
+    return _EMPTY
+
+
+# op (the Mutation.op field) -> (gRPC method name, fn(namespace, request) -> answer message)
+TABLE: dict[str, tuple[str, Callable[[Namespace, Message], Message]]] = {
+    "mkdir": ("Mkdir", lambda ns, r: attr_pb(ns.mkdir(r.path, r.mode, r.uid, r.gid,
+                                                      r.parents))),
+    "create": ("Create", lambda ns, r: attr_pb(ns.create(
+        r.path, r.mode, r.uid, r.gid, r.exclusive, r.truncate, r.replication))),
+    "mknod": ("Mknod", lambda ns, r: attr_pb(ns.mknod(r.path, r.mode, r.rdev, r.uid, r.gid))),
+    "symlink": ("Symlink", lambda ns, r: attr_pb(ns.symlink(r.path, r.target, r.uid, r.gid))),
+    "link": ("Link", lambda ns, r: attr_pb(ns.link(r.existing_path, r.new_path))),
+    "unlink": ("Unlink", lambda ns, r: _empty(ns.unlink(r.path, r.keep_open))),
+    "rmdir": ("Rmdir", lambda ns, r: _empty(ns.rmdir(r.path))),
+    "rename": ("Rename", lambda ns, r: master_pb2.RenameResponse(replaced_ino=ns.rename(
+        r.old_path, r.new_path, r.no_replace, r.keep_open))),
+    "set_attr": ("SetAttr", lambda ns, r: attr_pb(_setattr(ns, r))),
+    "set_xattr": ("SetXattr", lambda ns, r: _empty(ns.setxattr(r.path, r.name, r.value,
+                                                                r.flags))),
+    "remove_xattr": ("RemoveXattr", lambda ns, r: _empty(ns.removexattr(r.path, r.name))),
+    "commit_chunks": ("CommitChunks", lambda ns, r: attr_pb(ns.commit(
+        r.ino, [piece_from_pb(c) for c in r.chunks], r.size, r.mtime_ns, r.exact_size))),
+    "release_inode": ("ReleaseInode", lambda ns, r: _empty(ns.release_inode(r.ino))),
+    "sync": ("", lambda ns, r: _EMPTY),
+}
+
+# The MutationReply.result field each answer type goes in.
+RESULT_FIELD = {master_pb2.Attr: "attr", master_pb2.RenameResponse: "rename",
+                master_pb2.Empty: "empty"}
+
+
+def apply(ns: Namespace, op: str, request: Message) -> Message:
+    """Run one mutation; its answer message, or the FsError it failed with."""
+    return TABLE[op][1](ns, request)

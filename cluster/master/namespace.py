@@ -1,0 +1,77 @@
+"""Namespace: the master's file-system operations, with no transport in sight.
+
+Plain arguments in, plain results (store.Attr, ints) or an FsError carrying an errno out. The
+ZMQ mutation channel (mutation_server.py) and the gRPC servicer (server.py) are both thin
+adapters over it, through the one table in mutations.py, so an operation behaves the same
+whichever way it arrives; its unit tests need no network. The store holds the transactional
+logic; this class adds the checks that belong to the protocol rather than the storage (value
+ranges a client may send) and the counters.
+"""
+from __future__ import annotations
+
+import errno
+from typing import Callable, Optional
+
+from cluster.common.chunkmap import Piece
+from cluster.common.errors import FsError
+from cluster.master.store import MAX_REPLICATION, Attr, MetadataStore
+
+
+def _invalid(message: str) -> FsError:
+    return FsError(errno.EINVAL, message)
+
+
+class Namespace:
+    def __init__(self, store: MetadataStore, on_commit: Callable[[], None] = lambda: None):
+        self.store = store
+        self._on_commit = on_commit
+
+    # ------------------------------------------------------------ mutations
+
+    def mkdir(self, path: str, mode: int, uid: int, gid: int, parents: bool = False) -> Attr:
+        return self.store.mkdir(path, mode, uid, gid, parents)
+
+    def create(self, path: str, mode: int, uid: int, gid: int, exclusive: bool = False,
+               truncate: bool = False, replication: int = 0) -> Attr:
+        if replication > MAX_REPLICATION:
+            raise _invalid(f"replication {replication} is not 0..{MAX_REPLICATION}")
+        return self.store.create(path, mode, uid, gid, exclusive, truncate, replication)
+
+    def mknod(self, path: str, mode: int, rdev: int, uid: int, gid: int) -> Attr:
+        return self.store.mknod(path, mode, rdev, uid, gid)
+
+    def symlink(self, path: str, target: str, uid: int, gid: int) -> Attr:
+        return self.store.symlink(path, target, uid, gid)
+
+    def link(self, existing: str, new: str) -> Attr:
+        return self.store.link(existing, new)
+
+    def unlink(self, path: str, keep_open: bool = False) -> int:
+        return self.store.unlink(path, keep_open)
+
+    def rmdir(self, path: str) -> None:
+        self.store.rmdir(path)
+
+    def rename(self, old: str, new: str, no_replace: bool = False,
+               keep_open: bool = False) -> int:
+        return self.store.rename(old, new, no_replace, keep_open)
+
+    def setattr(self, path: Optional[str], ino: int, **changes: Optional[int]) -> Attr:
+        if not ino and not path:
+            raise _invalid("SetAttr needs a path or an ino")
+        return self.store.setattr(path or None, ino, **changes)
+
+    def setxattr(self, path: str, name: str, value: bytes, flags: int = 0) -> None:
+        self.store.setxattr(path, name, value, flags)
+
+    def removexattr(self, path: str, name: str) -> None:
+        self.store.removexattr(path, name)
+
+    def commit(self, ino: int, pieces: list[Piece], size: int, mtime_ns: int = 0,
+               exact: bool = False) -> Attr:
+        attr = self.store.commit(ino, pieces, size, mtime_ns, exact=exact)
+        self._on_commit()
+        return attr
+
+    def release_inode(self, ino: int) -> None:
+        self.store.release_inode(ino)
