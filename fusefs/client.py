@@ -17,10 +17,12 @@ import time
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
+import crc32c
+
 from cluster.common.errors import FsError
 from fusefs.gateway_client import GatewayClient
 from fusefs.master_client import MasterClient
-from fusefs.reader import ChunkReader
+from fusefs.reader import ChunkReader, inline_bytes, read_inline
 from protos import master_pb2
 
 DEFAULT_CHUNK = 4 << 20
@@ -122,6 +124,14 @@ class KelpClient:
             path=remote, mode=mode, uid=os.getuid(), gid=os.getgid(),
             replication=replication))
         first = src.read(self.chunk_size)
+        if len(first) < self.chunk_size and len(first) <= self.master.inline_max:
+            # Small enough to stay at the master: no gateway, no volume server.
+            self.master.call("WriteInline", master_pb2.WriteInlineRequest(
+                ino=attr.ino, data=first, crc32c=crc32c.crc32c(first), size=len(first),
+                mtime_ns=mtime_ns, exact_size=True))
+            if progress:
+                progress(len(first))
+            return UploadResult(remote, len(first), 0)
         if len(first) < self.chunk_size:
             # Small file: one WRITE carrying the commit, one round trip.
             if first:
@@ -167,11 +177,16 @@ class KelpClient:
         info = self.chunks(attr.ino)
         size = info.attr.size
         chunks = list(info.chunks)
+        try:
+            inline = inline_bytes(info)
+        except FsError as e:
+            raise FsError(e.errno, f"{normpath(remote)} is damaged: {e.message}") from None
         offset = 0
         while offset < size:
             n = min(self.chunk_size, size - offset)
             try:
-                data = self.reader.read(chunks, offset, n, size, readahead=2)
+                data = (read_inline(inline, size, offset, n) if inline is not None else
+                        self.reader.read(chunks, offset, n, size, readahead=2))
             except FsError as e:
                 raise FsError(e.errno, f"{normpath(remote)} is damaged: {e.message}") from None
             dst.write(data)

@@ -9,7 +9,11 @@ the master, and wait: after close() returns, every client that opens the file se
 keeps its previous content, because the master replaces a chunk list only by a whole commit.
 
 A file written in one go that fits one buffer (nothing sent yet when it is committed) costs one
-round trip: `GatewayClient.write_small` writes the chunk and commits it together.
+round trip: up to the master's `inline_max` the bytes go to the master itself on the mutation
+channel (an inline file: no gateway, no volume server), above it `GatewayClient.write_small`
+writes the chunk and commits it together. When a file kept inline grows past the limit, its
+bytes move into chunks: the first chunk sent through the stream is the master's copy of
+them, so the commit that records the chunks covers every byte (the master checks).
 
 Reads on a handle with uncommitted writes commit first (simple, and always correct), then read
 through the ChunkReader from the chunk-list snapshot taken at open (refreshed after each commit
@@ -30,8 +34,10 @@ import logging
 import threading
 from typing import Callable, Optional
 
+import crc32c
+
 from cluster.common.errors import FsError
-from fusefs.reader import to_piece_map
+from fusefs.reader import inline_bytes, read_inline, to_piece_map
 from protos import master_pb2
 
 READAHEAD_CHUNKS = 4  # needles fetched ahead of a sequential reader (4 x 4 MiB by default)
@@ -72,8 +78,10 @@ class FileHandle:
         self.stream = None              # WriteStream, opened at the first chunk sent
         self.snapshot: Optional[master_pb2.FileChunks] = None  # chunk list for reads
         self._pieces = None           # the snapshot's chunks as a chunkmap.PieceMap
+        self._inline: Optional[bytes] = None  # the snapshot's inline bytes (CRC checked)
         self._next_read = 0           # where a sequential reader would read next
         self._ra_block = -1           # the chunk-sized block read-ahead was last asked for
+        self.inline = attr.inline       # the master keeps the bytes (as last heard)
         self.append = bool(flags & 0o2000)  # O_APPEND
         self.direct_io = False          # opened with direct_io (see fusefs/kernelsize.py)
 
@@ -121,13 +129,42 @@ class FileHandle:
             self.buf = bytearray()
 
     def _send(self, offset: int, data: bytes) -> None:
-        if self.stream is None:
-            self.stream = self.client.gateway.open_stream(self.ino, replication=self.replication)
         try:
+            if self.stream is None:
+                self.stream = self.client.gateway.open_stream(self.ino,
+                                                              replication=self.replication)
+                self._move_inline_bytes()
             self.stream.write(offset, data)
         except FsError as e:
             self._fail(e)
         self.sent = True
+
+    def _move_inline_bytes(self) -> None:
+        """The file is about to get chunks: if the master keeps its bytes inline, they go
+        first in the stream (later writes shadow them), so the commit covers them."""
+        if not (self.inline or self.client.master.inline_max):
+            return
+        snapshot = self.client.master.call("GetChunks", master_pb2.InoRequest(ino=self.ino))
+        data = inline_bytes(snapshot)
+        if data:
+            self.stream.write(0, data)
+        self.inline = False
+
+    def _write_inline(self) -> Optional[master_pb2.Attr]:
+        """Commit the buffer as inline bytes at the master, when it fits: its answer, or None
+        when the file does not stay inline (then the gateway takes it)."""
+        limit = self.client.master.inline_max
+        if not limit or self.written_end > limit or self.buf_offset + len(self.buf) > limit:
+            return None
+        data = bytes(self.buf)
+        try:
+            return self.client.master.mutate("write_inline", master_pb2.WriteInlineRequest(
+                ino=self.ino, offset=self.buf_offset, data=data, crc32c=crc32c.crc32c(data),
+                size=self.written_end))
+        except FsError as e:
+            if e.errno == errno.EFBIG:
+                return None
+            raise
 
     def commit(self) -> Optional[master_pb2.Attr]:
         """Send what is buffered and commit it to the master; wait for the answer.
@@ -138,15 +175,15 @@ class FileHandle:
             if not self.dirty:
                 return None
             try:
+                attr = None   # nothing sent or buffered (zero-length writes): nothing to do
                 if not self.sent and self.buf:
-                    attr = self.client.gateway.write_small(
-                        self.ino, self.buf_offset, bytes(self.buf), self.written_end,
-                        replication=self.replication)
-                else:
+                    attr = self._write_inline()
+                    if attr is None and not self.inline:
+                        attr = self.client.gateway.write_small(
+                            self.ino, self.buf_offset, bytes(self.buf), self.written_end,
+                            replication=self.replication)
+                if attr is None and (self.sent or self.buf):
                     self._send_buffer()
-                    if self.stream is None:
-                        self.stream = self.client.gateway.open_stream(
-                            self.ino, replication=self.replication)
                     attr = self.stream.commit(self.written_end)
             except FsError as e:
                 self._fail(e)
@@ -157,6 +194,7 @@ class FileHandle:
             self.snapshot = None
             if attr is not None and attr.ino:
                 self.size = attr.size
+                self.inline = attr.inline
             else:
                 attr = None
             if self.on_commit is not None:
@@ -189,9 +227,10 @@ class FileHandle:
     def truncate(self, size: int) -> master_pb2.Attr:
         with self.lock:
             self.commit()
-            attr = self.client.master.call(
-                "SetAttr", master_pb2.SetAttrRequest(ino=self.ino, size=size))
+            attr = self.client.master.mutate(
+                "set_attr", master_pb2.SetAttrRequest(ino=self.ino, size=size))
             self.size = attr.size
+            self.inline = attr.inline
             self.snapshot = None
             return attr
 
@@ -228,6 +267,8 @@ class FileHandle:
                 self._ra_block = block
         if offset >= size or length <= 0:
             return b""
+        if self._inline is not None:
+            return read_inline(self._inline, size, offset, length)
         if not sequential:
             # Random reads: just the bytes asked for (see ChunkReader), no read-ahead.
             return self.client.reader.read(pieces, offset, min(length, size - offset), size)
@@ -244,8 +285,10 @@ class FileHandle:
             self.client.master.call("GetChunks", master_pb2.InoRequest(ino=self.ino)))
 
     def _set_snapshot(self, snapshot: master_pb2.FileChunks) -> None:
+        self._inline = inline_bytes(snapshot)   # EIO if they fail their CRC
         self.snapshot = snapshot
         self.size = snapshot.attr.size
+        self.inline = snapshot.attr.inline
         self._pieces = to_piece_map(snapshot.chunks)
 
     def close(self) -> None:

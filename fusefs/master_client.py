@@ -52,6 +52,7 @@ class MasterClient:
         self.stub = master_pb2_grpc.MasterStub(self._channel)
         self._mutations: MutationChannel | None = None
         self._mutations_lock = threading.Lock()
+        self._inline_max = 0
 
     def mutate(self, op: str, request, durable: bool = False):
         """One namespace change (op: a Mutation.op field such as "create") on the ZMQ
@@ -59,14 +60,23 @@ class MasterClient:
         reply = self._mutation_channel().call(op, request, durable)
         return getattr(reply, reply.WhichOneof("result") or "empty")
 
+    @property
+    def inline_max(self) -> int:
+        """Bytes up to which the master keeps a file inline (0: never), as it said at the
+        first mutation."""
+        self._mutation_channel()
+        return self._inline_max
+
     def _mutation_channel(self) -> MutationChannel:
         with self._mutations_lock:
             if self._mutations is None:
-                address = self.status(timeout=self.timeout).mutation_address
-                if not address:
+                status = self.status(timeout=self.timeout)
+                if not status.mutation_address:
                     raise FsError(errno.EIO, f"the master at {self.address} has no mutation "
                                              "channel (a KelpFS older than this mount?)")
-                self._mutations = MutationChannel(address, self.retry_for, MasterUnreachable)
+                self._inline_max = status.inline_max
+                self._mutations = MutationChannel(status.mutation_address, self.retry_for,
+                                                  MasterUnreachable)
             return self._mutations
 
     def call(self, method: str, request, timeout: float | None = None, retry: bool = True):

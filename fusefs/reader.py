@@ -40,6 +40,27 @@ READ_TIMEOUT = 30.0
 RESTART_GRACE = 5.0  # seconds to wait for an unreachable replica set to come back
 
 
+def inline_bytes(snapshot: master_pb2.FileChunks) -> bytes | None:
+    """An inline file's bytes from a GetChunks answer, checked against their CRC32C (a
+    mismatch is EIO, never wrong bytes); None for a file kept in chunks."""
+    if not snapshot.attr.inline:
+        return None
+    data = snapshot.inline_data
+    if crc32c.crc32c(data) != snapshot.inline_crc32c:
+        raise FsError(errno.EIO, f"inline bytes of inode {snapshot.attr.ino} fail their "
+                                 "CRC32C check")
+    return data
+
+
+def read_inline(data: bytes, size: int, offset: int, length: int) -> bytes:
+    """Bytes [offset, offset+length) of an inline file: its bytes, then zeros up to size."""
+    end = min(size, offset + length)
+    if offset >= end:
+        return b""
+    part = data[offset:end]
+    return part + bytes(end - offset - len(part))
+
+
 def to_piece_map(chunks) -> chunkmap.PieceMap:
     """Proto chunks (or pieces, or a PieceMap) -> a PieceMap."""
     if isinstance(chunks, chunkmap.PieceMap):

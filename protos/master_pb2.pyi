@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Attr(_message.Message):
-    __slots__ = ("ino", "mode", "uid", "gid", "size", "nlink", "atime_ns", "mtime_ns", "ctime_ns", "replication", "has_xattrs", "rdev")
+    __slots__ = ("ino", "mode", "uid", "gid", "size", "nlink", "atime_ns", "mtime_ns", "ctime_ns", "replication", "has_xattrs", "rdev", "inline")
     INO_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class Attr(_message.Message):
     REPLICATION_FIELD_NUMBER: _ClassVar[int]
     HAS_XATTRS_FIELD_NUMBER: _ClassVar[int]
     RDEV_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_NUMBER: _ClassVar[int]
     ino: int
     mode: int
     uid: int
@@ -32,7 +33,8 @@ class Attr(_message.Message):
     replication: int
     has_xattrs: bool
     rdev: int
-    def __init__(self, ino: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., nlink: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., ctime_ns: _Optional[int] = ..., replication: _Optional[int] = ..., has_xattrs: _Optional[bool] = ..., rdev: _Optional[int] = ...) -> None: ...
+    inline: bool
+    def __init__(self, ino: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., nlink: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., ctime_ns: _Optional[int] = ..., replication: _Optional[int] = ..., has_xattrs: _Optional[bool] = ..., rdev: _Optional[int] = ..., inline: _Optional[bool] = ...) -> None: ...
 
 class PathRequest(_message.Message):
     __slots__ = ("path",)
@@ -245,14 +247,36 @@ class Chunk(_message.Message):
     def __init__(self, file_offset: _Optional[int] = ..., length: _Optional[int] = ..., fid: _Optional[str] = ..., needle_offset: _Optional[int] = ..., needle_size: _Optional[int] = ..., crc32c: _Optional[int] = ...) -> None: ...
 
 class FileChunks(_message.Message):
-    __slots__ = ("attr", "chunks", "version")
+    __slots__ = ("attr", "chunks", "version", "inline_data", "inline_crc32c")
     ATTR_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    INLINE_DATA_FIELD_NUMBER: _ClassVar[int]
+    INLINE_CRC32C_FIELD_NUMBER: _ClassVar[int]
     attr: Attr
     chunks: _containers.RepeatedCompositeFieldContainer[Chunk]
     version: int
-    def __init__(self, attr: _Optional[_Union[Attr, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ..., version: _Optional[int] = ...) -> None: ...
+    inline_data: bytes
+    inline_crc32c: int
+    def __init__(self, attr: _Optional[_Union[Attr, _Mapping]] = ..., chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ..., version: _Optional[int] = ..., inline_data: _Optional[bytes] = ..., inline_crc32c: _Optional[int] = ...) -> None: ...
+
+class WriteInlineRequest(_message.Message):
+    __slots__ = ("ino", "offset", "data", "crc32c", "size", "mtime_ns", "exact_size")
+    INO_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    CRC32C_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    EXACT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ino: int
+    offset: int
+    data: bytes
+    crc32c: int
+    size: int
+    mtime_ns: int
+    exact_size: bool
+    def __init__(self, ino: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32c: _Optional[int] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., exact_size: _Optional[bool] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
     __slots__ = ("ino", "chunks", "size", "mtime_ns", "exact_size")
@@ -269,7 +293,7 @@ class CommitRequest(_message.Message):
     def __init__(self, ino: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., exact_size: _Optional[bool] = ...) -> None: ...
 
 class Mutation(_message.Message):
-    __slots__ = ("id", "durable", "mkdir", "create", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "set_attr", "set_xattr", "remove_xattr", "commit_chunks", "release_inode", "sync")
+    __slots__ = ("id", "durable", "mkdir", "create", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "set_attr", "set_xattr", "remove_xattr", "commit_chunks", "release_inode", "sync", "write_inline")
     ID_FIELD_NUMBER: _ClassVar[int]
     DURABLE_FIELD_NUMBER: _ClassVar[int]
     MKDIR_FIELD_NUMBER: _ClassVar[int]
@@ -286,6 +310,7 @@ class Mutation(_message.Message):
     COMMIT_CHUNKS_FIELD_NUMBER: _ClassVar[int]
     RELEASE_INODE_FIELD_NUMBER: _ClassVar[int]
     SYNC_FIELD_NUMBER: _ClassVar[int]
+    WRITE_INLINE_FIELD_NUMBER: _ClassVar[int]
     id: int
     durable: bool
     mkdir: MkdirRequest
@@ -302,7 +327,8 @@ class Mutation(_message.Message):
     commit_chunks: CommitRequest
     release_inode: InoRequest
     sync: Empty
-    def __init__(self, id: _Optional[int] = ..., durable: _Optional[bool] = ..., mkdir: _Optional[_Union[MkdirRequest, _Mapping]] = ..., create: _Optional[_Union[CreateRequest, _Mapping]] = ..., mknod: _Optional[_Union[MknodRequest, _Mapping]] = ..., symlink: _Optional[_Union[SymlinkRequest, _Mapping]] = ..., link: _Optional[_Union[LinkRequest, _Mapping]] = ..., unlink: _Optional[_Union[UnlinkRequest, _Mapping]] = ..., rmdir: _Optional[_Union[PathRequest, _Mapping]] = ..., rename: _Optional[_Union[RenameRequest, _Mapping]] = ..., set_attr: _Optional[_Union[SetAttrRequest, _Mapping]] = ..., set_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., remove_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., commit_chunks: _Optional[_Union[CommitRequest, _Mapping]] = ..., release_inode: _Optional[_Union[InoRequest, _Mapping]] = ..., sync: _Optional[_Union[Empty, _Mapping]] = ...) -> None: ...
+    write_inline: WriteInlineRequest
+    def __init__(self, id: _Optional[int] = ..., durable: _Optional[bool] = ..., mkdir: _Optional[_Union[MkdirRequest, _Mapping]] = ..., create: _Optional[_Union[CreateRequest, _Mapping]] = ..., mknod: _Optional[_Union[MknodRequest, _Mapping]] = ..., symlink: _Optional[_Union[SymlinkRequest, _Mapping]] = ..., link: _Optional[_Union[LinkRequest, _Mapping]] = ..., unlink: _Optional[_Union[UnlinkRequest, _Mapping]] = ..., rmdir: _Optional[_Union[PathRequest, _Mapping]] = ..., rename: _Optional[_Union[RenameRequest, _Mapping]] = ..., set_attr: _Optional[_Union[SetAttrRequest, _Mapping]] = ..., set_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., remove_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., commit_chunks: _Optional[_Union[CommitRequest, _Mapping]] = ..., release_inode: _Optional[_Union[InoRequest, _Mapping]] = ..., sync: _Optional[_Union[Empty, _Mapping]] = ..., write_inline: _Optional[_Union[WriteInlineRequest, _Mapping]] = ...) -> None: ...
 
 class MutationReply(_message.Message):
     __slots__ = ("id", "errno", "message", "attr", "rename", "empty")
@@ -491,7 +517,7 @@ class GatewayStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., http_address: _Optional[str] = ..., alive: _Optional[bool] = ..., last_seen_s: _Optional[float] = ...) -> None: ...
 
 class ClusterStatusResponse(_message.Message):
-    __slots__ = ("master_name", "grpc_address", "servers", "gateways", "files", "default_replication", "pending_deletions", "mutation_address")
+    __slots__ = ("master_name", "grpc_address", "servers", "gateways", "files", "default_replication", "pending_deletions", "mutation_address", "inline_max")
     MASTER_NAME_FIELD_NUMBER: _ClassVar[int]
     GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SERVERS_FIELD_NUMBER: _ClassVar[int]
@@ -500,6 +526,7 @@ class ClusterStatusResponse(_message.Message):
     DEFAULT_REPLICATION_FIELD_NUMBER: _ClassVar[int]
     PENDING_DELETIONS_FIELD_NUMBER: _ClassVar[int]
     MUTATION_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    INLINE_MAX_FIELD_NUMBER: _ClassVar[int]
     master_name: str
     grpc_address: str
     servers: _containers.RepeatedCompositeFieldContainer[ServerStatus]
@@ -508,7 +535,8 @@ class ClusterStatusResponse(_message.Message):
     default_replication: int
     pending_deletions: int
     mutation_address: str
-    def __init__(self, master_name: _Optional[str] = ..., grpc_address: _Optional[str] = ..., servers: _Optional[_Iterable[_Union[ServerStatus, _Mapping]]] = ..., gateways: _Optional[_Iterable[_Union[GatewayStatus, _Mapping]]] = ..., files: _Optional[int] = ..., default_replication: _Optional[int] = ..., pending_deletions: _Optional[int] = ..., mutation_address: _Optional[str] = ...) -> None: ...
+    inline_max: int
+    def __init__(self, master_name: _Optional[str] = ..., grpc_address: _Optional[str] = ..., servers: _Optional[_Iterable[_Union[ServerStatus, _Mapping]]] = ..., gateways: _Optional[_Iterable[_Union[GatewayStatus, _Mapping]]] = ..., files: _Optional[int] = ..., default_replication: _Optional[int] = ..., pending_deletions: _Optional[int] = ..., mutation_address: _Optional[str] = ..., inline_max: _Optional[int] = ...) -> None: ...
 
 class ListChunksRequest(_message.Message):
     __slots__ = ("page_size",)

@@ -139,6 +139,11 @@ class MasterStub:
                 request_serializer=protos_dot_master__pb2.CommitRequest.SerializeToString,
                 response_deserializer=protos_dot_master__pb2.Attr.FromString,
                 _registered_method=True)
+        self.WriteInline = channel.unary_unary(
+                '/kelp.master.Master/WriteInline',
+                request_serializer=protos_dot_master__pb2.WriteInlineRequest.SerializeToString,
+                response_deserializer=protos_dot_master__pb2.Attr.FromString,
+                _registered_method=True)
         self.ReleaseInode = channel.unary_unary(
                 '/kelp.master.Master/ReleaseInode',
                 request_serializer=protos_dot_master__pb2.InoRequest.SerializeToString,
@@ -325,6 +330,12 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WriteInline(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReleaseInode(self, request, context):
         """The last open handle of an unlinked inode (see UnlinkRequest.keep_open) was closed.
         """
@@ -494,6 +505,11 @@ def add_MasterServicer_to_server(servicer, server):
             'CommitChunks': grpc.unary_unary_rpc_method_handler(
                     servicer.CommitChunks,
                     request_deserializer=protos_dot_master__pb2.CommitRequest.FromString,
+                    response_serializer=protos_dot_master__pb2.Attr.SerializeToString,
+            ),
+            'WriteInline': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteInline,
+                    request_deserializer=protos_dot_master__pb2.WriteInlineRequest.FromString,
                     response_serializer=protos_dot_master__pb2.Attr.SerializeToString,
             ),
             'ReleaseInode': grpc.unary_unary_rpc_method_handler(
@@ -1113,6 +1129,33 @@ class Master:
             target,
             '/kelp.master.Master/CommitChunks',
             protos_dot_master__pb2.CommitRequest.SerializeToString,
+            protos_dot_master__pb2.Attr.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteInline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/kelp.master.Master/WriteInline',
+            protos_dot_master__pb2.WriteInlineRequest.SerializeToString,
             protos_dot_master__pb2.Attr.FromString,
             options,
             channel_credentials,

@@ -54,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"ZMQ port of the mounts' mutation channel {_d(MasterOptions, 'zmq_port')}")
     p.add_argument("--data", "-mdir", dest="data_dir",
                    help=f"metadata dir {_d(MasterOptions, 'data_dir')}")
+    p.add_argument("--inline-max", dest="inline_max", type=int,
+                   help=f"bytes up to which a file stays in the metadata store, 0 = never "
+                        f"{_d(MasterOptions, 'inline_max')}")
+    p.add_argument("--sqlite-synchronous", dest="sqlite_synchronous",
+                   choices=["NORMAL", "FULL"], help="FULL: sync every metadata commit (the "
+                   f"sync-on-close contract) {_d(MasterOptions, 'sqlite_synchronous')}")
     p.add_argument("--replication", dest="default_replication", type=int,
                    help=f"default copies per chunk {_d(MasterOptions, 'default_replication')}")
     p.add_argument("--volume-size-limit", type=int,
@@ -207,6 +213,7 @@ def cmd_master(args) -> int:
     from cluster.master.server import main
     opts = resolve(MasterOptions, "master", _flags(
         args, "ip", "port", "grpc_port", "zmq_port", "name", "data_dir", "default_replication",
+        "inline_max", "sqlite_synchronous",
         "volume_size_limit", "heartbeat_interval", "dead_after", "reaper_interval",
         "vacuum_interval", "vacuum_threshold"), args.config)
     return main(opts)

@@ -361,7 +361,9 @@ def ls(args) -> int:
             table.add_column(col, justify="right" if col in ("size", "chunks", "replicas") else "left")
         for name, a in entries:
             chunks = replicas = ""
-            if statmod.S_ISREG(a.mode):
+            if a.inline:
+                chunks, replicas = "inline", "master"  # the bytes live in the metadata
+            elif statmod.S_ISREG(a.mode):
                 info = client.chunks(a.ino)
                 chunks = str(len(info.chunks))
                 vids = {c.fid.split(",")[0] for c in info.chunks}

@@ -102,3 +102,13 @@ def pieces_for_range(pieces: list[Piece], offset: int, length: int) -> list[Piec
 
 def fids(pieces: Iterable[Piece]) -> set[str]:
     return {p.fid for p in pieces}
+
+
+def covered_prefix(pieces: list[Piece]) -> int:
+    """How many bytes from offset 0 the sorted, non-overlapping `pieces` cover with no gap."""
+    end = 0
+    for p in pieces:
+        if p.file_offset > end:
+            break
+        end = max(end, p.end)
+    return end

@@ -21,6 +21,7 @@ def attr_pb(a: Attr) -> master_pb2.Attr:
         ino=a.ino, mode=a.mode, uid=a.uid, gid=a.gid, size=a.size, nlink=a.nlink,
         atime_ns=a.atime_ns, mtime_ns=a.mtime_ns, ctime_ns=a.ctime_ns,
         replication=a.replication, has_xattrs=bool(a.has_xattrs), rdev=a.rdev,
+        inline=a.inline,
     )
 
 
@@ -63,6 +64,8 @@ TABLE: dict[str, tuple[str, Callable[[Namespace, Message], Message]]] = {
     "remove_xattr": ("RemoveXattr", lambda ns, r: _empty(ns.removexattr(r.path, r.name))),
     "commit_chunks": ("CommitChunks", lambda ns, r: attr_pb(ns.commit(
         r.ino, [piece_from_pb(c) for c in r.chunks], r.size, r.mtime_ns, r.exact_size))),
+    "write_inline": ("WriteInline", lambda ns, r: attr_pb(ns.write_inline(
+        r.ino, r.offset, r.data, r.crc32c, r.size, r.mtime_ns, r.exact_size))),
     "release_inode": ("ReleaseInode", lambda ns, r: _empty(ns.release_inode(r.ino))),
     "sync": ("", lambda ns, r: _EMPTY),
 }

@@ -22,9 +22,11 @@ def _invalid(message: str) -> FsError:
 
 
 class Namespace:
-    def __init__(self, store: MetadataStore, on_commit: Callable[[], None] = lambda: None):
+    def __init__(self, store: MetadataStore, on_commit: Callable[[], None] = lambda: None,
+                 inline_max: int = 65536):
         self.store = store
         self._on_commit = on_commit
+        self.inline_max = inline_max  # bytes a file may keep inline; 0: none
 
     # ------------------------------------------------------------ mutations
 
@@ -70,6 +72,13 @@ class Namespace:
     def commit(self, ino: int, pieces: list[Piece], size: int, mtime_ns: int = 0,
                exact: bool = False) -> Attr:
         attr = self.store.commit(ino, pieces, size, mtime_ns, exact=exact)
+        self._on_commit()
+        return attr
+
+    def write_inline(self, ino: int, offset: int, data: bytes, crc: int, size: int = 0,
+                     mtime_ns: int = 0, exact: bool = False) -> Attr:
+        attr = self.store.write_inline(ino, offset, data, crc, size, mtime_ns, exact,
+                                       limit=self.inline_max)
         self._on_commit()
         return attr
 

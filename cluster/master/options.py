@@ -21,5 +21,7 @@ class MasterOptions:
                                       # crash of a process loses it; a power cut may lose
                                       # what no client fsynced, and fsyncs sync the log);
                                       # FULL: every commit synced (the sync-on-close contract)
+    inline_max: int = 65536           # bytes up to which a file's data stays in the metadata
+                                      # store (one round trip to write, one to read); 0: none
     vacuum_interval: float = 0.0      # seconds between automatic vacuums (0 = never)
     vacuum_threshold: float = 0.3     # garbage ratio that makes a volume worth compacting

@@ -31,12 +31,14 @@ _TABLES = [
     )""",
     # One row per file, directory, symlink or special file (FIFO, socket, character or block
     # device: metadata only, the kernel gives them their behaviour; `rdev` is a device's
-    # st_rdev, 0 for every other type). nlink counts directory entries naming the inode
-    # (directories: 2 + subdirectories). `orphan` = 1 marks a file whose last name went while a
-    # client still had it open: it keeps its chunks until ReleaseInode. `version` grows with
-    # every commit or truncate so readers can tell a chunk list changed. `target` is a
-    # symlink's target (NULL otherwise); `replication` is the copies per chunk the file asks for
-    # (0 = cluster default).
+    # st_rdev, 0 for every other type). A small regular file keeps its bytes here, not in
+    # chunks: `inline_data` (NULL for a file with chunks) holds bytes [0, len) of the file,
+    # zeros follow up to `size`, and `inline_crc` is their CRC32C. nlink counts directory
+    # entries naming the inode (directories: 2 + subdirectories). `orphan` = 1 marks a file
+    # whose last name went while a client still had it open: it keeps its chunks until
+    # ReleaseInode. `version` grows with every commit or truncate so readers can tell a chunk
+    # list changed. `target` is a symlink's target (NULL otherwise); `replication` is the
+    # copies per chunk the file asks for (0 = cluster default).
     """CREATE TABLE IF NOT EXISTS inodes (
         ino         INTEGER PRIMARY KEY,
         mode        INTEGER NOT NULL,
@@ -51,7 +53,9 @@ _TABLES = [
         replication INTEGER NOT NULL DEFAULT 0,
         version     INTEGER NOT NULL DEFAULT 0,
         orphan      INTEGER NOT NULL DEFAULT 0,
-        rdev        INTEGER NOT NULL DEFAULT 0
+        rdev        INTEGER NOT NULL DEFAULT 0,
+        inline_data BLOB,
+        inline_crc  INTEGER
     )""",
     # Directory entries: (parent directory, name) -> inode. Hard links are several rows with
     # the same ino.
@@ -112,8 +116,10 @@ _TABLES = [
 
 # Step N upgrades a version N-1 database to version N. Never edit a released step: add one.
 MIGRATIONS: dict[int, list[str]] = {
-    # 2: special files (FIFOs, sockets, devices) keep their st_rdev.
-    2: ["ALTER TABLE inodes ADD COLUMN rdev INTEGER NOT NULL DEFAULT 0"],
+    # 2: special files (FIFOs, sockets, devices) keep their st_rdev; small files their bytes.
+    2: ["ALTER TABLE inodes ADD COLUMN rdev INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE inodes ADD COLUMN inline_data BLOB",
+        "ALTER TABLE inodes ADD COLUMN inline_crc INTEGER"],
 }
 
 

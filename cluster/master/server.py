@@ -33,7 +33,7 @@ from cluster.master.namespace import Namespace
 from cluster.master.options import MasterOptions
 from cluster.master.reaper import Reaper
 from cluster.master.schema import SchemaError
-from cluster.master.store import MAX_REPLICATION, Attr, MetadataStore, SQLiteStore
+from cluster.master.store import MAX_REPLICATION, Content, MetadataStore, SQLiteStore
 from cluster.master.topology import ServerState, Topology, VolumeState
 from cluster.master.vacuum import Vacuumer
 from protos import master_pb2, master_pb2_grpc, volume_pb2
@@ -64,9 +64,13 @@ def chunk_pb(p: Piece) -> master_pb2.Chunk:
     )
 
 
-def chunks_pb(attr: Attr, pieces: list[Piece], version: int) -> master_pb2.FileChunks:
-    return master_pb2.FileChunks(attr=attr_pb(attr), chunks=[chunk_pb(p) for p in pieces],
-                                 version=version)
+def content_pb(content: Content) -> master_pb2.FileChunks:
+    out = master_pb2.FileChunks(attr=attr_pb(content.attr),
+                                chunks=[chunk_pb(p) for p in content.pieces],
+                                version=content.version)
+    if content.inline is not None:
+        out.inline_data, out.inline_crc32c = content.inline, content.inline_crc
+    return out
 
 
 def location_pb(s: ServerState) -> master_pb2.Location:
@@ -104,7 +108,8 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
         self.grpc_address = grpc_address
         self.key_clock = key_clock or KeyClock(store.counter(schema.COUNTER_NEEDLE_KEY))
         self.vacuumer = vacuumer or Vacuumer(topology, self._node_stubs, opts.vacuum_threshold)
-        self.namespace = Namespace(store, on_commit=metrics.COMMITS.inc)
+        self.namespace = Namespace(store, on_commit=metrics.COMMITS.inc,
+                                   inline_max=opts.inline_max)
         self.mutation_address = ""  # set once the ZMQ mutation channel is bound
 
     # ------------------------------------------------------------ namespace
@@ -155,11 +160,11 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
 
     @rpc.servicer_method
     def GetChunks(self, request, context):
-        return chunks_pb(*self.store.get_chunks(request.ino))
+        return content_pb(self.store.content(ino=request.ino))
 
     @rpc.servicer_method
     def GetChunksAt(self, request, context):
-        return chunks_pb(*self.store.get_chunks_at(request.path))
+        return content_pb(self.store.content(path=request.path))
 
     # ------------------------------------------------------------ mutations
     # One gRPC method per row of mutations.TABLE, made by _mutation_methods below: the CLI,
@@ -248,7 +253,7 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
             gateways=gateways, files=self.store.count_inodes(),
             default_replication=self.opts.default_replication,
             pending_deletions=self.store.pending_deletions(),
-            mutation_address=self.mutation_address,
+            mutation_address=self.mutation_address, inline_max=self.opts.inline_max,
         )
 
 

@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional
 
+import crc32c
+
 from cluster.common import chunkmap, durability
 from cluster.common.chunkmap import Piece
 from cluster.common.errors import FsError
@@ -53,6 +55,7 @@ class Attr:
     replication: int = 0
     has_xattrs: bool = False
     rdev: int = 0             # st_rdev of a character or block device, else 0
+    inline: bool = False      # a regular file whose bytes are in the store (inline_data)
 
     @property
     def is_dir(self) -> bool:
@@ -61,6 +64,17 @@ class Attr:
     @property
     def is_file(self) -> bool:
         return stat.S_ISREG(self.mode)
+
+
+@dataclass(frozen=True)
+class Content:
+    """What a reader needs of a file: its attributes, its chunk list (empty for an inline
+    file), the version that grows with every change, and an inline file's bytes and CRC."""
+    attr: Attr
+    pieces: list[Piece]
+    version: int
+    inline: Optional[bytes] = None
+    inline_crc: int = 0
 
 
 @dataclass(frozen=True)
@@ -170,6 +184,20 @@ class MetadataStore(abc.ABC):
         exactly `size` and bytes past it are cut."""
 
     @abc.abstractmethod
+    def content(self, ino: int = 0, path: str = "") -> Content:
+        """Attributes, chunk list and inline bytes of the file `ino` (or `path`) names, read
+        in one transaction."""
+
+    @abc.abstractmethod
+    def write_inline(self, ino: int, offset: int, data: bytes, crc: int, size: int = 0,
+                     mtime_ns: int = 0, exact: bool = False, limit: int = 65536) -> Attr:
+        """Write `data` (whose CRC32C the writer computed as `crc`; EINVAL if it does not
+        match) at `offset` of a file kept inline, growing it to at least `size` (exactly
+        `size`, everything else dropped, with `exact`). EFBIG, changing nothing, when the
+        result would not stay inline: its bytes past `limit`, or (without `exact`) a file
+        whose bytes are in chunks. The writer then goes through the gateway."""
+
+    @abc.abstractmethod
     def release_inode(self, ino: int) -> None: ...
 
     @abc.abstractmethod
@@ -231,9 +259,11 @@ _ATTR_COLS_PLAIN = "ino, mode, uid, gid, size, nlink, atime_ns, mtime_ns, ctime_
 # SELinux labels) without one RPC each; the xattrs table's primary key (ino, name) makes it an
 # index probe.
 _ATTR_COLS = (_ATTR_COLS_PLAIN
-              + ", EXISTS(SELECT 1 FROM xattrs x WHERE x.ino = inodes.ino), rdev")
+              + ", EXISTS(SELECT 1 FROM xattrs x WHERE x.ino = inodes.ino), rdev,"
+              " inline_data IS NOT NULL")
 _ATTR_COLS_I = (", ".join("i." + c.strip() for c in _ATTR_COLS_PLAIN.split(","))
-                + ", EXISTS(SELECT 1 FROM xattrs x WHERE x.ino = i.ino), i.rdev")
+                + ", EXISTS(SELECT 1 FROM xattrs x WHERE x.ino = i.ino), i.rdev,"
+                  " i.inline_data IS NOT NULL")
 # The file types mknod makes: a regular file, or a special file that is metadata only.
 MKNOD_TYPES = (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK)
 _SYNC_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
@@ -588,8 +618,8 @@ class SQLiteStore(MetadataStore):
                     if attr.size:
                         self._rewrite_from(c, ino, 0, lambda old: [])
                         c.execute(
-                            "UPDATE inodes SET size=0, mtime_ns=?, ctime_ns=?,"
-                            " version = version + 1 WHERE ino=?",
+                            "UPDATE inodes SET size=0, mtime_ns=?, ctime_ns=?, inline_data=NULL,"
+                            " inline_crc=NULL, version = version + 1 WHERE ino=?",
                             (now, now, ino),
                         )
                 return self._attr(c, ino)
@@ -772,6 +802,12 @@ class SQLiteStore(MetadataStore):
                 if not attr.is_file:
                     raise FsError(errno.EINVAL, f"{what} is not a regular file")
                 self._rewrite_from(c, target, size, lambda old: chunkmap.truncate(old, size))
+                if attr.inline:  # cut the inline bytes; a grow reads zeros past them
+                    c.execute("UPDATE inodes SET inline_data = substr(inline_data, 1, ?)"
+                              " WHERE ino=? AND length(inline_data) > ?", (size, target, size))
+                    data = c.execute("SELECT inline_data FROM inodes WHERE ino=?",
+                                     (target,)).fetchone()[0]
+                    sets["inline_crc"] = crc32c.crc32c(bytes(data))
                 sets["size"] = size
                 sets["mtime_ns"] = now
                 c.execute("UPDATE inodes SET version = version + 1 WHERE ino=?", (target,))
@@ -846,6 +882,53 @@ class SQLiteStore(MetadataStore):
         version = c.execute("SELECT version FROM inodes WHERE ino=?", (ino,)).fetchone()[0]
         return attr, self._pieces(c, ino), version
 
+    def content(self, ino: int = 0, path: str = "") -> Content:
+        with self._tx(write=False) as c:
+            if not ino:
+                ino = self._resolve(c, path)
+            attr, pieces, version = self._chunks(c, ino)
+            data, crc = c.execute("SELECT inline_data, inline_crc FROM inodes WHERE ino=?",
+                                  (ino,)).fetchone()
+            return Content(attr, pieces, version, None if data is None else bytes(data),
+                           crc or 0)
+
+    def write_inline(self, ino: int, offset: int, data: bytes, crc: int, size: int = 0,
+                     mtime_ns: int = 0, exact: bool = False, limit: int = 65536) -> Attr:
+        if crc32c.crc32c(data) != crc:
+            raise FsError(errno.EINVAL, f"inline write of {len(data)} bytes: CRC32C "
+                                        f"{crc:08x} does not match the data")
+        if offset < 0 or not 0 <= size <= MAX_FILE_SIZE:
+            raise FsError(errno.EINVAL, f"inline write at {offset}, size {size}")
+        end = offset + len(data)
+        if end > limit:
+            raise FsError(errno.EFBIG, f"{end} bytes do not fit inline (limit {limit})")
+        with self._tx() as c:
+            attr = self._attr(c, ino)
+            if not attr.is_file:
+                raise FsError(errno.EISDIR if attr.is_dir else errno.EINVAL, f"inode {ino}")
+            old = c.execute("SELECT inline_data FROM inodes WHERE ino=?", (ino,)).fetchone()[0]
+            has_chunks = c.execute("SELECT 1 FROM chunks WHERE ino=? LIMIT 1",
+                                   (ino,)).fetchone() is not None
+            if exact:
+                body, new_size = bytearray(offset) + data, size
+                if has_chunks:
+                    self._rewrite_from(c, ino, 0, lambda old: [])
+            else:
+                if has_chunks:
+                    raise FsError(errno.EFBIG, f"inode {ino} keeps its bytes in chunks")
+                body = bytearray(old or b"")
+                if len(body) < offset:
+                    body += bytes(offset - len(body))
+                body[offset:end] = data
+                new_size = max(size, attr.size, end)
+            body = bytes(body[:new_size])
+            now = self._now()
+            c.execute(
+                "UPDATE inodes SET inline_data=?, inline_crc=?, size=?, mtime_ns=?, ctime_ns=?,"
+                " version = version + 1 WHERE ino=?",
+                (body, crc32c.crc32c(body), new_size, mtime_ns or now, now, ino))
+            return self._attr(c, ino)
+
     def commit(self, ino: int, pieces: list[Piece], size: int, mtime_ns: int = 0,
                exact: bool = False) -> Attr:
         _validate_pieces(pieces)
@@ -859,6 +942,8 @@ class SQLiteStore(MetadataStore):
                 raise FsError(errno.EINVAL, f"inode {ino} is not a regular file")
             if not exact:
                 size = max([size, attr.size] + [p.end for p in pieces])
+            if attr.inline:
+                self._move_out_of_line(c, ino, pieces, exact)
             lo = min([size] + [p.file_offset for p in pieces])
             # Pieces past the new size are cut too: a later grow must read zeros there.
             self._rewrite_from(
@@ -871,6 +956,17 @@ class SQLiteStore(MetadataStore):
                 (size, mtime_ns or now, now, ino),
             )
             return self._attr(c, ino)
+
+    def _move_out_of_line(self, c, ino: int, pieces: list[Piece], exact: bool) -> None:
+        """A commit of chunks to an inline file: the chunks take the place of the inline
+        bytes, so they must cover them (the writer copied them into its first chunk) unless
+        the commit replaces the whole file."""
+        data = c.execute("SELECT inline_data FROM inodes WHERE ino=?", (ino,)).fetchone()[0]
+        covered = chunkmap.covered_prefix(chunkmap.overlay([], pieces))
+        if data and not exact and covered < len(data):
+            raise FsError(errno.EINVAL, f"a commit to inline inode {ino} covers {covered} of "
+                                        f"its {len(data)} bytes: they would be lost")
+        c.execute("UPDATE inodes SET inline_data=NULL, inline_crc=NULL WHERE ino=?", (ino,))
 
     def release_inode(self, ino: int) -> None:
         with self._tx() as c:

@@ -608,6 +608,62 @@ def test_paths_longer_than_path_max_are_fine(store):
     assert errno_of(store.create, path + "/" + "x" * 256, 0o644) == errno.ENAMETOOLONG
 
 
+def write_inline(store, ino, offset, data, **kw):
+    import crc32c
+    return store.write_inline(ino, offset, data, crc32c.crc32c(data), **kw)
+
+
+@T
+def test_inline_files_keep_their_bytes_in_the_store(store):
+    import crc32c
+    a = store.create("/f", 0o644)
+    assert not a.inline
+    a = write_inline(store, a.ino, 0, b"hello", size=5)
+    assert a.inline and a.size == 5
+    c = store.content(path="/f")
+    assert (c.inline, c.inline_crc, c.pieces) == (b"hello", crc32c.crc32c(b"hello"), [])
+    write_inline(store, a.ino, 8, b"!!", size=0)        # past the end: a hole of zeros
+    assert store.content(ino=a.ino).inline == b"hello\0\0\0!!"
+    assert store.getattr("/f").size == 10
+    # truncate: a shrink cuts the bytes, a grow reads zeros past them (still inline)
+    store.setattr("/f", size=3)
+    assert store.content(ino=a.ino).inline == b"hel" and store.getattr("/f").inline
+    store.setattr("/f", size=1 << 20)
+    c = store.content(ino=a.ino)
+    assert (c.inline, c.attr.size, c.inline_crc) == (b"hel", 1 << 20, crc32c.crc32c(b"hel"))
+    # the same inode under another name (a hard link), renamed: still its bytes
+    store.link("/f", "/g")
+    store.rename("/g", "/h")
+    assert store.content(path="/h").inline == b"hel"
+    # bad CRC, too big: refused, nothing changed
+    assert errno_of(store.write_inline, a.ino, 0, b"x", 1) == errno.EINVAL
+    assert errno_of(write_inline, store, a.ino, 0, b"x" * 10, limit=8) == errno.EFBIG
+    assert store.content(ino=a.ino).inline == b"hel"
+    # O_TRUNC drops the inline bytes
+    store.create("/f", 0o644, truncate=True)
+    c = store.content(path="/f")
+    assert (c.inline, c.attr.size, c.attr.inline) == (None, 0, False)
+
+
+@T
+def test_inline_bytes_move_to_chunks_only_when_the_chunks_cover_them(store):
+    a = store.create("/f", 0o644)
+    write_inline(store, a.ino, 0, b"x" * 100, size=100)
+    # chunks that leave a gap where inline bytes were would lose them: refused
+    assert errno_of(store.commit, a.ino, [piece(50, 100, 1)], 150) == errno.EINVAL
+    assert store.content(ino=a.ino).inline == b"x" * 100
+    # the writer's first chunk is the inline bytes: accepted, the file is in chunks now
+    attr = store.commit(a.ino, [piece(0, 100, 2), piece(100, 50, 3)], 150)
+    c = store.content(ino=a.ino)
+    assert (c.inline, attr.inline, attr.size, len(c.pieces)) == (None, False, 150, 2)
+    # a file with chunks does not go back inline, unless replaced whole (exact)
+    assert errno_of(write_inline, store, a.ino, 0, b"y") == errno.EFBIG
+    write_inline(store, a.ino, 0, b"small", size=5, exact=True)
+    c = store.content(ino=a.ino)
+    assert (c.inline, c.pieces, c.attr.size) == (b"small", [], 5)
+    assert queued(store) == {fid(1, 2), fid(1, 3)}
+
+
 @T
 def test_split_needle_stays_until_every_part_is_gone(store):
     a = store.create("/f", 0o644)

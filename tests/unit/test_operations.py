@@ -9,6 +9,7 @@ import os
 import stat
 import time
 
+import crc32c
 import grpc
 import pytest
 
@@ -141,15 +142,41 @@ class FakeGateway:
 
 
 class FakeMaster:
+    """The master as a FileHandle sees it; inline_max 0 (no inline files) unless a test
+    sets it, with the inline bytes it was sent kept in `inline`."""
+
+    def __init__(self, inline_max=0):
+        self.inline_max = inline_max
+        self.inline: dict[int, bytes] = {}
+        self.log: list = []
+
     def call(self, method, request, timeout=None):
+        if method == "GetChunks":
+            data = self.inline.get(request.ino)
+            return master_pb2.FileChunks(
+                attr=master_pb2.Attr(ino=request.ino, size=len(data or b""),
+                                     inline=data is not None),
+                inline_data=data or b"", inline_crc32c=crc32c.crc32c(data or b""))
         assert method == "GetAttrByIno"
         return master_pb2.Attr(ino=request.ino, size=3)
 
+    def mutate(self, op, request):
+        assert op == "write_inline"
+        end = request.offset + len(request.data)
+        if end > self.inline_max:
+            raise FsError(errno.EFBIG, "too big for inline")
+        assert crc32c.crc32c(request.data) == request.crc32c
+        body = bytearray(self.inline.get(request.ino, b""))
+        body[request.offset:end] = request.data
+        self.inline[request.ino] = bytes(body)
+        self.log.append(("inline", request.offset, request.data))
+        return master_pb2.Attr(ino=request.ino, size=len(body), inline=True)
+
 
 class FakeClient:
-    def __init__(self, fail=False):
+    def __init__(self, fail=False, inline_max=0):
         self.gateway = FakeGateway(fail)
-        self.master = FakeMaster()
+        self.master = FakeMaster(inline_max)
 
 
 def _handle(client, chunk=4096, size=0):
@@ -167,6 +194,24 @@ def test_small_file_is_one_round_trip():
     h.commit()
     assert client.gateway.log == [("small", 0, b"hello world", 11)]
     assert not h.dirty
+
+
+@pytest.mark.timeout(10)
+def test_a_small_file_goes_inline_and_its_bytes_move_to_chunks_when_it_grows():
+    client = FakeClient(inline_max=100)
+    h = _handle(client)
+    h.write(b"hello", 0)
+    attr = h.commit()
+    assert client.master.log == [("inline", 0, b"hello")] and client.gateway.log == []
+    assert attr.inline and h.inline
+    h.write(b"!" * 200, 5)                # past inline_max: the gateway takes the file
+    h.commit()
+    assert client.master.log[-1] == ("inline", 0, b"hello")  # nothing more inline
+    # the master's inline bytes go first in the stream, the new bytes after them
+    assert client.gateway.log[0] == ("write", 0, b"hello")
+    assert client.gateway.log[1] == ("write", 5, b"!" * 200)
+    assert client.gateway.log[-1][0] == "commit"
+    assert not h.inline
 
 
 @pytest.mark.timeout(10)
