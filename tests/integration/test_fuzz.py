@@ -34,6 +34,7 @@ volume-rewriting Vacuum, Compact and CopyVolume a fifth). The total tried is pri
 from __future__ import annotations
 
 import collections
+import errno
 import io
 import os
 import random
@@ -621,6 +622,80 @@ def test_gateway_frames(env, mode):
             judge_gateway(gateway_exchange(env, sock, frames), frames)
 
         frames_get_an_answer()
+    finally:
+        sock.close(0)
+    check_serving(env)
+    check_protected(env)
+
+
+# ---------------------------------------------------------------- the master's mutation channel
+
+MUTATION = master_pb2.Mutation.DESCRIPTOR
+
+
+@st.composite
+def mutation_frames(draw, env: Env, mode: str) -> list[bytes]:
+    """Frames a mount might send the master: random bytes, random multipart shapes, random
+    Mutations (any op, any field values) and mutated valid ones."""
+    if mode == "bytes":
+        return [draw(st.binary(max_size=200))]
+    if mode == "shapes":
+        return draw(st.lists(st.binary(max_size=100), min_size=0, max_size=4))
+    if mode == "random":
+        m = draw(messages(MUTATION, env))
+        m.id = draw(st.integers(1, U64))
+        return [sanitize(MUTATION, m, env, "Mutation").SerializeToString()]
+    _, payload = draw(mutated(MUTATION, env))
+    raw = payload if isinstance(payload, bytes) else payload.SerializeToString()
+    return [sanitize(MUTATION, raw, env, "Mutation")]
+
+
+def mutation_exchange(sock: zmq.Socket, frames: list[bytes]) -> master_pb2.MutationReply | None:
+    """Send; the reply to a well-formed Mutation (within CALL_TIMEOUT), else None after a
+    short wait (a frame that is no Mutation is dropped, there is no id to answer)."""
+    well_formed = None
+    if len(frames) == 1:
+        try:
+            well_formed = master_pb2.Mutation.FromString(frames[0])
+        except Exception:  # noqa: BLE001 - not a Mutation: no answer expected
+            well_formed = None
+    if frames:
+        sock.send_multipart(frames)
+    if well_formed is None:
+        if sock.poll(50):
+            raise Violation(f"mutation channel answered frames that are no Mutation: "
+                            f"{frames!r:.200}")
+        return None
+    if not sock.poll(int(CALL_TIMEOUT * 1000)):
+        raise Violation(f"mutation channel: no answer within {CALL_TIMEOUT:g} s to "
+                        f"{well_formed!r:.300}")
+    reply = master_pb2.MutationReply.FromString(sock.recv())
+    if reply.id != well_formed.id:
+        raise Violation(f"answer for id {reply.id}, asked {well_formed.id}")
+    if reply.errno == errno.EIO and "failed:" in reply.message:
+        raise Violation(f"an operation crashed in the master: {reply.message}")
+    return reply
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("mode", ["bytes", "shapes", "random", "mutated"])
+def test_mutation_channel_frames(env, mode):
+    status = client_for(env.main).master.status()
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://{status.mutation_address}")
+    try:
+        @settings(FUZZ_SETTINGS, max_examples=EXAMPLES * 2)
+        @given(frames=mutation_frames(env, mode))
+        def frames_are_answered_or_dropped(frames):
+            TRIED[("mutations", mode)] += 1
+            mutation_exchange(sock, frames)
+
+        frames_are_answered_or_dropped()
+        # still serving: a well-formed sync is answered
+        reply = mutation_exchange(sock, [master_pb2.Mutation(
+            id=1, durable=True, sync=master_pb2.Empty()).SerializeToString()])
+        assert reply is not None and reply.errno == 0
     finally:
         sock.close(0)
     check_serving(env)
