@@ -563,14 +563,28 @@ class ChunkRef(_message.Message):
     def __init__(self, ino: _Optional[int] = ..., path: _Optional[str] = ..., file_offset: _Optional[int] = ..., length: _Optional[int] = ..., fid: _Optional[str] = ..., needle_size: _Optional[int] = ..., crc32c: _Optional[int] = ...) -> None: ...
 
 class ChunkRefPage(_message.Message):
-    __slots__ = ("chunks", "queued_fids", "key_high_water")
+    __slots__ = ("chunks", "queued_fids", "key_high_water", "inline")
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIDS_FIELD_NUMBER: _ClassVar[int]
     KEY_HIGH_WATER_FIELD_NUMBER: _ClassVar[int]
+    INLINE_FIELD_NUMBER: _ClassVar[int]
     chunks: _containers.RepeatedCompositeFieldContainer[ChunkRef]
     queued_fids: _containers.RepeatedScalarFieldContainer[str]
     key_high_water: int
-    def __init__(self, chunks: _Optional[_Iterable[_Union[ChunkRef, _Mapping]]] = ..., queued_fids: _Optional[_Iterable[str]] = ..., key_high_water: _Optional[int] = ...) -> None: ...
+    inline: _containers.RepeatedCompositeFieldContainer[InlineCheck]
+    def __init__(self, chunks: _Optional[_Iterable[_Union[ChunkRef, _Mapping]]] = ..., queued_fids: _Optional[_Iterable[str]] = ..., key_high_water: _Optional[int] = ..., inline: _Optional[_Iterable[_Union[InlineCheck, _Mapping]]] = ...) -> None: ...
+
+class InlineCheck(_message.Message):
+    __slots__ = ("ino", "path", "size", "crc_ok")
+    INO_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    CRC_OK_FIELD_NUMBER: _ClassVar[int]
+    ino: int
+    path: str
+    size: int
+    crc_ok: bool
+    def __init__(self, ino: _Optional[int] = ..., path: _Optional[str] = ..., size: _Optional[int] = ..., crc_ok: _Optional[bool] = ...) -> None: ...
 
 class QueueOrphansRequest(_message.Message):
     __slots__ = ("fids", "min_age_s")

@@ -10,6 +10,9 @@ A check run, in this order:
   4. CheckNeedles on every live replica of every volume the chunks under PATH use: the volume
      server reads each needle locally and checks cookie, size and CRC (its own and the one the
      master recorded), so no data crosses the network.
+Inline files (small files whose bytes the master keeps) are checked by the master against
+their CRC32C and listed in ListChunks; one that fails is reported lost (there is no other copy
+to repair it from; the master's store is as durable as its disk).
 Findings: damaged replicas (file path, fid, server, what is wrong), needles with no intact
 copy left (lost), volumes with fewer live copies than their replication, needles shared by two
 inodes, and orphans (live needles no chunk references and not queued for deletion).
@@ -109,6 +112,7 @@ class Orphan:
 class FsckReport:
     path: str = "/"
     files: int = 0
+    inline_files: int = 0          # files whose bytes the master keeps (CRC checked there)
     chunks: int = 0
     needles: int = 0
     replicas_checked: int = 0
@@ -207,7 +211,12 @@ class Fsck:
         servers = self.servers()
         report.servers = servers
         listed = self._list_needles(servers, report) if self.check_orphans else {}
-        refs, queued = self._chunk_refs()
+        refs, queued, inline = self._chunk_refs()
+        for check in inline:
+            if _under(check.path, self.path):
+                report.inline_files += 1
+                if not check.crc_ok:
+                    report.lost.append((check.path, "inline"))
 
         # Every fid any inode references (for orphans and sharing), and those under PATH.
         inos_of: dict[str, set[int]] = defaultdict(set)
@@ -230,7 +239,7 @@ class Fsck:
                 n = needles[fid] = Needle(fid, f.volume_id, f.key, f.cookie, r.needle_size,
                                           r.crc32c)
             n.paths[r.ino] = r.path
-        report.files = len(files)
+        report.files = len(files) + report.inline_files
         report.needles = len(needles)
         report.needles_by_fid = needles
         for fid in sorted(needles):
@@ -252,12 +261,13 @@ class Fsck:
             return fid
 
     def _chunk_refs(self):
-        refs, queued = [], []
+        refs, queued, inline = [], [], []
         for page in self.master.stream("ListChunks", master_pb2.ListChunksRequest(
                 page_size=10_000), timeout=self.timeout):
             refs.extend(page.chunks)
             queued.extend(self._norm(f) for f in page.queued_fids)
-        return refs, queued
+            inline.extend(page.inline)
+        return refs, queued, inline
 
     def _list_needles(self, servers: dict[str, Server], report: FsckReport):
         """(vid, server) -> {(key, cookie): size} of live needles, for the orphan check."""

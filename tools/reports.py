@@ -58,12 +58,13 @@ def print_fsck(report: FsckReport, console: Console) -> None:
     bad = "[bold red]"
     rows = [
         ("files checked", report.files, False),
+        ("of them inline (CRC checked by the master)", report.inline_files, False),
         ("chunks", report.chunks, False),
         ("needles", report.needles, False),
         ("replicas checked", report.replicas_checked, False),
         ("damaged replicas", len(report.damaged), bool(report.damaged)),
         ("damaged files", len(report.damaged_files), bool(report.damaged_files)),
-        ("needles with no intact copy", len(report.lost), bool(report.lost)),
+        ("needles (or inline files) with no intact copy", len(report.lost), bool(report.lost)),
         ("under-replicated volumes", len(report.under_replicated),
          bool(report.under_replicated)),
         ("volumes on no server", len(report.missing_volumes), bool(report.missing_volumes)),

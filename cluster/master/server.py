@@ -266,10 +266,12 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
             raise _invalid(f"page_size {page} is not 1..{MAX_PAGE}")
         high = self.key_clock.high()
         refs, queued = self.store.chunk_refs()
+        inline = [master_pb2.InlineCheck(ino=ino, path=path, size=size, crc_ok=ok)
+                  for ino, path, size, ok in self.store.inline_checks()]
         first = True
         for i in range(0, max(len(refs), 1), page):
             yield master_pb2.ChunkRefPage(
-                key_high_water=high if first else 0,
+                key_high_water=high if first else 0, inline=inline if first else [],
                 chunks=[master_pb2.ChunkRef(
                     ino=r.ino, path=r.path, file_offset=r.piece.file_offset,
                     length=r.piece.length, fid=r.piece.fid, needle_size=r.piece.needle_size,

@@ -224,6 +224,10 @@ class MetadataStore(abc.ABC):
         deletion, from one snapshot."""
 
     @abc.abstractmethod
+    def inline_checks(self) -> list[tuple[int, str, int, bool]]:
+        """(ino, a path, bytes, CRC32C matches) of every inline file (fsck)."""
+
+    @abc.abstractmethod
     def queue_orphans(self, fids: Iterable[str]) -> tuple[int, int]:
         """Queue fids no chunk references for deletion; (queued, skipped as referenced)."""
 
@@ -1042,6 +1046,14 @@ class SQLiteStore(MetadataStore):
             paths = self._paths(c, {r[0] for r in rows})
             queued = [r[0] for r in c.execute("SELECT fid FROM deletion_queue ORDER BY fid")]
         return [ChunkRef(r[0], paths[r[0]], Piece(*r[1:])) for r in rows], queued
+
+    def inline_checks(self) -> list[tuple[int, str, int, bool]]:
+        with self._tx(write=False) as c:
+            rows = c.execute("SELECT ino, inline_data, inline_crc FROM inodes"
+                             " WHERE inline_data IS NOT NULL ORDER BY ino").fetchall()
+            paths = self._paths(c, {r[0] for r in rows})
+        return [(ino, paths.get(ino, f"<inode {ino}>"), len(data),
+                 crc32c.crc32c(bytes(data)) == (crc or 0)) for ino, data, crc in rows]
 
     def queue_orphans(self, fids: Iterable[str]) -> tuple[int, int]:
         wanted = set(fids)

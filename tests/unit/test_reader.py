@@ -1,12 +1,14 @@
 """ChunkReader's bookkeeping of fetches in flight (no servers: the fetch itself is stubbed)."""
 from __future__ import annotations
 
+import errno
 import threading
 from concurrent.futures import Future
 
 import pytest
 
 from cluster.common.chunkmap import Piece
+from cluster.common.errors import FsError
 from fusefs.reader import ChunkReader
 
 
@@ -57,3 +59,23 @@ def test_a_finished_fetch_does_not_drop_a_newer_fetch_of_the_same_needle():
         assert reader._inflight == {}
     finally:
         reader.close()
+
+
+@pytest.mark.timeout(10)
+def test_inline_bytes_are_crc_checked_and_read_with_zeros_past_them():
+    import crc32c
+
+    from fusefs.reader import inline_bytes, read_inline
+    from protos import master_pb2
+    good = master_pb2.FileChunks(attr=master_pb2.Attr(ino=3, size=8, inline=True),
+                                 inline_data=b"abc", inline_crc32c=crc32c.crc32c(b"abc"))
+    data = inline_bytes(good)
+    assert read_inline(data, 8, 0, 100) == b"abc" + bytes(5)
+    assert read_inline(data, 8, 2, 2) == b"c\0"
+    assert read_inline(data, 8, 8, 1) == b""
+    bad = master_pb2.FileChunks(attr=good.attr, inline_data=b"abd",
+                                inline_crc32c=good.inline_crc32c)
+    with pytest.raises(FsError) as e:
+        inline_bytes(bad)
+    assert e.value.errno == errno.EIO
+    assert inline_bytes(master_pb2.FileChunks(attr=master_pb2.Attr(ino=4))) is None
