@@ -76,7 +76,8 @@ def test_100mib_through_the_cli(cluster, tmp_path, replication):
 def test_seed_scenario_two_files_land_on_two_servers(cluster_factory, tmp_path):
     cluster = cluster_factory(volumes=2)
     for name in ("test1.txt", "test2.txt"):
-        (tmp_path / name).write_text(f"hello from {name}\n")
+        # past the master's inline_max (64 KiB), so the bytes go to a volume server
+        (tmp_path / name).write_text(f"hello from {name}\n" * 5000)
         # The seed's spelling: upload -p <file> --master <ip:port> -n <name>
         kelp("upload", "-p", str(tmp_path / name), "--master", cluster.master_addr, "-n", "m0",
              check=True)
@@ -116,7 +117,7 @@ def test_replication_two_survives_a_killed_server(cluster, tmp_path):
                what="the master to notice the dead servers")
     mc.close()
     f = tmp_path / "x.bin"
-    f.write_bytes(b"x" * 1000)
+    f.write_bytes(b"x" * 100_000)   # past inline_max: it needs volume servers
     res = kelp("upload", "-p", str(f), "--replication", "2", "--master", cluster.master_addr)
     assert res.returncode == 1
     assert b"Traceback" not in res.stderr
