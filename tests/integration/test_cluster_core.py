@@ -335,7 +335,8 @@ def test_malformed_frames_and_requests_get_errors_and_servers_keep_serving(clust
 
     client = client_for(cluster)
     try:
-        client.upload(io.BytesIO(b"ok after abuse"), "/ok")
+        # past inline_max, so it has a needle on a volume server to abuse
+        client.upload(io.BytesIO(b"ok after abuse" * 5000), "/ok")
         fid = Fid.parse(client.chunks(client.stat("/ok").ino).chunks[0].fid)
         vaddr = chunk_servers(cluster, "/ok")[0]
         address = cluster.nodes[sorted(vaddr)[0]].grpc_address
@@ -361,7 +362,7 @@ def test_malformed_frames_and_requests_get_errors_and_servers_keep_serving(clust
                                                           cookie=1, data=b"abc", crc32c=1),
                                   timeout=10)
             assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert client.read_all("/ok") == b"ok after abuse"
+        assert client.read_all("/ok") == b"ok after abuse" * 5000
     finally:
         client.close()
 
