@@ -1,10 +1,12 @@
 """The master node: the gRPC Master service over the metadata store, topology, assigner and
 reaper, plus its HTTP /status and /metrics endpoint.
 
-`MasterServicer` is transport only: it decodes a request, calls the store / topology /
+`MasterServicer` is transport only, in three halves with a module each (namespace_rpc.py,
+topology_rpc.py, admin_rpc.py): it decodes a request, calls the store / Namespace / topology /
 assigner, encodes the answer; FsError becomes a status code through rpc.servicer_method (so a
 bad path is INVALID_ARGUMENT, a missing one NOT_FOUND "ENOENT: /a"). `MasterNode` wires the
-pieces from MasterOptions and owns their lifetimes; `main` runs one until SIGINT/SIGTERM.
+pieces from MasterOptions (with the mounts' ZMQ mutation channel, mutation_server.py) and owns
+their lifetimes; `main` runs one until SIGINT/SIGTERM.
 """
 from __future__ import annotations
 
@@ -19,83 +21,33 @@ import time
 import grpc
 
 from cluster.common import rpc
-from cluster.common.chunkmap import Piece
 from cluster.common.errors import FsError, fserror_from_rpc
-from cluster.common.fid import MAX_SERVER_ID, MAX_VOLUME_ID
-from cluster.common.fid import Fid
 from cluster.common.httpstatus import StatusServer
-from cluster.master import metrics, mutations, schema, sequencer
+from cluster.master import metrics, schema, sequencer
+from cluster.master.admin_rpc import AdminRpc
 from cluster.master.assign import Assigner
 from cluster.master.keyclock import KeyClock
 from cluster.master.mutation_server import MutationServer
-from cluster.master.mutations import attr_pb
 from cluster.master.namespace import Namespace
+from cluster.master.namespace_rpc import NamespaceRpc
 from cluster.master.options import MasterOptions
 from cluster.master.reaper import Reaper
 from cluster.master.schema import SchemaError
-from cluster.master.store import MAX_REPLICATION, Content, MetadataStore, SQLiteStore
-from cluster.master.topology import ServerState, Topology, VolumeState
+from cluster.master.store import MAX_REPLICATION, MetadataStore, SQLiteStore
+from cluster.master.topology import ServerState, Topology
+from cluster.master.topology_rpc import TopologyRpc
 from cluster.master.vacuum import Vacuumer
-from protos import master_pb2, master_pb2_grpc, volume_pb2
+from protos import master_pb2_grpc, volume_pb2
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PAGE = 1000
-MAX_PAGE = 10_000
-BLOCK_SIZE = 4096
 ALLOCATE_TIMEOUT_S = 5.0
-MAX_ORPHANS_PER_CALL = 100_000
 
 
-def _check_ids(server_id: int, volume_ids: list[int]) -> None:
-    """Ids past the lower half of the 32-bit range are refused: adopting one would push the
-    master's own sequences past what the wire can carry."""
-    if server_id > MAX_SERVER_ID:
-        raise FsError(errno.EINVAL, f"server id {server_id} is not 0..{MAX_SERVER_ID}")
-    bad = [v for v in volume_ids if not 1 <= v <= MAX_VOLUME_ID]
-    if bad:
-        raise FsError(errno.EINVAL, f"volume ids {bad[:3]} are not 1..{MAX_VOLUME_ID}")
+class MasterServicer(NamespaceRpc, TopologyRpc, AdminRpc, master_pb2_grpc.MasterServicer):
+    """The Master gRPC service: its namespace, topology and admin halves live in their own
+    modules; this holds what they share."""
 
-
-def chunk_pb(p: Piece) -> master_pb2.Chunk:
-    return master_pb2.Chunk(
-        file_offset=p.file_offset, length=p.length, fid=p.fid,
-        needle_offset=p.needle_offset, needle_size=p.needle_size, crc32c=p.crc32c,
-    )
-
-
-def content_pb(content: Content) -> master_pb2.FileChunks:
-    out = master_pb2.FileChunks(attr=attr_pb(content.attr),
-                                chunks=[chunk_pb(p) for p in content.pieces],
-                                version=content.version)
-    if content.inline is not None:
-        out.inline_data, out.inline_crc32c = content.inline, content.inline_crc
-    return out
-
-
-def location_pb(s: ServerState) -> master_pb2.Location:
-    return master_pb2.Location(server_id=s.server_id, name=s.name,
-                               grpc_address=s.grpc_address, http_address=s.http_address)
-
-
-def volume_info_pb(v: VolumeState) -> master_pb2.VolumeInfo:
-    return master_pb2.VolumeInfo(
-        volume_id=v.volume_id, replication=v.replication, size=v.size, file_count=v.file_count,
-        deleted_bytes=v.deleted_bytes, read_only=v.read_only,
-        compact_revision=v.compact_revision,
-    )
-
-
-def volume_from_pb(v: master_pb2.VolumeInfo) -> VolumeState:
-    return VolumeState(v.volume_id, v.replication, v.size, v.file_count, v.deleted_bytes,
-                       v.read_only, v.compact_revision)
-
-
-def _invalid(message: str) -> FsError:
-    return FsError(errno.EINVAL, message)
-
-
-class MasterServicer(master_pb2_grpc.MasterServicer):
     def __init__(self, store: MetadataStore, topology: Topology, assigner: Assigner,
                  opts: MasterOptions, grpc_address: str = "",
                  node_stubs: rpc.ChannelCache | None = None,
@@ -111,216 +63,6 @@ class MasterServicer(master_pb2_grpc.MasterServicer):
         self.namespace = Namespace(store, on_commit=metrics.COMMITS.inc,
                                    inline_max=opts.inline_max)
         self.mutation_address = ""  # set once the ZMQ mutation channel is bound
-
-    # ------------------------------------------------------------ namespace
-
-    @rpc.servicer_method
-    def GetAttr(self, request, context):
-        return attr_pb(self.store.getattr(request.path))
-
-    @rpc.servicer_method
-    def GetAttrByIno(self, request, context):
-        return attr_pb(self.store.getattr_ino(request.ino))
-
-    @rpc.streaming_servicer_method
-    def ReadDir(self, request, context):
-        page = request.page_size or DEFAULT_PAGE
-        if page > MAX_PAGE:
-            raise _invalid(f"page_size {page} is not 1..{MAX_PAGE}")
-        after = request.after
-        first = True
-        while True:
-            entries = self.store.readdir(request.path, after, page)
-            if entries or first:
-                # An empty directory still answers one (empty) page.
-                yield master_pb2.ReadDirPage(
-                    entries=[master_pb2.DirEntry(name=n, attr=attr_pb(a)) for n, a in entries])
-            first = False
-            if len(entries) < page or not context.is_active():
-                return
-            after = entries[-1][0]
-
-    @rpc.servicer_method
-    def Readlink(self, request, context):
-        return master_pb2.ReadlinkResponse(target=self.store.readlink(request.path))
-
-    @rpc.servicer_method
-    def GetXattr(self, request, context):
-        return master_pb2.XattrValue(value=self.store.getxattr(request.path, request.name))
-
-    @rpc.servicer_method
-    def ListXattr(self, request, context):
-        return master_pb2.XattrList(names=self.store.listxattr(request.path))
-
-    @rpc.servicer_method
-    def StatFs(self, request, context):
-        total, free = self.topology.capacity()
-        return master_pb2.StatFsResponse(total_bytes=total, free_bytes=free,
-                                         files=self.store.count_inodes(), block_size=BLOCK_SIZE)
-
-    @rpc.servicer_method
-    def GetChunks(self, request, context):
-        return content_pb(self.store.content(ino=request.ino))
-
-    @rpc.servicer_method
-    def GetChunksAt(self, request, context):
-        return content_pb(self.store.content(path=request.path))
-
-    # ------------------------------------------------------------ mutations
-    # One gRPC method per row of mutations.TABLE, made by _mutation_methods below: the CLI,
-    # tools and tests call these; mounts send the same requests on the ZMQ channel.
-
-    # ------------------------------------------------------------ cluster
-
-    @rpc.servicer_method
-    def RegisterVolumeServer(self, request, context):
-        _check_ids(request.server_id, [])
-        if not request.grpc_address:
-            raise _invalid("RegisterVolumeServer needs grpc_address")
-        sid = self.topology.register(request.server_id, request.name or request.grpc_address,
-                                     request.grpc_address, request.http_address)
-        self._node_stubs.reset(request.grpc_address)  # a restarted server: connect afresh
-        log.info("volume server %d registered: %s at %s", sid, request.name,
-                 request.grpc_address)
-        return master_pb2.RegisterResponse(
-            server_id=sid,
-            heartbeat_interval_ms=int(self.opts.heartbeat_interval * 1000),
-            volume_size_limit=self.opts.volume_size_limit,
-            master_name=self.opts.name,
-        )
-
-    @rpc.servicer_method
-    def SendHeartbeat(self, request, context):
-        _check_ids(request.server_id, [v.volume_id for v in request.volumes])
-        metrics.HEARTBEATS.inc()
-        known = self.topology.heartbeat(
-            request.server_id, request.name, request.grpc_address, request.http_address,
-            [volume_from_pb(v) for v in request.volumes], request.free_bytes,
-            request.total_bytes, request.max_volumes,
-        )
-        return master_pb2.HeartbeatResponse(reregister=not known)
-
-    @rpc.servicer_method
-    def SendGatewayHeartbeat(self, request, context):
-        if not request.address and not request.name:
-            raise _invalid("gateway heartbeat needs a name or an address")
-        self.topology.gateway_heartbeat(request.name, request.address, request.http_address)
-        return master_pb2.Empty()
-
-    @rpc.servicer_method
-    def Assign(self, request, context):
-        assigned = self.assigner.assign(request.count, request.replication,
-                                        request.avoid_volumes)
-        metrics.ASSIGNED_FIDS.inc(len(assigned))
-        if assigned:
-            self.key_clock.note(max(fid.key for fid, _ in assigned) + 1)
-        return master_pb2.AssignResponse(assignments=[
-            master_pb2.Assignment(fid=str(fid), replicas=[location_pb(s) for s in replicas])
-            for fid, replicas in assigned
-        ])
-
-    @rpc.servicer_method
-    def LookupVolume(self, request, context):
-        """Known volumes with at least one live replica; others are absent."""
-        out = []
-        for vid in dict.fromkeys(request.volume_ids):
-            live = self.topology.live_replicas(vid)
-            if live:
-                out.append(master_pb2.VolumeLocation(
-                    volume_id=vid, replicas=[location_pb(s) for s in live]))
-        return master_pb2.LookupResponse(locations=out)
-
-    @rpc.servicer_method
-    def ClusterStatus(self, request, context):
-        servers = [
-            master_pb2.ServerStatus(
-                server_id=s.server_id, name=s.name, grpc_address=s.grpc_address,
-                http_address=s.http_address, alive=alive,
-                last_seen_s=self.topology.seconds_since(s.last_seen),
-                volumes=[volume_info_pb(v) for _, v in sorted(s.volumes.items())],
-                free_bytes=s.free_bytes, total_bytes=s.total_bytes,
-            )
-            for s, alive in self.topology.servers()
-        ]
-        gateways = [
-            master_pb2.GatewayStatus(name=g.name, address=g.address,
-                                     http_address=g.http_address, alive=alive,
-                                     last_seen_s=self.topology.seconds_since(g.last_seen))
-            for g, alive in self.topology.gateways()
-        ]
-        return master_pb2.ClusterStatusResponse(
-            master_name=self.opts.name, grpc_address=self.grpc_address, servers=servers,
-            gateways=gateways, files=self.store.count_inodes(),
-            default_replication=self.opts.default_replication,
-            pending_deletions=self.store.pending_deletions(),
-            mutation_address=self.mutation_address, inline_max=self.opts.inline_max,
-        )
-
-
-    # ------------------------------------------------------------ fsck and vacuum
-
-    @rpc.streaming_servicer_method
-    def ListChunks(self, request, context):
-        page = request.page_size or DEFAULT_PAGE
-        if page > MAX_PAGE:
-            raise _invalid(f"page_size {page} is not 1..{MAX_PAGE}")
-        high = self.key_clock.high()
-        refs, queued = self.store.chunk_refs()
-        inline = [master_pb2.InlineCheck(ino=ino, path=path, size=size, crc_ok=ok)
-                  for ino, path, size, ok in self.store.inline_checks()]
-        first = True
-        for i in range(0, max(len(refs), 1), page):
-            yield master_pb2.ChunkRefPage(
-                key_high_water=high if first else 0, inline=inline if first else [],
-                chunks=[master_pb2.ChunkRef(
-                    ino=r.ino, path=r.path, file_offset=r.piece.file_offset,
-                    length=r.piece.length, fid=r.piece.fid, needle_size=r.piece.needle_size,
-                    crc32c=r.piece.crc32c) for r in refs[i:i + page]])
-            first = False
-            if not context.is_active():
-                return
-        for i in range(0, len(queued), page):
-            yield master_pb2.ChunkRefPage(queued_fids=queued[i:i + page])
-
-    @rpc.servicer_method
-    def QueueOrphans(self, request, context):
-        if not 1 <= len(request.fids) <= MAX_ORPHANS_PER_CALL:
-            raise _invalid(f"{len(request.fids)} fids; want 1..{MAX_ORPHANS_PER_CALL}")
-        if request.min_age_s < 0:
-            raise _invalid(f"min_age_s {request.min_age_s} is negative")
-        cutoff = self.key_clock.cutoff(request.min_age_s)
-        fids = [Fid.parse(f) for f in request.fids]
-        old = [str(f) for f in fids if f.key < cutoff]
-        queued, referenced = self.store.queue_orphans(old) if old else (0, 0)
-        if queued:
-            log.info("fsck queued %d orphan needles for deletion", queued)
-        return master_pb2.QueueOrphansResponse(queued=queued, referenced=referenced,
-                                               too_recent=len(fids) - len(old))
-
-    @rpc.servicer_method
-    def Vacuum(self, request, context):
-        rows = self.vacuumer.run(request.threshold, list(request.volume_ids))
-        return master_pb2.VacuumResponse(replicas=[
-            master_pb2.VolumeVacuum(volume_id=r.volume_id, server=r.server,
-                                    garbage_ratio=r.garbage_ratio, size_before=r.size_before,
-                                    size_after=r.size_after,
-                                    compact_revision=r.compact_revision, error=r.error,
-                                    seconds=r.seconds)
-            for r in rows])
-
-
-def _mutation_method(op: str):
-    @rpc.servicer_method
-    def method(self, request, context):
-        return mutations.apply(self.namespace, op, request)
-    method.__name__ = mutations.TABLE[op][0]
-    method.__doc__ = f"The {op} mutation over gRPC (the mount sends it on the ZMQ channel)."
-    return method
-
-
-for _op, (_name, _) in mutations.TABLE.items():
-    if _name:
-        setattr(MasterServicer, _name, _mutation_method(_op))
 
 
 class MasterNode:

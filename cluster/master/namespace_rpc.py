@@ -1,0 +1,111 @@
+"""The namespace half of the Master gRPC service: lookups, listings and chunk lists, plus one
+method per mutation (made from cluster/master/mutations.py's table, the same one the mounts'
+ZMQ channel uses). Transport only: each method decodes, calls the store or the Namespace,
+encodes; FsError becomes a status code through rpc.servicer_method."""
+from __future__ import annotations
+
+import errno
+
+from cluster.common import rpc
+from cluster.common.chunkmap import Piece
+from cluster.common.errors import FsError
+from cluster.master import mutations
+from cluster.master.mutations import attr_pb
+from cluster.master.store import Content
+from protos import master_pb2
+
+DEFAULT_PAGE = 1000
+MAX_PAGE = 10_000
+BLOCK_SIZE = 4096
+
+
+def chunk_pb(p: Piece) -> master_pb2.Chunk:
+    return master_pb2.Chunk(
+        file_offset=p.file_offset, length=p.length, fid=p.fid,
+        needle_offset=p.needle_offset, needle_size=p.needle_size, crc32c=p.crc32c,
+    )
+
+
+def content_pb(content: Content) -> master_pb2.FileChunks:
+    out = master_pb2.FileChunks(attr=attr_pb(content.attr),
+                                chunks=[chunk_pb(p) for p in content.pieces],
+                                version=content.version)
+    if content.inline is not None:
+        out.inline_data, out.inline_crc32c = content.inline, content.inline_crc
+    return out
+
+
+def _invalid(message: str) -> FsError:
+    return FsError(errno.EINVAL, message)
+
+
+class NamespaceRpc:
+    """Mixed into MasterServicer: needs self.store, self.namespace, self.topology."""
+
+    # ------------------------------------------------------------ namespace
+
+    @rpc.servicer_method
+    def GetAttr(self, request, context):
+        return attr_pb(self.store.getattr(request.path))
+
+    @rpc.servicer_method
+    def GetAttrByIno(self, request, context):
+        return attr_pb(self.store.getattr_ino(request.ino))
+
+    @rpc.streaming_servicer_method
+    def ReadDir(self, request, context):
+        page = request.page_size or DEFAULT_PAGE
+        if page > MAX_PAGE:
+            raise _invalid(f"page_size {page} is not 1..{MAX_PAGE}")
+        after = request.after
+        first = True
+        while True:
+            entries = self.store.readdir(request.path, after, page)
+            if entries or first:
+                # An empty directory still answers one (empty) page.
+                yield master_pb2.ReadDirPage(
+                    entries=[master_pb2.DirEntry(name=n, attr=attr_pb(a)) for n, a in entries])
+            first = False
+            if len(entries) < page or not context.is_active():
+                return
+            after = entries[-1][0]
+
+    @rpc.servicer_method
+    def Readlink(self, request, context):
+        return master_pb2.ReadlinkResponse(target=self.store.readlink(request.path))
+
+    @rpc.servicer_method
+    def GetXattr(self, request, context):
+        return master_pb2.XattrValue(value=self.store.getxattr(request.path, request.name))
+
+    @rpc.servicer_method
+    def ListXattr(self, request, context):
+        return master_pb2.XattrList(names=self.store.listxattr(request.path))
+
+    @rpc.servicer_method
+    def StatFs(self, request, context):
+        total, free = self.topology.capacity()
+        return master_pb2.StatFsResponse(total_bytes=total, free_bytes=free,
+                                         files=self.store.count_inodes(), block_size=BLOCK_SIZE)
+
+    @rpc.servicer_method
+    def GetChunks(self, request, context):
+        return content_pb(self.store.content(ino=request.ino))
+
+    @rpc.servicer_method
+    def GetChunksAt(self, request, context):
+        return content_pb(self.store.content(path=request.path))
+
+
+def _mutation_method(op: str):
+    @rpc.servicer_method
+    def method(self, request, context):
+        return mutations.apply(self.namespace, op, request)
+    method.__name__ = mutations.TABLE[op][0]
+    method.__doc__ = f"The {op} mutation over gRPC (the mount sends it on the ZMQ channel)."
+    return method
+
+
+for _op, (_name, _) in mutations.TABLE.items():
+    if _name:
+        setattr(NamespaceRpc, _name, _mutation_method(_op))
