@@ -67,7 +67,8 @@ def read_everything(cluster, files: dict[str, bytes]) -> None:
 def test_fsck_finds_damage_and_repair_restores_every_replica(cluster_factory):
     cluster = cluster_factory(volumes=2)
     v1_dir = cluster.nodes["v1"].data
-    files = {f"/d/f{i}": random.randbytes(random.randint(1, 300_000)) for i in range(12)}
+    # past inline_max (64 KiB): each file has a needle on both servers to damage
+    files = {f"/d/f{i}": random.randbytes(random.randint(70_000, 300_000)) for i in range(12)}
     client = client_for(cluster, cache_bytes=0)
     try:
         for path, data in files.items():
@@ -161,7 +162,8 @@ def dat_sizes(cluster, vid: int) -> dict[str, int]:
 
 @pytest.mark.timeout(150)
 def test_vacuum_reclaims_space_while_reading_and_writing(cluster_factory):
-    cluster = cluster_factory(volumes=2)
+    # Small files stay out of the volumes by default (inline): this test is about volumes.
+    cluster = cluster_factory(volumes=2, extra_master_args=["--inline-max", "0"])
     client = client_for(cluster, cache_bytes=0)
     files = {f"/v/f{i:03d}": random.randbytes(random.randint(20_000, 200_000))
              for i in range(150)}
@@ -286,7 +288,8 @@ def test_vacuum_reclaims_space_while_reading_and_writing(cluster_factory):
 
 @pytest.mark.timeout(90)
 def test_master_vacuums_on_its_own(cluster_factory):
-    cluster = cluster_factory(volumes=1, extra_master_args=["--vacuum-interval", "1"])
+    cluster = cluster_factory(volumes=1, extra_master_args=["--vacuum-interval", "1",
+                                                            "--inline-max", "0"])
     client = client_for(cluster, cache_bytes=0)
     try:
         files = {f"/a/f{i}": random.randbytes(30_000) for i in range(30)}
