@@ -1,16 +1,23 @@
 """MutationChannel: a mount's one pipelined ZMQ channel to the master for namespace changes.
 
 Every FUSE thread may have a mutation in flight on the one DEALER socket; answers come back by
-id in any order (cluster/master/mutation_server.py is the other end). A ZMQ socket must stay in
-one thread, so a private I/O thread owns it: callers put the encoded request in the outbox,
-wake the thread through a pipe, and wait on their own event.
+id in any order (cluster/master/mutation_server.py is the other end).
+
+No I/O thread: a ZMQ socket may be used by one thread at a time, and each hand-off between
+threads costs a wake-up and a turn of the GIL, more than the round trip itself. So the calling
+threads take turns (leader/followers): a caller queues its request, and if no other caller is
+driving the socket it becomes the leader: it sends what is queued, receives answers and hands
+each to its caller, until its own has come. Callers that arrive meanwhile queue their request,
+wake the leader through a pipe (it sends for them) and wait for their answer or for the
+leader to step down, when one of them takes over. A lone caller so does its own send and
+receive, as a plain socket call would.
 
 Failures: the socket only sends on a live connection (ZMQ_IMMEDIATE), so while the master is
-down requests wait in the outbox; when a connection drops, the requests sent on it and not yet
-answered go back to the outbox and are sent again once the master is back (as the gRPC
-client retries UNAVAILABLE; a request the master had applied may so be applied twice, and its
-second answer, the one a retry would give, is ignored because the first settled the call). A
-call that gets no answer within `retry_for` seconds fails with EIO (MasterUnreachable).
+down requests wait in the queue; when a connection drops, the requests sent on it and not yet
+answered go back to the queue and are sent again once the master is back (as the gRPC client
+retries UNAVAILABLE; a request the master had applied may so be applied twice, and its second
+answer, the one a retry would give, is ignored because the first settled the call). A call
+that gets no answer within `retry_for` seconds fails with EIO (MasterUnreachable).
 """
 from __future__ import annotations
 
@@ -21,7 +28,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import zmq
 from google.protobuf.message import DecodeError, Message
@@ -31,12 +38,14 @@ from protos import master_pb2
 
 log = logging.getLogger(__name__)
 
+POLL_S = 0.05  # the leader also looks at its own deadline this often
+
 
 @dataclass
 class _Call:
     payload: bytes
     deadline: float
-    done: threading.Event = field(default_factory=threading.Event)
+    done: bool = False
     reply: master_pb2.MutationReply | None = None
     error: FsError | None = None
 
@@ -48,17 +57,27 @@ class MutationChannel:
         self.retry_for = retry_for
         self._unreachable = unreachable
         self._ids = itertools.count(1)
-        self._lock = threading.Lock()
+        self._cv = threading.Condition()
         self._calls: dict[int, _Call] = {}          # id -> call not yet answered
         self._outbox: collections.deque[int] = collections.deque()  # ids to send
         self._sent: set[int] = set()                # ids sent on the current connection
+        self._leader = False                        # a caller is driving the socket
+        self._closed = False
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._closed = threading.Event()
         self._ctx = zmq.Context()
-        self._thread = threading.Thread(target=self._run, name="mutation-channel", daemon=True)
-        self._thread.start()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        for opt, value in ((zmq.LINGER, 0), (zmq.IMMEDIATE, 1), (zmq.RECONNECT_IVL, 100),
+                           (zmq.RECONNECT_IVL_MAX, 1000), (zmq.HEARTBEAT_IVL, 1000),
+                           (zmq.HEARTBEAT_TIMEOUT, 3000), (zmq.HEARTBEAT_TTL, 6000),
+                           (zmq.SNDHWM, 100000), (zmq.RCVHWM, 100000)):
+            self._sock.setsockopt(opt, value)
+        self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._sock.connect(f"tcp://{address}")
+        self._poller = zmq.Poller()
+        for what in (self._sock, self._monitor, self._wake_r):
+            self._poller.register(what, zmq.POLLIN)
 
     def call(self, op: str, request: Message, durable: bool = False) -> master_pb2.MutationReply:
         """Send one mutation (op is the Mutation.op field) and wait for its answer; an errno
@@ -67,86 +86,101 @@ class MutationChannel:
         m = master_pb2.Mutation(id=mid, durable=durable)
         getattr(m, op).CopyFrom(request)
         call = _Call(m.SerializeToString(), time.monotonic() + self.retry_for)
-        with self._lock:
-            if self._closed.is_set():
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("mutation %s %s", op, str(request).replace("\n", " ")[:120])
+        with self._cv:
+            if self._closed:
                 raise FsError(errno.EIO, f"mutation channel to {self.address} is closed")
             self._calls[mid] = call
             self._outbox.append(mid)
-        self._wake()
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("mutation %s %s", op, str(request).replace("\n", " ")[:120])
-        call.done.wait(self.retry_for + 5.0)  # the I/O thread fails it at its deadline
+            leading = self._leader
+        if leading:
+            self._wake()
+        self._wait(mid, call)
         if call.error is not None:
             raise call.error
         reply = call.reply
-        if reply is None:
-            raise self._unreachable(self.address, f"no answer within {self.retry_for:g} s")
         if reply.errno:
             raise FsError(reply.errno, reply.message)
         return reply
 
     def close(self) -> None:
-        self._closed.set()
-        self._wake()
-        self._thread.join(5.0)
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        with self._cv:
+            self._closed = True
+            while self._leader:
+                self._cv.wait(1.0)
+            self._fail_all(FsError(errno.EIO, f"mutation channel to {self.address} closed"))
+        self._sock.disable_monitor()
+        self._monitor.close(0)
+        self._sock.close(0)
         self._ctx.term()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+
+    # ---------------------------------------------------------------- taking turns
+
+    def _wait(self, mid: int, call: _Call) -> None:
+        """Until `call` is settled: follow while another caller leads, lead otherwise."""
+        while True:
+            with self._cv:
+                while not call.done and self._leader:
+                    left = call.deadline - time.monotonic()
+                    if left <= 0:
+                        self._expire(mid, call)
+                        return
+                    self._cv.wait(left)
+                if call.done:
+                    return
+                if self._closed:
+                    self._calls.pop(mid, None)
+                    call.error = FsError(errno.EIO, f"mutation channel to {self.address} closed")
+                    return
+                if time.monotonic() >= call.deadline:
+                    self._expire(mid, call)
+                    return
+                self._leader = True
+            try:
+                self._lead(call)
+            finally:
+                with self._cv:
+                    self._leader = False
+                    self._cv.notify_all()   # a follower takes over, if any waits
+
+    def _lead(self, call: _Call) -> None:
+        """Drive the socket until `call` is settled or its deadline passes."""
+        while not call.done and not self._closed and time.monotonic() < call.deadline:
+            self._send()
+            events = dict(self._poller.poll(POLL_S * 1000))
+            if self._wake_r in events:
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+            if self._monitor in events:
+                self._on_disconnect()
+            if self._sock in events:
+                self._receive()
+
+    def _expire(self, mid: int, call: _Call) -> None:
+        """Under _cv: the call's deadline passed with no answer."""
+        if self._calls.pop(mid, None) is not None:
+            self._sent.discard(mid)
+            call.error = self._unreachable(self.address,
+                                           f"no answer within {self.retry_for:g} s")
+            call.done = True
 
     def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"\0")
         except (BlockingIOError, OSError):
-            pass  # full (the thread is awake already) or closed
+            pass  # full (the leader is awake already) or closed
 
-    # ---------------------------------------------------------------- the I/O thread
+    # ---------------------------------------------------------------- the leader's work
 
-    def _run(self) -> None:
-        sock = self._ctx.socket(zmq.DEALER)
-        for opt, value in ((zmq.LINGER, 0), (zmq.IMMEDIATE, 1), (zmq.RECONNECT_IVL, 100),
-                           (zmq.RECONNECT_IVL_MAX, 1000), (zmq.HEARTBEAT_IVL, 1000),
-                           (zmq.HEARTBEAT_TIMEOUT, 3000), (zmq.HEARTBEAT_TTL, 6000),
-                           (zmq.SNDHWM, 100000), (zmq.RCVHWM, 100000)):
-            sock.setsockopt(opt, value)
-        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
-        sock.connect(f"tcp://{self.address}")
-        poller = zmq.Poller()
-        poller.register(self._wake_r, zmq.POLLIN)
-        poller.register(monitor, zmq.POLLIN)
-        poller.register(sock, zmq.POLLIN)
-        try:
-            while not self._closed.is_set():
-                with self._lock:
-                    want_out = bool(self._outbox)
-                poller.modify(sock, zmq.POLLIN | (zmq.POLLOUT if want_out else 0))
-                events = dict(poller.poll(250))
-                if self._wake_r in events:
-                    try:
-                        while os.read(self._wake_r, 4096):
-                            pass
-                    except BlockingIOError:
-                        pass
-                if monitor in events:
-                    self._on_disconnect(monitor)
-                if events.get(sock, 0) & zmq.POLLIN:
-                    self._receive(sock)
-                if events.get(sock, 0) & zmq.POLLOUT:
-                    self._send(sock)
-                self._expire()
-        except Exception:  # noqa: BLE001 - fail the callers, never leave them hanging
-            log.exception("mutation channel to %s: I/O thread failed", self.address)
-        finally:
-            self._fail_all(FsError(errno.EIO, f"mutation channel to {self.address} closed"))
-            sock.disable_monitor()
-            monitor.close(0)
-            sock.close(0)
-
-    def _send(self, sock: zmq.Socket) -> None:
+    def _send(self) -> None:
         while True:
-            with self._lock:
+            with self._cv:
                 if not self._outbox:
                     return
                 mid = self._outbox[0]
@@ -155,19 +189,20 @@ class MutationChannel:
                     self._outbox.popleft()
                     continue
             try:
-                sock.send(call.payload, zmq.NOBLOCK)
+                self._sock.send(call.payload, zmq.NOBLOCK)
             except zmq.Again:
                 return  # no live connection (IMMEDIATE) or the pipe is full: poll again
-            with self._lock:
+            with self._cv:
                 self._outbox.popleft()
                 self._sent.add(mid)
 
-    def _receive(self, sock: zmq.Socket) -> None:
+    def _receive(self) -> None:
+        settled = False
         while True:
             try:
-                payload = sock.recv(zmq.NOBLOCK)
+                payload = self._sock.recv(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                break
             reply = master_pb2.MutationReply()
             try:
                 reply.ParseFromString(payload)
@@ -175,20 +210,23 @@ class MutationChannel:
                 log.warning("mutation channel to %s: an answer that does not parse",
                             self.address)
                 continue
-            with self._lock:
+            with self._cv:
                 call = self._calls.pop(reply.id, None)
                 self._sent.discard(reply.id)
-            if call is not None:
-                call.reply = reply
-                call.done.set()
+                if call is not None:
+                    call.reply, call.done = reply, True
+                    settled = True
+        if settled:
+            with self._cv:
+                self._cv.notify_all()
 
-    def _on_disconnect(self, monitor: zmq.Socket) -> None:
+    def _on_disconnect(self) -> None:
         try:
             while True:
-                monitor.recv_multipart(zmq.NOBLOCK)
+                self._monitor.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             pass
-        with self._lock:
+        with self._cv:
             resend = sorted(self._sent)
             self._sent.clear()
             self._outbox.extendleft(reversed(resend))
@@ -197,23 +235,11 @@ class MutationChannel:
                         "unanswered; sending them again when it is back", self.address,
                         len(resend))
 
-    def _expire(self) -> None:
-        now = time.monotonic()
-        with self._lock:
-            late = [mid for mid, c in self._calls.items() if c.deadline <= now]
-            calls = [self._calls.pop(mid) for mid in late]
-            self._sent.difference_update(late)
-        for c in calls:
-            c.error = self._unreachable(self.address,
-                                        f"no answer within {self.retry_for:g} s")
-            c.done.set()
-
     def _fail_all(self, error: FsError) -> None:
-        with self._lock:
-            calls = list(self._calls.values())
-            self._calls.clear()
-            self._outbox.clear()
-            self._sent.clear()
-        for c in calls:
-            c.error = error
-            c.done.set()
+        """Under _cv."""
+        for c in self._calls.values():
+            c.error, c.done = error, True
+        self._calls.clear()
+        self._outbox.clear()
+        self._sent.clear()
+        self._cv.notify_all()

@@ -1,17 +1,17 @@
-"""The master's ZMQ mutation channel: one ROUTER socket, one writer, group commit.
+"""The master's ZMQ mutation channel: one ROUTER socket, one thread, group commit.
 
 Each mount holds one DEALER to this ROUTER and sends every namespace change on it as a
 `Mutation` (protos/master.proto), many in flight at once; answers go back by id, in any order.
 Why not gRPC: a Python gRPC unary call costs ~550 us of CPU here, a ZMQ message ~30-100 us
 (docs/performance.md).
 
-Two threads, because a ZMQ socket must stay in one thread:
-* the I/O thread owns the ROUTER: it decodes each message and queues it for the writer, and
-  sends the writer's answers (which reach it on an inproc PULL socket);
-* the writer takes everything queued (up to `max_batch`), applies each mutation in its own
-  savepoint of one transaction (a failing one rolls back alone), commits once, then answers
-  them all. Eight mounts creating at once cost about one commit, not eight. A batch holding
-  a `durable` mutation (fsync, O_SYNC) reaches stable storage before any of it is answered.
+One thread owns the socket and does everything, because each hand-off between threads costs a
+wake-up and a turn of the GIL, more than the work itself: it takes every message waiting (up
+to `max_batch`), applies each mutation in its own savepoint of one transaction (a failing one
+rolls back alone), commits once, then answers them all. What arrives meanwhile waits in the
+socket for the next round, so eight mounts creating at once cost about one commit, not eight.
+A batch holding a `durable` mutation (fsync, O_SYNC) reaches stable storage before any of it
+is answered.
 
 Bad input never reaches the namespace and never stops the channel for other mounts: a frame
 that does not parse is logged and dropped (there is no id to answer), a mutation naming no
@@ -22,9 +22,7 @@ connection, and a peer that sends without reading loses answers past the send hi
 from __future__ import annotations
 
 import errno
-import itertools
 import logging
-import queue
 import threading
 
 import zmq
@@ -37,8 +35,6 @@ from cluster.master.store import MetadataStore
 from protos import master_pb2
 
 log = logging.getLogger(__name__)
-
-_serial = itertools.count()
 
 
 class MutationServer:
@@ -59,54 +55,42 @@ class MutationServer:
         else:
             self.port = self._router.bind_to_random_port(f"tcp://{ip}")
         self.address = f"{ip}:{self.port}"
-        self._inproc = f"inproc://kelp-mutation-answers-{next(_serial)}"
-        self._answers_in = self._ctx.socket(zmq.PULL)
-        self._answers_in.bind(self._inproc)
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._io_loop, name="mutation-io", daemon=True),
-                         threading.Thread(target=self._writer_loop, name="mutation-writer",
-                                          daemon=True)]
+        self._thread = threading.Thread(target=self._loop, name="mutations", daemon=True)
 
     def start(self) -> "MutationServer":
-        for t in self._threads:
-            t.start()
+        self._thread.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
-        self._queue.put(None)
-        for t in self._threads:
-            if t.is_alive():
-                t.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
         self._ctx.term()
 
-    # ------------------------------------------------------------ I/O thread
-
-    def _io_loop(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._router, zmq.POLLIN)
-        poller.register(self._answers_in, zmq.POLLIN)
+    def _loop(self) -> None:
         try:
             while not self._stop.is_set():
-                events = dict(poller.poll(200))
-                if self._answers_in in events:
-                    self._send_answers()
-                if self._router in events:
-                    self._receive()
+                if not self._router.poll(200):
+                    continue
+                batch = self._receive()
+                if batch:
+                    for peer, reply in self.apply_batch(batch):
+                        self._answer(peer, reply)
         except zmq.ZMQError as e:
             if not self._stop.is_set():
-                log.exception("mutation channel I/O stopped: %s", e)
+                log.exception("mutation channel stopped: %s", e)
         finally:
             self._router.close(0)
-            self._answers_in.close(0)
 
-    def _receive(self) -> None:
-        for _ in range(self.max_batch):
+    def _receive(self) -> list[tuple[bytes, master_pb2.Mutation]]:
+        """Every well-formed message waiting (up to max_batch)."""
+        batch = []
+        while len(batch) < self.max_batch:
             try:
                 frames = self._router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return
+                break
             if len(frames) != 2:
                 log.warning("mutation channel: dropped a message of %d frames (want 2)",
                             len(frames))
@@ -119,46 +103,14 @@ class MutationServer:
                 log.warning("mutation channel: dropped %d bytes that are no Mutation",
                             len(payload))
                 continue
-            self._queue.put((peer, mutation))
+            batch.append((peer, mutation))
+        return batch
 
-    def _send_answers(self) -> None:
-        while True:
-            try:
-                frames = self._answers_in.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                self._router.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.Again:
-                log.warning("mutation channel: a peer does not read its answers; dropped one")
-
-    # ------------------------------------------------------------ writer thread
-
-    def _writer_loop(self) -> None:
-        answers_out = self._ctx.socket(zmq.PUSH)
-        answers_out.setsockopt(zmq.LINGER, 0)
-        answers_out.connect(self._inproc)
+    def _answer(self, peer: bytes, reply: master_pb2.MutationReply) -> None:
         try:
-            while True:
-                first = self._queue.get()
-                if first is None:
-                    return
-                batch = [first]
-                while len(batch) < self.max_batch:
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if item is None:
-                        self._stop.set()
-                        break
-                    batch.append(item)
-                for peer, reply in self.apply_batch(batch):
-                    answers_out.send_multipart([peer, reply.SerializeToString()])
-                if self._stop.is_set():
-                    return
-        finally:
-            answers_out.close(0)
+            self._router.send_multipart([peer, reply.SerializeToString()], zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("mutation channel: a peer does not read its answers; dropped one")
 
     def apply_batch(self, batch: list[tuple[bytes, master_pb2.Mutation]]) -> list:
         """Apply (peer, mutation) pairs as one transaction, each in its own savepoint;

@@ -192,3 +192,26 @@ def test_no_master_is_eio_after_retry_for(tmp_path):
         assert time.monotonic() - started < 5
     finally:
         channel.close()
+
+
+@pytest.mark.timeout(30)
+def test_close_fails_waiting_calls_at_once():
+    channel = MutationChannel(f"127.0.0.1:{free_port('127.0.0.1')}", retry_for=20)
+    errors = []
+
+    def waiting():
+        try:
+            channel.call("mkdir", mkdir("/never"))
+        except FsError as e:
+            errors.append(e.errno)
+
+    threads = [threading.Thread(target=waiting) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    channel.close()
+    for t in threads:
+        t.join(5)
+    assert errors == [errno.EIO] * 3
+    assert time.monotonic() - started < 3
