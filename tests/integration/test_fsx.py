@@ -19,7 +19,7 @@ Written bytes carry their op number and file offset (byte at offset x of op n is
 The mount has no direct_io, so the kernel page cache serves mmap and a shared writable mapping
 works: dirty pages reach the driver as writes at msync, fsync or close.
 
-KELP_FSX_OPS overrides the number of operations (default 20,000), KELP_FSX_SEED the seed
+KELP_FSX_OPS overrides the number of operations (default 10,000), KELP_FSX_SEED the seed
 (default: random, printed). A failure prints the seed, the failing operation, the last 20
 operations and the first differing bytes, so `KELP_FSX_SEED=<seed>` replays it.
 """
@@ -39,7 +39,7 @@ from tests.integration.mountutil import (assert_clean_log, needs_fuse, start_clu
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 
-N_OPS = int(os.environ.get("KELP_FSX_OPS", "20000"))
+N_OPS = int(os.environ.get("KELP_FSX_OPS", "10000"))
 SEED = int(os.environ.get("KELP_FSX_SEED", "0")) or random.SystemRandom().randrange(1, 2**31)
 MAX_FILE = 1 << 20      # the file never grows past 1 MiB
 MAX_OP = 64 << 10       # bytes per write/read/map operation at most

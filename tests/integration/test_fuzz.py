@@ -28,7 +28,7 @@ Known bugs are matched by signature (KNOWN_BUGS) so the run stays green; each ha
 reproduction below, marked xfail(strict=True), which turns red when the bug is fixed. Any other
 violation fails the test with Hypothesis's shrunk example.
 
-Examples per method and mode: KELP_FUZZ_EXAMPLES (default 150; the gateway gets 4x, the
+Examples per method and mode: KELP_FUZZ_EXAMPLES (default 100; the gateway gets 4x, the
 volume-rewriting Vacuum, Compact and CopyVolume a fifth). The total tried is printed.
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ from cluster.common.fid import Fid
 from protos import gateway_pb2, master_pb2, volume_pb2
 from tests.harness import client_for, dump_logs, make_cluster, sha256_of, volume_needles
 
-EXAMPLES = int(os.environ.get("KELP_FUZZ_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("KELP_FUZZ_EXAMPLES", "100"))
 CALL_TIMEOUT = 20.0
 TRIED: collections.Counter = collections.Counter()     # (target, mode) -> examples
 KNOWN_SEEN: collections.Counter = collections.Counter()  # bug id -> times matched
@@ -685,7 +685,7 @@ def test_mutation_channel_frames(env, mode):
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(f"tcp://{status.mutation_address}")
     try:
-        @settings(FUZZ_SETTINGS, max_examples=EXAMPLES * 2)
+        @settings(FUZZ_SETTINGS, max_examples=EXAMPLES)
         @given(frames=mutation_frames(env, mode))
         def frames_are_answered_or_dropped(frames):
             TRIED[("mutations", mode)] += 1
