@@ -72,6 +72,7 @@ METRICS: dict[str, Metric] = {
     "small files: stat cold (files/s)": Metric("files/s", True),
     "small files: read cold (files/s)": Metric("files/s", True),
     "small files: delete (files/s)": Metric("files/s", True),
+    "8 threads: create (files/s)": Metric("files/s", True),
     "cp -r tree (s)": Metric("s", False),
     "cp -r tree (MB/s)": Metric("MB/s", True),
     "mkdir tree (dirs/s)": Metric("dirs/s", True),
@@ -274,6 +275,39 @@ def cp_tree(ctx: Context) -> dict[str, float]:
 
 # -- metadata -------------------------------------------------------------------------------
 
+def parallel_creates(ctx: Context, threads: int = 8) -> dict[str, float]:
+    """`small_files` files of 4 KiB created by `threads` threads at once in one mount, each in
+    a directory of its own: how far the mount and the servers overlap independent writers
+    (the single-thread rate is the small-files create row)."""
+    import threading
+    n, data = ctx.sizes.small_files, _block()[:ctx.sizes.small_size]
+    dirs = [ctx.root / "parallel" / f"t{t}" for t in range(threads)]
+    for d in dirs:
+        d.mkdir(parents=True)
+    errors: list[BaseException] = []
+
+    def work(d: Path) -> None:
+        try:
+            for i in range(n // threads):
+                with open(d / f"f{i:05d}", "wb") as fh:
+                    fh.write(data)
+        except BaseException as e:  # noqa: BLE001 - re-raised by the caller below
+            errors.append(e)
+
+    def create() -> None:
+        workers = [threading.Thread(target=work, args=(d,)) for d in dirs]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        os.sync()
+
+    seconds = _timed(create)
+    if errors:
+        raise errors[0]
+    return {"8 threads: create (files/s)": (n // threads) * threads / seconds}
+
+
 def mkdir_tree(ctx: Context) -> dict[str, float]:
     """`dirs` directories: 10 top-level ones, the rest spread evenly below them."""
     top = [ctx.root / "dirs" / f"d{i}" for i in range(10)]
@@ -385,5 +419,5 @@ def core_client(ctx: Context) -> dict[str, float]:
     return out
 
 
-MOUNT_WORKLOADS = [big_file, small_files, cp_tree, mkdir_tree, renames]
+MOUNT_WORKLOADS = [big_file, small_files, parallel_creates, cp_tree, mkdir_tree, renames]
 CORE_WORKLOADS = [core_client]
