@@ -179,9 +179,16 @@ class FileHandle:
                 if not self.sent and self.buf:
                     attr = self._write_inline()
                     if attr is None and not self.inline:
-                        attr = self.client.gateway.write_small(
-                            self.ino, self.buf_offset, bytes(self.buf), self.written_end,
-                            replication=self.replication)
+                        try:
+                            attr = self.client.gateway.write_small(
+                                self.ino, self.buf_offset, bytes(self.buf), self.written_end,
+                                replication=self.replication)
+                        except FsError as e:
+                            if e.errno != errno.ESTALE:
+                                raise
+                            # Another mount made the file inline since this handle last
+                            # heard: the stream below carries its bytes first.
+                            self.inline = True
                 if attr is None and (self.sent or self.buf):
                     self._send_buffer()
                     attr = self.stream.commit(self.written_end)
@@ -239,11 +246,18 @@ class FileHandle:
         with self.lock:
             self.snapshot = None
 
-    def set_size_after_truncate(self, size: int) -> None:
+    def set_size_after_truncate(self, size: int, inline: bool) -> None:
         """Another handle or a path truncate changed the file's size."""
         with self.lock:
             self.size = size
+            self.inline = inline
             self.snapshot = None
+
+    def heard_inline(self, inline: bool) -> None:
+        """Another handle's commit said whether the master now keeps the file inline. No
+        lock (handles never take each other's): one attribute, read at this handle's next
+        commit."""
+        self.inline = inline
 
     # ------------------------------------------------------------------ reads
 

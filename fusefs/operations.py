@@ -183,6 +183,10 @@ class KelpOperations(Operations):
         """Every handle's commit ends here (FileHandle.on_commit): drop what the cache held for
         the inode and keep the master's answer, so no getattr RPC follows."""
         self.cache.invalidate_ino(h.ino)
+        if attr is not None:
+            for other in self._handles_of(h.ino):
+                if other is not h:
+                    other.heard_inline(attr.inline)
         if attr is not None and h.ino not in self._unlinked:
             self.cache.put(h.path, attr)
 
@@ -334,7 +338,7 @@ class KelpOperations(Operations):
             attr = self._mutate("set_attr", master_pb2.SetAttrRequest(path=path, size=length))
         for other in self._handles_of(attr.ino):
             if other is not h:
-                other.set_size_after_truncate(attr.size)
+                other.set_size_after_truncate(attr.size, attr.inline)
         self.cache.invalidate_ino(attr.ino)
         return 0
 
@@ -512,7 +516,7 @@ class KelpOperations(Operations):
             self.cache.put_xattr_absent(path, "security.capability")
         if truncate:
             for other in self._handles_of(attr.ino):
-                other.set_size_after_truncate(attr.size)
+                other.set_size_after_truncate(attr.size, attr.inline)
         return self._new_handle(path, flags, attr)
 
     @errno_boundary
@@ -554,7 +558,7 @@ class KelpOperations(Operations):
         if flags & os.O_TRUNC and flags & (os.O_WRONLY | os.O_RDWR):
             attr = self._mutate("set_attr", master_pb2.SetAttrRequest(ino=attr.ino, size=0))
             for other in self._handles_of(attr.ino):
-                other.set_size_after_truncate(0)
+                other.set_size_after_truncate(0, False)
             self.cache.invalidate_ino(attr.ino)
         return self._new_handle_checked(path, flags, attr)
 

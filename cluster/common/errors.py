@@ -28,6 +28,7 @@ STATUS_FOR_ERRNO: dict[int, grpc.StatusCode] = {
     errno.EROFS: grpc.StatusCode.FAILED_PRECONDITION,
     errno.EXDEV: grpc.StatusCode.FAILED_PRECONDITION,
     errno.EMLINK: grpc.StatusCode.FAILED_PRECONDITION,
+    errno.ESTALE: grpc.StatusCode.FAILED_PRECONDITION,  # the writer's view of a file is old
     errno.ELOOP: grpc.StatusCode.FAILED_PRECONDITION,
     errno.EPERM: grpc.StatusCode.PERMISSION_DENIED,
     errno.EACCES: grpc.StatusCode.PERMISSION_DENIED,

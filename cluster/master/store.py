@@ -964,11 +964,12 @@ class SQLiteStore(MetadataStore):
     def _move_out_of_line(self, c, ino: int, pieces: list[Piece], exact: bool) -> None:
         """A commit of chunks to an inline file: the chunks take the place of the inline
         bytes, so they must cover them (the writer copied them into its first chunk) unless
-        the commit replaces the whole file."""
+        the commit replaces the whole file. ESTALE otherwise: the writer did not know the
+        file had become inline, and must write again with its bytes."""
         data = c.execute("SELECT inline_data FROM inodes WHERE ino=?", (ino,)).fetchone()[0]
         covered = chunkmap.covered_prefix(chunkmap.overlay([], pieces))
         if data and not exact and covered < len(data):
-            raise FsError(errno.EINVAL, f"a commit to inline inode {ino} covers {covered} of "
+            raise FsError(errno.ESTALE, f"a commit to inline inode {ino} covers {covered} of "
                                         f"its {len(data)} bytes: they would be lost")
         c.execute("UPDATE inodes SET inline_data=NULL, inline_crc=NULL WHERE ino=?", (ino,))
 

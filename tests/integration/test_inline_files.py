@@ -156,3 +156,31 @@ def test_fsck_checks_inline_bytes_and_reports_a_damaged_one(env):
     assert out.returncode == 1 and out.stdout == b"", out
     assert "damaged" in out.stderr.decode() and "CRC32C" in out.stderr.decode()
     assert (env["b"] / "fsck" / "good").read_bytes() == b"intact"
+
+
+@pytest.mark.timeout(120)
+def test_a_handle_that_did_not_see_the_file_go_inline_keeps_its_bytes(env):
+    """Two descriptors of one file (fsx found this): one makes the file inline, then the
+    other, opened before, writes past inline_max; the inline bytes must survive."""
+    a, b = env["a"], env["b"]
+    fd_old = os.open(a / "two-handles", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        with open(a / "two-handles", "r+b") as fh:
+            fh.write(b"first")                       # committed inline at close
+        big = os.urandom(LIMIT + 100)
+        os.pwrite(fd_old, big, 10)                   # past the limit, on the older descriptor
+        os.fsync(fd_old)
+    finally:
+        os.close(fd_old)
+    assert (b / "two-handles").read_bytes() == b"first" + bytes(5) + big
+    # and across mounts: b made it inline, a's descriptor did not hear of it
+    fd_a = os.open(a / "across", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        (b / "across").write_bytes(b"from b")
+        os.pwrite(fd_a, big, 6)
+        os.close(fd_a)
+        fd_a = -1
+    finally:
+        if fd_a >= 0:
+            os.close(fd_a)
+    assert (b / "across").read_bytes() == b"from b" + big
