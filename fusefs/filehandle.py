@@ -140,9 +140,13 @@ class FileHandle:
         self.sent = True
 
     def _move_inline_bytes(self) -> None:
-        """The file is about to get chunks: if the master keeps its bytes inline, they go
-        first in the stream (later writes shadow them), so the commit covers them."""
-        if not (self.inline or self.client.master.inline_max):
+        """The file is about to get chunks: if the master keeps its bytes inline (as this
+        handle last heard: from its own answers, another handle's commit, or an ESTALE), they
+        go first in the stream (later writes shadow them), so the commit covers them. A file
+        another mount made inline unbeknown to this one is refused by the master (ESTALE, so
+        EIO here) rather than losing its bytes; asking the master at every stream would put
+        a master call in front of every large write."""
+        if not self.inline:
             return
         snapshot = self.client.master.call("GetChunks", master_pb2.InoRequest(ino=self.ino))
         data = inline_bytes(snapshot)
