@@ -52,7 +52,7 @@ class MasterClient:
         self.stub = master_pb2_grpc.MasterStub(self._channel)
         self._mutations: MutationChannel | None = None
         self._mutations_lock = threading.Lock()
-        self._inline_max = 0
+        self._status: master_pb2.ClusterStatusResponse | None = None
 
     def mutate(self, op: str, request, durable: bool = False):
         """One namespace change (op: a Mutation.op field such as "create") on the ZMQ
@@ -62,21 +62,26 @@ class MasterClient:
 
     @property
     def inline_max(self) -> int:
-        """Bytes up to which the master keeps a file inline (0: never), as it said at the
-        first mutation."""
-        self._mutation_channel()
-        return self._inline_max
+        """Bytes up to which the master keeps a file inline (0: never)."""
+        return self._facts().inline_max
+
+    def _facts(self) -> master_pb2.ClusterStatusResponse:
+        """The master's ClusterStatus, asked once: the mutation channel's address and
+        inline_max do not change while it runs (a CLI upload needs the second, not the
+        first, so neither opens the ZMQ channel for the other)."""
+        with self._mutations_lock:
+            if self._status is None:
+                self._status = self.status(timeout=self.timeout)
+            return self._status
 
     def _mutation_channel(self) -> MutationChannel:
+        address = self._facts().mutation_address
         with self._mutations_lock:
             if self._mutations is None:
-                status = self.status(timeout=self.timeout)
-                if not status.mutation_address:
+                if not address:
                     raise FsError(errno.EIO, f"the master at {self.address} has no mutation "
                                              "channel (a KelpFS older than this mount?)")
-                self._inline_max = status.inline_max
-                self._mutations = MutationChannel(status.mutation_address, self.retry_for,
-                                                  MasterUnreachable)
+                self._mutations = MutationChannel(address, self.retry_for, MasterUnreachable)
             return self._mutations
 
     def call(self, method: str, request, timeout: float | None = None, retry: bool = True):

@@ -793,7 +793,7 @@ class SQLiteStore(MetadataStore):
                 raise FsError(errno.EINVAL, "setattr needs a path or an ino")
             what = path or f"inode {ino}"
             now = self._now()
-            sets: dict[str, int] = {}
+            sets: dict[str, int | bytes] = {}
             if mode is not None:
                 sets["mode"] = (attr.mode & ~0o7777) | (mode & 0o7777)
             if uid is not None:
@@ -807,11 +807,9 @@ class SQLiteStore(MetadataStore):
                     raise FsError(errno.EINVAL, f"{what} is not a regular file")
                 self._rewrite_from(c, target, size, lambda old: chunkmap.truncate(old, size))
                 if attr.inline:  # cut the inline bytes; a grow reads zeros past them
-                    c.execute("UPDATE inodes SET inline_data = substr(inline_data, 1, ?)"
-                              " WHERE ino=? AND length(inline_data) > ?", (size, target, size))
-                    data = c.execute("SELECT inline_data FROM inodes WHERE ino=?",
-                                     (target,)).fetchone()[0]
-                    sets["inline_crc"] = crc32c.crc32c(bytes(data))
+                    data = bytes(c.execute("SELECT inline_data FROM inodes WHERE ino=?",
+                                           (target,)).fetchone()[0])[:size]
+                    sets["inline_data"], sets["inline_crc"] = data, crc32c.crc32c(data)
                 sets["size"] = size
                 sets["mtime_ns"] = now
                 c.execute("UPDATE inodes SET version = version + 1 WHERE ino=?", (target,))
