@@ -420,9 +420,12 @@ class WriteStream:
             futures = list(self._futures)
         return [f.result().chunk for f in futures if f.done() and f.exception() is None]
 
-    def commit(self, size: int, mtime_ns: int = 0, exact_size: bool = False) -> master_pb2.Attr:
+    def commit(self, size: int, mtime_ns: int = 0, exact_size: bool = False,
+               committer=None) -> master_pb2.Attr:
         """Wait for every write, then commit them all (in write order) at `size` (grow-only
-        unless exact_size)."""
+        unless exact_size). `committer(CommitRequest) -> Attr` sends the commit: the mount
+        passes its master channel (one hop: the master owns the chunk list); without one the
+        gateway forwards it (the CLI, which holds no channel)."""
         deadline = time.monotonic() + self.client.timeout
         with self._lock:
             futures = list(self._futures)
@@ -438,9 +441,15 @@ class WriteStream:
                         self._error = e
                 raise
         self._raise_error()
-        request = gateway_pb2.Request(commit=gateway_pb2.Commit(
-            ino=self.ino, chunks=chunks, size=size, mtime_ns=mtime_ns, exact_size=exact_size))
-        attr = self.client._call(request, None, "committed").attr
+        if committer is not None:
+            attr = committer(master_pb2.CommitRequest(
+                ino=self.ino, chunks=chunks, size=size, mtime_ns=mtime_ns,
+                exact_size=exact_size))
+        else:
+            request = gateway_pb2.Request(commit=gateway_pb2.Commit(
+                ino=self.ino, chunks=chunks, size=size, mtime_ns=mtime_ns,
+                exact_size=exact_size))
+            attr = self.client._call(request, None, "committed").attr
         with self._lock:
             if generation == self._generation:
                 # Committed: this stream starts over (writes made meanwhile stay pending).
