@@ -26,6 +26,7 @@ from cluster.gateway.mastercall import MASTER_PATIENCE_S, call_master
 from protos import master_pb2
 
 DEFAULT_TTL_S = 5.0
+FETCH_TRIES = 3
 
 
 class Assigner:
@@ -53,8 +54,14 @@ class Assigner:
             found = self._take(replication)
             if found is not None:
                 return found
-            self._fetch(replication)
-            found = self._take(replication)
+            # A batch can be useless on arrival: another writer found its volume full (or
+            # its server gone) and avoided it while the Assign was on its way. The next
+            # Assign names that volume, so a few tries always get past it.
+            for _ in range(FETCH_TRIES):
+                self._fetch(replication)
+                found = self._take(replication)
+                if found is not None:
+                    break
         if found is None:
             raise FsError(errno.ENOSPC, f"master assigned no usable fid for replication "
                                         f"{replication or 'default'}")

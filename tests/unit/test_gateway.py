@@ -559,6 +559,35 @@ def test_assigner_batches_avoids_and_expires():
     assert list(stub.requests[-1].avoid_volumes) == []  # the avoidance expired too
 
 
+class _AvoidDuringAssign(_StubMaster):
+    """Another writer avoids volume 1 (it just filled up) while this Assign is answered."""
+
+    def __init__(self):
+        super().__init__()
+        self.assigner = None
+
+    def Assign(self, request, timeout=None):  # noqa: N802
+        reply = super().Assign(request, timeout)
+        if len(self.requests) == 1:
+            reply = master_pb2.AssignResponse(assignments=[
+                master_pb2.Assignment(fid=str(Fid(1, 100 + i, 1)),
+                                      replicas=[master_pb2.Location(name="v")])
+                for i in range(request.count)])
+            self.assigner.avoid(1)
+        return reply
+
+
+@pytest.mark.timeout(10)
+def test_assigner_asks_again_when_a_batch_is_avoided_on_arrival():
+    """Found by a 1 GiB write: a volume filled up while another chunk's Assign was answered
+    with fids on it, and the write failed with ENOSPC on a cluster with room."""
+    stub = _AvoidDuringAssign()
+    assigner = stub.assigner = Assigner(stub, batch=4)
+    fid = Fid.parse(assigner.next().fid)
+    assert fid.volume_id == 2
+    assert len(stub.requests) == 2 and list(stub.requests[1].avoid_volumes) == [1]
+
+
 @pytest.mark.timeout(10)
 def test_assigner_is_thread_safe():
     stub = _StubMaster()
