@@ -17,11 +17,13 @@ $(STAMP): setup.cfg tools/bootstrap.py
 	$(PY) tools/bootstrap.py dev
 	touch $(STAMP)
 
-# FUSE for the mount and its tests; attr gives setfattr/getfattr for the xattr tests.
+# FUSE for the mount and its tests: libfuse 3 (fuse3 gives fusermount3, and fusermount as a
+# link to it) and libfuse 2 for the fallback binding; attr gives setfattr/getfattr for the
+# xattr tests.
 deps:
-	@if [ "$$(id -u)" = 0 ] && ! { command -v fusermount >/dev/null && [ -e /usr/lib/x86_64-linux-gnu/libfuse.so.2 -o -e /lib/x86_64-linux-gnu/libfuse.so.2 -o -n "$$(ldconfig -p | grep 'libfuse.so.2')" ] && command -v setfattr >/dev/null && command -v git >/dev/null; }; then \
-		echo "installing fuse libfuse2 attr git (Debian)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse libfuse2 attr git >/dev/null; \
+	@if [ "$$(id -u)" = 0 ] && ! { command -v fusermount3 >/dev/null && ldconfig -p | grep -q 'libfuse3.so.3' && ldconfig -p | grep -q 'libfuse.so.2' && command -v setfattr >/dev/null && command -v git >/dev/null; }; then \
+		echo "installing fuse3 libfuse3-3 libfuse2 attr git (Debian)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 libfuse3-3 libfuse2 attr git >/dev/null; \
 	fi
 
 up: install

@@ -12,9 +12,11 @@ Refuses with one line on stderr and exit code 1 (no traceback) when the mount po
 missing, not a directory, already a mount point, or no master answers at --master.
 `main(argv) -> int` is what `kelp mount` calls.
 
-Kernel options (libfuse 2.9, passed by fusepy as -o options), chosen for speed:
-  big_writes, max_write=131072  writes reach us 128 KiB at a time instead of 4 KiB (libfuse 2
-                                cannot negotiate more: the kernel caps max_write at 32 pages
+Kernel options (passed by the binding as -o options; fusefs/fuse_binding.py picks libfuse 3
+through mfusepy, or fusepy on libfuse 2 where libfuse 3 is missing), chosen for speed:
+  max_write=max_read=1048576    (libfuse 3) writes and reads reach us 1 MiB at a time
+  big_writes, max_write=131072  (libfuse 2) 128 KiB at a time instead of 4 KiB: libfuse 2
+                                cannot negotiate more (the kernel caps max_write at 32 pages
                                 without max_pages, which only libfuse 3 sends)
   max_readahead=1048576         the kernel reads ahead 1 MiB on sequential reads
   attr_timeout, entry_timeout   = --attr-ttl: the kernel trusts attributes and names that long
@@ -176,12 +178,11 @@ def check_master(address: str) -> None:
 
 
 def fuse_kwargs(opts: MountOptions) -> dict:
+    from fusefs.fuse_binding import kernel_options
     kw = dict(
         foreground=True,       # detaching is done by us (see --background), never by libfuse
         nothreads=False,
-        big_writes=True,
-        max_write=131072,
-        max_readahead=1 << 20,
+        **kernel_options(),    # request sizes: 1 MiB on libfuse 3, 128 KiB on libfuse 2
         attr_timeout=opts.attr_ttl,
         entry_timeout=opts.entry_ttl,
         negative_timeout=0,
@@ -206,6 +207,9 @@ def setup_logging(opts: MountOptions) -> None:
         handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # The mount's own start and stop lines (which FUSE binding it runs on) are logged at any
+    # level: they are what a reader of the log looks for first.
+    log.setLevel(logging.INFO)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, opts.log_level.upper(), logging.WARNING))
@@ -223,7 +227,8 @@ def run_foreground(opts: MountOptions) -> int:
         with open(opts.pid_file, "w") as f:
             f.write(f"{os.getpid()}\n")
     ops = KelpOperations(client, opts)
-    log.info("mounting %s (master %s)", opts.mountpoint, opts.master)
+    from fusefs.fuse_binding import LIBFUSE
+    log.info("mounting %s (master %s) on %s", opts.mountpoint, opts.master, LIBFUSE)
     try:
         KelpFUSE(ops, opts.mountpoint, **fuse_kwargs(opts))
     except RuntimeError as e:

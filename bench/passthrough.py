@@ -4,13 +4,14 @@
 
 Runs in the foreground until unmounted (fusermount -u, SIGINT or SIGTERM). Every FUSE call is
 mapped onto the same call on BACKING_DIR with the os module: no caches, no RPCs, no locks. It
-mounts through the project's binding (fusefs.fuse_binding.KelpFUSE, multithreaded) with exactly
-the kernel options KelpFS's mount.py uses (mount.fuse_kwargs of the MountOptions defaults:
-big_writes, max_write=131072, max_readahead=1 MiB, attr_timeout/entry_timeout 1 s,
+mounts through the project's binding (fusefs.fuse_binding.KelpFUSE, multithreaded; libfuse 3
+through mfusepy, or fusepy on libfuse 2) with exactly the kernel options KelpFS's mount.py
+uses (mount.fuse_kwargs of the MountOptions defaults: 1 MiB requests on libfuse 3, 128 KiB
+with big_writes on libfuse 2, max_readahead=1 MiB, attr_timeout/entry_timeout 1 s,
 negative_timeout=0, use_ino, hard_remove, default_permissions), only named differently in
 /proc/mounts. Whatever KelpFS's mount costs beyond this target's numbers is KelpFS's own work;
-what this target costs beyond the local disk is the price of FUSE + libfuse 2 + fusepy + the
-Python interpreter that every such file system pays.
+what this target costs beyond the local disk is the price of FUSE + libfuse + its Python
+binding + the Python interpreter that every such file system pays.
 
 Open files are plain file descriptors of this process (the FUSE fh is the fd), so reads and
 writes are os.pread/os.pwrite on them. New files and directories belong to the calling user
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import stat
 import sys
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
@@ -72,15 +74,15 @@ class Passthrough(Operations):
             return stat_dict(os.fstat(fh))
         return stat_dict(os.lstat(self._real(path)))
 
-    def chmod(self, path, mode):
+    def chmod(self, path, mode, fh=None):
         os.chmod(self._real(path), mode)
         return 0
 
-    def chown(self, path, uid, gid):
+    def chown(self, path, uid, gid, fh=None):
         os.lchown(self._real(path), uid, gid)
         return 0
 
-    def utimens(self, path, times=None):
+    def utimens(self, path, times=None, fh=None):
         if times is None:
             os.utime(self._real(path), follow_symlinks=False)
         else:
@@ -109,7 +111,14 @@ class Passthrough(Operations):
     # -- names ----------------------------------------------------------------------------
 
     def readdir(self, path, fh):
-        return [".", "..", *os.listdir(self._real(path))]
+        # With d_ino and d_type, as the driver lists (libfuse 3 would give a bare name d_ino 0).
+        entries = [(".", None, 0), ("..", None, 0)]
+        with os.scandir(self._real(path)) as it:
+            for e in it:
+                kind = (stat.S_IFDIR if e.is_dir(follow_symlinks=False) else
+                        stat.S_IFLNK if e.is_symlink() else stat.S_IFREG)
+                entries.append((e.name, {"st_ino": e.inode(), "st_mode": kind}, 0))
+        return entries
 
     def mkdir(self, path, mode):
         real = self._real(path)
@@ -131,7 +140,9 @@ class Passthrough(Operations):
         os.unlink(self._real(path))
         return 0
 
-    def rename(self, old, new):
+    def rename(self, old, new, flags=0):
+        if flags:
+            raise FuseOSError(errno.EINVAL)  # as the driver for RENAME_EXCHANGE
         os.rename(self._real(old), self._real(new))
         return 0
 

@@ -1,38 +1,153 @@
-"""The one module that imports the FUSE binding (fusepy's `fuse`).
+"""The one module that knows which FUSE binding the mount runs on.
 
-Everything else in fusefs/ imports FUSE, Operations, FuseOSError and fuse_get_context from
-here, so the binding can be swapped (mfusepy speaks the same API on libfuse 3) in one place.
+libfuse 3 through `mfusepy` (the maintained fusepy) is the default: 1 MiB write and read
+requests instead of libfuse 2's 128 KiB, a file handle on getattr, truncate, chmod, chown and
+utimens of an open file (so fstat of an unlinked open file works), and rename flags. Where
+libfuse 3 or mfusepy is missing, the mount falls back to fusepy on libfuse 2. `KELP_FUSE=2`
+forces the fallback (to test it, or to compare); `KELP_FUSE=3` refuses to fall back.
+`LIBFUSE` says which is in use ("libfuse 3 (mfusepy)"); the mount logs it at start.
 
-`KelpFUSE` differs from fusepy's FUSE in three ways: fusepy's high-level `create` hides the
-open flags when raw_fi is off, so O_EXCL and O_TRUNC could not reach the operations (KelpFUSE
-passes `fi.flags` as a third argument: `Operations.create(path, mode, flags)`); `open` sets
-direct_io on the handles the operations ask for (`Operations.direct_io(fh) -> bool`, optional;
-see fusefs/kernelsize.py for why); and fusepy's `ioctl` decodes a path libfuse may pass as NULL
-(an open file whose name was removed, with flag_nullpath_ok), which crashed inside fusepy.
+Everything else in fusefs/ (and the bench's pass-through) imports FUSE, Operations,
+FuseOSError and fuse_get_context from here, and mounts through `KelpFUSE`, which adds to either
+binding what the driver needs from it:
+
+* `create(path, mode, flags)` gets the open flags, so O_EXCL and O_TRUNC reach the driver
+  (fusepy's high-level `create` hides them unless raw_fi is on);
+* `open` sets direct_io on the handles the driver asks for (`Operations.direct_io(fh) ->
+  bool`, optional; fusefs/kernelsize.py says why);
+* an `ioctl` on an open file whose name was removed (path NULL with flag_nullpath_ok) does not
+  crash fusepy's path decoding;
+* on libfuse 3, truncate/chmod/chown/utimens pass the file handle when the kernel gives one
+  (`Operations.truncate(path, length, fh)`, `chmod(path, mode, fh=None)`, ...: mfusepy drops
+  it), and rename passes its flags (`Operations.rename(old, new, flags=0)`).
 """
 from __future__ import annotations
 
-from fuse import FUSE, FuseOSError, Operations, fuse_exit, fuse_get_context  # noqa: F401
+import ctypes.util
+import logging
+import os
 
-__all__ = ["FUSE", "KelpFUSE", "Operations", "FuseOSError", "fuse_get_context", "fuse_exit"]
+log = logging.getLogger(__name__)
 
 
-class KelpFUSE(FUSE):
-    """fusepy's FUSE, with the open flags handed to `create` (see the module docstring)."""
+def _choose():
+    """(module, major version): mfusepy on libfuse 3 when both are here, else fusepy."""
+    wanted = os.environ.get("KELP_FUSE", "")
+    if wanted != "2" and ctypes.util.find_library("fuse3"):
+        # mfusepy looks for libfuse 2 first; it is told to load libfuse 3.
+        os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+        try:
+            import mfusepy
+            return mfusepy, mfusepy.fuse_version_major
+        except (ImportError, OSError) as e:
+            if wanted == "3":
+                raise
+            log.warning("libfuse 3 is installed but mfusepy cannot use it (%s): "
+                        "falling back to fusepy on libfuse 2", e)
+    elif wanted == "3":
+        raise ImportError("KELP_FUSE=3, but libfuse 3 (libfuse3.so.3) is not installed")
+    import fuse
+    return fuse, 2
 
-    def create(self, path, mode, fip):  # noqa: D401 - fusepy callback
-        fi = fip.contents
-        fi.fh = self.operations("create", path.decode(self.encoding), mode, fi.flags)
-        return 0
 
-    def open(self, path, fip):  # noqa: D401 - fusepy callback
-        fi = fip.contents
-        fi.fh = self.operations("open", path.decode(self.encoding), fi.flags)
-        wants_direct_io = getattr(self.operations, "direct_io", None)
-        if wants_direct_io is not None and wants_direct_io(fi.fh):
-            fi.direct_io = 1
-        return 0
+_fuse, LIBFUSE_MAJOR = _choose()
+REQUEST_BYTES = 1 << 20  # the largest FUSE read/write request and read-ahead we ask for
+LIBFUSE = (f"libfuse {LIBFUSE_MAJOR} ({_fuse.__name__ if _fuse.__name__ != 'fuse' else 'fusepy'})")
 
-    def ioctl(self, path, cmd, arg, fip, flags, data):  # noqa: D401 - fusepy callback
-        return self.operations("ioctl", self._decode_optional_path(path), cmd, arg,
-                               fip.contents.fh, flags, data)
+FUSE = _fuse.FUSE
+FuseOSError = _fuse.FuseOSError
+Operations = _fuse.Operations
+fuse_exit = _fuse.fuse_exit
+fuse_get_context = _fuse.fuse_get_context
+
+__all__ = ["FUSE", "KelpFUSE", "Operations", "FuseOSError", "fuse_get_context", "fuse_exit",
+           "LIBFUSE", "LIBFUSE_MAJOR"]
+
+
+def _path(fuse, path):
+    """A path from libfuse (bytes, or NULL for an open file whose name was removed)."""
+    return None if path is None else path.decode(fuse.encoding, "surrogateescape")
+
+
+def _fh(fip):
+    return fip.contents.fh if fip else None
+
+
+def _maybe_direct_io(operations, fi) -> None:
+    wants_direct_io = getattr(operations, "direct_io", None)
+    if wants_direct_io is not None and wants_direct_io(fi.fh):
+        fi.direct_io = 1
+
+
+if _fuse.__name__ == "mfusepy":
+    class KelpFUSE(FUSE):
+        """mfusepy: it calls the operations' methods directly, passes the open flags to
+        create and handles a NULL ioctl path itself."""
+
+        def init_fuse_3(self, conn, config):  # noqa: D401 - libfuse callback
+            """Request sizes and read-ahead are negotiated here on libfuse 3 (its fuse_new
+            refuses them as -o options). nullpath_ok stays off: on libfuse 3 it would take
+            the path from every operation with a file handle, while off an open file whose
+            name was removed (hard_remove) still comes with path None and its handle."""
+            if conn:
+                conn.contents.max_write = REQUEST_BYTES
+                conn.contents.max_readahead = REQUEST_BYTES
+            return super().init_fuse_3(conn, config)
+
+        def open(self, path, fip):  # noqa: D401 - libfuse callback
+            fi = fip.contents
+            fi.fh = self.operations.open(_path(self, path), fi.flags)
+            _maybe_direct_io(self.operations, fi)
+            return 0
+
+        def rename_fuse_3(self, old, new, flags):  # noqa: D401 - libfuse callback
+            return self.operations.rename(_path(self, old), _path(self, new), flags)
+
+        def truncate_fuse_3(self, path, length, fip):  # noqa: D401 - libfuse callback
+            return self.operations.truncate(_path(self, path), length, _fh(fip))
+
+        def chmod_fuse_3(self, path, mode, fip):  # noqa: D401 - libfuse callback
+            return self.operations.chmod(_path(self, path), mode, _fh(fip))
+
+        def chown_fuse_3(self, path, uid, gid, fip):  # noqa: D401 - libfuse callback
+            # uid_t/gid_t -1 ("leave as is") arrives as 2**32 - 1.
+            uid = -1 if uid == 0xFFFFFFFF else uid
+            gid = -1 if gid == 0xFFFFFFFF else gid
+            return self.operations.chown(_path(self, path), uid, gid, _fh(fip))
+
+        def utimens_fuse_3(self, path, buf, fip):  # noqa: D401 - libfuse callback
+            times = None
+            if buf:
+                times = (_fuse.time_of_timespec(buf.contents.actime, use_ns=True),
+                         _fuse.time_of_timespec(buf.contents.modtime, use_ns=True))
+            return self.operations.utimens(_path(self, path), times, _fh(fip))
+else:
+    class KelpFUSE(FUSE):  # type: ignore[no-redef]
+        """fusepy on libfuse 2: it calls `operations(name, *args)`."""
+
+        def create(self, path, mode, fip):  # noqa: D401 - libfuse callback
+            fi = fip.contents
+            fi.fh = self.operations("create", _path(self, path), mode, fi.flags)
+            return 0
+
+        def open(self, path, fip):  # noqa: D401 - libfuse callback
+            fi = fip.contents
+            fi.fh = self.operations("open", _path(self, path), fi.flags)
+            _maybe_direct_io(self.operations, fi)
+            return 0
+
+        def ioctl(self, path, cmd, arg, fip, flags, data):  # noqa: D401 - libfuse callback
+            return self.operations("ioctl", _path(self, path), cmd, arg, fip.contents.fh,
+                                   flags, data)
+
+
+def kernel_options() -> dict:
+    """The -o options that depend on the binding. libfuse 3 negotiates 1 MiB requests (the
+    kernel's limit, 256 pages) and 1 MiB read-ahead in KelpFUSE.init_fuse_3 instead; libfuse 2
+    cannot negotiate more than 32 pages and needs big_writes to get even those."""
+    if LIBFUSE_MAJOR >= 3:
+        # libfuse 3.14 defaults max_idle_threads to "unlimited" and then rejects its own
+        # default with a warning ("Ignoring invalid max threads value 4294967295"); a bound
+        # that no burst of requests reaches keeps its threads alive between bursts.
+        return {"max_idle_threads": 64}
+    return {"big_writes": True, "max_write": 128 << 10, "max_readahead": REQUEST_BYTES}

@@ -69,6 +69,16 @@ class KernelSizes:
             elif entry[1] <= token or size > entry[0]:
                 entry[0] = size
 
+    def truncated(self, path: str) -> None:
+        """An open with O_TRUNC reached the driver (libfuse 3's atomic_o_trunc): when it
+        succeeds the kernel sets its size for the name to 0 itself."""
+        with self._lock:
+            entry = self._told.get(path)
+            if entry is None:
+                self._add_locked(path, 0, 0)
+            else:
+                entry[0] = 0
+
     def grew(self, path: str, end: int) -> None:
         """A write() through `path` ending at `end` succeeded: the kernel's size for that name
         is now at least `end`."""

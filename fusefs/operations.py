@@ -51,6 +51,7 @@ log = logging.getLogger("fusefs.operations")
 NAME_MAX = 255
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
+RENAME_NOREPLACE = 1  # renameat2 flags (linux/fs.h)
 BLKSIZE = 128 * 1024  # st_blksize: what cp and friends use as their buffer size
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 
@@ -274,35 +275,41 @@ class KelpOperations(Operations):
             raise FuseOSError(errno.EACCES)
         return 0
 
-    @errno_boundary
-    def chmod(self, path, mode):
-        check_path(path)
+    def _setattr_request(self, path, fh) -> master_pb2.SetAttrRequest:
+        """A SetAttr of `path`, or of the open file `fh` when libfuse 3 passes no path (its
+        name was removed: fchmod, fchown, futimens of an unlinked open file)."""
         self._writable()
-        attr = self._mutate("set_attr", master_pb2.SetAttrRequest(path=path, mode=mode & 0o7777))
+        if path is not None:
+            check_path(path)
+            return master_pb2.SetAttrRequest(path=path)
+        return master_pb2.SetAttrRequest(ino=self._handle(fh).ino)
+
+    def _set_attr(self, path, req: master_pb2.SetAttrRequest) -> int:
+        attr = self._mutate("set_attr", req)
         self.cache.invalidate_ino(attr.ino)
-        self.cache.put(path, attr)
+        if path is not None:
+            self.cache.put(path, attr)
         return 0
 
     @errno_boundary
-    def chown(self, path, uid, gid):
-        check_path(path)
-        self._writable()
-        req = master_pb2.SetAttrRequest(path=path)
+    def chmod(self, path, mode, fh=None):
+        req = self._setattr_request(path, fh)
+        req.mode = mode & 0o7777
+        return self._set_attr(path, req)
+
+    @errno_boundary
+    def chown(self, path, uid, gid, fh=None):
+        req = self._setattr_request(path, fh)
         if uid is not None and uid != -1 and uid != 0xFFFFFFFF:
             req.uid = uid
         if gid is not None and gid != -1 and gid != 0xFFFFFFFF:
             req.gid = gid
-        attr = self._mutate("set_attr", req)
-        self.cache.invalidate_ino(attr.ino)
-        self.cache.put(path, attr)
-        return 0
+        return self._set_attr(path, req)
 
     @errno_boundary
-    def utimens(self, path, times=None):
-        check_path(path)
-        self._writable()
+    def utimens(self, path, times=None, fh=None):
+        req = self._setattr_request(path, fh)
         now = time.time_ns()
-        req = master_pb2.SetAttrRequest(path=path)
         if times is None:
             req.atime_ns = now
             req.mtime_ns = now
@@ -312,13 +319,10 @@ class KelpOperations(Operations):
                 req.atime_ns = now if atime == UTIME_NOW else int(atime)
             if mtime != UTIME_OMIT:
                 req.mtime_ns = now if mtime == UTIME_NOW else int(mtime)
-        attr = self._lookup(path)
+        ino = req.ino or self._lookup(path).ino
         # Pending writes would be committed later with mtime = now, undoing this (tar, cp -p).
-        self._commit_ino(attr.ino)
-        attr = self._mutate("set_attr", req)
-        self.cache.invalidate_ino(attr.ino)
-        self.cache.put(path, attr)
-        return 0
+        self._commit_ino(ino)
+        return self._set_attr(path, req)
 
     @errno_boundary
     def truncate(self, path, length, fh=None):
@@ -348,11 +352,14 @@ class KelpOperations(Operations):
     def readdir(self, path, fh=None):
         check_path(path)
         base = path.rstrip("/")
-        names = [".", ".."]
+        # Each entry with its inode number and type (d_ino, d_type): libfuse 3 puts a
+        # name without them in the listing with d_ino 0, which ls and glob skip.
+        entries = [(".", None, 0), ("..", None, 0)]
         for entry in self.master.readdir(path):
             self.cache.put(f"{base}/{entry.name}", entry.attr)
-            names.append(entry.name)
-        return names
+            entries.append((entry.name, {"st_ino": entry.attr.ino, "st_mode": entry.attr.mode},
+                            0))
+        return entries
 
     @errno_boundary
     def mkdir(self, path, mode):
@@ -391,10 +398,15 @@ class KelpOperations(Operations):
         return 0
 
     @errno_boundary
-    def rename(self, old, new):
+    def rename(self, old, new, flags=0):
+        """rename, and renameat2's RENAME_NOREPLACE (libfuse 3 passes the flags; the master
+        refuses an existing target with EEXIST in the same transaction). RENAME_EXCHANGE and
+        RENAME_WHITEOUT are not supported: EINVAL, which mv reads as "use plain rename"."""
         check_path(old)
         check_path(new)
         self._writable()
+        if flags & ~RENAME_NOREPLACE:
+            raise FuseOSError(errno.EINVAL)
         if new.startswith(old.rstrip("/") + "/"):
             raise FuseOSError(errno.EINVAL)  # a directory into its own subtree
         moved = self.cache.get(old)
@@ -402,7 +414,8 @@ class KelpOperations(Operations):
         with self._lock:
             target_open = any(h.path == new for h in self._handles.values())
         reply = self._mutate("rename", master_pb2.RenameRequest(
-            old_path=old, new_path=new, keep_open=target_open))
+            old_path=old, new_path=new, keep_open=target_open,
+            no_replace=bool(flags & RENAME_NOREPLACE)))
         if reply.replaced_ino and self._is_open(reply.replaced_ino):
             with self._lock:
                 self._unlinked.add(reply.replaced_ino)
@@ -556,10 +569,13 @@ class KelpOperations(Operations):
         # Writes through other handles of this mount become visible to this open.
         self._commit_ino(attr.ino)
         if flags & os.O_TRUNC and flags & (os.O_WRONLY | os.O_RDWR):
+            # Only libfuse 3 (atomic_o_trunc) passes O_TRUNC to open; libfuse 2 truncates
+            # with a setattr first. The kernel then drops its size to 0 for this name.
             attr = self._mutate("set_attr", master_pb2.SetAttrRequest(ino=attr.ino, size=0))
             for other in self._handles_of(attr.ino):
                 other.set_size_after_truncate(0, False)
             self.cache.invalidate_ino(attr.ino)
+            self.kernel_sizes.truncated(path)
         return self._new_handle_checked(path, flags, attr)
 
     @errno_boundary

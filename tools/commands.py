@@ -208,6 +208,16 @@ def _print_status(st) -> None:
     console.print(f"files: {st.files}   default replication: {st.default_replication}   "
                   f"pending deletions: {st.pending_deletions}   "
                   f"mutation channel (ZMQ): {st.mutation_address or 'none'}")
+    console.print(f"a mount on this host would use: {_fuse_binding()}")
+
+
+def _fuse_binding() -> str:
+    """Which FUSE binding `kelp mount` picks here (fusefs/fuse_binding.py decides)."""
+    try:
+        from fusefs.fuse_binding import LIBFUSE
+    except (ImportError, OSError, EnvironmentError) as e:
+        return f"no FUSE ({e})"
+    return LIBFUSE
 
 
 # ---------------------------------------------------------------- files

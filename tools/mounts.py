@@ -2,15 +2,22 @@
 test harness and the benchmarks share.
 
 `is_mounted` reads /proc/self/mounts, so a FUSE mount whose process died (where stat fails
-with ENOTCONN and os.path.ismount says False) still counts. `unmount` tries `fusermount -u`
-first (a clean unmount, which fails while files are open there), then, with `lazy`, the lazy
-forms that detach a busy mount or one whose process is gone.
+with ENOTCONN and os.path.ismount says False) still counts. `unmount` tries `fusermount3 -u`
+(libfuse 3; `fusermount` where only libfuse 2 is installed) first (a clean unmount, which
+fails while files are open there), then, with `lazy`, the lazy forms that detach a busy mount
+or one whose process is gone.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
+
+
+def fusermount() -> str:
+    """The FUSE unmount helper: fusermount3 with libfuse 3, else libfuse 2's fusermount."""
+    return "fusermount3" if shutil.which("fusermount3") else "fusermount"
 
 
 def is_mounted(path: str | Path) -> bool:
@@ -21,9 +28,10 @@ def is_mounted(path: str | Path) -> bool:
 
 def unmount(path: str | Path, lazy: bool = True) -> bool:
     """Unmount `path` if it is mounted; True when it is not mounted afterwards."""
-    steps = [["fusermount", "-u", str(path)]]
+    helper = fusermount()
+    steps = [[helper, "-u", str(path)]]
     if lazy:
-        steps += [["fusermount", "-uz", str(path)], ["umount", "-l", str(path)]]
+        steps += [[helper, "-uz", str(path)], ["umount", "-l", str(path)]]
     for cmd in steps:
         if not is_mounted(path):
             return True

@@ -9,9 +9,10 @@ import subprocess
 import pytest
 
 from tests.harness import Mount, dump_logs, make_cluster
+from tools.mounts import fusermount
 
 needs_fuse = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse") or shutil.which("fusermount") is None,
+    not os.path.exists("/dev/fuse") or shutil.which(fusermount()) is None,
     reason="needs /dev/fuse and fusermount")
 
 

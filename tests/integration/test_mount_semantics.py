@@ -18,6 +18,7 @@ import time
 import pytest
 
 from fusefs.client import KelpClient
+from fusefs.fuse_binding import LIBFUSE_MAJOR
 from tests.harness import wait_until
 from tests.integration.mountutil import (assert_clean_log, needs_fuse, sh,
                                          start_cluster_and_mount, stop_all)
@@ -230,11 +231,13 @@ def test_rename_over_existing_never_shows_a_mix(mnt):
     assert sorted(p.name for p in d.iterdir()) == ["current"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=LIBFUSE_MAJOR < 3, reason=(
     "open() of a path that always exists fails with ENOENT when a rename over it races the "
-    "open: libfuse 2's high-level API resolves FUSE_OPEN by node id to a path, and the node "
+    "open: libfuse's high-level API resolves FUSE_OPEN by node id to a path, and the node "
     "the kernel looked up was just unhashed by the rename (hard_remove), so fuse_lib_open "
-    "answers -ENOENT without calling the driver. A local file system opens the old inode."))
+    "answers -ENOENT without calling the driver. A local file system opens the old inode. "
+    "On libfuse 2 it shows within seconds every time (strict); on libfuse 3 the window is "
+    "narrower and 15 s of renames hit it in about one run of three, so there it is not strict"))
 @pytest.mark.timeout(90)
 def test_rename_over_existing_never_gives_enoent(mnt):
     d = mnt / "atomic-enoent"

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 
+from fusefs.fuse_binding import LIBFUSE_MAJOR
 from tests.harness import Mount
 from tests.integration.mountutil import (assert_clean_log, needs_fuse, start_cluster_and_mount,
                                          stop_all)
@@ -44,14 +45,14 @@ MAX = "m" * NAME_MAX
 UMASK = 0o022
 
 STALE_LINK = pytest.mark.xfail(strict=True, reason=(
-    "documented difference: libfuse 2's high-level API gives each hard-linked name its own "
+    "documented difference: libfuse's high-level API gives each hard-linked name its own "
     "kernel inode, so a change made through one name (nlink, ctime, mode, the size stat "
     "shows) shows through the other names only after attr_ttl; data reads are exact"))
 FSTAT_UNLINKED = pytest.mark.xfail(strict=True, reason=(
-    "documented difference (libfuse 2 high-level API): fstat() of an open file whose last "
-    "name was unlinked fails with ENOENT: the kernel "
-    "sends GETATTR without a file handle, and libfuse 2's high-level API finds no path for "
-    "the removed node (hard_remove) and answers ENOENT without calling the driver"))
+    "documented difference (libfuse's high-level API): fstat() of an open file whose last "
+    "name was unlinked fails with ENOENT (libfuse 2) or ESTALE (libfuse 3): the kernel "
+    "sends GETATTR without a file handle for fstat, and the high-level API finds no path for "
+    "the removed node (hard_remove) and answers without calling the driver"))
 
 # --------------------------------------------------------------------------- fixtures
 
@@ -740,12 +741,16 @@ def test_rename_noreplace_over_existing_is_eexist(d):
     assert (d / "b").read_bytes() == b"B"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "documented difference: renameat2 flags (RENAME_NOREPLACE, RENAME_EXCHANGE) are not "
-    "supported (libfuse 2 has no rename flags): EINVAL, which mv and friends read as "
-    "'unsupported' and fall back to rename"))
-@pytest.mark.parametrize("flags", [RENAME_NOREPLACE, RENAME_EXCHANGE],
-                         ids=["NOREPLACE", "EXCHANGE"])
+NO_RENAME_FLAGS = pytest.mark.xfail(strict=True, reason=(
+    "documented difference: libfuse 2 has no rename flags, so renameat2 with any flag is "
+    "EINVAL, which mv and friends read as 'unsupported' and fall back to rename"))
+NO_EXCHANGE = pytest.mark.xfail(strict=True, reason=(
+    "documented difference: RENAME_EXCHANGE is not supported (EINVAL; mv falls back)"))
+
+
+@pytest.mark.parametrize("flags", [
+    pytest.param(RENAME_NOREPLACE, marks=[NO_RENAME_FLAGS] if LIBFUSE_MAJOR < 3 else []),
+    pytest.param(RENAME_EXCHANGE, marks=[NO_EXCHANGE])], ids=["NOREPLACE", "EXCHANGE"])
 @pytest.mark.timeout(30)
 def test_renameat2_flags(d, flags):
     touch(d / "a", data=b"A")
@@ -862,6 +867,24 @@ def test_truncate_size_content_times(d, how, new_size):
     assert content == (data[:new_size] + bytes(max(0, new_size - len(data))))
     if new_size != len(data):
         changed(before, after, t0, "mtime", "ctime")
+
+
+@pytest.mark.skipif(LIBFUSE_MAJOR < 3, reason="libfuse 2 passes no file handle to truncate")
+@pytest.mark.timeout(30)
+def test_ftruncate_of_an_unlinked_open_file(d):
+    """The kernel sends ftruncate's SETATTR with the file handle, and libfuse 3 passes it
+    on with a NULL path: the driver truncates the inode it names. (fchmod, fchown and
+    futimens come without the handle: ESTALE, as fstat, see FSTAT_UNLINKED.)"""
+    f = touch(d / "a", data=b"0123456789")
+    fd = os.open(f, os.O_RDWR)
+    try:
+        os.unlink(f)
+        os.ftruncate(fd, 4)
+        assert os.pread(fd, 100, 0) == b"0123"
+        os.pwrite(fd, b"xy", 4)
+        assert os.pread(fd, 100, 0) == b"0123xy"
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.parametrize("case,expect", [
@@ -1094,7 +1117,7 @@ def test_write_updates_mtime_and_ctime(d):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "documented difference: atime is not updated by reads (libfuse 2 without "
+    "documented difference: atime is not updated by reads (FUSE without "
     "writeback_cache: the kernel marks FUSE inodes S_NOATIME and never sends an atime "
     "update; the driver does not stamp reads either)"))
 @pytest.mark.timeout(30)
@@ -1251,8 +1274,8 @@ def test_fcntl_lock_conflicts_within_one_mount(d):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "documented difference: no byte-range locks across mounts (libfuse 2 without lock "
-    "operations: the kernel keeps flock/fcntl locks local to one mount)"))
+    "documented difference: no byte-range locks across mounts (the driver has no lock "
+    "operations yet: the kernel keeps flock/fcntl locks local to one mount)"))
 @pytest.mark.timeout(60)
 def test_fcntl_lock_conflicts_across_mounts(d, other):
     f = touch(d / "f", 0o666, b"lock")
