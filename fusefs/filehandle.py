@@ -138,6 +138,9 @@ class FileHandle:
             if self.stream is None:
                 self.stream = self.client.gateway.open_stream(self.ino,
                                                               replication=self.replication)
+            if not self.sent:
+                # The first chunk since the last commit: the stream may be older than the
+                # file's inline bytes (it was shrunk, then grown, by truncate: fsx found it).
                 self._move_inline_bytes()
             self.stream.write(offset, data)
         except FsError as e:

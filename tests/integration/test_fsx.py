@@ -260,3 +260,28 @@ def test_fsx_one_file(mounts, mount_name):
     print(f"\nfsx: {N_OPS} operations, seed {SEED}, {elapsed:.1f} s, "
           f"{dict(sorted(fsx.counts.items()))}")
     assert sum(fsx.counts.values()) >= N_OPS * 0.95  # only mapreads of an empty file skip
+
+
+# Seeds that once found a bug, each replayed to the operation that failed (a few seconds).
+REGRESSIONS = {
+    # A descriptor that had streamed chunks kept its stream after the file was cut to 0 and
+    # written inline, then grown by truncate; its next large write went out through that
+    # stream without the file's inline bytes first, the master refused the commit (ESTALE),
+    # and the write was lost with EIO. Fixed: the inline bytes lead the first chunk after
+    # every commit, not only the first chunk of a new stream.
+    "inline-bytes-after-an-old-stream": (952250297, 300),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REGRESSIONS))
+@pytest.mark.timeout(120)
+def test_fsx_regression_seeds(mounts, case):
+    seed, ops = REGRESSIONS[case]
+    for name in ("attr-ttl-0", "default"):
+        fsx = Fsx(str(mounts[name].mountpoint / f"regression-{case}.bin"), seed)
+        try:
+            fsx.run(ops)
+        except FsxFailure:
+            raise
+        except Exception as e:  # noqa: BLE001 - reported with the operation log
+            fsx.fail(f"{type(e).__name__}: {e}")

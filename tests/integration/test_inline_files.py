@@ -190,3 +190,4 @@ def test_a_handle_that_did_not_see_the_file_go_inline_keeps_its_bytes(env):
         if fd_a >= 0:
             os.close(fd_a)
     assert (b / "across").read_bytes() == b"from b" + big
+
