@@ -14,11 +14,12 @@ missing, not a directory, already a mount point, or no master answers at --maste
 
 Kernel options (passed by the binding as -o options; fusefs/fuse_binding.py picks libfuse 3
 through mfusepy, or fusepy on libfuse 2 where libfuse 3 is missing), chosen for speed:
-  max_write=max_read=1048576    (libfuse 3) writes and reads reach us 1 MiB at a time
+  max_idle_threads=64           (libfuse 3) 1 MiB writes and read-ahead are negotiated at
+                                init instead (libfuse 3 refuses them as -o options)
   big_writes, max_write=131072  (libfuse 2) 128 KiB at a time instead of 4 KiB: libfuse 2
                                 cannot negotiate more (the kernel caps max_write at 32 pages
                                 without max_pages, which only libfuse 3 sends)
-  max_readahead=1048576         the kernel reads ahead 1 MiB on sequential reads
+  max_readahead=1048576         (libfuse 2) the kernel reads ahead 1 MiB on sequential reads
   attr_timeout, entry_timeout   = --attr-ttl: the kernel trusts attributes and names that long
   negative_timeout=0            the kernel asks us about names it did not find; the driver
                                 trusts a "no such name" answer for 0.1 s (it spares the
@@ -218,7 +219,7 @@ def setup_logging(opts: MountOptions) -> None:
 def run_foreground(opts: MountOptions) -> int:
     """Mount and serve until unmounted (fusermount -u, SIGINT or SIGTERM)."""
     from fusefs.client import KelpClient
-    from fusefs.fuse_binding import KelpFUSE
+    from fusefs.fuse_binding import LIBFUSE, KelpFUSE
     from fusefs.operations import KelpOperations
 
     client = KelpClient(opts.master, opts.gateway, chunk_size=opts.chunk_size,
@@ -227,7 +228,6 @@ def run_foreground(opts: MountOptions) -> int:
         with open(opts.pid_file, "w") as f:
             f.write(f"{os.getpid()}\n")
     ops = KelpOperations(client, opts)
-    from fusefs.fuse_binding import LIBFUSE
     log.info("mounting %s (master %s) on %s", opts.mountpoint, opts.master, LIBFUSE)
     try:
         KelpFUSE(ops, opts.mountpoint, **fuse_kwargs(opts))

@@ -74,15 +74,15 @@ class Passthrough(Operations):
             return stat_dict(os.fstat(fh))
         return stat_dict(os.lstat(self._real(path)))
 
-    def chmod(self, path, mode, fh=None):
+    def chmod(self, path, mode):
         os.chmod(self._real(path), mode)
         return 0
 
-    def chown(self, path, uid, gid, fh=None):
+    def chown(self, path, uid, gid):
         os.lchown(self._real(path), uid, gid)
         return 0
 
-    def utimens(self, path, times=None, fh=None):
+    def utimens(self, path, times=None):
         if times is None:
             os.utime(self._real(path), follow_symlinks=False)
         else:

@@ -118,14 +118,14 @@ class FileHandle:
             self.written_end = max(self.written_end, offset + len(data))
             self.dirty = True
             while len(self.buf) >= self.chunk_size:
-                offset = self.buf_offset
+                chunk_offset = self.buf_offset
                 if len(self.buf) == self.chunk_size:   # the usual case: hand the buffer over
                     chunk, self.buf = self.buf, bytearray()
                 else:
                     chunk = self.buf[: self.chunk_size]
                     del self.buf[: self.chunk_size]
                 self.buf_offset += self.chunk_size
-                self._send(offset, _owned(chunk))
+                self._send(chunk_offset, _owned(chunk))
             return len(data)
 
     def _send_buffer(self) -> None:

@@ -1,8 +1,9 @@
 """The one module that knows which FUSE binding the mount runs on.
 
-libfuse 3 through `mfusepy` (the maintained fusepy) is the default: 1 MiB write and read
-requests instead of libfuse 2's 128 KiB, a file handle on getattr, truncate, chmod, chown and
-utimens of an open file (so fstat of an unlinked open file works), and rename flags. Where
+libfuse 3 through `mfusepy` (the maintained fusepy) is the default: 1 MiB write requests and
+read-ahead instead of libfuse 2's 128 KiB, rename flags, and the file handle on ftruncate (so
+ftruncate of an open file whose name was removed works; the kernel sends fstat, fchmod,
+fchown and futimens without one, so those stay ESTALE, docs/posix.md). Where
 libfuse 3 or mfusepy is missing, the mount falls back to fusepy on libfuse 2. `KELP_FUSE=2`
 forces the fallback (to test it, or to compare); `KELP_FUSE=3` refuses to fall back.
 `LIBFUSE` says which is in use ("libfuse 3 (mfusepy)"); the mount logs it at start.
@@ -17,9 +18,9 @@ binding what the driver needs from it:
   bool`, optional; fusefs/kernelsize.py says why);
 * an `ioctl` on an open file whose name was removed (path NULL with flag_nullpath_ok) does not
   crash fusepy's path decoding;
-* on libfuse 3, truncate/chmod/chown/utimens pass the file handle when the kernel gives one
-  (`Operations.truncate(path, length, fh)`, `chmod(path, mode, fh=None)`, ...: mfusepy drops
-  it), and rename passes its flags (`Operations.rename(old, new, flags=0)`).
+* on libfuse 3, truncate passes the file handle the kernel gives with ftruncate
+  (`Operations.truncate(path, length, fh)`; mfusepy drops it), and rename its flags
+  (`Operations.rename(old, new, flags=0)`).
 """
 from __future__ import annotations
 
@@ -69,10 +70,6 @@ def _path(fuse, path):
     return None if path is None else path.decode(fuse.encoding, "surrogateescape")
 
 
-def _fh(fip):
-    return fip.contents.fh if fip else None
-
-
 def _maybe_direct_io(operations, fi) -> None:
     wants_direct_io = getattr(operations, "direct_io", None)
     if wants_direct_io is not None and wants_direct_io(fi.fh):
@@ -104,23 +101,8 @@ if _fuse.__name__ == "mfusepy":
             return self.operations.rename(_path(self, old), _path(self, new), flags)
 
         def truncate_fuse_3(self, path, length, fip):  # noqa: D401 - libfuse callback
-            return self.operations.truncate(_path(self, path), length, _fh(fip))
-
-        def chmod_fuse_3(self, path, mode, fip):  # noqa: D401 - libfuse callback
-            return self.operations.chmod(_path(self, path), mode, _fh(fip))
-
-        def chown_fuse_3(self, path, uid, gid, fip):  # noqa: D401 - libfuse callback
-            # uid_t/gid_t -1 ("leave as is") arrives as 2**32 - 1.
-            uid = -1 if uid == 0xFFFFFFFF else uid
-            gid = -1 if gid == 0xFFFFFFFF else gid
-            return self.operations.chown(_path(self, path), uid, gid, _fh(fip))
-
-        def utimens_fuse_3(self, path, buf, fip):  # noqa: D401 - libfuse callback
-            times = None
-            if buf:
-                times = (_fuse.time_of_timespec(buf.contents.actime, use_ns=True),
-                         _fuse.time_of_timespec(buf.contents.modtime, use_ns=True))
-            return self.operations.utimens(_path(self, path), times, _fh(fip))
+            fh = fip.contents.fh if fip else None
+            return self.operations.truncate(_path(self, path), length, fh)
 else:
     class KelpFUSE(FUSE):  # type: ignore[no-redef]
         """fusepy on libfuse 2: it calls `operations(name, *args)`."""

@@ -275,31 +275,26 @@ class KelpOperations(Operations):
             raise FuseOSError(errno.EACCES)
         return 0
 
-    def _setattr_request(self, path, fh) -> master_pb2.SetAttrRequest:
-        """A SetAttr of `path`, or of the open file `fh` when libfuse 3 passes no path (its
-        name was removed: fchmod, fchown, futimens of an unlinked open file)."""
+    def _setattr_request(self, path) -> master_pb2.SetAttrRequest:
+        check_path(path)
         self._writable()
-        if path is not None:
-            check_path(path)
-            return master_pb2.SetAttrRequest(path=path)
-        return master_pb2.SetAttrRequest(ino=self._handle(fh).ino)
+        return master_pb2.SetAttrRequest(path=path)
 
     def _set_attr(self, path, req: master_pb2.SetAttrRequest) -> int:
         attr = self._mutate("set_attr", req)
         self.cache.invalidate_ino(attr.ino)
-        if path is not None:
-            self.cache.put(path, attr)
+        self.cache.put(path, attr)
         return 0
 
     @errno_boundary
-    def chmod(self, path, mode, fh=None):
-        req = self._setattr_request(path, fh)
+    def chmod(self, path, mode):
+        req = self._setattr_request(path)
         req.mode = mode & 0o7777
         return self._set_attr(path, req)
 
     @errno_boundary
-    def chown(self, path, uid, gid, fh=None):
-        req = self._setattr_request(path, fh)
+    def chown(self, path, uid, gid):
+        req = self._setattr_request(path)
         if uid is not None and uid != -1 and uid != 0xFFFFFFFF:
             req.uid = uid
         if gid is not None and gid != -1 and gid != 0xFFFFFFFF:
@@ -307,8 +302,8 @@ class KelpOperations(Operations):
         return self._set_attr(path, req)
 
     @errno_boundary
-    def utimens(self, path, times=None, fh=None):
-        req = self._setattr_request(path, fh)
+    def utimens(self, path, times=None):
+        req = self._setattr_request(path)
         now = time.time_ns()
         if times is None:
             req.atime_ns = now
@@ -319,9 +314,8 @@ class KelpOperations(Operations):
                 req.atime_ns = now if atime == UTIME_NOW else int(atime)
             if mtime != UTIME_OMIT:
                 req.mtime_ns = now if mtime == UTIME_NOW else int(mtime)
-        ino = req.ino or self._lookup(path).ino
         # Pending writes would be committed later with mtime = now, undoing this (tar, cp -p).
-        self._commit_ino(ino)
+        self._commit_ino(self._lookup(path).ino)
         return self._set_attr(path, req)
 
     @errno_boundary

@@ -215,7 +215,7 @@ def _fuse_binding() -> str:
     """Which FUSE binding `kelp mount` picks here (fusefs/fuse_binding.py decides)."""
     try:
         from fusefs.fuse_binding import LIBFUSE
-    except (ImportError, OSError, EnvironmentError) as e:
+    except (ImportError, OSError) as e:  # no libfuse, or no binding
         return f"no FUSE ({e})"
     return LIBFUSE
 
