@@ -56,6 +56,8 @@ ERRNO_FOR_STATUS: dict[grpc.StatusCode, int] = {
 }
 
 
+STATUS_MESSAGE_MAX = 2000  # characters of an error message sent as a gRPC status
+
 class FsError(Exception):
     """A failure with a POSIX meaning, raised by server logic and by client code alike."""
 
@@ -72,7 +74,14 @@ class FsError(Exception):
         return STATUS_FOR_ERRNO.get(self.errno, grpc.StatusCode.INTERNAL)
 
     def status_message(self) -> str:
-        return f"{self.name}: {self.message}"
+        """"ENAME: message" for a gRPC status, cut to STATUS_MESSAGE_MAX characters: a
+        message naming a path deeper than PATH_MAX passed gRPC's 8 KiB metadata limit, and
+        the caller saw RESOURCE_EXHAUSTED (ENOSPC) instead of the errno."""
+        text = f"{self.name}: {self.message}"
+        if len(text) <= STATUS_MESSAGE_MAX:
+            return text
+        half = STATUS_MESSAGE_MAX // 2
+        return f"{text[:half]}...{text[-half:]}"
 
     def to_oserror(self) -> OSError:
         return OSError(self.errno, self.message)

@@ -109,3 +109,9 @@ def test_kelp_up_options_from_flags_env_and_toml(tmp_path, monkeypatch):
     monkeypatch.setenv("KELP_UP_ALLOW_OTHER", "maybe")
     with pytest.raises(ConfigError):
         resolve(UpOptions, "up", {})
+
+
+def test_a_long_error_message_is_cut_to_fit_a_grpc_status():
+    from cluster.common.errors import STATUS_MESSAGE_MAX
+    message = FsError(errno.ENOENT, "/" + "d/" * 5000).status_message()
+    assert len(message) <= STATUS_MESSAGE_MAX + 3 and message.startswith("ENOENT: /d/")
