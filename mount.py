@@ -20,11 +20,17 @@ through mfusepy, or fusepy on libfuse 2 where libfuse 3 is missing), chosen for 
                                 cannot negotiate more (the kernel caps max_write at 32 pages
                                 without max_pages, which only libfuse 3 sends)
   max_readahead=1048576         (libfuse 2) the kernel reads ahead 1 MiB on sequential reads
-  attr_timeout, entry_timeout   = --attr-ttl: the kernel trusts attributes and names that long
-  negative_timeout=0            the kernel asks us about names it did not find; the driver
-                                trusts a "no such name" answer for 0.1 s (it spares the
-                                second lookup the kernel makes before each create), so a
-                                name created by another mount shows within 0.1 s
+  entry_timeout=0, negative_timeout=0
+                                (with callbacks, the default) the kernel asks the mount about
+                                every name; the mount answers from its cache, which the
+                                master keeps true by callbacks (docs/caching.md), so a name
+                                another mount created, removed or renamed is seen at once
+  attr_timeout = --attr-ttl     the kernel trusts attributes that long, less when a callback
+                                break invalidates them (libfuse 3); 0 on libfuse 2, which
+                                cannot invalidate
+  --no-callbacks                instead: attr_timeout and entry_timeout = --attr-ttl, the
+                                mount trusts answers for --attr-ttl and "no such name" for
+                                0.1 s (other mounts' changes show within that)
   use_ino                       st_ino is the master's inode number (hard links, tar, find)
   hard_remove                   unlink of an open file goes to us (keep_open on the master)
                                 instead of libfuse's rename to .fuse_hidden files
@@ -105,7 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-size", type=parse_size, default=d.cache_bytes,
                    help="read cache bytes (default 256M)")
     p.add_argument("--attr-ttl", type=float, default=d.attr_ttl,
-                   help="seconds attributes and names are cached (default %(default)s)")
+                   help="seconds the kernel caches attributes (and, with --no-callbacks, "
+                        "names and the mount's own answers) (default %(default)s)")
+    p.add_argument("--callbacks", action=argparse.BooleanOptionalAction, default=d.callbacks,
+                   help="cache answers until the master says they changed, so other mounts' "
+                        "changes are seen at once (default: on)")
     p.add_argument("--allow-other", action=argparse.BooleanOptionalAction, default=None,
                    help="let other users use the mount, with the kernel checking permissions "
                         "(default: on when mounting as root; a non-root user needs "
@@ -140,6 +150,7 @@ def options_from_args(args: argparse.Namespace) -> MountOptions:
         chunk_size=args.chunk_size,
         write_credits=args.write_credits,
         cache_bytes=args.cache_size,
+        callbacks=args.callbacks,
         attr_ttl=args.attr_ttl,
         entry_ttl=args.attr_ttl,
         allow_other=allow_other_default() if args.allow_other is None else args.allow_other,
@@ -179,13 +190,19 @@ def check_master(address: str) -> None:
 
 
 def fuse_kwargs(opts: MountOptions) -> dict:
-    from fusefs.fuse_binding import kernel_options
+    from fusefs.fuse_binding import CAN_INVALIDATE, kernel_options
+    if opts.callbacks:
+        # Names always come to the mount (its cache answers); attributes stay in the kernel
+        # until a break invalidates them, where the binding can.
+        entry_ttl, attr_ttl = 0.0, (opts.attr_ttl if CAN_INVALIDATE else 0.0)
+    else:
+        entry_ttl, attr_ttl = opts.entry_ttl, opts.attr_ttl
     kw = dict(
         foreground=True,       # detaching is done by us (see --background), never by libfuse
         nothreads=False,
         **kernel_options(),    # request sizes: 1 MiB on libfuse 3, 128 KiB on libfuse 2
-        attr_timeout=opts.attr_ttl,
-        entry_timeout=opts.entry_ttl,
+        attr_timeout=attr_ttl,
+        entry_timeout=entry_ttl,
         negative_timeout=0,
         use_ino=True,
         hard_remove=True,
@@ -228,13 +245,18 @@ def run_foreground(opts: MountOptions) -> int:
         with open(opts.pid_file, "w") as f:
             f.write(f"{os.getpid()}\n")
     ops = KelpOperations(client, opts)
-    log.info("mounting %s (master %s) on %s", opts.mountpoint, opts.master, LIBFUSE)
+    if opts.callbacks:
+        ops.start_session()
+    log.info("mounting %s (master %s) on %s%s", opts.mountpoint, opts.master, LIBFUSE,
+             ", with callbacks" if opts.callbacks else "")
     try:
         KelpFUSE(ops, opts.mountpoint, **fuse_kwargs(opts))
     except RuntimeError as e:
         raise MountError(f"mounting {opts.mountpoint} failed (fuse_main returned {e}); "
                          "see the log above") from None
     finally:
+        if ops.session is not None:
+            ops.session.close()
         try:
             client.close()
         except Exception:  # noqa: BLE001 - shutting down

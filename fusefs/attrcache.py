@@ -1,4 +1,12 @@
-"""Short-lived caches of file attributes keyed by path, shared by the mount's threads.
+"""Caches of file attributes keyed by path, shared by the mount's threads.
+
+With a session (`trusted` given, the normal case), entries live until the master breaks the
+callback it granted with them (`apply_break`) or the cache fills: no TTL. They answer only
+while `trusted()` says the session's lease is proven, and an answer is not cached when a
+break reached the mount while its operation ran (`begin_op` marks the start of each FUSE
+operation), so an answer older than a break never outlives it. docs/caching.md says why this
+is enough. Without a session (`trusted` None: tests, and mounts of a master too old to grant
+callbacks) the TTLs below hold, as they always did:
 
 The kernel already caches attributes and entries for attr_timeout / entry_timeout; this cache
 saves the RPCs the kernel still makes (getattr right after readdir for `ls -l`, the lookups of
@@ -18,9 +26,10 @@ must not modify.
 """
 from __future__ import annotations
 
+import math
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from fusefs.paths import parent_of
 from protos import master_pb2
@@ -30,9 +39,13 @@ NEGATIVE_TTL = 0.1  # seconds a "no such name" answer is trusted
 
 
 class AttrCache:
-    def __init__(self, ttl: float = 1.0, max_entries: int = 100_000):
+    def __init__(self, ttl: float = 1.0, max_entries: int = 100_000,
+                 trusted: Optional[Callable[[], bool]] = None):
         self.ttl = ttl
         self.max_entries = max_entries
+        self._trusted = trusted
+        self._local = threading.local()   # .breaks: the break count when the op began
+        self._breaks = 0                  # callback breaks applied so far
         self._lock = threading.Lock()
         self._attrs: dict[str, tuple[float, master_pb2.Attr]] = {}
         self._paths_of: dict[int, set[str]] = {}     # ino -> cached paths (hard links)
@@ -48,8 +61,36 @@ class AttrCache:
 
     # -- attributes
 
+    def _answers(self) -> bool:
+        """Whether the cache may answer at all (a session's lease is proven, or TTLs rule)."""
+        return self.ttl > 0 and (self._trusted is None or self._trusted())
+
+    def _may_put_locked(self, generation: Optional[int] = None) -> bool:
+        """An answer may be cached: no local change since `generation` (if given), and with
+        a session, a proven lease and no break since this operation began."""
+        if generation is not None and generation != self._gen:
+            return False
+        if self._trusted is None:
+            return True
+        return getattr(self._local, "breaks", -1) == self._breaks and self._trusted()
+
+    def _until(self, ttl: float) -> float:
+        return math.inf if self._trusted is not None else time.monotonic() + ttl
+
+    def use_session(self, trusted: Callable[[], bool]) -> None:
+        """From now on, answers live until broken, and only while `trusted()`."""
+        with self._lock:
+            self._trusted = trusted
+            self._gen += 1
+            self._breaks += 1
+            self._clear_locked()
+
+    def begin_op(self) -> None:
+        """A FUSE operation starts on this thread (errno_boundary calls it)."""
+        self._local.breaks = self._breaks
+
     def get(self, path: str) -> Optional[master_pb2.Attr]:
-        if self.ttl <= 0:
+        if not self._answers():
             return None
         with self._lock:
             hit = self._attrs.get(path)
@@ -60,11 +101,14 @@ class AttrCache:
                 return None
             return hit[1]
 
-    def put(self, path: str, attr: master_pb2.Attr) -> None:
+    def put(self, path: str, attr: master_pb2.Attr, generation: Optional[int] = None) -> None:
+        """Cache the master's answer about `path`; with `generation` (taken before asking),
+        only if this mount changed nothing since."""
         if self.ttl <= 0:
             return
         with self._lock:
-            self._put_locked(path, attr, time.monotonic() + self.ttl)
+            if self._may_put_locked(generation):
+                self._put_locked(path, attr, self._until(self.ttl))
 
     def generation(self) -> int:
         with self._lock:
@@ -79,10 +123,10 @@ class AttrCache:
             return False
         base = directory.rstrip("/")
         with self._lock:
-            if self._gen != generation:
+            if not self._may_put_locked(generation):
                 return False
             now = time.monotonic()
-            until = now + self.ttl
+            until = self._until(self.ttl)
             for entry in entries:
                 path = f"{base}/{entry.name}"
                 hit = self._attrs.get(path)
@@ -121,7 +165,7 @@ class AttrCache:
     # live at most NEGATIVE_TTL, so a name another mount creates shows within 0.1 s.
 
     def is_absent(self, path: str) -> bool:
-        if self.ttl <= 0:
+        if not self._answers():
             return False
         with self._lock:
             until = self._absent.get(path)
@@ -133,14 +177,16 @@ class AttrCache:
                 return False
             return True
 
-    def put_absent(self, path: str) -> None:
+    def put_absent(self, path: str, generation: Optional[int] = None) -> None:
         if self.ttl <= 0:
             return
         with self._lock:
+            if not self._may_put_locked(generation):
+                return
             if len(self._absent) >= self.max_entries:
                 for key in list(self._absent):
                     self._drop_absent_locked(key)
-            self._absent[path] = time.monotonic() + min(self.ttl, NEGATIVE_TTL)
+            self._absent[path] = self._until(min(self.ttl, NEGATIVE_TTL))
             self._index_locked(path)
 
     # -- invalidation
@@ -170,12 +216,39 @@ class AttrCache:
     def clear(self) -> None:
         with self._lock:
             self._gen += 1
+            self._breaks += 1
             self._clear_locked()
+
+    def apply_break(self, paths=(), trees=(), inos=()) -> set[str]:
+        """The master took back its callbacks on these names, directories (and everything
+        below them) and inodes: drop all of it. Returns every path this mount had cached for
+        them, whose kernel entries the caller invalidates too."""
+        with self._lock:
+            self._gen += 1
+            self._breaks += 1
+            gone: set[str] = set()
+            for path in paths:
+                gone.add(path)
+                hit = self._attrs.get(path)
+                if hit is not None:   # the inode's other names show its nlink and times
+                    gone.update(self._paths_of.get(hit[1].ino, ()))
+            for ino in inos:
+                gone.update(self._paths_of.get(ino, ()))
+            for path in gone:
+                self._forget_locked(path)
+            for top in trees:
+                todo = [top.rstrip("/") or "/"]
+                while todo:
+                    key = todo.pop()
+                    todo.extend(self._kids.get(key, ()))
+                    gone.add(key)
+                    self._forget_locked(key)
+            return gone
 
     # -- negative xattr lookups (the kernel asks for security.capability before every write)
 
     def xattr_absent(self, path: str, name: str) -> bool:
-        if self.ttl <= 0:
+        if not self._answers():
             return False
         with self._lock:
             names = self._no_xattr.get(path)
@@ -193,10 +266,12 @@ class AttrCache:
         if self.ttl <= 0:
             return
         with self._lock:
+            if not self._may_put_locked():
+                return
             if len(self._no_xattr) >= self.max_entries:
                 for key in list(self._no_xattr):
                     self._drop_xattr_locked(key)
-            self._no_xattr.setdefault(path, {})[name] = time.monotonic() + self.ttl
+            self._no_xattr.setdefault(path, {})[name] = self._until(self.ttl)
             self._index_locked(path)
 
     def drop_xattr(self, path: str) -> None:

@@ -55,10 +55,15 @@ def to_fuse_error(exc: BaseException, where: str = "") -> OSError:
 
 
 def errno_boundary(func):
-    """Wrap a FUSE operation so that every failure leaves it as an OSError with a real errno."""
+    """Wrap a FUSE operation so that every failure leaves it as an OSError with a real errno.
+    It also tells the operations object that an operation begins (`_begin_op`, if it has
+    one): the attribute cache must know which answers may predate a callback break."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        begin = getattr(args[0], "_begin_op", None) if args else None
+        if begin is not None:
+            begin()
         try:
             return func(*args, **kwargs)
         except OSError:

@@ -21,9 +21,16 @@ binding what the driver needs from it:
 * on libfuse 3, truncate passes the file handle the kernel gives with ftruncate
   (`Operations.truncate(path, length, fh)`; mfusepy drops it), and rename its flags
   (`Operations.rename(old, new, flags=0)`).
+
+`invalidate_path(path)` drops what the kernel caches for a path (its attributes and its
+pages) through libfuse 3's fuse_invalidate_path, which mfusepy does not wrap: the mount calls
+it when the master breaks a callback, from its session thread (never from a thread serving a
+FUSE request: the kernel may wait for that request to finish). `CAN_INVALIDATE` says whether
+it works; on libfuse 2 it does not, and the mount gives the kernel no time to cache instead.
 """
 from __future__ import annotations
 
+import ctypes
 import ctypes.util
 import logging
 import os
@@ -62,7 +69,24 @@ fuse_exit = _fuse.fuse_exit
 fuse_get_context = _fuse.fuse_get_context
 
 __all__ = ["FUSE", "KelpFUSE", "Operations", "FuseOSError", "fuse_get_context", "fuse_exit",
-           "LIBFUSE", "LIBFUSE_MAJOR"]
+           "LIBFUSE", "LIBFUSE_MAJOR", "CAN_INVALIDATE", "invalidate_path"]
+
+CAN_INVALIDATE = _fuse.__name__ == "mfusepy" and LIBFUSE_MAJOR >= 3 and \
+    hasattr(_fuse._libfuse, "fuse_invalidate_path")
+_mounted = {"fuse": None}   # libfuse's struct fuse * of this process's mount, set at init
+if CAN_INVALIDATE:
+    _fuse._libfuse.fuse_invalidate_path.argtypes = (ctypes.c_void_p, ctypes.c_char_p)
+    _fuse._libfuse.fuse_invalidate_path.restype = ctypes.c_int
+
+
+def invalidate_path(path: str) -> bool:
+    """Drop the kernel's cached attributes and pages of `path`; False if the kernel had none
+    (or this binding cannot)."""
+    handle = _mounted["fuse"]
+    if handle is None:
+        return False
+    return _fuse._libfuse.fuse_invalidate_path(
+        handle, path.encode("utf-8", "surrogateescape")) == 0
 
 
 def _path(fuse, path):
@@ -89,7 +113,13 @@ if _fuse.__name__ == "mfusepy":
             if conn:
                 conn.contents.max_write = REQUEST_BYTES
                 conn.contents.max_readahead = REQUEST_BYTES
+            if CAN_INVALIDATE:
+                _mounted["fuse"] = _fuse._libfuse.fuse_get_context().contents.fuse
             return super().init_fuse_3(conn, config)
+
+        def destroy(self, private_data):  # noqa: D401 - libfuse callback
+            _mounted["fuse"] = None
+            return super().destroy(private_data)
 
         def open(self, path, fip):  # noqa: D401 - libfuse callback
             fi = fip.contents

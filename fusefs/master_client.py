@@ -11,7 +11,7 @@ import errno
 import logging
 import threading
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import grpc
 
@@ -21,6 +21,7 @@ from fusefs.mutation_channel import MutationChannel
 from protos import master_pb2, master_pb2_grpc
 
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+_GRANTING = frozenset({"GetAttr", "GetChunksAt"})   # lookups whose answers come with callbacks
 log = logging.getLogger(__name__)
 
 
@@ -51,6 +52,9 @@ class MasterClient:
         self._channel = rpc.channel(address)
         self.stub = master_pb2_grpc.MasterStub(self._channel)
         self._mutations: MutationChannel | None = None
+        # The mount's session id, sent with lookups (their answers come with callbacks) and
+        # mutations; 0 = none (the CLI, or a mount before its session opened).
+        self.session_id: Callable[[], int] = lambda: 0
         self._mutations_lock = threading.Lock()
         self._status: master_pb2.ClusterStatusResponse | None = None
 
@@ -59,6 +63,11 @@ class MasterClient:
         channel; its answer (Attr, RenameResponse or Empty), or FsError with its errno."""
         reply = self._mutation_channel().call(op, request, durable)
         return getattr(reply, reply.WhichOneof("result") or "empty")
+
+    @property
+    def mutation_address(self) -> str:
+        """The master's ZMQ port for mutations and sessions ("" from a master without one)."""
+        return self._facts().mutation_address
 
     @property
     def inline_max(self) -> int:
@@ -81,12 +90,15 @@ class MasterClient:
                 if not address:
                     raise FsError(errno.EIO, f"the master at {self.address} has no mutation "
                                              "channel (a KelpFS older than this mount?)")
-                self._mutations = MutationChannel(address, self.retry_for, MasterUnreachable)
+                self._mutations = MutationChannel(address, self.retry_for, MasterUnreachable,
+                                                  session=lambda: self.session_id())
             return self._mutations
 
     def call(self, method: str, request, timeout: float | None = None, retry: bool = True):
         """Call `method` (a Master rpc name); retry UNAVAILABLE for up to retry_for seconds."""
         fn = getattr(self.stub, method)
+        if method in _GRANTING:
+            request.session = self.session_id()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("rpc %s %s", method, str(request).replace("\n", " ")[:120])
         return self._retrying(lambda: fn(request, timeout=timeout or self.timeout),
@@ -117,7 +129,8 @@ class MasterClient:
                 raise fserror_from_rpc(e) from None
 
     def readdir(self, path: str, page_size: int = 1000) -> Iterator[master_pb2.DirEntry]:
-        request = master_pb2.ReadDirRequest(path=path, page_size=page_size)
+        request = master_pb2.ReadDirRequest(path=path, page_size=page_size,
+                                            session=self.session_id())
         for page in self.stream("ReadDir", request):
             yield from page.entries
 
@@ -126,7 +139,8 @@ class MasterClient:
         """The first `limit` entries of a directory (one ReadDir page; the rest of the stream
         is cancelled) and whether the directory may have more. No retries: callers use it
         to prefetch, and a lookup that already succeeded must not wait out an outage."""
-        request = master_pb2.ReadDirRequest(path=path, page_size=limit)
+        request = master_pb2.ReadDirRequest(path=path, page_size=limit,
+                                            session=self.session_id())
 
         def first_page():
             call = self.stub.ReadDir(request, timeout=timeout)

@@ -52,8 +52,10 @@ class _Call:
 
 class MutationChannel:
     def __init__(self, address: str, retry_for: float = 30.0,
-                 unreachable=lambda address, detail: FsError(errno.EIO, detail)):
+                 unreachable=lambda address, detail: FsError(errno.EIO, detail),
+                 session=lambda: 0):
         self.address = address
+        self.session = session      # () -> the mount's session id, sent with each mutation
         self.retry_for = retry_for
         self._unreachable = unreachable
         self._ids = itertools.count(1)
@@ -83,7 +85,7 @@ class MutationChannel:
         """Send one mutation (op is the Mutation.op field) and wait for its answer; an errno
         answer raises FsError with it."""
         mid = next(self._ids)
-        m = master_pb2.Mutation(id=mid, durable=durable)
+        m = master_pb2.Mutation(id=mid, durable=durable, session=self.session())
         getattr(m, op).CopyFrom(request)
         call = _Call(m.SerializeToString(), time.monotonic() + self.retry_for)
         if log.isEnabledFor(logging.DEBUG):

@@ -38,9 +38,10 @@ from typing import Optional
 from cluster.common.errors import FsError
 from fusefs.attrcache import AttrCache
 from fusefs.dirprefetch import DirPrefetcher
+from fusefs.session import MountSession
 from fusefs.errno_boundary import errno_boundary
 from fusefs.filehandle import FileHandle
-from fusefs.fuse_binding import FuseOSError, Operations, fuse_get_context
+from fusefs.fuse_binding import FuseOSError, Operations, fuse_get_context, invalidate_path
 from fusefs.kernelsize import KernelSizes
 from fusefs.options import MountOptions
 from fusefs.paths import parent_of
@@ -125,8 +126,38 @@ class KelpOperations(Operations):
         self._by_ino: dict[int, set[int]] = {}
         self._unlinked: set[int] = set()
         self._next_fh = itertools.count(1)
+        self.session: Optional[MountSession] = None
 
     # ------------------------------------------------------------------ helpers
+
+    def _begin_op(self) -> None:
+        self.cache.begin_op()
+
+    # ------------------------------------------------------------------ session, callbacks
+
+    def start_session(self) -> MountSession:
+        """Open the session with the master: from now on lookups come with callbacks, the
+        cache keeps answers until the master breaks them, and breaks reach the kernel."""
+        session = MountSession(self.master.mutation_address, self._on_break, self.cache.clear)
+        self.cache.use_session(session.trusted)
+        self.master.session_id = lambda: session.sid
+        self.session = session.start()
+        return session
+
+    def _on_break(self, brk) -> None:
+        """The master takes back callbacks (session thread): drop what the cache holds, the
+        chunk lists open handles hold, and what the kernel holds, before acknowledging."""
+        paths = self.cache.apply_break(brk.paths, brk.trees, brk.inos)
+        for ino in brk.inos:
+            for h in self._handles_of(ino):
+                if not h.dirty:
+                    h.forget_snapshot()
+                if h.path:
+                    paths.add(h.path)
+        paths.update(brk.paths)
+        paths.update(brk.trees)
+        for path in paths:
+            invalidate_path(path)
 
     def _call(self, method: str, request):
         """A lookup over gRPC."""
@@ -147,13 +178,14 @@ class KelpOperations(Operations):
                 return attr
             if self.cache.is_absent(path):
                 raise FsError(errno.ENOENT, path)
+        generation = self.cache.generation()
         try:
             attr = self._call("GetAttr", master_pb2.PathRequest(path=path))
         except FsError as e:
             if e.errno == errno.ENOENT:
-                self.cache.put_absent(path)
+                self.cache.put_absent(path, generation)
             raise
-        self.cache.put(path, attr)
+        self.cache.put(path, attr, generation)
         if not fresh:
             self.prefetch.found(path)  # a walk through the directory: list it once
         return attr
@@ -349,8 +381,9 @@ class KelpOperations(Operations):
         # Each entry with its inode number and type (d_ino, d_type): libfuse 3 puts a
         # name without them in the listing with d_ino 0, which ls and glob skip.
         entries = [(".", None, 0), ("..", None, 0)]
+        generation = self.cache.generation()
         for entry in self.master.readdir(path):
-            self.cache.put(f"{base}/{entry.name}", entry.attr)
+            self.cache.put(f"{base}/{entry.name}", entry.attr, generation)
             entries.append((entry.name, {"st_ino": entry.attr.ino, "st_mode": entry.attr.mode},
                             0))
         return entries
@@ -541,6 +574,7 @@ class KelpOperations(Operations):
         cached = self.cache.get(path)
         if cached is not None:
             self._commit_ino(cached.ino)
+        generation = self.cache.generation()
         snapshot = self._call("GetChunksAt", master_pb2.PathRequest(path=path))
         ino = snapshot.attr.ino
         if (cached is None or cached.ino != ino) and \
@@ -552,7 +586,7 @@ class KelpOperations(Operations):
         fh = self._new_handle_checked(path, flags, snapshot.attr)
         self._handle(fh).adopt_snapshot(snapshot)
         # The kernel asks getattr right after open: answer with what the master just said.
-        self.cache.put(path, snapshot.attr)
+        self.cache.put(path, snapshot.attr, generation)
         return fh
 
     def _open_for_writing(self, path: str, flags: int) -> int:

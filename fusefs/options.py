@@ -19,9 +19,14 @@ class MountOptions:
     write_credits: int = 4
     # bytes of the read cache (LRU of needles) shared by all files
     cache_bytes: int = 256 << 20
-    # seconds attributes are trusted, here and in the kernel (attr_timeout)
+    # hold a session with the master and cache what it answers until it says otherwise
+    # (callbacks, docs/caching.md); False: trust answers for attr_ttl seconds only
+    callbacks: bool = True
+    # seconds the kernel trusts attributes (attr_timeout; with callbacks the master's breaks
+    # invalidate them sooner on libfuse 3), and without callbacks the mount's own cache too
     attr_ttl: float = 1.0
-    # seconds a name -> inode lookup is trusted by the kernel (entry_timeout)
+    # seconds a name -> inode lookup is trusted by the kernel (entry_timeout) without
+    # callbacks; with them 0: the kernel asks the mount, which answers from its cache
     entry_ttl: float = 1.0
     # let other users use the mount (non-root needs user_allow_other in /etc/fuse.conf)
     allow_other: bool = False

@@ -37,10 +37,12 @@ class Attr(_message.Message):
     def __init__(self, ino: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., nlink: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., ctime_ns: _Optional[int] = ..., replication: _Optional[int] = ..., has_xattrs: _Optional[bool] = ..., rdev: _Optional[int] = ..., inline: _Optional[bool] = ...) -> None: ...
 
 class PathRequest(_message.Message):
-    __slots__ = ("path",)
+    __slots__ = ("path", "session")
     PATH_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     path: str
-    def __init__(self, path: _Optional[str] = ...) -> None: ...
+    session: int
+    def __init__(self, path: _Optional[str] = ..., session: _Optional[int] = ...) -> None: ...
 
 class InoRequest(_message.Message):
     __slots__ = ("ino",)
@@ -53,14 +55,16 @@ class Empty(_message.Message):
     def __init__(self) -> None: ...
 
 class ReadDirRequest(_message.Message):
-    __slots__ = ("path", "after", "page_size")
+    __slots__ = ("path", "after", "page_size", "session")
     PATH_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     path: str
     after: str
     page_size: int
-    def __init__(self, path: _Optional[str] = ..., after: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+    session: int
+    def __init__(self, path: _Optional[str] = ..., after: _Optional[str] = ..., page_size: _Optional[int] = ..., session: _Optional[int] = ...) -> None: ...
 
 class DirEntry(_message.Message):
     __slots__ = ("name", "attr")
@@ -292,10 +296,45 @@ class CommitRequest(_message.Message):
     exact_size: bool
     def __init__(self, ino: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., exact_size: _Optional[bool] = ...) -> None: ...
 
+class SessionRequest(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: int
+    def __init__(self, session: _Optional[int] = ...) -> None: ...
+
+class SessionReply(_message.Message):
+    __slots__ = ("session", "lease_s")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    LEASE_S_FIELD_NUMBER: _ClassVar[int]
+    session: int
+    lease_s: float
+    def __init__(self, session: _Optional[int] = ..., lease_s: _Optional[float] = ...) -> None: ...
+
+class CallbackBreak(_message.Message):
+    __slots__ = ("break_id", "paths", "trees", "inos", "everything")
+    BREAK_ID_FIELD_NUMBER: _ClassVar[int]
+    PATHS_FIELD_NUMBER: _ClassVar[int]
+    TREES_FIELD_NUMBER: _ClassVar[int]
+    INOS_FIELD_NUMBER: _ClassVar[int]
+    EVERYTHING_FIELD_NUMBER: _ClassVar[int]
+    break_id: int
+    paths: _containers.RepeatedScalarFieldContainer[str]
+    trees: _containers.RepeatedScalarFieldContainer[str]
+    inos: _containers.RepeatedScalarFieldContainer[int]
+    everything: bool
+    def __init__(self, break_id: _Optional[int] = ..., paths: _Optional[_Iterable[str]] = ..., trees: _Optional[_Iterable[str]] = ..., inos: _Optional[_Iterable[int]] = ..., everything: _Optional[bool] = ...) -> None: ...
+
+class BreakAck(_message.Message):
+    __slots__ = ("break_id",)
+    BREAK_ID_FIELD_NUMBER: _ClassVar[int]
+    break_id: int
+    def __init__(self, break_id: _Optional[int] = ...) -> None: ...
+
 class Mutation(_message.Message):
-    __slots__ = ("id", "durable", "mkdir", "create", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "set_attr", "set_xattr", "remove_xattr", "commit_chunks", "release_inode", "sync", "write_inline")
+    __slots__ = ("id", "durable", "session", "mkdir", "create", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "set_attr", "set_xattr", "remove_xattr", "commit_chunks", "release_inode", "sync", "write_inline", "open_session", "renew_session", "break_ack")
     ID_FIELD_NUMBER: _ClassVar[int]
     DURABLE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     MKDIR_FIELD_NUMBER: _ClassVar[int]
     CREATE_FIELD_NUMBER: _ClassVar[int]
     MKNOD_FIELD_NUMBER: _ClassVar[int]
@@ -311,8 +350,12 @@ class Mutation(_message.Message):
     RELEASE_INODE_FIELD_NUMBER: _ClassVar[int]
     SYNC_FIELD_NUMBER: _ClassVar[int]
     WRITE_INLINE_FIELD_NUMBER: _ClassVar[int]
+    OPEN_SESSION_FIELD_NUMBER: _ClassVar[int]
+    RENEW_SESSION_FIELD_NUMBER: _ClassVar[int]
+    BREAK_ACK_FIELD_NUMBER: _ClassVar[int]
     id: int
     durable: bool
+    session: int
     mkdir: MkdirRequest
     create: CreateRequest
     mknod: MknodRequest
@@ -328,23 +371,30 @@ class Mutation(_message.Message):
     release_inode: InoRequest
     sync: Empty
     write_inline: WriteInlineRequest
-    def __init__(self, id: _Optional[int] = ..., durable: _Optional[bool] = ..., mkdir: _Optional[_Union[MkdirRequest, _Mapping]] = ..., create: _Optional[_Union[CreateRequest, _Mapping]] = ..., mknod: _Optional[_Union[MknodRequest, _Mapping]] = ..., symlink: _Optional[_Union[SymlinkRequest, _Mapping]] = ..., link: _Optional[_Union[LinkRequest, _Mapping]] = ..., unlink: _Optional[_Union[UnlinkRequest, _Mapping]] = ..., rmdir: _Optional[_Union[PathRequest, _Mapping]] = ..., rename: _Optional[_Union[RenameRequest, _Mapping]] = ..., set_attr: _Optional[_Union[SetAttrRequest, _Mapping]] = ..., set_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., remove_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., commit_chunks: _Optional[_Union[CommitRequest, _Mapping]] = ..., release_inode: _Optional[_Union[InoRequest, _Mapping]] = ..., sync: _Optional[_Union[Empty, _Mapping]] = ..., write_inline: _Optional[_Union[WriteInlineRequest, _Mapping]] = ...) -> None: ...
+    open_session: SessionRequest
+    renew_session: SessionRequest
+    break_ack: BreakAck
+    def __init__(self, id: _Optional[int] = ..., durable: _Optional[bool] = ..., session: _Optional[int] = ..., mkdir: _Optional[_Union[MkdirRequest, _Mapping]] = ..., create: _Optional[_Union[CreateRequest, _Mapping]] = ..., mknod: _Optional[_Union[MknodRequest, _Mapping]] = ..., symlink: _Optional[_Union[SymlinkRequest, _Mapping]] = ..., link: _Optional[_Union[LinkRequest, _Mapping]] = ..., unlink: _Optional[_Union[UnlinkRequest, _Mapping]] = ..., rmdir: _Optional[_Union[PathRequest, _Mapping]] = ..., rename: _Optional[_Union[RenameRequest, _Mapping]] = ..., set_attr: _Optional[_Union[SetAttrRequest, _Mapping]] = ..., set_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., remove_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., commit_chunks: _Optional[_Union[CommitRequest, _Mapping]] = ..., release_inode: _Optional[_Union[InoRequest, _Mapping]] = ..., sync: _Optional[_Union[Empty, _Mapping]] = ..., write_inline: _Optional[_Union[WriteInlineRequest, _Mapping]] = ..., open_session: _Optional[_Union[SessionRequest, _Mapping]] = ..., renew_session: _Optional[_Union[SessionRequest, _Mapping]] = ..., break_ack: _Optional[_Union[BreakAck, _Mapping]] = ...) -> None: ...
 
 class MutationReply(_message.Message):
-    __slots__ = ("id", "errno", "message", "attr", "rename", "empty")
+    __slots__ = ("id", "errno", "message", "attr", "rename", "empty", "session", "callback_break")
     ID_FIELD_NUMBER: _ClassVar[int]
     ERRNO_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ATTR_FIELD_NUMBER: _ClassVar[int]
     RENAME_FIELD_NUMBER: _ClassVar[int]
     EMPTY_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    CALLBACK_BREAK_FIELD_NUMBER: _ClassVar[int]
     id: int
     errno: int
     message: str
     attr: Attr
     rename: RenameResponse
     empty: Empty
-    def __init__(self, id: _Optional[int] = ..., errno: _Optional[int] = ..., message: _Optional[str] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ..., rename: _Optional[_Union[RenameResponse, _Mapping]] = ..., empty: _Optional[_Union[Empty, _Mapping]] = ...) -> None: ...
+    session: SessionReply
+    callback_break: CallbackBreak
+    def __init__(self, id: _Optional[int] = ..., errno: _Optional[int] = ..., message: _Optional[str] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ..., rename: _Optional[_Union[RenameResponse, _Mapping]] = ..., empty: _Optional[_Union[Empty, _Mapping]] = ..., session: _Optional[_Union[SessionReply, _Mapping]] = ..., callback_break: _Optional[_Union[CallbackBreak, _Mapping]] = ...) -> None: ...
 
 class Location(_message.Message):
     __slots__ = ("server_id", "name", "grpc_address", "http_address")

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vacuum-threshold", type=float,
                    help=f"garbage ratio that makes a volume worth compacting "
                         f"{_d(MasterOptions, 'vacuum_threshold')}")
+    p.add_argument("--session-lease", type=float,
+                   help=f"seconds a mount's session lives past each renewal "
+                        f"{_d(MasterOptions, 'session_lease')}")
     p.set_defaults(func=cmd_master)
 
     p = sub.add_parser("volume", help="run a volume server in the foreground")
@@ -215,7 +218,7 @@ def cmd_master(args) -> int:
         args, "ip", "port", "grpc_port", "zmq_port", "name", "data_dir", "default_replication",
         "inline_max", "sqlite_synchronous",
         "volume_size_limit", "heartbeat_interval", "dead_after", "reaper_interval",
-        "vacuum_interval", "vacuum_threshold"), args.config)
+        "vacuum_interval", "vacuum_threshold", "session_lease"), args.config)
     return main(opts)
 
 

@@ -13,6 +13,17 @@ socket for the next round, so eight mounts creating at once cost about one commi
 A batch holding a `durable` mutation (fsync, O_SYNC) reaches stable storage before any of it
 is answered.
 
+Sessions and callbacks share the port (DESIGN "Caching and callbacks", docs/caching.md):
+open_session, renew_session and break_ack are handled as they arrive, outside any batch.
+After a batch commits, the callbacks other sessions hold on what it changed are taken back:
+each such session gets one CallbackBreak, and the batch is answered only once every one was
+acknowledged or its session's lease ran out (the session then ends: its callbacks and the
+files it kept open go). Mutations arriving meanwhile wait for the next batch, so a break costs
+the other mutations one round trip to the mount that holds it, and nothing when none does.
+
+The gRPC servicer's mutations (the CLI's, a gateway's commits) come in through `submit`, into
+the same batches, so they break callbacks like any other change.
+
 Bad input never reaches the namespace and never stops the channel for other mounts: a frame
 that does not parse is logged and dropped (there is no id to answer), a mutation naming no
 operation is answered EINVAL, a message over `max_message` bytes makes ZMQ drop that peer's
@@ -21,28 +32,63 @@ connection, and a peer that sends without reading loses answers past the send hi
 """
 from __future__ import annotations
 
+import collections
 import errno
+import itertools
 import logging
+import os
 import threading
+import time
 
 import zmq
 from google.protobuf.message import DecodeError
 
 from cluster.common.errors import FsError
 from cluster.master import mutations
+from cluster.master.callbacks import CallbackTable, Keys
 from cluster.master.namespace import Namespace
+from cluster.master.sessions import SessionTable
 from cluster.master.store import MetadataStore
+from cluster.master.touched import path_before, touched
 from protos import master_pb2
 
 log = logging.getLogger(__name__)
 
+CONTROL = ("open_session", "renew_session", "break_ack")  # not namespace changes
+
+
+class _LocalCall:
+    """A mutation submitted by another thread of the master (the gRPC servicer): the peer
+    its answer goes to."""
+    __slots__ = ("done", "reply")
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.reply: master_pb2.MutationReply | None = None
+HOUSEKEEPING_S = 0.5   # how often expired sessions and over-full callback tables are seen to
+
 
 class MutationServer:
     def __init__(self, namespace: Namespace, store: MetadataStore, ip: str, port: int,
-                 max_batch: int = 256, max_message: int = 16 << 20, hwm: int = 10000):
+                 max_batch: int = 256, max_message: int = 16 << 20, hwm: int = 10000,
+                 sessions: SessionTable | None = None, callbacks: CallbackTable | None = None):
         self.namespace = namespace
         self.store = store
         self.max_batch = max_batch
+        self.sessions = sessions if sessions is not None else SessionTable()
+        self.callbacks = callbacks if callbacks is not None else CallbackTable()
+        # Files kept open by sessions of an earlier run of the master, not resumed within
+        # this long, are freed.
+        self.resume_grace = 2 * self.sessions.lease_s
+        self._grace_over = False
+        self._held: collections.deque = collections.deque()  # mutations that came in a wait
+        self._waiting: dict[int, int] = {}     # break id -> session, not yet acknowledged
+        self._break_ids = itertools.count(1)
+        self._next_housekeeping = 0.0
+        self._local: collections.deque = collections.deque()   # (_LocalCall, Mutation)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._ctx = zmq.Context()
         self._router = self._ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
@@ -55,6 +101,9 @@ class MutationServer:
         else:
             self.port = self._router.bind_to_random_port(f"tcp://{ip}")
         self.address = f"{ip}:{self.port}"
+        self._poller = zmq.Poller()
+        self._poller.register(self._router, zmq.POLLIN)
+        self._poller.register(self._wake_r, zmq.POLLIN)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="mutations", daemon=True)
 
@@ -67,15 +116,49 @@ class MutationServer:
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._ctx.term()
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
+
+    def submit(self, op: str, request, timeout: float = 60.0) -> master_pb2.MutationReply:
+        """Apply one mutation from another thread (the gRPC servicer) in the next batch,
+        with its breaks; its MutationReply."""
+        m = master_pb2.Mutation(id=1)
+        getattr(m, op).CopyFrom(request)
+        call = _LocalCall()
+        self._local.append((call, m))
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass   # the loop is awake already
+        if not call.done.wait(timeout):
+            return master_pb2.MutationReply(errno=errno.EIO,
+                                            message="the mutation thread did not answer")
+        return call.reply
+
+    def _poll(self, timeout_ms: int) -> bool:
+        """Wait for a message or a local submission."""
+        events = dict(self._poller.poll(timeout_ms))
+        if self._wake_r in events:
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        return bool(events) or bool(self._local)
 
     def _loop(self) -> None:
         try:
             while not self._stop.is_set():
-                if not self._router.poll(200):
+                if time.monotonic() >= self._next_housekeeping:
+                    self._housekeeping()
+                if not self._held and not self._local and not self._poll(200):
                     continue
                 batch = self._receive()
                 if batch:
-                    for peer, reply in self.apply_batch(batch):
+                    changes: list[tuple[int, Keys]] = []
+                    answers = self.apply_batch(batch, changes)
+                    self._announce(changes)
+                    for peer, reply in answers:
                         self._answer(peer, reply)
         except zmq.ZMQError as e:
             if not self._stop.is_set():
@@ -83,10 +166,16 @@ class MutationServer:
         finally:
             self._router.close(0)
 
-    def _receive(self) -> list[tuple[bytes, master_pb2.Mutation]]:
-        """Every well-formed message waiting (up to max_batch)."""
+    def _receive(self, hold: bool = False) -> list[tuple[bytes, master_pb2.Mutation]]:
+        """Every well-formed mutation waiting (up to max_batch), those held from a wait
+        first; session messages are handled on the way. With `hold`, mutations are kept
+        for the next batch instead (a break is being waited for)."""
         batch = []
-        while len(batch) < self.max_batch:
+        while not hold and self._held and len(batch) < self.max_batch:
+            batch.append(self._held.popleft())
+        while not hold and self._local and len(batch) < self.max_batch:
+            batch.append(self._local.popleft())
+        while hold or len(batch) < self.max_batch:
             try:
                 frames = self._router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -103,38 +192,168 @@ class MutationServer:
                 log.warning("mutation channel: dropped %d bytes that are no Mutation",
                             len(payload))
                 continue
-            batch.append((peer, mutation))
+            op = mutation.WhichOneof("op")
+            if op in CONTROL:
+                self._control(peer, mutation, op)
+            elif hold:
+                self._held.append((peer, mutation))
+            else:
+                batch.append((peer, mutation))
         return batch
 
-    def _answer(self, peer: bytes, reply: master_pb2.MutationReply) -> None:
+    # ------------------------------------------------------------ sessions and callbacks
+
+    def _control(self, peer: bytes, m: master_pb2.Mutation, op: str) -> None:
+        if op == "break_ack":
+            self._waiting.pop(m.break_ack.break_id, None)
+            return
+        if op == "open_session":
+            s = self.sessions.open(peer, m.open_session.session)
+            log.info("session %x opened (%d live)", s.sid, len(self.sessions))
+            sid = s.sid
+        else:
+            sid = m.renew_session.session
+            if sid in self._waiting.values():
+                # Not renewed while it owes an acknowledgement: its lease runs out, and the
+                # mount, which counts from its last answered renewal, stops trusting its
+                # cache before the master gives up on it.
+                return
+            if not self.sessions.renew(sid, peer):
+                sid = 0   # unknown: the mount drops its caches and opens a session again
+        self._answer(peer, master_pb2.MutationReply(
+            id=m.id, session=master_pb2.SessionReply(session=sid,
+                                                     lease_s=self.sessions.lease_s)))
+
+    def _announce(self, changes: list[tuple[int, Keys]]) -> None:
+        """Break the callbacks other sessions hold on what the batch changed, and wait."""
+        if not changes:
+            return
+        drops: dict[int, Keys] = {}
+        for sender, keys in changes:
+            for sid, keys_of_sid in self.callbacks.take(keys, but=sender).items():
+                drops.setdefault(sid, Keys()).update(keys_of_sid)
+        for sender, keys in changes:
+            if sender and self.sessions.alive(sender):
+                # The sender caches what it changed from its answer: its callback.
+                self.callbacks.grant(sender, paths=keys.paths, inos=keys.inos)
+        if drops:
+            self._break(drops)
+
+    def _break(self, drops: dict[int, Keys]) -> None:
+        """Send each session its CallbackBreak; return once each is acknowledged or the
+        session has ended."""
+        for sid, keys in drops.items():
+            s = self.sessions.get(sid)
+            if s is None:
+                self.callbacks.drop_session(sid)
+                continue
+            bid = next(self._break_ids)
+            self._waiting[bid] = sid
+            self._answer(s.peer, master_pb2.MutationReply(
+                id=0, callback_break=master_pb2.CallbackBreak(
+                    break_id=bid, paths=sorted(keys.paths), trees=sorted(keys.trees),
+                    inos=sorted(keys.inos))))
+        while self._waiting and not self._stop.is_set():
+            now = time.monotonic()
+            soonest = None
+            for bid, sid in list(self._waiting.items()):
+                s = self.sessions.get(sid)
+                if s is None or s.expires <= now:
+                    del self._waiting[bid]
+                    log.warning("session %x did not acknowledge a callback break within its "
+                                "lease: ended", sid)
+                    self._end_session(sid)
+                else:
+                    soonest = s.expires if soonest is None else min(soonest, s.expires)
+            if soonest is None:
+                return
+            if self._poll(max(1, min(200, int((soonest - now) * 1000) + 1))):
+                self._receive(hold=True)
+
+    def _end_session(self, sid: int) -> None:
+        self.sessions.end(sid)
+        self.callbacks.drop_session(sid)
+        self._waiting = {b: s for b, s in self._waiting.items() if s != sid}
+        try:
+            freed = self.store.reclaim_orphans(sid)
+        except Exception:  # noqa: BLE001 - retried at the next restart's grace sweep
+            log.exception("freeing the open files of session %x failed", sid)
+            return
+        if freed:
+            log.info("session %x ended: freed %d files it kept open after unlink", sid, freed)
+
+    def _housekeeping(self) -> None:
+        """Sessions whose lease ran out end; sessions over their callback bound lose their
+        oldest; once after start, files kept open by sessions nobody resumed are freed."""
+        self._next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+        for sid in self.sessions.expired():
+            log.info("session %x expired", sid)
+            self._end_session(sid)
+        over = self.callbacks.overflowing()
+        if over:
+            self._break(over)
+        if not self._grace_over and \
+                time.monotonic() - self.sessions.started >= self.resume_grace:
+            self._grace_over = True
+            try:
+                for sid in self.store.orphan_sessions():
+                    if sid not in self.sessions:
+                        self._end_session(sid)
+            except Exception:  # noqa: BLE001 - the next restart tries again
+                log.exception("freeing files kept open by sessions of a past run failed")
+
+    def _answer(self, peer, reply: master_pb2.MutationReply) -> None:
+        if isinstance(peer, _LocalCall):
+            peer.reply = reply
+            peer.done.set()
+            return
         try:
             self._router.send_multipart([peer, reply.SerializeToString()], zmq.NOBLOCK)
         except zmq.Again:
             log.warning("mutation channel: a peer does not read its answers; dropped one")
 
-    def apply_batch(self, batch: list[tuple[bytes, master_pb2.Mutation]]) -> list:
+    def apply_batch(self, batch: list[tuple[bytes, master_pb2.Mutation]],
+                    changes: list | None = None) -> list:
         """Apply (peer, mutation) pairs as one transaction, each in its own savepoint;
-        [(peer, MutationReply)] in order. If the commit fails, every one is answered EIO."""
+        [(peer, MutationReply)] in order. If the commit fails, every one is answered EIO.
+        What each successful one changed goes into `changes` as (sender session, Keys)."""
         replies = []
+        found: list[tuple[int, Keys]] = []
         durable = any(m.durable for _, m in batch)
         try:
             with self.store.batch(durable=durable):
                 for _, m in batch:
-                    replies.append(self._apply_one(m))
+                    replies.append(self._apply_one(m, found))
         except Exception as e:  # noqa: BLE001 - the commit failed: nothing of it happened
             log.exception("mutation batch of %d failed to commit", len(batch))
             replies = [master_pb2.MutationReply(id=m.id, errno=errno.EIO,
                                                 message=f"commit failed: {e}") for _, m in batch]
+            found = []
+        if changes is not None:
+            changes.extend(found)
         return [(peer, reply) for (peer, _), reply in zip(batch, replies)]
 
-    def _apply_one(self, m: master_pb2.Mutation) -> master_pb2.MutationReply:
+    def _inode_before(self, op: str, request, session: int) -> int:
+        """The inode a name held before `op` changes it, when another session may hold a
+        callback on it (else 0: nobody needs to hear)."""
+        path = path_before(op, request)
+        if not path or not self.callbacks.anyone_but(session):
+            return 0
+        try:
+            return self.store.getattr(path).ino
+        except FsError:
+            return 0
+
+    def _apply_one(self, m: master_pb2.Mutation, found: list) -> master_pb2.MutationReply:
         reply = master_pb2.MutationReply(id=m.id)
         op = m.WhichOneof("op")
         if op is None or op not in mutations.TABLE:
             reply.errno, reply.message = errno.EINVAL, "mutation names no known operation"
             return reply
+        request = getattr(m, op)
         try:
-            answer = mutations.apply(self.namespace, op, getattr(m, op))
+            before = self._inode_before(op, request, m.session)
+            answer = mutations.apply(self.namespace, op, request, m.session)
         except FsError as e:
             reply.errno, reply.message = e.errno, e.message
             return reply
@@ -143,4 +362,7 @@ class MutationServer:
             reply.errno, reply.message = errno.EIO, f"{op} failed: {e}"
             return reply
         getattr(reply, mutations.RESULT_FIELD[type(answer)]).CopyFrom(answer)
+        keys = touched(op, request, answer, before)
+        if keys:
+            found.append((m.session, keys))
         return reply

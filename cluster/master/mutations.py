@@ -45,29 +45,30 @@ def _empty(_result: object) -> master_pb2.Empty:
     return _EMPTY
 
 
-# op (the Mutation.op field) -> (gRPC method name, fn(namespace, request) -> answer message)
-TABLE: dict[str, tuple[str, Callable[[Namespace, Message], Message]]] = {
-    "mkdir": ("Mkdir", lambda ns, r: attr_pb(ns.mkdir(r.path, r.mode, r.uid, r.gid,
+# op (the Mutation.op field) -> (gRPC method name, fn(namespace, request, session) -> answer
+# message); the session (0: none) is the sender's, which keeps a file it unlinks while open.
+TABLE: dict[str, tuple[str, Callable[[Namespace, Message, int], Message]]] = {
+    "mkdir": ("Mkdir", lambda ns, r, s: attr_pb(ns.mkdir(r.path, r.mode, r.uid, r.gid,
                                                       r.parents))),
-    "create": ("Create", lambda ns, r: attr_pb(ns.create(
+    "create": ("Create", lambda ns, r, s: attr_pb(ns.create(
         r.path, r.mode, r.uid, r.gid, r.exclusive, r.truncate, r.replication))),
-    "mknod": ("Mknod", lambda ns, r: attr_pb(ns.mknod(r.path, r.mode, r.rdev, r.uid, r.gid))),
-    "symlink": ("Symlink", lambda ns, r: attr_pb(ns.symlink(r.path, r.target, r.uid, r.gid))),
-    "link": ("Link", lambda ns, r: attr_pb(ns.link(r.existing_path, r.new_path))),
-    "unlink": ("Unlink", lambda ns, r: _empty(ns.unlink(r.path, r.keep_open))),
-    "rmdir": ("Rmdir", lambda ns, r: _empty(ns.rmdir(r.path))),
-    "rename": ("Rename", lambda ns, r: master_pb2.RenameResponse(replaced_ino=ns.rename(
-        r.old_path, r.new_path, r.no_replace, r.keep_open))),
-    "set_attr": ("SetAttr", lambda ns, r: attr_pb(_setattr(ns, r))),
-    "set_xattr": ("SetXattr", lambda ns, r: _empty(ns.setxattr(r.path, r.name, r.value,
+    "mknod": ("Mknod", lambda ns, r, s: attr_pb(ns.mknod(r.path, r.mode, r.rdev, r.uid, r.gid))),
+    "symlink": ("Symlink", lambda ns, r, s: attr_pb(ns.symlink(r.path, r.target, r.uid, r.gid))),
+    "link": ("Link", lambda ns, r, s: attr_pb(ns.link(r.existing_path, r.new_path))),
+    "unlink": ("Unlink", lambda ns, r, s: _empty(ns.unlink(r.path, r.keep_open, s))),
+    "rmdir": ("Rmdir", lambda ns, r, s: _empty(ns.rmdir(r.path))),
+    "rename": ("Rename", lambda ns, r, s: master_pb2.RenameResponse(replaced_ino=ns.rename(
+        r.old_path, r.new_path, r.no_replace, r.keep_open, s))),
+    "set_attr": ("SetAttr", lambda ns, r, s: attr_pb(_setattr(ns, r))),
+    "set_xattr": ("SetXattr", lambda ns, r, s: _empty(ns.setxattr(r.path, r.name, r.value,
                                                                 r.flags))),
-    "remove_xattr": ("RemoveXattr", lambda ns, r: _empty(ns.removexattr(r.path, r.name))),
-    "commit_chunks": ("CommitChunks", lambda ns, r: attr_pb(ns.commit(
+    "remove_xattr": ("RemoveXattr", lambda ns, r, s: _empty(ns.removexattr(r.path, r.name))),
+    "commit_chunks": ("CommitChunks", lambda ns, r, s: attr_pb(ns.commit(
         r.ino, [piece_from_pb(c) for c in r.chunks], r.size, r.mtime_ns, r.exact_size))),
-    "write_inline": ("WriteInline", lambda ns, r: attr_pb(ns.write_inline(
+    "write_inline": ("WriteInline", lambda ns, r, s: attr_pb(ns.write_inline(
         r.ino, r.offset, r.data, r.crc32c, r.size, r.mtime_ns, r.exact_size))),
-    "release_inode": ("ReleaseInode", lambda ns, r: _empty(ns.release_inode(r.ino))),
-    "sync": ("", lambda ns, r: _EMPTY),
+    "release_inode": ("ReleaseInode", lambda ns, r, s: _empty(ns.release_inode(r.ino))),
+    "sync": ("", lambda ns, r, s: _EMPTY),
 }
 
 # The MutationReply.result field each answer type goes in.
@@ -75,6 +76,6 @@ RESULT_FIELD = {master_pb2.Attr: "attr", master_pb2.RenameResponse: "rename",
                 master_pb2.Empty: "empty"}
 
 
-def apply(ns: Namespace, op: str, request: Message) -> Message:
+def apply(ns: Namespace, op: str, request: Message, session: int = 0) -> Message:
     """Run one mutation; its answer message, or the FsError it failed with."""
-    return TABLE[op][1](ns, request)
+    return TABLE[op][1](ns, request, session)

@@ -21,6 +21,12 @@ def _invalid(message: str) -> FsError:
     return FsError(errno.EINVAL, message)
 
 
+def _orphan_tag(keep_open: bool, session: int) -> int:
+    """inodes.orphan for a file that loses its last name: 0 (delete it now), the session
+    that keeps it open, or 1 for a client without a session."""
+    return (session or 1) if keep_open else 0
+
+
 class Namespace:
     def __init__(self, store: MetadataStore, on_commit: Callable[[], None] = lambda: None,
                  inline_max: int = 65536):
@@ -48,15 +54,17 @@ class Namespace:
     def link(self, existing: str, new: str) -> Attr:
         return self.store.link(existing, new)
 
-    def unlink(self, path: str, keep_open: bool = False) -> int:
-        return self.store.unlink(path, keep_open)
+    def unlink(self, path: str, keep_open: bool = False, session: int = 0) -> int:
+        """With keep_open, a file whose last name this was stays (as an orphan) until the
+        client releases it or its `session` ends."""
+        return self.store.unlink(path, _orphan_tag(keep_open, session))
 
     def rmdir(self, path: str) -> None:
         self.store.rmdir(path)
 
     def rename(self, old: str, new: str, no_replace: bool = False,
-               keep_open: bool = False) -> int:
-        return self.store.rename(old, new, no_replace, keep_open)
+               keep_open: bool = False, session: int = 0) -> int:
+        return self.store.rename(old, new, no_replace, _orphan_tag(keep_open, session))
 
     def setattr(self, path: Optional[str], ino: int, **changes: Optional[int]) -> Attr:
         if not ino and not path:

@@ -11,6 +11,7 @@ from cluster.common.chunkmap import Piece
 from cluster.common.errors import FsError
 from cluster.master import mutations
 from cluster.master.mutations import attr_pb
+from cluster.master.paths import canonical
 from cluster.master.store import Content
 from protos import master_pb2
 
@@ -40,13 +41,35 @@ def _invalid(message: str) -> FsError:
 
 
 class NamespaceRpc:
-    """Mixed into MasterServicer: needs self.store, self.namespace, self.topology."""
+    """Mixed into MasterServicer: needs self.store, self.namespace, self.topology,
+    self.sessions and self.callbacks."""
+
+    def _with_callback(self, session: int, path: str, read, ino_of=lambda attr: attr.ino):
+        """read(), and for a live session a callback on its answer: on the name (also when
+        the answer is "no such name") and on the inode it names. Granted between the same two
+        commits as the read (MetadataStore.between_commits), so no change slips between."""
+        if not session or not self.sessions.alive(session):
+            return read()
+        try:
+            key = canonical(path)
+        except FsError:
+            return read()   # the read fails with the right error
+        with self.store.between_commits():
+            try:
+                result = read()
+            except FsError as e:
+                if e.errno == errno.ENOENT:
+                    self.callbacks.grant(session, paths=[key])
+                raise
+            self.callbacks.grant(session, paths=[key], inos=[ino_of(result)])
+            return result
 
     # ------------------------------------------------------------ namespace
 
     @rpc.servicer_method
     def GetAttr(self, request, context):
-        return attr_pb(self.store.getattr(request.path))
+        return attr_pb(self._with_callback(request.session, request.path,
+                                           lambda: self.store.getattr(request.path)))
 
     @rpc.servicer_method
     def GetAttrByIno(self, request, context):
@@ -60,7 +83,7 @@ class NamespaceRpc:
         after = request.after
         first = True
         while True:
-            entries = self.store.readdir(request.path, after, page)
+            entries = self._listing(request, after, page)
             if entries or first:
                 # An empty directory still answers one (empty) page.
                 yield master_pb2.ReadDirPage(
@@ -69,6 +92,18 @@ class NamespaceRpc:
             if len(entries) < page or not context.is_active():
                 return
             after = entries[-1][0]
+
+    def _listing(self, request, after: str, page: int) -> list:
+        """One page of a directory, with callbacks on its entries for a live session."""
+        session = request.session
+        if not session or not self.sessions.alive(session):
+            return self.store.readdir(request.path, after, page)
+        with self.store.between_commits():
+            entries = self.store.readdir(request.path, after, page)
+            base = canonical(request.path).rstrip("/")
+            self.callbacks.grant(session, paths=[base or "/"] + [f"{base}/{n}" for n, _ in entries],
+                                 inos=[a.ino for _, a in entries])
+            return entries
 
     @rpc.servicer_method
     def Readlink(self, request, context):
@@ -94,13 +129,21 @@ class NamespaceRpc:
 
     @rpc.servicer_method
     def GetChunksAt(self, request, context):
-        return content_pb(self.store.content(path=request.path))
+        return content_pb(self._with_callback(request.session, request.path,
+                                              lambda: self.store.content(path=request.path),
+                                              lambda content: content.attr.ino))
 
 
 def _mutation_method(op: str):
     @rpc.servicer_method
     def method(self, request, context):
-        return mutations.apply(self.namespace, op, request)
+        if self.mutation_server is None:   # a servicer without the ZMQ channel (unit tests)
+            return mutations.apply(self.namespace, op, request)
+        # Through the mutation thread, so the change breaks the callbacks mounts hold on it.
+        reply = self.mutation_server.submit(op, request)
+        if reply.errno:
+            raise FsError(reply.errno, reply.message)
+        return getattr(reply, reply.WhichOneof("result"))
     method.__name__ = mutations.TABLE[op][0]
     method.__doc__ = f"The {op} mutation over gRPC (the mount sends it on the ZMQ channel)."
     return method

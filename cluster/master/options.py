@@ -25,3 +25,7 @@ class MasterOptions:
                                       # store (one round trip to write, one to read); 0: none
     vacuum_interval: float = 0.0      # seconds between automatic vacuums (0 = never)
     vacuum_threshold: float = 0.3     # garbage ratio that makes a volume worth compacting
+    session_lease: float = 6.0        # seconds a mount's session lives past each renewal:
+                                      # the longest a dead mount can hold up a change it had
+                                      # a callback on, and keep files it had open
+    max_callbacks: int = 200_000      # callbacks kept per session; the oldest are broken

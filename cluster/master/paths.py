@@ -81,3 +81,14 @@ def validate_xattr_name(name: str) -> str:
         # Linux answers ERANGE for an over-long attribute name.
         raise FsError(errno.ERANGE, f"xattr name {name[:40]!r}... is invalid or too long")
     return name
+
+
+def canonical(path: str) -> str:
+    """The one spelling of an absolute path ("/a//b/" -> "/a/b"), the one a mount caches
+    under: callback keys are compared as strings."""
+    return "/" + "/".join(split(path))
+
+
+def parent(path: str) -> str:
+    """The canonical parent of a canonical path ("/" for the root and its children)."""
+    return path.rsplit("/", 1)[0] or "/"

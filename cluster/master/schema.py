@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 ROOT_INO = 1
 
@@ -34,11 +34,12 @@ _TABLES = [
     # st_rdev, 0 for every other type). A small regular file keeps its bytes here, not in
     # chunks: `inline_data` (NULL for a file with chunks) holds bytes [0, len) of the file,
     # zeros follow up to `size`, and `inline_crc` is their CRC32C. nlink counts directory
-    # entries naming the inode (directories: 2 + subdirectories). `orphan` = 1 marks a file
+    # entries naming the inode (directories: 2 + subdirectories). `orphan` != 0 marks a file
     # whose last name went while a client still had it open: it keeps its chunks until
-    # ReleaseInode. `version` grows with every commit or truncate so readers can tell a chunk
-    # list changed. `target` is a symlink's target (NULL otherwise); `replication` is the
-    # copies per chunk the file asks for (0 = cluster default).
+    # ReleaseInode, or until the mount session whose id `orphan` is ends (1: a client with no
+    # session, freed only by ReleaseInode). `version` grows with every commit or truncate so
+    # readers can tell a chunk list changed. `target` is a symlink's target (NULL otherwise);
+    # `replication` is the copies per chunk the file asks for (0 = cluster default).
     """CREATE TABLE IF NOT EXISTS inodes (
         ino         INTEGER PRIMARY KEY,
         mode        INTEGER NOT NULL,
@@ -67,6 +68,8 @@ _TABLES = [
     ) WITHOUT ROWID""",
     # Finding the entry of a directory inode (walking up for rename's subtree check).
     "CREATE INDEX IF NOT EXISTS entries_by_ino ON entries (ino)",
+    # The files a session keeps open after their last unlink (few; reclaimed when it ends).
+    "CREATE INDEX IF NOT EXISTS inodes_orphan ON inodes (orphan) WHERE orphan != 0",
     # A file's visible bytes: sorted, non-overlapping pieces, each the bytes
     # [needle_offset, needle_offset + length) of needle `fid` placed at file_offset. Gaps read
     # as zeros. needle_size and crc32c describe the whole needle (readers verify it).
@@ -120,6 +123,8 @@ MIGRATIONS: dict[int, list[str]] = {
     2: ["ALTER TABLE inodes ADD COLUMN rdev INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE inodes ADD COLUMN inline_data BLOB",
         "ALTER TABLE inodes ADD COLUMN inline_crc INTEGER"],
+    # 3: orphans name the session that keeps them open (the index finds them when it ends).
+    3: ["CREATE INDEX IF NOT EXISTS inodes_orphan ON inodes (orphan) WHERE orphan != 0"],
 }
 
 

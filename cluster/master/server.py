@@ -27,7 +27,9 @@ from cluster.master import metrics, schema, sequencer
 from cluster.master.admin_rpc import AdminRpc
 from cluster.master.assign import Assigner
 from cluster.master.keyclock import KeyClock
+from cluster.master.callbacks import CallbackTable
 from cluster.master.mutation_server import MutationServer
+from cluster.master.sessions import SessionTable
 from cluster.master.namespace import Namespace
 from cluster.master.namespace_rpc import NamespaceRpc
 from cluster.master.options import MasterOptions
@@ -63,6 +65,12 @@ class MasterServicer(NamespaceRpc, TopologyRpc, AdminRpc, master_pb2_grpc.Master
         self.namespace = Namespace(store, on_commit=metrics.COMMITS.inc,
                                    inline_max=opts.inline_max)
         self.mutation_address = ""  # set once the ZMQ mutation channel is bound
+        self.mutation_server = None  # the MutationServer, once it runs: gRPC mutations go
+                                     # through its thread
+        # Mount sessions and the callbacks granted to them: lookups grant (here), the
+        # mutation channel renews sessions and breaks callbacks.
+        self.sessions = SessionTable(opts.session_lease)
+        self.callbacks = CallbackTable(opts.max_callbacks)
 
 
 class MasterNode:
@@ -113,8 +121,10 @@ class MasterNode:
             rpc.add_servicer(self._server, master_pb2_grpc.add_MasterServicer_to_server,
                              self.servicer)
             self.mutations = MutationServer(self.servicer.namespace, self.store, opts.ip,
-                                            opts.zmq_port).start()
+                                            opts.zmq_port, sessions=self.servicer.sessions,
+                                            callbacks=self.servicer.callbacks).start()
             self.servicer.mutation_address = self.mutations.address
+            self.servicer.mutation_server = self.mutations
             self.grpc_port = rpc.bind(self._server, opts.ip, opts.grpc_port)
             self.servicer.grpc_address = self.grpc_address
             self._http = StatusServer(opts.ip, opts.port, self.status)

@@ -102,6 +102,14 @@ class MetadataStore(abc.ABC):
         each call as its own transaction, which keeps every promise but the speed."""
         yield
 
+    @contextmanager
+    def between_commits(self) -> Iterator[None]:
+        """The reads made inside, and whatever the caller does with their answers, happen
+        between two commits: a callback granted inside is registered before any later
+        commit's break is worked out (callbacks.py). This default promises nothing; a
+        backend with callbacks must."""
+        yield
+
     # ---- namespace
     @abc.abstractmethod
     def getattr(self, path: str) -> Attr: ...
@@ -127,17 +135,19 @@ class MetadataStore(abc.ABC):
         name exists. rdev is kept for devices only."""
 
     @abc.abstractmethod
-    def unlink(self, path: str, keep_open: bool = False) -> int:
-        """Remove a non-directory name; returns the ino if it lost its last link, else 0."""
+    def unlink(self, path: str, keep_open: int = 0) -> int:
+        """Remove a non-directory name; returns the ino if it lost its last link, else 0.
+        A regular file that did is kept as an orphan tagged `keep_open` when that is not 0
+        (the session holding it open; 1: a client without one)."""
 
     @abc.abstractmethod
     def rmdir(self, path: str) -> None: ...
 
     @abc.abstractmethod
     def rename(self, old: str, new: str, no_replace: bool = False,
-               keep_open: bool = False) -> int:
+               keep_open: int = 0) -> int:
         """Move old to new, replacing new atomically; returns the replaced ino that lost its
-        last link (0 if none)."""
+        last link (0 if none), kept as unlink keeps it."""
 
     @abc.abstractmethod
     def symlink(self, path: str, target: str, uid: int = 0, gid: int = 0) -> Attr: ...
@@ -199,6 +209,14 @@ class MetadataStore(abc.ABC):
 
     @abc.abstractmethod
     def release_inode(self, ino: int) -> None: ...
+
+    @abc.abstractmethod
+    def reclaim_orphans(self, session: int) -> int:
+        """Free the files `session` kept open after their last name went; how many."""
+
+    @abc.abstractmethod
+    def orphan_sessions(self) -> set[int]:
+        """The sessions keeping unlinked files open (1, "no session", is not one)."""
 
     @abc.abstractmethod
     def count_inodes(self) -> int: ...
@@ -343,6 +361,12 @@ class SQLiteStore(MetadataStore):
                 c.execute("ROLLBACK")
                 raise
             c.execute("COMMIT")
+
+    @contextmanager
+    def between_commits(self) -> Iterator[None]:
+        """One connection under one lock: holding it keeps every commit out."""
+        with self._lock:
+            yield
 
     @contextmanager
     def batch(self, durable: bool = False) -> Iterator[None]:
@@ -534,8 +558,10 @@ class SQLiteStore(MetadataStore):
         c.execute("DELETE FROM inodes WHERE ino=?", (ino,))
         self._queue(c, gone)
 
-    def _drop_link(self, c, ino: int, keep_open: bool, now: int) -> int:
-        """One name of a non-directory inode went; returns ino if that was its last."""
+    def _drop_link(self, c, ino: int, keep_open: int, now: int) -> int:
+        """One name of a non-directory inode went; returns ino if that was its last.
+        `keep_open` (0: no) goes into inodes.orphan: the session that still has the file open
+        (1: a client without a session), whose end frees the inode."""
         nlink = c.execute(
             "UPDATE inodes SET nlink = nlink - 1, ctime_ns=? WHERE ino=? RETURNING nlink",
             (now, ino),
@@ -543,7 +569,7 @@ class SQLiteStore(MetadataStore):
         if nlink > 0:
             return 0
         if keep_open:
-            c.execute("UPDATE inodes SET orphan=1 WHERE ino=?", (ino,))
+            c.execute("UPDATE inodes SET orphan=? WHERE ino=?", (int(keep_open), ino))
         else:
             self._delete_inode(c, ino)
         return ino
@@ -652,7 +678,7 @@ class SQLiteStore(MetadataStore):
             self._touch_dir(c, parent, now)
             return self._attr(c, ino)
 
-    def unlink(self, path: str, keep_open: bool = False) -> int:
+    def unlink(self, path: str, keep_open: int = 0) -> int:
         with self._tx() as c:
             parent, name, ino, mode = self._existing(c, path)
             if stat.S_ISDIR(mode):
@@ -660,7 +686,7 @@ class SQLiteStore(MetadataStore):
             now = self._now()
             c.execute("DELETE FROM entries WHERE parent=? AND name=?", (parent, name))
             self._touch_dir(c, parent, now)
-            return self._drop_link(c, ino, keep_open and stat.S_ISREG(mode), now)
+            return self._drop_link(c, ino, keep_open if stat.S_ISREG(mode) else 0, now)
 
     def rmdir(self, path: str) -> None:
         with self._tx() as c:
@@ -690,7 +716,7 @@ class SQLiteStore(MetadataStore):
                 raise FsError(errno.ELOOP, "directory tree has a cycle")
 
     def rename(self, old: str, new: str, no_replace: bool = False,
-               keep_open: bool = False) -> int:
+               keep_open: int = 0) -> int:
         with self._tx() as c:
             old_parent, old_name = self._resolve_parent(c, old)
             found = self._lookup(c, old_parent, old_name)
@@ -727,7 +753,7 @@ class SQLiteStore(MetadataStore):
                     replaced = dst_ino
                 else:
                     replaced = self._drop_link(
-                        c, dst_ino, keep_open and stat.S_ISREG(dst_mode), now)
+                        c, dst_ino, keep_open if stat.S_ISREG(dst_mode) else 0, now)
             c.execute("DELETE FROM entries WHERE parent=? AND name=?", (old_parent, old_name))
             c.execute("INSERT INTO entries (parent, name, ino) VALUES (?,?,?)",
                       (new_parent, new_name, src))
@@ -977,6 +1003,22 @@ class SQLiteStore(MetadataStore):
             # Still linked (or already gone): nothing to do, so a repeated release is harmless.
             if row is not None and row[0] <= 0 and row[1]:
                 self._delete_inode(c, ino)
+
+    def reclaim_orphans(self, session: int) -> int:
+        """Free the files that `session` kept open after their last name went (it ended
+        without releasing them: a mount killed, or its lease ran out); how many."""
+        with self._tx() as c:
+            inos = [r[0] for r in c.execute(
+                "SELECT ino FROM inodes WHERE orphan=? AND nlink <= 0", (session,))]
+            for ino in inos:
+                self._delete_inode(c, ino)
+            return len(inos)
+
+    def orphan_sessions(self) -> set[int]:
+        """The sessions that keep unlinked files open (1, "no session", is not one)."""
+        with self._tx(write=False) as c:
+            return {r[0] for r in c.execute(
+                "SELECT DISTINCT orphan FROM inodes WHERE orphan > 1")}
 
     def count_inodes(self) -> int:
         with self._tx(write=False) as c:

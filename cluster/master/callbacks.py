@@ -1,0 +1,156 @@
+"""Callbacks: which session may be remembering what, so a change can be announced before it is
+acknowledged (DESIGN "Caching and callbacks", docs/caching.md).
+
+Three kinds of key, matching what a mount caches by path:
+
+* `path` — the answer about one name: its attributes, or "no such name", or (for a directory)
+  its listing. Granted with GetAttr, GetChunksAt and for a directory and each of its entries
+  with ReadDir; broken by any change of that name or of what it names.
+* `tree` — anything at or below a directory. Every grant of a path registers the session as a
+  holder below each of the path's ancestors, so renaming or removing a directory finds every
+  session that resolved a name through it with one lookup per directory, not a scan.
+* `ino` — an inode's attributes and contents wherever they are reached from (hard links,
+  open files). Granted with every path answer; broken by setattr, a chunk-list commit, inline
+  writes, link and unlink.
+
+A grant is registered *before* the store is read for the answer: the store is one connection
+under one lock, so a read either sees a mutation's commit or happens before it, and in the
+second case the mutation's break finds the grant. The mount, for its part, does not cache an
+answer if a break reached it while the answer was in flight.
+
+Bounds: each session holds at most `max_keys`; the oldest go first, but only through a break
+the mount acknowledges (the mutation thread asks `overflowing`), so the table never forgets a
+key the mount may still be using.
+
+Thread-safe: gRPC threads grant, the mutation thread breaks.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass, field
+from typing import Iterable
+
+MAX_KEYS = 200_000
+
+
+def ancestors(path: str) -> list[str]:
+    """"/a/b/c" -> ["/a/b", "/a", "/"]."""
+    out = []
+    while path not in ("/", ""):
+        path = path.rsplit("/", 1)[0] or "/"
+        out.append(path)
+    return out
+
+
+@dataclass
+class Keys:
+    """What a change touches, or what one session must drop."""
+    paths: set[str] = field(default_factory=set)
+    trees: set[str] = field(default_factory=set)
+    inos: set[int] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.paths or self.trees or self.inos)
+
+    def update(self, other: "Keys") -> None:
+        self.paths |= other.paths
+        self.trees |= other.trees
+        self.inos |= other.inos
+
+
+class CallbackTable:
+    def __init__(self, max_keys: int = MAX_KEYS):
+        self.max_keys = max_keys
+        self._lock = threading.Lock()
+        self._by_key: dict[tuple, set[int]] = {}   # ("p"|"t", path) or ("i", ino) -> sids
+        self._held: dict[int, collections.OrderedDict] = {}  # sid -> its keys, oldest first
+
+    def grant(self, sid: int, paths: Iterable[str] = (), inos: Iterable[int] = ()) -> None:
+        if not sid:
+            return
+        with self._lock:
+            held = self._held.setdefault(sid, collections.OrderedDict())
+            for p in paths:
+                self._add(sid, held, ("p", p))
+                for a in ancestors(p):
+                    self._add(sid, held, ("t", a))
+            for i in inos:
+                if i:
+                    self._add(sid, held, ("i", i))
+
+    def _add(self, sid: int, held: collections.OrderedDict, key: tuple) -> None:
+        if key in held:
+            held.move_to_end(key)
+            return
+        held[key] = None
+        self._by_key.setdefault(key, set()).add(sid)
+
+    def anyone_but(self, sid: int) -> bool:
+        """Whether any other session holds anything (when none does, a change needs no
+        break and the master skips working out its keys)."""
+        with self._lock:
+            return any(s != sid for s in self._held)
+
+    def take(self, keys: Keys, but: int = 0) -> dict[int, Keys]:
+        """The sessions (other than `but`) holding any of `keys`, each with what it must drop;
+        their callbacks on those keys are forgotten here (the caller breaks them)."""
+        out: dict[int, Keys] = {}
+        with self._lock:
+            for p in keys.paths:
+                self._collect(out, ("p", p), but, lambda k: k.paths.add(p))
+            for t in keys.trees:
+                self._collect(out, ("p", t), but, lambda k: k.trees.add(t))
+                self._collect(out, ("t", t), but, lambda k: k.trees.add(t))
+            for i in keys.inos:
+                self._collect(out, ("i", i), but, lambda k: k.inos.add(i))
+        return out
+
+    def _collect(self, out: dict[int, Keys], key: tuple, but: int, note) -> None:
+        sids = self._by_key.get(key)
+        if not sids:
+            return
+        for sid in [s for s in sids if s != but]:
+            note(out.setdefault(sid, Keys()))
+            self._remove(sid, key)
+
+    def _remove(self, sid: int, key: tuple) -> None:
+        held = self._held.get(sid)
+        if held is not None:
+            held.pop(key, None)
+        sids = self._by_key.get(key)
+        if sids is not None:
+            sids.discard(sid)
+            if not sids:
+                del self._by_key[key]
+
+    def overflowing(self) -> dict[int, Keys]:
+        """For each session over max_keys, its oldest keys down to 90% of the bound, taken
+        out of the table (the caller breaks them)."""
+        out: dict[int, Keys] = {}
+        with self._lock:
+            for sid, held in self._held.items():
+                if len(held) <= self.max_keys:
+                    continue
+                drop = Keys()
+                while len(held) > self.max_keys * 9 // 10:
+                    key = next(iter(held))
+                    kind, what = key
+                    (drop.paths if kind == "p" else drop.trees if kind == "t"
+                     else drop.inos).add(what)
+                    self._remove(sid, key)
+                out[sid] = drop
+        return out
+
+    def drop_session(self, sid: int) -> None:
+        with self._lock:
+            for key in list(self._held.pop(sid, ())):
+                sids = self._by_key.get(key)
+                if sids is not None:
+                    sids.discard(sid)
+                    if not sids:
+                        del self._by_key[key]
+
+    def count(self, sid: int) -> int:
+        with self._lock:
+            return len(self._held.get(sid, ()))

@@ -1,0 +1,144 @@
+"""MountSession: the mount's session with the master, and the one thread that hears its
+callback breaks (DESIGN "Caching and callbacks", docs/caching.md).
+
+The session lives on its own DEALER socket to the master's mutation port, apart from the
+MutationChannel: breaks arrive when no FUSE thread is calling, and must be handled by a thread
+that is not serving a FUSE request (the kernel invalidation it makes may wait for one). This
+thread opens the session, renews it every lease/4, and answers each CallbackBreak by handing
+it to `on_break` (which drops the caches, the mount's and the kernel's) and acknowledging it.
+
+`trusted()` says whether the caches may answer: only while the lease is proven, counted from
+when the last answered renewal was *sent* (the master counts from when it arrived, later), less
+a margin. A renewal the master answers with session 0 means it forgot the session (it
+restarted, or the lease ran out while this mount was cut off): `on_lost` drops every cache and
+the session is opened again with the same id, so the files this mount keeps open after unlink
+stay its own.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from typing import Callable
+
+import zmq
+from google.protobuf.message import DecodeError
+
+from protos import master_pb2
+
+log = logging.getLogger(__name__)
+
+MARGIN_S = 0.5     # the mount stops trusting its lease this long before the master would
+
+
+class MountSession:
+    def __init__(self, address: str, on_break: Callable[[master_pb2.CallbackBreak], None],
+                 on_lost: Callable[[], None]):
+        self.address = address
+        self.on_break = on_break
+        self.on_lost = on_lost
+        self.sid = 0
+        self.lease_s = 0.0
+        self._valid_until = 0.0
+        self._ids = itertools.count(1)
+        self._sent: dict[int, tuple[str, float]] = {}    # id -> (kind, monotonic send time)
+        self._stop = threading.Event()
+        self._opened = threading.Event()
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.DEALER)
+        for opt, value in ((zmq.LINGER, 0), (zmq.RECONNECT_IVL, 100),
+                           (zmq.RECONNECT_IVL_MAX, 1000)):
+            self._sock.setsockopt(opt, value)
+        self._sock.connect(f"tcp://{address}")
+        self._thread = threading.Thread(target=self._run, name="session", daemon=True)
+
+    def start(self, wait: float = 5.0) -> "MountSession":
+        """Start the thread and wait up to `wait` s for the session (without one the mount
+        works, uncached, until it comes)."""
+        self._thread.start()
+        self._opened.wait(wait)
+        return self
+
+    def trusted(self) -> bool:
+        return time.monotonic() < self._valid_until
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5.0)
+        self._sock.close(0)
+        self._ctx.term()
+
+    # ---------------------------------------------------------------- the thread
+
+    def _send(self, kind: str) -> None:
+        mid = next(self._ids)
+        m = master_pb2.Mutation(id=mid)
+        getattr(m, kind).CopyFrom(master_pb2.SessionRequest(session=self.sid))
+        self._sent[mid] = (kind, time.monotonic())
+        self._sock.send(m.SerializeToString())
+
+    def _run(self) -> None:
+        next_send = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_send:
+                self._sent = {k: v for k, v in self._sent.items() if now - v[1] < 30}
+                self._send("renew_session" if self.sid and self.lease_s else "open_session")
+                next_send = now + (self.lease_s / 4 if self.lease_s else 0.5)
+            if self._sock.poll(max(1, int((next_send - time.monotonic()) * 1000))):
+                self._receive()
+        log.debug("session %x: thread ends", self.sid)
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                payload = self._sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            reply = master_pb2.MutationReply()
+            try:
+                reply.ParseFromString(payload)
+            except DecodeError:
+                log.warning("session: a message that does not parse")
+                continue
+            what = reply.WhichOneof("result")
+            if what == "callback_break":
+                self._on_break(reply.callback_break)
+            elif what == "session":
+                self._on_session(reply.id, reply.session)
+
+    def _on_break(self, brk: master_pb2.CallbackBreak) -> None:
+        try:
+            self.on_break(brk)
+        except Exception:  # noqa: BLE001 - never leave the master waiting for the ack
+            log.exception("callback break: dropping every cache instead")
+            self.on_lost()
+        m = master_pb2.Mutation(id=next(self._ids))
+        m.break_ack.break_id = brk.break_id
+        self._sock.send(m.SerializeToString())
+
+    def _on_session(self, mid: int, answer: master_pb2.SessionReply) -> None:
+        sent = self._sent.pop(mid, None)
+        if sent is None:
+            return
+        kind, sent_at = sent
+        if answer.session == 0:
+            log.warning("session %x: the master forgot it; dropping every cache and opening "
+                        "it again", self.sid)
+            self._valid_until = 0.0
+            self.lease_s = 0.0        # the next message opens (resumes) the session
+            self.on_lost()
+            return
+        if kind == "open_session":
+            if self.sid and answer.session != self.sid:
+                log.warning("session %x could not be resumed; now %x", self.sid, answer.session)
+            # Lookups sent from now on carry the new id (their answers come with callbacks);
+            # whatever was cached before has none, nor do answers to lookups in flight.
+            self.sid = answer.session
+            self.on_lost()
+            log.info("session %x opened with the master (lease %.1f s)", self.sid,
+                     answer.lease_s)
+            self._opened.set()
+        self.lease_s = answer.lease_s
+        self._valid_until = sent_at + answer.lease_s - MARGIN_S

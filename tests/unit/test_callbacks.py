@@ -1,0 +1,158 @@
+"""Sessions and callbacks on the master: the tables alone, then the mutation channel breaking
+a callback over a real ZMQ socket before it answers the change."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import zmq
+
+from cluster.master.callbacks import CallbackTable, Keys, ancestors
+from cluster.master.mutation_server import MutationServer
+from cluster.master.namespace import Namespace
+from cluster.master.sessions import SessionTable
+from cluster.master.store import SQLiteStore
+from cluster.master.touched import touched
+from protos import master_pb2
+
+
+def test_ancestors():
+    assert ancestors("/a/b/c") == ["/a/b", "/a", "/"]
+    assert ancestors("/") == []
+
+
+def test_take_finds_holders_of_names_trees_and_inodes_but_not_the_sender():
+    t = CallbackTable()
+    t.grant(1, paths=["/d/f"], inos=[7])
+    t.grant(2, paths=["/d/g"])
+    t.grant(3, paths=["/x"])
+    out = t.take(Keys(paths={"/d/f"}), but=3)
+    assert set(out) == {1} and out[1].paths == {"/d/f"}
+    assert t.take(Keys(paths={"/d/f"})) == {}            # taken: broken once
+    out = t.take(Keys(trees={"/d"}))                      # a rename of /d reaches both
+    assert set(out) == {1, 2} and out[2].trees == {"/d"}
+    out = t.take(Keys(inos={7}), but=1)
+    assert out == {}
+    assert set(t.take(Keys(inos={7}))) == {1}
+
+
+def test_a_session_over_its_bound_loses_its_oldest_keys_first():
+    t = CallbackTable(max_keys=10)
+    for i in range(8):
+        t.grant(1, inos=[100 + i])
+    t.grant(1, inos=[200, 201, 202])
+    over = t.overflowing()
+    assert set(over) == {1} and over[1].inos == {100, 101}
+    assert t.count(1) == 9
+    t.drop_session(1)
+    assert t.count(1) == 0 and not t.anyone_but(0)
+
+
+def test_sessions_expire_and_resume_only_unknown_ids():
+    now = [100.0]
+    s = SessionTable(lease_s=5, clock=lambda: now[0])
+    a = s.open(b"peer-a")
+    assert s.alive(a.sid) and a.sid > 1
+    b = s.open(b"peer-b", resume=a.sid)            # a live id cannot be taken over
+    assert b.sid != a.sid
+    now[0] += 4
+    assert s.renew(a.sid, b"peer-a")
+    now[0] += 4
+    assert s.expired() == [b.sid]
+    assert s.alive(a.sid) and not s.renew(b.sid, b"peer-b")
+    c = s.open(b"peer-c", resume=b.sid)             # after expiry (or a restart): resumed
+    assert c.sid == b.sid
+
+
+def test_touched_keys_are_canonical_and_name_the_parent():
+    attr = master_pb2.Attr(ino=9)
+    k = touched("create", master_pb2.CreateRequest(path="/a//b/"), attr)
+    assert k.paths == {"/a/b", "/a"} and k.inos == {9}
+    k = touched("rename", master_pb2.RenameRequest(old_path="/x", new_path="/y/z"),
+                master_pb2.RenameResponse(replaced_ino=4), before=3)
+    assert k.paths == {"/x", "/", "/y/z", "/y"} and k.trees == {"/x", "/y/z"}
+    assert k.inos == {3, 4}
+
+
+class _Mount:
+    """A mount's two sockets, by hand: one for the session, one for mutations."""
+
+    def __init__(self, ctx, address: str):
+        self.session_sock = ctx.socket(zmq.DEALER)
+        self.session_sock.connect(f"tcp://{address}")
+        self.mutations = ctx.socket(zmq.DEALER)
+        self.mutations.connect(f"tcp://{address}")
+        self.session_sock.send(master_pb2.Mutation(
+            id=1, open_session=master_pb2.SessionRequest()).SerializeToString())
+        self.sid = self._recv(self.session_sock).session.session
+
+    @staticmethod
+    def _recv(sock, timeout_ms: int = 5000) -> master_pb2.MutationReply:
+        assert sock.poll(timeout_ms), "no message"
+        reply = master_pb2.MutationReply()
+        reply.ParseFromString(sock.recv())
+        return reply
+
+    def mutate(self, op: str, request, mid: int = 7) -> master_pb2.MutationReply:
+        m = master_pb2.Mutation(id=mid, session=self.sid)
+        getattr(m, op).CopyFrom(request)
+        self.mutations.send(m.SerializeToString())
+        return self._recv(self.mutations)
+
+
+@pytest.fixture
+def server(tmp_path):
+    store = SQLiteStore(str(tmp_path / "meta.db"), synchronous="NORMAL")
+    srv = MutationServer(Namespace(store), store, "127.0.0.1", 0,
+                         sessions=SessionTable(lease_s=2.0)).start()
+    ctx = zmq.Context()
+    yield srv, ctx
+    ctx.destroy(linger=0)
+    srv.stop()
+    store.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_change_is_answered_only_after_the_holder_acknowledged_its_break(server):
+    srv, ctx = server
+    a, b = _Mount(ctx, srv.address), _Mount(ctx, srv.address)
+    srv.callbacks.grant(b.sid, paths=["/f"])          # B looked /f up: "no such name"
+    done = {}
+
+    def create():
+        done["reply"] = a.mutate("create", master_pb2.CreateRequest(path="/f", mode=0o644))
+
+    t = threading.Thread(target=create)
+    t.start()
+    brk = _Mount._recv(b.session_sock)
+    assert brk.id == 0 and list(brk.callback_break.paths) == ["/f"]
+    time.sleep(0.3)
+    assert "reply" not in done                         # A waits for B's ack
+    ack = master_pb2.Mutation(id=2, break_ack=master_pb2.BreakAck(
+        break_id=brk.callback_break.break_id))
+    b.session_sock.send(ack.SerializeToString())
+    t.join(5)
+    assert done["reply"].errno == 0 and done["reply"].attr.ino
+    # A caches what it created: it holds the callback now, so B's chmod breaks it
+    m = master_pb2.Mutation(id=8, session=b.sid,
+                            set_attr=master_pb2.SetAttrRequest(path="/f", mode=0o600))
+    b.mutations.send(m.SerializeToString())
+    brk = _Mount._recv(a.session_sock)
+    assert "/f" in brk.callback_break.paths
+    a.session_sock.send(master_pb2.Mutation(id=3, break_ack=master_pb2.BreakAck(
+        break_id=brk.callback_break.break_id)).SerializeToString())
+    assert _Mount._recv(b.mutations).attr.mode & 0o777 == 0o600
+
+
+@pytest.mark.timeout(30)
+def test_a_holder_that_never_acknowledges_holds_changes_up_for_its_lease_only(server):
+    srv, ctx = server
+    a, b = _Mount(ctx, srv.address), _Mount(ctx, srv.address)
+    srv.callbacks.grant(b.sid, paths=["/g"])
+    started = time.monotonic()
+    reply = a.mutate("create", master_pb2.CreateRequest(path="/g", mode=0o644))
+    took = time.monotonic() - started
+    assert reply.errno == 0
+    assert 1.0 < took < 4.0, took                     # B's 2 s lease, not forever
+    assert b.sid not in srv.sessions                  # B's session ended
