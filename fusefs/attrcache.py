@@ -36,6 +36,7 @@ from protos import master_pb2
 
 
 NEGATIVE_TTL = 0.1  # seconds a "no such name" answer is trusted
+CONTENT_BYTES = 32 << 20  # inline bytes of cached FileChunks (small files' contents)
 
 
 class AttrCache:
@@ -52,6 +53,11 @@ class AttrCache:
         self._absent: dict[str, float] = {}           # path -> until: known not to exist
         self._no_xattr: dict[str, dict[str, float]] = {}  # path -> {xattr name: until}
         self._kids: dict[str, set[str]] = {}          # parent dir -> its paths in any map
+        # path -> FileChunks (attributes, chunk list, inline bytes) an open took, kept with
+        # a session only: the next open of the name needs no RPC. At most CONTENT_BYTES of
+        # inline bytes (emptied when full); it goes whenever the name's attributes go.
+        self._content: dict[str, master_pb2.FileChunks] = {}
+        self._content_bytes = 0
         # Bumped by the methods that record a local change (invalidate, invalidate_tree,
         # invalidate_ino, touch_dir, clear: every change this mount makes calls one of them
         # after its RPC), so a directory listing in flight across one, which may predate that
@@ -109,6 +115,31 @@ class AttrCache:
         with self._lock:
             if self._may_put_locked(generation):
                 self._put_locked(path, attr, self._until(self.ttl))
+
+    # -- contents (with a session only): what an open needs, so the next open asks nothing
+
+    def get_content(self, path: str) -> Optional[master_pb2.FileChunks]:
+        if self._trusted is None or not self._answers():
+            return None
+        with self._lock:
+            return self._content.get(path)
+
+    def put_content(self, path: str, snapshot: master_pb2.FileChunks, generation: int) -> None:
+        """Cache an open's answer: the attributes as put() does, and (with a session) the
+        chunk list and inline bytes, under the same callback."""
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if not self._may_put_locked(generation):
+                return
+            self._put_locked(path, snapshot.attr, self._until(self.ttl))
+            if self._trusted is None:
+                return
+            if self._content_bytes + len(snapshot.inline_data) > CONTENT_BYTES:
+                self._content.clear()
+                self._content_bytes = 0
+            self._content[path] = snapshot
+            self._content_bytes += len(snapshot.inline_data)
 
     def generation(self) -> int:
         with self._lock:
@@ -281,6 +312,9 @@ class AttrCache:
     # -- internals (lock held)
 
     def _pop_locked(self, path: str) -> None:
+        content = self._content.pop(path, None)
+        if content is not None:
+            self._content_bytes -= len(content.inline_data)
         hit = self._attrs.pop(path, None)
         if hit is not None:
             paths = self._paths_of.get(hit[1].ino)
@@ -305,6 +339,8 @@ class AttrCache:
         self._drop_xattr_locked(path)
 
     def _clear_locked(self) -> None:
+        self._content.clear()
+        self._content_bytes = 0
         self._attrs.clear()
         self._paths_of.clear()
         self._absent.clear()

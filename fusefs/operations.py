@@ -574,6 +574,12 @@ class KelpOperations(Operations):
         cached = self.cache.get(path)
         if cached is not None:
             self._commit_ino(cached.ino)
+        # With a session, the last open's answer stays true until the master breaks it.
+        snapshot = self.cache.get_content(path)
+        if snapshot is not None and not self._handles_of(snapshot.attr.ino):
+            fh = self._new_handle_checked(path, flags, snapshot.attr)
+            self._handle(fh).adopt_snapshot(snapshot)
+            return fh
         generation = self.cache.generation()
         snapshot = self._call("GetChunksAt", master_pb2.PathRequest(path=path))
         ino = snapshot.attr.ino
@@ -585,8 +591,9 @@ class KelpOperations(Operations):
             self.cache.invalidate_ino(cached.ino)
         fh = self._new_handle_checked(path, flags, snapshot.attr)
         self._handle(fh).adopt_snapshot(snapshot)
-        # The kernel asks getattr right after open: answer with what the master just said.
-        self.cache.put(path, snapshot.attr, generation)
+        # The kernel asks getattr right after open: answer with what the master just said
+        # (and, with a session, the next open of the name too).
+        self.cache.put_content(path, snapshot, generation)
         return fh
 
     def _open_for_writing(self, path: str, flags: int) -> int:
