@@ -245,8 +245,7 @@ def run_foreground(opts: MountOptions) -> int:
         with open(opts.pid_file, "w") as f:
             f.write(f"{os.getpid()}\n")
     ops = KelpOperations(client, opts)
-    if opts.callbacks:
-        ops.start_session()
+    ops.start_session(callbacks=opts.callbacks)
     log.info("mounting %s (master %s) on %s%s", opts.mountpoint, opts.master, LIBFUSE,
              ", with callbacks" if opts.callbacks else "")
     try:

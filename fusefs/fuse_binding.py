@@ -18,6 +18,9 @@ binding what the driver needs from it:
   bool`, optional; fusefs/kernelsize.py says why);
 * an `ioctl` on an open file whose name was removed (path NULL with flag_nullpath_ok) does not
   crash fusepy's path decoding;
+* fcntl and flock locks reach the driver with the kernel's lock owner
+  (`Operations.lock(path, fh, cmd, struct_flock, owner)`, `Operations.flock(path, fh, op,
+  owner)`); on libfuse 2 they stay local to the mount, as fusepy gives no owner;
 * on libfuse 3, truncate passes the file handle the kernel gives with ftruncate
   (`Operations.truncate(path, length, fh)`; mfusepy drops it), and rename its flags
   (`Operations.rename(old, new, flags=0)`).
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import logging
 import os
 
@@ -77,6 +81,20 @@ _mounted = {"fuse": None}   # libfuse's struct fuse * of this process's mount, s
 if CAN_INVALIDATE:
     _fuse._libfuse.fuse_invalidate_path.argtypes = (ctypes.c_void_p, ctypes.c_char_p)
     _fuse._libfuse.fuse_invalidate_path.restype = ctypes.c_int
+
+
+class StructFlock(ctypes.Structure):
+    """Linux's struct flock (mfusepy declares it only for the BSDs)."""
+    _fields_ = [("l_type", ctypes.c_short), ("l_whence", ctypes.c_short),
+                ("l_start", ctypes.c_int64), ("l_len", ctypes.c_int64),
+                ("l_pid", ctypes.c_int32)]
+
+
+def interrupted() -> bool:
+    """Whether the request this thread serves was interrupted (the caller got a signal)."""
+    fn = getattr(_fuse._libfuse, "fuse_interrupted", None) if hasattr(_fuse, "_libfuse") \
+        else None
+    return bool(fn()) if fn is not None else False
 
 
 def invalidate_path(path: str) -> bool:
@@ -126,6 +144,30 @@ if _fuse.__name__ == "mfusepy":
             fi.fh = self.operations.open(_path(self, path), fi.flags)
             _maybe_direct_io(self.operations, fi)
             return 0
+
+        def lock(self, path, fip, cmd, lock):  # noqa: D401 - libfuse callback
+            """fcntl locks, with the lock owner (mfusepy passes neither it nor a usable
+            struct flock on Linux)."""
+            fi = fip.contents
+            fl = ctypes.cast(lock, ctypes.POINTER(StructFlock)).contents
+            return self.operations.lock(_path(self, path), fi.fh, cmd, fl, fi.lock_owner)
+
+        def flock(self, path, fip, op):  # noqa: D401 - libfuse callback
+            fi = fip.contents
+            return self.operations.flock(_path(self, path), fi.fh, op, fi.lock_owner)
+
+        def release(self, path, fip):  # noqa: D401 - libfuse callback
+            """The last close of an open file that held a flock lock releases it (the
+            kernel says so with flock_release; libfuse's high-level API does not pass it
+            on)."""
+            fi = fip.contents
+            if fi.flock_release:
+                try:
+                    self.operations.flock(_path(self, path), fi.fh, fcntl.LOCK_UN,
+                                          fi.lock_owner)
+                except OSError:
+                    log.warning("releasing a flock lock at close failed", exc_info=True)
+            return self.operations.release(_path(self, path), fi.fh)
 
         def rename_fuse_3(self, old, new, flags):  # noqa: D401 - libfuse callback
             return self.operations.rename(_path(self, old), _path(self, new), flags)

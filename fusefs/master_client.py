@@ -52,9 +52,11 @@ class MasterClient:
         self._channel = rpc.channel(address)
         self.stub = master_pb2_grpc.MasterStub(self._channel)
         self._mutations: MutationChannel | None = None
-        # The mount's session id, sent with lookups (their answers come with callbacks) and
-        # mutations; 0 = none (the CLI, or a mount before its session opened).
+        # The mount's session id, sent with mutations (locks, files kept open after unlink
+        # belong to it), and with lookups when the mount wants callbacks on their answers;
+        # 0 = none (the CLI, or a mount before its session opened).
         self.session_id: Callable[[], int] = lambda: 0
+        self.lookup_session: Callable[[], int] = lambda: 0
         self._mutations_lock = threading.Lock()
         self._status: master_pb2.ClusterStatusResponse | None = None
 
@@ -98,7 +100,7 @@ class MasterClient:
         """Call `method` (a Master rpc name); retry UNAVAILABLE for up to retry_for seconds."""
         fn = getattr(self.stub, method)
         if method in _GRANTING:
-            request.session = self.session_id()
+            request.session = self.lookup_session()
         if log.isEnabledFor(logging.DEBUG):
             log.debug("rpc %s %s", method, str(request).replace("\n", " ")[:120])
         return self._retrying(lambda: fn(request, timeout=timeout or self.timeout),
@@ -130,7 +132,7 @@ class MasterClient:
 
     def readdir(self, path: str, page_size: int = 1000) -> Iterator[master_pb2.DirEntry]:
         request = master_pb2.ReadDirRequest(path=path, page_size=page_size,
-                                            session=self.session_id())
+                                            session=self.lookup_session())
         for page in self.stream("ReadDir", request):
             yield from page.entries
 
@@ -140,7 +142,7 @@ class MasterClient:
         is cancelled) and whether the directory may have more. No retries: callers use it
         to prefetch, and a lookup that already succeeded must not wait out an outage."""
         request = master_pb2.ReadDirRequest(path=path, page_size=limit,
-                                            session=self.session_id())
+                                            session=self.lookup_session())
 
         def first_page():
             call = self.stub.ReadDir(request, timeout=timeout)

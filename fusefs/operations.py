@@ -41,7 +41,9 @@ from fusefs.dirprefetch import DirPrefetcher
 from fusefs.session import MountSession
 from fusefs.errno_boundary import errno_boundary
 from fusefs.filehandle import FileHandle
-from fusefs.fuse_binding import FuseOSError, Operations, fuse_get_context, invalidate_path
+from fusefs.fuse_binding import (FuseOSError, Operations, fuse_get_context, interrupted,
+                                 invalidate_path)
+from fusefs.locking import Locker
 from fusefs.kernelsize import KernelSizes
 from fusefs.options import MountOptions
 from fusefs.paths import parent_of
@@ -127,6 +129,7 @@ class KelpOperations(Operations):
         self._unlinked: set[int] = set()
         self._next_fh = itertools.count(1)
         self.session: Optional[MountSession] = None
+        self.locker = Locker(self.master.mutate, interrupted)
 
     # ------------------------------------------------------------------ helpers
 
@@ -135,11 +138,15 @@ class KelpOperations(Operations):
 
     # ------------------------------------------------------------------ session, callbacks
 
-    def start_session(self) -> MountSession:
-        """Open the session with the master: from now on lookups come with callbacks, the
+    def start_session(self, callbacks: bool = True) -> MountSession:
+        """Open the session with the master: it holds this mount's locks and the files it
+        keeps open after unlink. With `callbacks`, lookups come with callbacks too, the
         cache keeps answers until the master breaks them, and breaks reach the kernel."""
-        session = MountSession(self.master.mutation_address, self._on_break, self.cache.clear)
-        self.cache.use_session(session.trusted)
+        session = MountSession(self.master.mutation_address, self._on_break,
+                               self.cache.clear if callbacks else lambda: None)
+        if callbacks:
+            self.cache.use_session(session.trusted)
+            self.master.lookup_session = lambda: session.sid
         self.master.session_id = lambda: session.sid
         self.session = session.start()
         return session
@@ -701,6 +708,19 @@ class KelpOperations(Operations):
         return 0
 
     # ------------------------------------------------------------------ file system
+
+    # ------------------------------------------------------------------ locks
+
+    @errno_boundary
+    def lock(self, path, fh, cmd, lock, owner=0):
+        """fcntl locks, held by the master across mounts (fusefs/locking.py)."""
+        self.locker.fcntl(self._handle(fh).ino, owner, cmd, lock)
+        return 0
+
+    @errno_boundary
+    def flock(self, path, fh, op, owner=0):
+        self.locker.flock(self._handle(fh).ino, owner, op)
+        return 0
 
     @errno_boundary
     def statfs(self, path):

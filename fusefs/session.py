@@ -47,7 +47,9 @@ class MountSession:
         self._opened = threading.Event()
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
-        for opt, value in ((zmq.LINGER, 0), (zmq.RECONNECT_IVL, 100),
+        # IMMEDIATE: while the master is away, renewals are dropped rather than queued (a pile
+        # of stale renewals would all be answered at once when it is back).
+        for opt, value in ((zmq.LINGER, 0), (zmq.IMMEDIATE, 1), (zmq.RECONNECT_IVL, 100),
                            (zmq.RECONNECT_IVL_MAX, 1000)):
             self._sock.setsockopt(opt, value)
         self._sock.connect(f"tcp://{address}")
@@ -76,7 +78,10 @@ class MountSession:
         m = master_pb2.Mutation(id=mid)
         getattr(m, kind).CopyFrom(master_pb2.SessionRequest(session=self.sid))
         self._sent[mid] = (kind, time.monotonic())
-        self._sock.send(m.SerializeToString())
+        try:
+            self._sock.send(m.SerializeToString(), zmq.NOBLOCK)
+        except zmq.Again:
+            pass   # no connection: the lease lapses, and the next try opens or renews
 
     def _run(self) -> None:
         next_send = 0.0
@@ -116,7 +121,10 @@ class MountSession:
             self.on_lost()
         m = master_pb2.Mutation(id=next(self._ids))
         m.break_ack.break_id = brk.break_id
-        self._sock.send(m.SerializeToString())
+        try:
+            self._sock.send(m.SerializeToString(), zmq.NOBLOCK)
+        except zmq.Again:
+            pass   # the master is gone; a new one does not wait for this ack
 
     def _on_session(self, mid: int, answer: master_pb2.SessionReply) -> None:
         sent = self._sent.pop(mid, None)
@@ -124,11 +132,15 @@ class MountSession:
             return
         kind, sent_at = sent
         if answer.session == 0:
-            log.warning("session %x: the master forgot it; dropping every cache and opening "
-                        "it again", self.sid)
-            self._valid_until = 0.0
-            self.lease_s = 0.0        # the next message opens (resumes) the session
-            self.on_lost()
+            if kind == "renew_session" and self.lease_s:
+                # A master restart (or a lease that ran out while cut off): expected, so
+                # not a warning; the mutation channel already said the master was away.
+                log.info("session %x: the master forgot it; dropping every cache and "
+                         "opening it again", self.sid)
+                self._valid_until = 0.0
+                self.lease_s = 0.0    # the next message opens (resumes) the session
+                self._sent = {k: v for k, v in self._sent.items() if v[0] != "renew_session"}
+                self.on_lost()
             return
         if kind == "open_session":
             if self.sid and answer.session != self.sid:

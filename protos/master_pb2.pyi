@@ -330,8 +330,36 @@ class BreakAck(_message.Message):
     break_id: int
     def __init__(self, break_id: _Optional[int] = ...) -> None: ...
 
+class LockRequest(_message.Message):
+    __slots__ = ("ino", "owner", "flock", "type", "start", "end", "test", "pid")
+    INO_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    FLOCK_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    TEST_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    ino: int
+    owner: int
+    flock: bool
+    type: int
+    start: int
+    end: int
+    test: bool
+    pid: int
+    def __init__(self, ino: _Optional[int] = ..., owner: _Optional[int] = ..., flock: _Optional[bool] = ..., type: _Optional[int] = ..., start: _Optional[int] = ..., end: _Optional[int] = ..., test: _Optional[bool] = ..., pid: _Optional[int] = ...) -> None: ...
+
+class LockReply(_message.Message):
+    __slots__ = ("granted", "conflict")
+    GRANTED_FIELD_NUMBER: _ClassVar[int]
+    CONFLICT_FIELD_NUMBER: _ClassVar[int]
+    granted: bool
+    conflict: LockRequest
+    def __init__(self, granted: _Optional[bool] = ..., conflict: _Optional[_Union[LockRequest, _Mapping]] = ...) -> None: ...
+
 class Mutation(_message.Message):
-    __slots__ = ("id", "durable", "session", "mkdir", "create", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "set_attr", "set_xattr", "remove_xattr", "commit_chunks", "release_inode", "sync", "write_inline", "open_session", "renew_session", "break_ack")
+    __slots__ = ("id", "durable", "session", "mkdir", "create", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "set_attr", "set_xattr", "remove_xattr", "commit_chunks", "release_inode", "sync", "write_inline", "open_session", "renew_session", "break_ack", "lock")
     ID_FIELD_NUMBER: _ClassVar[int]
     DURABLE_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
@@ -353,6 +381,7 @@ class Mutation(_message.Message):
     OPEN_SESSION_FIELD_NUMBER: _ClassVar[int]
     RENEW_SESSION_FIELD_NUMBER: _ClassVar[int]
     BREAK_ACK_FIELD_NUMBER: _ClassVar[int]
+    LOCK_FIELD_NUMBER: _ClassVar[int]
     id: int
     durable: bool
     session: int
@@ -374,10 +403,11 @@ class Mutation(_message.Message):
     open_session: SessionRequest
     renew_session: SessionRequest
     break_ack: BreakAck
-    def __init__(self, id: _Optional[int] = ..., durable: _Optional[bool] = ..., session: _Optional[int] = ..., mkdir: _Optional[_Union[MkdirRequest, _Mapping]] = ..., create: _Optional[_Union[CreateRequest, _Mapping]] = ..., mknod: _Optional[_Union[MknodRequest, _Mapping]] = ..., symlink: _Optional[_Union[SymlinkRequest, _Mapping]] = ..., link: _Optional[_Union[LinkRequest, _Mapping]] = ..., unlink: _Optional[_Union[UnlinkRequest, _Mapping]] = ..., rmdir: _Optional[_Union[PathRequest, _Mapping]] = ..., rename: _Optional[_Union[RenameRequest, _Mapping]] = ..., set_attr: _Optional[_Union[SetAttrRequest, _Mapping]] = ..., set_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., remove_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., commit_chunks: _Optional[_Union[CommitRequest, _Mapping]] = ..., release_inode: _Optional[_Union[InoRequest, _Mapping]] = ..., sync: _Optional[_Union[Empty, _Mapping]] = ..., write_inline: _Optional[_Union[WriteInlineRequest, _Mapping]] = ..., open_session: _Optional[_Union[SessionRequest, _Mapping]] = ..., renew_session: _Optional[_Union[SessionRequest, _Mapping]] = ..., break_ack: _Optional[_Union[BreakAck, _Mapping]] = ...) -> None: ...
+    lock: LockRequest
+    def __init__(self, id: _Optional[int] = ..., durable: _Optional[bool] = ..., session: _Optional[int] = ..., mkdir: _Optional[_Union[MkdirRequest, _Mapping]] = ..., create: _Optional[_Union[CreateRequest, _Mapping]] = ..., mknod: _Optional[_Union[MknodRequest, _Mapping]] = ..., symlink: _Optional[_Union[SymlinkRequest, _Mapping]] = ..., link: _Optional[_Union[LinkRequest, _Mapping]] = ..., unlink: _Optional[_Union[UnlinkRequest, _Mapping]] = ..., rmdir: _Optional[_Union[PathRequest, _Mapping]] = ..., rename: _Optional[_Union[RenameRequest, _Mapping]] = ..., set_attr: _Optional[_Union[SetAttrRequest, _Mapping]] = ..., set_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., remove_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., commit_chunks: _Optional[_Union[CommitRequest, _Mapping]] = ..., release_inode: _Optional[_Union[InoRequest, _Mapping]] = ..., sync: _Optional[_Union[Empty, _Mapping]] = ..., write_inline: _Optional[_Union[WriteInlineRequest, _Mapping]] = ..., open_session: _Optional[_Union[SessionRequest, _Mapping]] = ..., renew_session: _Optional[_Union[SessionRequest, _Mapping]] = ..., break_ack: _Optional[_Union[BreakAck, _Mapping]] = ..., lock: _Optional[_Union[LockRequest, _Mapping]] = ...) -> None: ...
 
 class MutationReply(_message.Message):
-    __slots__ = ("id", "errno", "message", "attr", "rename", "empty", "session", "callback_break")
+    __slots__ = ("id", "errno", "message", "attr", "rename", "empty", "session", "callback_break", "lock")
     ID_FIELD_NUMBER: _ClassVar[int]
     ERRNO_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
@@ -386,6 +416,7 @@ class MutationReply(_message.Message):
     EMPTY_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
     CALLBACK_BREAK_FIELD_NUMBER: _ClassVar[int]
+    LOCK_FIELD_NUMBER: _ClassVar[int]
     id: int
     errno: int
     message: str
@@ -394,7 +425,8 @@ class MutationReply(_message.Message):
     empty: Empty
     session: SessionReply
     callback_break: CallbackBreak
-    def __init__(self, id: _Optional[int] = ..., errno: _Optional[int] = ..., message: _Optional[str] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ..., rename: _Optional[_Union[RenameResponse, _Mapping]] = ..., empty: _Optional[_Union[Empty, _Mapping]] = ..., session: _Optional[_Union[SessionReply, _Mapping]] = ..., callback_break: _Optional[_Union[CallbackBreak, _Mapping]] = ...) -> None: ...
+    lock: LockReply
+    def __init__(self, id: _Optional[int] = ..., errno: _Optional[int] = ..., message: _Optional[str] = ..., attr: _Optional[_Union[Attr, _Mapping]] = ..., rename: _Optional[_Union[RenameResponse, _Mapping]] = ..., empty: _Optional[_Union[Empty, _Mapping]] = ..., session: _Optional[_Union[SessionReply, _Mapping]] = ..., callback_break: _Optional[_Union[CallbackBreak, _Mapping]] = ..., lock: _Optional[_Union[LockReply, _Mapping]] = ...) -> None: ...
 
 class Location(_message.Message):
     __slots__ = ("server_id", "name", "grpc_address", "http_address")

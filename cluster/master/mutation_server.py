@@ -46,6 +46,7 @@ from google.protobuf.message import DecodeError
 from cluster.common.errors import FsError
 from cluster.master import mutations
 from cluster.master.callbacks import CallbackTable, Keys
+from cluster.master.locks import EXCLUSIVE, UNLOCK, Lock, LockTable
 from cluster.master.namespace import Namespace
 from cluster.master.sessions import SessionTable
 from cluster.master.store import MetadataStore
@@ -54,7 +55,8 @@ from protos import master_pb2
 
 log = logging.getLogger(__name__)
 
-CONTROL = ("open_session", "renew_session", "break_ack")  # not namespace changes
+# Handled as they arrive, outside any batch: they change no stored state.
+CONTROL = ("open_session", "renew_session", "break_ack", "lock")
 
 
 class _LocalCall:
@@ -77,6 +79,7 @@ class MutationServer:
         self.max_batch = max_batch
         self.sessions = sessions if sessions is not None else SessionTable()
         self.callbacks = callbacks if callbacks is not None else CallbackTable()
+        self.locks = LockTable()
         # Files kept open by sessions of an earlier run of the master, not resumed within
         # this long, are freed.
         self.resume_grace = 2 * self.sessions.lease_s
@@ -207,6 +210,9 @@ class MutationServer:
         if op == "break_ack":
             self._waiting.pop(m.break_ack.break_id, None)
             return
+        if op == "lock":
+            self._answer(peer, self._lock(m))
+            return
         if op == "open_session":
             s = self.sessions.open(peer, m.open_session.session)
             log.info("session %x opened (%d live)", s.sid, len(self.sessions))
@@ -223,6 +229,30 @@ class MutationServer:
         self._answer(peer, master_pb2.MutationReply(
             id=m.id, session=master_pb2.SessionReply(session=sid,
                                                      lease_s=self.sessions.lease_s)))
+
+    def _lock(self, m: master_pb2.Mutation) -> master_pb2.MutationReply:
+        """Take, test or release a lock for the sender's session (locks.py)."""
+        r = m.lock
+        reply = master_pb2.MutationReply(id=m.id)
+        if r.type > UNLOCK or r.start > r.end:
+            reply.errno, reply.message = errno.EINVAL, "lock: bad type or range"
+            return reply
+        if not m.session or not self.sessions.alive(m.session):
+            # Without a live session nobody would release the lock if the mount died.
+            reply.errno, reply.message = errno.ENOLCK, "lock: the mount has no live session"
+            return reply
+        want = Lock(m.session, r.owner, r.flock, EXCLUSIVE if r.type == EXCLUSIVE else 0,
+                    r.start, r.end, r.pid)
+        if r.test:
+            blocker = self.locks.conflict(r.ino, want) if r.type != UNLOCK else None
+        else:
+            blocker = self.locks.set(r.ino, want, unlock=r.type == UNLOCK)
+        reply.lock.granted = blocker is None
+        if blocker is not None:
+            reply.lock.conflict.CopyFrom(master_pb2.LockRequest(
+                ino=r.ino, owner=blocker.owner, flock=blocker.flock, type=blocker.type,
+                start=blocker.start, end=blocker.end, pid=blocker.pid))
+        return reply
 
     def _announce(self, changes: list[tuple[int, Keys]]) -> None:
         """Break the callbacks other sessions hold on what the batch changed, and wait."""
@@ -273,6 +303,9 @@ class MutationServer:
     def _end_session(self, sid: int) -> None:
         self.sessions.end(sid)
         self.callbacks.drop_session(sid)
+        released = self.locks.drop_session(sid)
+        if released:
+            log.info("session %x ended: released %d locks", sid, released)
         self._waiting = {b: s for b, s in self._waiting.items() if s != sid}
         try:
             freed = self.store.reclaim_orphans(sid)

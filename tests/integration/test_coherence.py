@@ -5,10 +5,13 @@ nothing) right before A's change, and B's caches and kernel are given a minute t
 (--attr-ttl 60)."""
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
+import struct
 import subprocess
+import sys
 import time
 
 from pathlib import Path
@@ -159,17 +162,79 @@ def test_a_break_storm_finishes_in_bounded_time(pair, tmp_path):
     assert_clean_log(*extra)
 
 
+_HOLD_LOCKS = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 100, 0)    # bytes 0..99
+fd2 = os.open(sys.argv[2], os.O_RDWR)
+fcntl.flock(fd2, fcntl.LOCK_EX | fcntl.LOCK_NB)
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def _try_lock(path, kind: str, start: int = 0, length: int = 0) -> bool:
+    """Whether this process gets the lock at once (fcntl range or flock)."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        if kind == "flock":
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, length, start)
+        return True
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)   # releases what it took
+
+
+@pytest.mark.skipif(LIBFUSE_MAJOR < 3, reason="locks across mounts need libfuse 3")
+@pytest.mark.timeout(60)
+def test_locks_hold_across_mounts(pair):
+    _, a, b = pair
+    for name in ("lk1", "lk2"):
+        (a / name).write_bytes(b"z" * 1000)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCKS, str(a / "lk1"),
+                               str(a / "lk2")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert not _try_lock(b / "lk1", "fcntl", 50, 10)     # inside A's range, on B
+        assert not _try_lock(a / "lk1", "fcntl", 0, 0)       # another process on A
+        assert _try_lock(b / "lk1", "fcntl", 100, 50)        # past A's range: free
+        assert not _try_lock(b / "lk2", "flock")
+        fd = os.open(b / "lk1", os.O_RDWR)
+        try:   # F_GETLK reports A's lock
+            got = fcntl.fcntl(fd, fcntl.F_GETLK,
+                              struct.pack("hhqqi", fcntl.F_WRLCK, 0, 10, 1, 0))
+            assert struct.unpack("hhqqi", got[:struct.calcsize("hhqqi")])[0] == fcntl.F_WRLCK
+        finally:
+            os.close(fd)
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder's death closed its files: libfuse released its locks
+    wait_until(lambda: _try_lock(b / "lk1", "fcntl") and _try_lock(b / "lk2", "flock"),
+               timeout=10, what="the locks to be released")
+
+
 @pytest.mark.timeout(90)
-def test_a_killed_mount_gives_back_its_open_unlinked_files(tmp_path):
-    """kill -9 of a mount holding an unlinked file open: once its lease runs out, the master
-    frees the inode (and queues its chunks), instead of keeping it forever."""
+def test_a_killed_mount_gives_back_its_open_unlinked_files_and_locks(tmp_path):
+    """kill -9 of a mount holding an unlinked file open and a lock: once its lease runs out,
+    the master frees the inode (and queues its chunks), instead of keeping it forever, and
+    another mount can take the lock."""
     cluster = make_cluster(tmp_path / "cluster", volumes=1,
                            extra_master_args=["--session-lease", "2"])
-    mount = None
+    mount = other = None
     try:
         cluster.start(timeout=40)
         mount = Mount(cluster, tmp_path / "mnt").start()
+        other = Mount(cluster, tmp_path / "mnt2").start()
         mnt = mount.mountpoint
+        (mnt / "lk").write_bytes(b"l")
+        locker = subprocess.Popen([sys.executable, "-c", _HOLD_LOCKS, str(mnt / "lk"),
+                                   str(mnt / "lk")], stdout=subprocess.PIPE, text=True)
+        assert locker.stdout.readline().strip() == "locked"
+        assert not _try_lock(other.mountpoint / "lk", "flock")
         (mnt / "held").write_bytes(os.urandom(100_000))
         stub = master_pb2_grpc.MasterStub(rpc.channel(cluster.master_addr))
         before = stub.StatFs(master_pb2.Empty(), timeout=5).files
@@ -181,12 +246,17 @@ def test_a_killed_mount_gives_back_its_open_unlinked_files(tmp_path):
             mount.proc.wait(timeout=10)
             wait_until(lambda: stub.StatFs(master_pb2.Empty(), timeout=5).files == before - 1,
                        timeout=20, what="the master to free the dead mount's unlinked file")
+            if LIBFUSE_MAJOR >= 3:
+                wait_until(lambda: _try_lock(other.mountpoint / "lk", "flock"), timeout=10,
+                           what="the dead mount's lock to be released")
         finally:
-            holder.kill()
-            holder.wait()
+            for p in (holder, locker):
+                p.kill()
+                p.wait()
     finally:
-        if mount is not None:
-            mount.stop()
+        for m in (mount, other):
+            if m is not None:
+                m.stop()
         cluster.stop()
 
 

@@ -156,3 +156,46 @@ def test_a_holder_that_never_acknowledges_holds_changes_up_for_its_lease_only(se
     assert reply.errno == 0
     assert 1.0 < took < 4.0, took                     # B's 2 s lease, not forever
     assert b.sid not in srv.sessions                  # B's session ended
+
+
+# ---------------------------------------------------------------- locks
+
+def test_lock_table_follows_linux_semantics():
+    from cluster.master.locks import EOF_END, EXCLUSIVE, SHARED, Lock, LockTable
+    t = LockTable()
+    a = Lock(1, 10, False, EXCLUSIVE, 0, 99)
+    assert t.set(5, a) is None
+    assert t.set(5, Lock(2, 20, False, SHARED, 50, 60)) == a          # overlaps: refused
+    assert t.set(5, Lock(2, 20, False, EXCLUSIVE, 100, 200)) is None  # next to it: fine
+    assert t.set(5, Lock(1, 10, False, SHARED, 0, 9)) is None         # own lock: replaced
+    assert t.conflict(5, Lock(2, 20, False, SHARED, 0, 9)) is None    # shared with shared
+    assert t.set(5, Lock(1, 10, False, SHARED, 40, 59), unlock=True) is None
+    held = sorted((lk.start, lk.end, lk.type) for lk in t.held(5) if lk.owner == 10)
+    assert held == [(0, 9, SHARED), (10, 39, EXCLUSIVE), (60, 99, EXCLUSIVE)]
+    assert t.conflict(5, Lock(2, 21, True, EXCLUSIVE, 0, EOF_END)) is None  # flock apart
+    assert t.drop_session(1) == 3
+    assert [lk.owner for lk in t.held(5)] == [20]
+
+
+def test_the_mount_waits_for_a_blocking_lock_and_fails_a_non_blocking_one():
+    import errno
+    import fcntl
+    from types import SimpleNamespace
+
+    from cluster.common.errors import FsError
+    from fusefs.locking import Locker
+    answers = [False, False, True]
+    sent = []
+
+    def mutate(op, request):
+        sent.append(request)
+        return master_pb2.LockReply(granted=answers.pop(0) if answers else True)
+
+    lk = Locker(mutate)
+    lk.flock(3, 9, fcntl.LOCK_EX)                  # waits through two refusals
+    assert len(sent) == 3 and sent[0].flock and sent[0].type == 1
+    answers[:] = [False]
+    with pytest.raises(FsError) as e:
+        lk.fcntl(3, 9, fcntl.F_SETLK, SimpleNamespace(l_type=fcntl.F_WRLCK, l_whence=0,
+                                                      l_start=10, l_len=5, l_pid=1))
+    assert e.value.errno == errno.EAGAIN and sent[-1].start == 10 and sent[-1].end == 14
