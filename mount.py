@@ -254,8 +254,7 @@ def run_foreground(opts: MountOptions) -> int:
         raise MountError(f"mounting {opts.mountpoint} failed (fuse_main returned {e}); "
                          "see the log above") from None
     finally:
-        if ops.session is not None:
-            ops.session.close()
+        ops.stop_session()
         try:
             client.close()
         except Exception:  # noqa: BLE001 - shutting down

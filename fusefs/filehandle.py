@@ -77,6 +77,7 @@ class FileHandle:
         self.sent = False               # chunks sent through the stream since the last commit
         self.stream = None              # WriteStream, opened at the first chunk sent
         self.snapshot: Optional[master_pb2.FileChunks] = None  # chunk list for reads
+        self.stale = False   # a callback break made the snapshot old (mark_stale)
         self._pieces = None           # the snapshot's chunks as a chunkmap.PieceMap
         self._inline: Optional[bytes] = None  # the snapshot's inline bytes (CRC checked)
         self._next_read = 0           # where a sequential reader would read next
@@ -260,6 +261,13 @@ class FileHandle:
             self.snapshot = None
             return attr
 
+    def mark_stale(self) -> None:
+        """The master broke the callback on this file's content (another mount or process
+        changed it): the next read fetches a fresh chunk list. Takes no lock, because it is
+        called from the session thread while this handle's lock may be held by a commit
+        that waits for the master, which waits for that thread."""
+        self.stale = True
+
     def forget_snapshot(self) -> None:
         """The file changed through another handle: the next read fetches a fresh chunk list."""
         with self.lock:
@@ -284,7 +292,8 @@ class FileHandle:
         with self.lock:
             if self.dirty:
                 self.commit()
-            if self.snapshot is None:
+            if self.snapshot is None or self.stale:
+                self.stale = False
                 self._take_snapshot()
             size = self.snapshot.attr.size
             pieces = self._pieces

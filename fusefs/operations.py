@@ -41,6 +41,7 @@ from fusefs.dirprefetch import DirPrefetcher
 from fusefs.session import MountSession
 from fusefs.errno_boundary import errno_boundary
 from fusefs.filehandle import FileHandle
+from fusefs.invalidator import KernelInvalidator
 from fusefs.fuse_binding import (FuseOSError, Operations, fuse_get_context, interrupted,
                                  invalidate_path)
 from fusefs.locking import Locker
@@ -129,6 +130,7 @@ class KelpOperations(Operations):
         self._unlinked: set[int] = set()
         self._next_fh = itertools.count(1)
         self.session: Optional[MountSession] = None
+        self.invalidator: Optional[KernelInvalidator] = None
         self.locker = Locker(self.master.mutate, interrupted)
 
     # ------------------------------------------------------------------ helpers
@@ -148,23 +150,29 @@ class KelpOperations(Operations):
             self.cache.use_session(session.trusted)
             self.master.lookup_session = lambda: session.sid
         self.master.session_id = lambda: session.sid
+        self.invalidator = KernelInvalidator(invalidate_path)
         self.session = session.start()
         return session
 
+    def stop_session(self) -> None:
+        if self.session is not None:
+            self.session.close()
+        if self.invalidator is not None:
+            self.invalidator.close()
+
     def _on_break(self, brk) -> None:
-        """The master takes back callbacks (session thread): drop what the cache holds, the
-        chunk lists open handles hold, and what the kernel holds, before acknowledging."""
+        """The master takes back callbacks (session thread): drop what the cache holds and
+        the chunk lists open handles hold before acknowledging; what the kernel holds goes
+        right after, from another thread (fusefs/invalidator.py says why)."""
         paths = self.cache.apply_break(brk.paths, brk.trees, brk.inos)
         for ino in brk.inos:
             for h in self._handles_of(ino):
-                if not h.dirty:
-                    h.forget_snapshot()
+                h.mark_stale()
                 if h.path:
                     paths.add(h.path)
         paths.update(brk.paths)
         paths.update(brk.trees)
-        for path in paths:
-            invalidate_path(path)
+        self.invalidator.submit(paths)   # after the ack: the kernel may have to wait
 
     def _call(self, method: str, request):
         """A lookup over gRPC."""
