@@ -200,7 +200,8 @@ class FileHandle:
                         try:
                             attr = self.client.gateway.write_small(
                                 self.ino, self.buf_offset, bytes(self.buf), self.written_end,
-                                replication=self.replication)
+                                replication=self.replication,
+                                session=self.client.master.session_id())
                         except FsError as e:
                             if e.errno != errno.ESTALE:
                                 raise

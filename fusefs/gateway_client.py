@@ -117,15 +117,17 @@ class GatewayClient:
         return WriteStream(self, ino, replication)
 
     def write_small(self, ino: int, file_offset: int, data, size: int, mtime_ns: int = 0,
-                    replication: int = 0, exact_size: bool = False) -> master_pb2.Attr:
+                    replication: int = 0, exact_size: bool = False,
+                    session: int = 0) -> master_pb2.Attr:
         """Write `data` at `file_offset` and commit the file at `size` (grow-only unless
-        exact_size, see gateway.proto): one round trip."""
+        exact_size, see gateway.proto): one round trip. `session`: the mount's, so its own
+        change breaks none of its callbacks."""
         payload = _frozen(data)
         request = gateway_pb2.Request(write=gateway_pb2.Write(
             ino=ino, file_offset=file_offset, length=len(payload),
             crc32c=crc32c.crc32c(payload), replication=replication,
             commit=gateway_pb2.Commit(ino=ino, size=size, mtime_ns=mtime_ns,
-                                      exact_size=exact_size)))
+                                      exact_size=exact_size, session=session)))
         return self._call(request, payload, "committed").attr
 
     def sync(self, ino: int) -> None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protos import master_pb2 as protos_dot_master__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14protos/gateway.proto\x12\x0ckelp.gateway\x1a\x13protos/master.proto\"\x84\x01\n\x05Write\x12\x0b\n\x03ino\x18\x01 \x01(\x04\x12\x13\n\x0b\x66ile_offset\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\r\x12\x0e\n\x06\x63rc32c\x18\x04 \x01(\r\x12\x13\n\x0breplication\x18\x05 \x01(\r\x12$\n\x06\x63ommit\x18\x06 \x01(\x0b\x32\x14.kelp.gateway.Commit\"m\n\x06\x43ommit\x12\x0b\n\x03ino\x18\x01 \x01(\x04\x12\"\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x12.kelp.master.Chunk\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x10\n\x08mtime_ns\x18\x04 \x01(\x03\x12\x12\n\nexact_size\x18\x05 \x01(\x08\"\x13\n\x04Sync\x12\x0b\n\x03ino\x18\x01 \x01(\x04\"\x06\n\x04Ping\"\xbb\x01\n\x07Request\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12$\n\x05write\x18\x02 \x01(\x0b\x32\x13.kelp.gateway.WriteH\x00\x12&\n\x06\x63ommit\x18\x03 \x01(\x0b\x32\x14.kelp.gateway.CommitH\x00\x12\"\n\x04ping\x18\x04 \x01(\x0b\x32\x12.kelp.gateway.PingH\x00\x12\"\n\x04sync\x18\x05 \x01(\x0b\x32\x12.kelp.gateway.SyncH\x00\x42\x06\n\x04\x62ody\",\n\x07Written\x12!\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x12.kelp.master.Chunk\"P\n\tCommitted\x12\x1f\n\x04\x61ttr\x18\x01 \x01(\x0b\x32\x11.kelp.master.Attr\x12\"\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x12.kelp.master.Chunk\"*\n\x06Synced\x12\x0f\n\x07volumes\x18\x01 \x01(\r\x12\x0f\n\x07servers\x18\x02 \x01(\r\"\x14\n\x04Pong\x12\x0c\n\x04name\x18\x01 \x01(\t\",\n\x05\x45rror\x12\x12\n\nerrno_name\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xed\x01\n\x05Reply\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12(\n\x07written\x18\x02 \x01(\x0b\x32\x15.kelp.gateway.WrittenH\x00\x12,\n\tcommitted\x18\x03 \x01(\x0b\x32\x17.kelp.gateway.CommittedH\x00\x12\"\n\x04pong\x18\x04 \x01(\x0b\x32\x12.kelp.gateway.PongH\x00\x12$\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.kelp.gateway.ErrorH\x00\x12&\n\x06synced\x18\x06 \x01(\x0b\x32\x14.kelp.gateway.SyncedH\x00\x42\x06\n\x04\x62odyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14protos/gateway.proto\x12\x0ckelp.gateway\x1a\x13protos/master.proto\"\x84\x01\n\x05Write\x12\x0b\n\x03ino\x18\x01 \x01(\x04\x12\x13\n\x0b\x66ile_offset\x18\x02 \x01(\x04\x12\x0e\n\x06length\x18\x03 \x01(\r\x12\x0e\n\x06\x63rc32c\x18\x04 \x01(\r\x12\x13\n\x0breplication\x18\x05 \x01(\r\x12$\n\x06\x63ommit\x18\x06 \x01(\x0b\x32\x14.kelp.gateway.Commit\"~\n\x06\x43ommit\x12\x0b\n\x03ino\x18\x01 \x01(\x04\x12\"\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x12.kelp.master.Chunk\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x10\n\x08mtime_ns\x18\x04 \x01(\x03\x12\x12\n\nexact_size\x18\x05 \x01(\x08\x12\x0f\n\x07session\x18\x06 \x01(\x04\"\x13\n\x04Sync\x12\x0b\n\x03ino\x18\x01 \x01(\x04\"\x06\n\x04Ping\"\xbb\x01\n\x07Request\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12$\n\x05write\x18\x02 \x01(\x0b\x32\x13.kelp.gateway.WriteH\x00\x12&\n\x06\x63ommit\x18\x03 \x01(\x0b\x32\x14.kelp.gateway.CommitH\x00\x12\"\n\x04ping\x18\x04 \x01(\x0b\x32\x12.kelp.gateway.PingH\x00\x12\"\n\x04sync\x18\x05 \x01(\x0b\x32\x12.kelp.gateway.SyncH\x00\x42\x06\n\x04\x62ody\",\n\x07Written\x12!\n\x05\x63hunk\x18\x01 \x01(\x0b\x32\x12.kelp.master.Chunk\"P\n\tCommitted\x12\x1f\n\x04\x61ttr\x18\x01 \x01(\x0b\x32\x11.kelp.master.Attr\x12\"\n\x06\x63hunks\x18\x02 \x03(\x0b\x32\x12.kelp.master.Chunk\"*\n\x06Synced\x12\x0f\n\x07volumes\x18\x01 \x01(\r\x12\x0f\n\x07servers\x18\x02 \x01(\r\"\x14\n\x04Pong\x12\x0c\n\x04name\x18\x01 \x01(\t\",\n\x05\x45rror\x12\x12\n\nerrno_name\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xed\x01\n\x05Reply\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12(\n\x07written\x18\x02 \x01(\x0b\x32\x15.kelp.gateway.WrittenH\x00\x12,\n\tcommitted\x18\x03 \x01(\x0b\x32\x17.kelp.gateway.CommittedH\x00\x12\"\n\x04pong\x18\x04 \x01(\x0b\x32\x12.kelp.gateway.PongH\x00\x12$\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x13.kelp.gateway.ErrorH\x00\x12&\n\x06synced\x18\x06 \x01(\x0b\x32\x14.kelp.gateway.SyncedH\x00\x42\x06\n\x04\x62odyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,23 +35,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WRITE']._serialized_start=60
   _globals['_WRITE']._serialized_end=192
   _globals['_COMMIT']._serialized_start=194
-  _globals['_COMMIT']._serialized_end=303
-  _globals['_SYNC']._serialized_start=305
-  _globals['_SYNC']._serialized_end=324
-  _globals['_PING']._serialized_start=326
-  _globals['_PING']._serialized_end=332
-  _globals['_REQUEST']._serialized_start=335
-  _globals['_REQUEST']._serialized_end=522
-  _globals['_WRITTEN']._serialized_start=524
-  _globals['_WRITTEN']._serialized_end=568
-  _globals['_COMMITTED']._serialized_start=570
-  _globals['_COMMITTED']._serialized_end=650
-  _globals['_SYNCED']._serialized_start=652
-  _globals['_SYNCED']._serialized_end=694
-  _globals['_PONG']._serialized_start=696
-  _globals['_PONG']._serialized_end=716
-  _globals['_ERROR']._serialized_start=718
-  _globals['_ERROR']._serialized_end=762
-  _globals['_REPLY']._serialized_start=765
-  _globals['_REPLY']._serialized_end=1002
+  _globals['_COMMIT']._serialized_end=320
+  _globals['_SYNC']._serialized_start=322
+  _globals['_SYNC']._serialized_end=341
+  _globals['_PING']._serialized_start=343
+  _globals['_PING']._serialized_end=349
+  _globals['_REQUEST']._serialized_start=352
+  _globals['_REQUEST']._serialized_end=539
+  _globals['_WRITTEN']._serialized_start=541
+  _globals['_WRITTEN']._serialized_end=585
+  _globals['_COMMITTED']._serialized_start=587
+  _globals['_COMMITTED']._serialized_end=667
+  _globals['_SYNCED']._serialized_start=669
+  _globals['_SYNCED']._serialized_end=711
+  _globals['_PONG']._serialized_start=713
+  _globals['_PONG']._serialized_end=733
+  _globals['_ERROR']._serialized_start=735
+  _globals['_ERROR']._serialized_end=779
+  _globals['_REPLY']._serialized_start=782
+  _globals['_REPLY']._serialized_end=1019
 # @@protoc_insertion_point(module_scope)

@@ -24,18 +24,20 @@ class Write(_message.Message):
     def __init__(self, ino: _Optional[int] = ..., file_offset: _Optional[int] = ..., length: _Optional[int] = ..., crc32c: _Optional[int] = ..., replication: _Optional[int] = ..., commit: _Optional[_Union[Commit, _Mapping]] = ...) -> None: ...
 
 class Commit(_message.Message):
-    __slots__ = ("ino", "chunks", "size", "mtime_ns", "exact_size")
+    __slots__ = ("ino", "chunks", "size", "mtime_ns", "exact_size", "session")
     INO_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     MTIME_NS_FIELD_NUMBER: _ClassVar[int]
     EXACT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     ino: int
     chunks: _containers.RepeatedCompositeFieldContainer[_master_pb2.Chunk]
     size: int
     mtime_ns: int
     exact_size: bool
-    def __init__(self, ino: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[_master_pb2.Chunk, _Mapping]]] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., exact_size: _Optional[bool] = ...) -> None: ...
+    session: int
+    def __init__(self, ino: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[_master_pb2.Chunk, _Mapping]]] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., exact_size: _Optional[bool] = ..., session: _Optional[int] = ...) -> None: ...
 
 class Sync(_message.Message):
     __slots__ = ("ino",)

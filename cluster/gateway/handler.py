@@ -44,7 +44,8 @@ class GatewayHandler:
                 return self._write(rid, request.write, payload)
             if body == "commit":
                 c = request.commit
-                attr = self._commit(c.ino, c.chunks, c.size, c.mtime_ns, c.exact_size)
+                attr = self._commit(c.ino, c.chunks, c.size, c.mtime_ns, c.exact_size,
+                                    c.session)
                 return gateway_pb2.Reply(request_id=rid,
                                          committed=gateway_pb2.Committed(attr=attr))
             if body == "ping":
@@ -81,14 +82,16 @@ class GatewayHandler:
         # Small-file path: the new chunk is the latest, so it goes after the listed ones.
         c = write.commit
         chunks = list(c.chunks) + ([chunk] if chunk is not None else [])
-        attr = self._commit(c.ino or write.ino, chunks, c.size, c.mtime_ns, c.exact_size)
+        attr = self._commit(c.ino or write.ino, chunks, c.size, c.mtime_ns, c.exact_size,
+                            c.session)
         mine = [chunk] if chunk is not None else []
         return gateway_pb2.Reply(request_id=rid,
                                  committed=gateway_pb2.Committed(attr=attr, chunks=mine))
 
-    def _commit(self, ino: int, chunks, size: int, mtime_ns: int, exact_size: bool = False):
+    def _commit(self, ino: int, chunks, size: int, mtime_ns: int, exact_size: bool = False,
+                session: int = 0):
         started = time.monotonic()
-        attr = self.writer.commit(ino, chunks, size, mtime_ns, exact_size)
+        attr = self.writer.commit(ino, chunks, size, mtime_ns, exact_size, session)
         metrics.COMMIT_SECONDS.labels(self.name).observe(time.monotonic() - started)
         self.count("commits")
         return attr

@@ -122,10 +122,11 @@ class MutationServer:
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)
 
-    def submit(self, op: str, request, timeout: float = 60.0) -> master_pb2.MutationReply:
+    def submit(self, op: str, request, session: int = 0,
+               timeout: float = 60.0) -> master_pb2.MutationReply:
         """Apply one mutation from another thread (the gRPC servicer) in the next batch,
-        with its breaks; its MutationReply."""
-        m = master_pb2.Mutation(id=1)
+        with its breaks (none to `session`); its MutationReply."""
+        m = master_pb2.Mutation(id=1, session=session)
         getattr(m, op).CopyFrom(request)
         call = _LocalCall()
         self._local.append((call, m))

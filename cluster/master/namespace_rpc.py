@@ -139,8 +139,9 @@ def _mutation_method(op: str):
     def method(self, request, context):
         if self.mutation_server is None:   # a servicer without the ZMQ channel (unit tests)
             return mutations.apply(self.namespace, op, request)
-        # Through the mutation thread, so the change breaks the callbacks mounts hold on it.
-        reply = self.mutation_server.submit(op, request)
+        # Through the mutation thread, so the change breaks the callbacks mounts hold on it
+        # (but the writing mount's, when a gateway commits for it).
+        reply = self.mutation_server.submit(op, request, getattr(request, "session", 0))
         if reply.errno:
             raise FsError(reply.errno, reply.message)
         return getattr(reply, reply.WhichOneof("result"))
