@@ -9,7 +9,8 @@ SeaweedFS volume server (which does not fsync on its own) has its volume files w
 
 Reads are measured cold: before them `cold()` drops the page cache (echo 3 >
 /proc/sys/vm/drop_caches, as root) and, for FUSE mounts, remounts so the mount process's own
-caches are empty too.
+caches are empty too. The "warm" rows repeat a cold pass at once on the same mount: what the
+mount's caches and the kernel's give a program that looks twice.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import random
 import shutil
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -67,10 +69,13 @@ METRICS: dict[str, Metric] = {
     "seq write (MB/s)": Metric("MB/s", True),
     "seq read cold (MB/s)": Metric("MB/s", True),
     "random 4KiB read cold (reads/s)": Metric("reads/s", True),
+    "random 4KiB read cold, 4 jobs (reads/s)": Metric("reads/s", True),
     "small files: create (files/s)": Metric("files/s", True),
     "small files: ls -l (files/s)": Metric("files/s", True),
     "small files: stat cold (files/s)": Metric("files/s", True),
+    "small files: stat warm (files/s)": Metric("files/s", True),
     "small files: read cold (files/s)": Metric("files/s", True),
+    "small files: read warm (files/s)": Metric("files/s", True),
     "small files: delete (files/s)": Metric("files/s", True),
     "8 threads: create (files/s)": Metric("files/s", True),
     "cp -r tree (s)": Metric("s", False),
@@ -145,6 +150,23 @@ def big_file(ctx: Context) -> dict[str, float]:
             os.close(fd)
 
     out["random 4KiB read cold (reads/s)"] = len(offsets) / _timed(preads)
+
+    ctx.cold()
+    jobs = [offsets[i::4] for i in range(4)]   # the same reads, by 4 threads on one fd each
+
+    def preads_4() -> None:
+        def job(part: list[int]) -> None:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                for off in part:
+                    if len(os.pread(fd, 4096, off)) != 4096:
+                        raise AssertionError(f"short read at {off}")
+            finally:
+                os.close(fd)
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(job, jobs))
+
+    out["random 4KiB read cold, 4 jobs (reads/s)"] = len(offsets) / _timed(preads_4)
     # Spot-check content: a block written at offset k MiB is `block` again.
     with open(path, "rb") as fh:
         fh.seek(size - MiB)
@@ -186,6 +208,8 @@ def small_files(ctx: Context) -> dict[str, float]:
 
     ctx.cold()
     out["small files: stat cold (files/s)"] = n / _timed(stat)
+    # The second pass on the same mount: what its caches (and the kernel's) give.
+    out["small files: stat warm (files/s)"] = n / _timed(stat)
     ctx.cold()
 
     def read() -> None:
@@ -195,6 +219,7 @@ def small_files(ctx: Context) -> dict[str, float]:
                     raise AssertionError(f"{p} reads back wrong")
 
     out["small files: read cold (files/s)"] = n / _timed(read)
+    out["small files: read warm (files/s)"] = n / _timed(read)
 
     def delete() -> None:
         for p in names:

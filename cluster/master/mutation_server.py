@@ -44,7 +44,7 @@ import zmq
 from google.protobuf.message import DecodeError
 
 from cluster.common.errors import FsError
-from cluster.master import mutations
+from cluster.master import mutations, schema
 from cluster.master.callbacks import CallbackTable, Keys
 from cluster.master.locks import EXCLUSIVE, UNLOCK, Lock, LockTable
 from cluster.master.namespace import Namespace
@@ -84,6 +84,12 @@ class MutationServer:
         # this long, are freed.
         self.resume_grace = 2 * self.sessions.lease_s
         self._grace_over = False
+        # A mount whose lease an earlier run of the master granted may still answer from its
+        # cache for up to a lease: no change is applied before those leases ran out (the
+        # counter says whether any run ever had a session; a new cluster does not wait).
+        self._sessions_known = store.counter(schema.COUNTER_SESSIONS) > 0
+        self._quiet_until = time.monotonic() + self.sessions.lease_s \
+            if self._sessions_known else 0.0
         self._held: collections.deque = collections.deque()  # mutations that came in a wait
         self._waiting: dict[int, int] = {}     # break id -> session, not yet acknowledged
         self._break_ids = itertools.count(1)
@@ -155,6 +161,13 @@ class MutationServer:
             while not self._stop.is_set():
                 if time.monotonic() >= self._next_housekeeping:
                     self._housekeeping()
+                if self._quiet_until:
+                    if time.monotonic() < self._quiet_until:
+                        if self._poll(100):
+                            self._receive(hold=True)   # sessions open; changes wait
+                        continue
+                    self._quiet_until = 0.0
+                    log.info("the leases of the last run have run out: applying changes")
                 if not self._held and not self._local and not self._poll(200):
                     continue
                 batch = self._receive()
@@ -217,6 +230,9 @@ class MutationServer:
         if op == "open_session":
             s = self.sessions.open(peer, m.open_session.session)
             log.info("session %x opened (%d live)", s.sid, len(self.sessions))
+            if not self._sessions_known:
+                self._sessions_known = True
+                self.store.raise_counter(schema.COUNTER_SESSIONS, 1)
             sid = s.sid
         else:
             sid = m.renew_session.session

@@ -22,6 +22,7 @@ ROOT_INO = 1
 COUNTER_NEXT_INO = "next_ino"
 COUNTER_NEEDLE_KEY = "needle_key_hwm"   # every needle key below it may have been handed out
 COUNTER_VOLUME_ID = "volume_id_hwm"     # every volume id below it may have been handed out
+COUNTER_SESSIONS = "sessions_opened"    # > 0 once a run of the master opened a mount session
 
 _TABLES = [
     # Key/value facts about the database itself (schema_version).

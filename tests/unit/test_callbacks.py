@@ -199,3 +199,29 @@ def test_the_mount_waits_for_a_blocking_lock_and_fails_a_non_blocking_one():
         lk.fcntl(3, 9, fcntl.F_SETLK, SimpleNamespace(l_type=fcntl.F_WRLCK, l_whence=0,
                                                       l_start=10, l_len=5, l_pid=1))
     assert e.value.errno == errno.EAGAIN and sent[-1].start == 10 and sent[-1].end == 14
+
+
+@pytest.mark.timeout(30)
+def test_after_a_restart_changes_wait_out_the_last_runs_leases(tmp_path):
+    """A mount of the last run may trust its cache for a lease after the master died: the new
+    master applies no change before that, but opens sessions at once."""
+    store = SQLiteStore(str(tmp_path / "meta.db"), synchronous="NORMAL")
+    first = MutationServer(Namespace(store), store, "127.0.0.1", 0,
+                           sessions=SessionTable(lease_s=1.5)).start()
+    ctx = zmq.Context()
+    try:
+        _Mount(ctx, first.address)                 # a session: this master had mounts
+        first.stop()
+        again = MutationServer(Namespace(store), store, "127.0.0.1", 0,
+                               sessions=SessionTable(lease_s=1.5)).start()
+        try:
+            started = time.monotonic()
+            m = _Mount(ctx, again.address)          # sessions open during the quiet time
+            assert time.monotonic() - started < 1.0
+            assert m.mutate("mkdir", master_pb2.MkdirRequest(path="/d", mode=0o755)).errno == 0
+            assert time.monotonic() - started >= 1.3
+        finally:
+            again.stop()
+    finally:
+        ctx.destroy(linger=0)
+        store.close()
