@@ -34,6 +34,7 @@ it works; on libfuse 2 it does not, and the mount gives the kernel no time to ca
 from __future__ import annotations
 
 import ctypes
+import errno
 import ctypes.util
 import fcntl
 import logging
@@ -193,6 +194,14 @@ else:
         def ioctl(self, path, cmd, arg, fip, flags, data):  # noqa: D401 - libfuse callback
             return self.operations("ioctl", _path(self, path), cmd, arg, fip.contents.fh,
                                    flags, data)
+
+        def lock(self, path, fip, cmd, lock):  # noqa: D401 - libfuse callback
+            """ENOSYS: fusepy gives no lock owner, so the kernel keeps locks itself (local
+            to this mount) instead."""
+            return -errno.ENOSYS
+
+        def flock(self, path, fip, op):  # noqa: D401 - libfuse callback
+            return -errno.ENOSYS
 
 
 def kernel_options() -> dict:

@@ -221,12 +221,23 @@ class MutationServer:
     # ------------------------------------------------------------ sessions and callbacks
 
     def _control(self, peer: bytes, m: master_pb2.Mutation, op: str) -> None:
+        """Every message is answered, as mutations are (the mount ignores what it does not
+        wait for)."""
+        try:
+            reply = self._control_reply(peer, m, op)
+        except Exception as e:  # noqa: BLE001 - a bug must not take the channel down
+            log.exception("%s failed", op)
+            reply = master_pb2.MutationReply(id=m.id, errno=errno.EIO,
+                                             message=f"{op} failed: {e}")
+        self._answer(peer, reply)
+
+    def _control_reply(self, peer: bytes, m: master_pb2.Mutation,
+                       op: str) -> master_pb2.MutationReply:
         if op == "break_ack":
             self._waiting.pop(m.break_ack.break_id, None)
-            return
+            return master_pb2.MutationReply(id=m.id, empty=master_pb2.Empty())
         if op == "lock":
-            self._answer(peer, self._lock(m))
-            return
+            return self._lock(m)
         if op == "open_session":
             s = self.sessions.open(peer, m.open_session.session)
             log.info("session %x opened (%d live)", s.sid, len(self.sessions))
@@ -240,12 +251,14 @@ class MutationServer:
                 # Not renewed while it owes an acknowledgement: its lease runs out, and the
                 # mount, which counts from its last answered renewal, stops trusting its
                 # cache before the master gives up on it.
-                return
+                return master_pb2.MutationReply(
+                    id=m.id, errno=errno.EAGAIN,
+                    message="not renewed: the session owes a callback break's ack")
             if not self.sessions.renew(sid, peer):
                 sid = 0   # unknown: the mount drops its caches and opens a session again
-        self._answer(peer, master_pb2.MutationReply(
+        return master_pb2.MutationReply(
             id=m.id, session=master_pb2.SessionReply(session=sid,
-                                                     lease_s=self.sessions.lease_s)))
+                                                     lease_s=self.sessions.lease_s))
 
     def _lock(self, m: master_pb2.Mutation) -> master_pb2.MutationReply:
         """Take, test or release a lock for the sender's session (locks.py)."""

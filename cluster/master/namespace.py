@@ -21,6 +21,15 @@ def _invalid(message: str) -> FsError:
     return FsError(errno.EINVAL, message)
 
 
+MAX_INO = (1 << 63) - 1   # inode numbers are SQLite INTEGERs
+
+
+def _check_ino(ino: int) -> int:
+    if not 0 <= ino <= MAX_INO:
+        raise _invalid(f"inode number {ino} is out of range")
+    return ino
+
+
 def _orphan_tag(keep_open: bool, session: int) -> int:
     """inodes.orphan for a file that loses its last name: 0 (delete it now), the session
     that keeps it open, or 1 for a client without a session."""
@@ -69,6 +78,7 @@ class Namespace:
     def setattr(self, path: Optional[str], ino: int, **changes: Optional[int]) -> Attr:
         if not ino and not path:
             raise _invalid("SetAttr needs a path or an ino")
+        _check_ino(ino)
         return self.store.setattr(path or None, ino, **changes)
 
     def setxattr(self, path: str, name: str, value: bytes, flags: int = 0) -> None:
@@ -79,16 +89,16 @@ class Namespace:
 
     def commit(self, ino: int, pieces: list[Piece], size: int, mtime_ns: int = 0,
                exact: bool = False) -> Attr:
-        attr = self.store.commit(ino, pieces, size, mtime_ns, exact=exact)
+        attr = self.store.commit(_check_ino(ino), pieces, size, mtime_ns, exact=exact)
         self._on_commit()
         return attr
 
     def write_inline(self, ino: int, offset: int, data: bytes, crc: int, size: int = 0,
                      mtime_ns: int = 0, exact: bool = False) -> Attr:
-        attr = self.store.write_inline(ino, offset, data, crc, size, mtime_ns, exact,
+        attr = self.store.write_inline(_check_ino(ino), offset, data, crc, size, mtime_ns, exact,
                                        limit=self.inline_max)
         self._on_commit()
         return attr
 
     def release_inode(self, ino: int) -> None:
-        self.store.release_inode(ino)
+        self.store.release_inode(_check_ino(ino))
