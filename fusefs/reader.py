@@ -1,5 +1,5 @@
-"""ChunkReader: file bytes from volume servers, with replica fail-over, an LRU needle cache
-and read-ahead.
+"""ChunkReader: file bytes from volume servers, with replica fail-over, an LRU needle cache,
+an LRU block cache and read-ahead.
 
 A read maps the byte range onto the file's pieces (cluster.common.chunkmap), fetches each
 needle from the first replica that answers with good data, and fills holes with zeros.
@@ -12,8 +12,18 @@ needle from the first replica that answers with good data, and fills holes with 
   fails, so a moved or dead server costs one extra lookup.
 * Cache: whole needles, LRU, bounded by cache_bytes. Fetches of the same needle by concurrent
   readers (or by read-ahead) are merged into one.
-* Small reads far inside a big needle (random 4 KiB reads) ask for just that range instead of
-  the whole needle; the volume server still verifies the whole needle's CRC first.
+* Small reads that are not sequential (random 4 KiB reads) fetch only the 64 KiB blocks of the
+  needle that cover them (cluster/common/blocks.py), not the whole chunk: the volume server
+  reads and checks just those blocks against their own CRC32Cs, sends them whole with their
+  CRCs (ReadRequest.whole_blocks), and the reader checks each again on arrival before keeping
+  it in the block cache (LRU, bounded by block_cache_bytes). The master records only the
+  whole needle's CRC, so what a block is checked against comes from the volume server; the
+  reader still compares the needle's size and whole CRC in the answer with the recorded ones
+  (a replica holding another needle under the key is refused).
+* Replicas: each needle is asked first of replica `key % replicas` (the others on failure),
+  so the needles of a file, whose keys follow one another, are spread over the replicas:
+  the several needles that sequential read-ahead fetches in parallel come from different
+  servers, and a needle read twice goes to the server whose page cache holds it.
 """
 from __future__ import annotations
 
@@ -27,7 +37,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import crc32c
 import grpc
 
-from cluster.common import chunkmap, rpc
+from cluster.common import blocks, chunkmap, rpc
 from cluster.common.errors import FsError, fserror_from_rpc
 from cluster.common.fid import Fid
 from cluster.common.lru import ByteLRU
@@ -35,7 +45,8 @@ from fusefs.master_client import MasterClient
 from protos import master_pb2, volume_pb2
 
 LOCATION_TTL = 30.0
-RANGE_READ_FRACTION = 4  # a piece under needle_size/4 is read as a range when not streaming
+RANGE_READ_FRACTION = 4  # blocks under needle_size/4 are read alone when not streaming
+BLOCK_CACHE_BYTES = 32 << 20
 READ_TIMEOUT = 30.0
 RESTART_GRACE = 5.0  # seconds to wait for an unreachable replica set to come back
 
@@ -113,12 +124,19 @@ class NeedleCache(ByteLRU):
     """Whole needles by fid (cluster.common.lru.ByteLRU)."""
 
 
+class BlockCache(ByteLRU):
+    """Verified 64 KiB blocks by (fid, block index): what random reads fetched. A fid names
+    one needle's bytes for ever (a rewrite gets a new fid), so an entry never goes stale."""
+
+
 class ChunkReader:
-    def __init__(self, master: MasterClient, cache_bytes: int = 256 << 20, workers: int = 8):
+    def __init__(self, master: MasterClient, cache_bytes: int = 256 << 20, workers: int = 8,
+                 block_cache_bytes: int = BLOCK_CACHE_BYTES):
         self.master = master
         self.locator = VolumeLocator(master)
         self.stubs = rpc.VolumeStubs()
         self.cache = NeedleCache(cache_bytes)
+        self.blocks = BlockCache(block_cache_bytes)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read")
         self._inflight_lock = threading.Lock()
         self._inflight: dict[str, Future] = {}
@@ -148,17 +166,19 @@ class ChunkReader:
                 if readahead:
                     self._prefetch(pmap, p, readahead)
                 return cached[p.needle_offset:p.needle_offset + p.length]
+            if cached is None and not streaming and self._by_blocks(p):
+                # A random read inside one needle: in this thread, no hop through the pool.
+                return self._read_blocks(p)[0]
         out = bytearray(length)
         futures = []
         for p in wanted:
-            if not streaming and p.needle_size and p.length * RANGE_READ_FRACTION < p.needle_size \
-                    and self.cache.get(p.fid) is None:
-                futures.append((p, self._pool.submit(self._read_range, p)))
+            if not streaming and self._by_blocks(p) and self.cache.get(p.fid) is None:
+                futures.append((p, self._pool.submit(self._read_blocks, p)))
             else:
                 futures.append((p, self._fetch_async(p)))
         for p, fut in futures:
             data = fut.result()
-            if isinstance(data, tuple):  # range read: already cut to the piece
+            if isinstance(data, tuple):  # block read: already cut to the piece
                 piece_bytes = data[0]
             else:
                 piece_bytes = data[p.needle_offset:p.needle_offset + p.length]
@@ -230,23 +250,88 @@ class ChunkReader:
         self.cache.put(piece.fid, data)
         return data
 
-    def _read_range(self, piece: chunkmap.Piece) -> tuple[bytes]:
-        return (self._from_replicas(piece, piece.needle_offset, piece.length, lambda r: r.data),)
+    # -- block reads (random access)
 
-    def _from_replicas(self, piece: chunkmap.Piece, offset: int, length: int, check):
+    @staticmethod
+    def _by_blocks(piece: chunkmap.Piece) -> bool:
+        """Whether a read of `piece` should fetch its covering blocks rather than the whole
+        needle: when they are a small part of it (a needle of unknown size: never)."""
+        if not piece.needle_size:
+            return False
+        first, end = blocks.span(piece.needle_offset, piece.length, piece.needle_size)
+        return (end - first) * blocks.BLOCK_SIZE * RANGE_READ_FRACTION <= piece.needle_size
+
+    @staticmethod
+    def _cut(piece: chunkmap.Piece, first: int, parts: list) -> bytes:
+        start = piece.needle_offset - first * blocks.BLOCK_SIZE
+        joined = parts[0] if len(parts) == 1 else b"".join(parts)
+        return joined[start:start + piece.length]
+
+    def _read_blocks(self, piece: chunkmap.Piece) -> tuple[bytes]:
+        """The piece's bytes from its covering blocks: cached ones, and one request for the
+        span of the missing ones."""
+        first, end = blocks.span(piece.needle_offset, piece.length, piece.needle_size)
+        parts = [self.blocks.get((piece.fid, i)) for i in range(first, end)]
+        missing = [first + j for j, b in enumerate(parts) if b is None]
+        if missing:
+            lo, hi = missing[0], missing[-1] + 1
+            for i, block in enumerate(self._fetch_blocks(piece, lo, hi), lo):
+                self.blocks.put((piece.fid, i), block)
+                parts[i - first] = block
+        return (self._cut(piece, first, parts),)
+
+    def _fetch_blocks(self, piece: chunkmap.Piece, lo: int, hi: int) -> list[bytes]:
+        """Blocks [lo, hi) of the piece's needle from the first replica whose answer checks
+        out: the blocks asked for, each matching its CRC, of the needle the master recorded."""
+        start, stop = blocks.byte_range(lo, hi, piece.needle_size)
+
+        def check(reply) -> bytes:
+            data = reply.data
+            if reply.block_size != blocks.BLOCK_SIZE or reply.data_offset != start or \
+                    len(data) != stop - start or len(reply.block_crc32c) != hi - lo:
+                raise FsError(errno.EIO, f"answer is not blocks {lo}..{hi - 1} (block size "
+                                         f"{reply.block_size}, offset {reply.data_offset}, "
+                                         f"{len(data)} bytes, {len(reply.block_crc32c)} CRCs)")
+            if reply.needle_size != piece.needle_size or \
+                    (piece.crc32c and reply.needle_crc32c != piece.crc32c):
+                raise FsError(errno.EIO, "needle differs from the one recorded at commit")
+            bad = blocks.first_bad(data, reply.block_crc32c)
+            if bad is not None:
+                raise FsError(errno.EIO, f"block {lo + bad} fails its CRC32C on arrival")
+            return data
+
+        data = self._from_replicas(piece, start, stop - start, check, whole_blocks=True)
+        if hi - lo == 1:
+            return [data]
+        view = memoryview(data)
+        return [bytes(view[i:i + blocks.BLOCK_SIZE])
+                for i in range(0, len(view), blocks.BLOCK_SIZE)]
+
+    # -- replicas
+
+    @staticmethod
+    def _spread(locations: list, fid: Fid) -> list:
+        """The replicas in the order to ask them for this needle (see the module docstring)."""
+        if len(locations) < 2:
+            return locations
+        k = fid.key % len(locations)
+        return locations[k:] + locations[:k]
+
+    def _from_replicas(self, piece: chunkmap.Piece, offset: int, length: int, check,
+                       whole_blocks: bool = False):
         """Try each replica in turn; when every one was unreachable (a server restarting),
         look the volume up again and retry for up to RESTART_GRACE seconds, waiting for the
         channel to connect. Bad data is not retried: it fails over, then reports EIO."""
         fid = Fid.parse(piece.fid)
         request = volume_pb2.ReadRequest(volume_id=fid.volume_id, key=fid.key, cookie=fid.cookie,
-                                         offset=offset, length=length)
+                                         offset=offset, length=length, whole_blocks=whole_blocks)
         problems: list[str] = []
         deadline = time.monotonic() + RESTART_GRACE
         attempt = 0
         while True:
             if attempt:
                 self.locator.invalidate(fid.volume_id)
-            locations = self.locator.locations(fid.volume_id)
+            locations = self._spread(self.locator.locations(fid.volume_id), fid)
             unreachable = 0
             for loc in locations:
                 try:

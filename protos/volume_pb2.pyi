@@ -36,28 +36,36 @@ class WriteResponse(_message.Message):
     def __init__(self, size: _Optional[int] = ...) -> None: ...
 
 class ReadRequest(_message.Message):
-    __slots__ = ("volume_id", "key", "cookie", "offset", "length")
+    __slots__ = ("volume_id", "key", "cookie", "offset", "length", "whole_blocks")
     VOLUME_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     COOKIE_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
+    WHOLE_BLOCKS_FIELD_NUMBER: _ClassVar[int]
     volume_id: int
     key: int
     cookie: int
     offset: int
     length: int
-    def __init__(self, volume_id: _Optional[int] = ..., key: _Optional[int] = ..., cookie: _Optional[int] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+    whole_blocks: bool
+    def __init__(self, volume_id: _Optional[int] = ..., key: _Optional[int] = ..., cookie: _Optional[int] = ..., offset: _Optional[int] = ..., length: _Optional[int] = ..., whole_blocks: _Optional[bool] = ...) -> None: ...
 
 class ReadResponse(_message.Message):
-    __slots__ = ("data", "needle_crc32c", "needle_size")
+    __slots__ = ("data", "needle_crc32c", "needle_size", "data_offset", "block_crc32c", "block_size")
     DATA_FIELD_NUMBER: _ClassVar[int]
     NEEDLE_CRC32C_FIELD_NUMBER: _ClassVar[int]
     NEEDLE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    DATA_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_CRC32C_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     needle_crc32c: int
     needle_size: int
-    def __init__(self, data: _Optional[bytes] = ..., needle_crc32c: _Optional[int] = ..., needle_size: _Optional[int] = ...) -> None: ...
+    data_offset: int
+    block_crc32c: _containers.RepeatedScalarFieldContainer[int]
+    block_size: int
+    def __init__(self, data: _Optional[bytes] = ..., needle_crc32c: _Optional[int] = ..., needle_size: _Optional[int] = ..., data_offset: _Optional[int] = ..., block_crc32c: _Optional[_Iterable[int]] = ..., block_size: _Optional[int] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
     __slots__ = ("volume_id", "key", "cookie")

@@ -19,6 +19,12 @@ Records are copied raw, without re-encoding: a needle whose CRC no longer matche
 damaged in the new file (reads keep answering DATA_LOSS and fsck still finds it) rather than
 being dropped silently.
 
+The new pair is always in the current format (needle.FORMAT_VERSION), so a vacuum is how a
+version-1 volume gets block CRCs: its records are re-encoded, not copied raw. The block CRCs
+are computed only from data that passes the needle's whole CRC; a needle that fails it gets
+block CRCs that can never match (each block's own CRC inverted), so it stays damaged for
+range reads as for whole ones, instead of being blessed with CRCs of its rotten bytes.
+
 The temporary names end in `.tmp`, which Store.open deletes at start: a compaction cut short by
 a crash leaves nothing behind and the old volume untouched.
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 import errno
 import os
 
+from cluster.common import blocks
 from cluster.common.errors import FsError
 from cluster.volume import needle as fmt
 
@@ -38,8 +45,11 @@ WRITE_BUFFER = 1 << 20
 class CompactionWriter:
     """The new `.dat`/`.idx` pair being built: a superblock, then records appended in order."""
 
-    def __init__(self, directory: str, volume_id: int, superblock: fmt.SuperBlock):
+    def __init__(self, directory: str, volume_id: int, superblock: fmt.SuperBlock,
+                 source_version: int = fmt.FORMAT_VERSION):
         self.volume_id = volume_id
+        self.source_version = source_version   # the layout of the records copied in
+        self.version = superblock.version      # the layout written
         self.dat_path = os.path.join(directory, f"{volume_id}{DAT_SUFFIX}")
         self.idx_path = os.path.join(directory, f"{volume_id}{IDX_SUFFIX}")
         self._dat = open(self.dat_path, "wb", buffering=WRITE_BUFFER)
@@ -56,15 +66,36 @@ class CompactionWriter:
     def copy_record(self, src_fd: int, key: int, offset: int, size: int) -> None:
         """Copy the record of one index entry (a live needle, or a delete record when `size`
         is TOMBSTONE) from the old `.dat` and index it at its new offset."""
-        length = fmt.record_size(0 if size == fmt.TOMBSTONE else size)
+        data_size = 0 if size == fmt.TOMBSTONE else size
+        length = fmt.record_size(data_size, self.source_version)
         buf = fmt.pread_exact(src_fd, length, offset)
         if len(buf) != length:
             raise FsError(errno.EIO, f"volume {self.volume_id}: record of needle {key:x} at "
                                      f"{offset} runs past the end of the .dat")
+        if self.source_version != self.version:
+            buf = self._reencode(buf, key, offset, data_size)
         self._dat.write(buf)
         self._idx.write(fmt.encode_idx(key, self.end, size))
-        self.end += length
+        self.end += len(buf)
         self.records += 1
+
+    def _reencode(self, record: bytes, key: int, offset: int, data_size: int) -> bytes:
+        """A record of the source version in the written one, header, data, flags and
+        whole CRC unchanged (damaged data stays damaged: see the module docstring)."""
+        try:
+            n = fmt.decode_needle(record, self.source_version)
+        except fmt.FormatError:
+            n = None
+        if n is None or n.key != key or n.size != data_size:
+            # A damaged header: keep its bytes, padded to the new length, so reads keep
+            # failing on it (its key or size does not match the index) and fsck finds it.
+            return record + bytes(fmt.record_size(data_size, self.version) - len(record))
+        block_crcs = blocks.crcs(n.data)
+        if not fmt.crc_ok(n):
+            block_crcs = [c ^ 0xFFFFFFFF for c in block_crcs]
+        parts = fmt.encode_needle_parts(n.cookie, n.key, n.data, n.flags, n.crc, self.version,
+                                        block_crcs)
+        return b"".join(parts)
 
     def finish(self) -> None:
         """Flush and fsync both files: after this they are the durable new volume."""

@@ -7,7 +7,9 @@ moves the bytes to and from files. All integers are little-endian.
 
     superblock (SUPERBLOCK_SIZE = 16 bytes)
         magic             4s   b"KELP"
-        format version    u16  FORMAT_VERSION
+        format version    u16  FORMAT_VERSION for volumes made now; every version in
+                               SUPPORTED_VERSIONS is read (the version is the volume's: all
+                               its needles have the layout of that version)
         replication       u16  copies of this volume across servers (1..8)
         compact revision  u32  bumped by each vacuum, so a replica can tell an old copy
         reserved          u32  zero
@@ -20,8 +22,20 @@ moves the bytes to and from files. All integers are little-endian.
         flags             u8   FLAG_DELETED marks a delete record (data size 0): the .dat
                                alone then tells which needles are dead, so an index rebuilt
                                from it agrees with the one the tombstones built
-        crc               u32  CRC32C of the data
+        crc               u32  CRC32C of the whole data
+        block crcs        u32 each, version 2 only: the CRC32C of each 64 KiB block of the
+                               data (cluster/common/blocks.py), ceil(data size / 64 KiB) of
+                               them, none for an empty needle or a delete record
         padding           zeros up to the next multiple of 8
+
+Version 1 (the first format) is version 2 without the block CRCs. Version 2 keeps the data
+where version 1 has it (right after the header) and the trailer after it, so every tool that
+looks at a needle's header, data or whole-data CRC reads both alike; only the record's length
+(record_size) depends on the version. The block CRCs let a read of a few bytes fetch and
+verify one 64 KiB block instead of a whole chunk (up to 4 MiB); they sit after the trailer,
+not before the data, so the data's offset stays the same in both versions. A version-1
+volume keeps its layout for the needles appended to it; a vacuum (compaction.py) rewrites it
+as version 2. A build that knows only version 1 refuses a version-2 volume at load.
 
 `<vid>.idx` — the index, an append-only log of IDX_ENTRY_SIZE (20-byte) entries:
 
@@ -31,9 +45,10 @@ moves the bytes to and from files. All integers are little-endian.
                                that of its delete record in .dat, so the entries' offsets always
                                grow and "the last indexed needle" is simply the last entry
 
-The CRC covers the data only (as the wire's crc32c does, so a writer's checksum can be
-compared with the stored one); a corrupt header is caught by comparing the key and the size
-with the index, and at recovery by the CRC of whatever the size points at.
+The whole-data CRC covers the data only (as the wire's crc32c does, so a writer's checksum can
+be compared with the stored one); a corrupt header is caught by comparing the key and the size
+with the index, and at recovery by the CRC of whatever the size points at. A damaged block
+CRC shows as that block failing its check (an error, never data), and fsck reports it.
 """
 from __future__ import annotations
 
@@ -43,7 +58,11 @@ from dataclasses import dataclass
 
 import crc32c as _crc32c
 
-FORMAT_VERSION = 1
+from cluster.common import blocks
+
+FORMAT_VERSION = 2               # what new volumes are written in
+SUPPORTED_VERSIONS = (1, 2)      # what this build reads
+BLOCK_SIZE = blocks.BLOCK_SIZE
 MAGIC = b"KELP"
 ALIGN = 8
 MAX_DATA_SIZE = 64 << 20         # the wire's limit on one chunk
@@ -55,10 +74,12 @@ _SUPERBLOCK = struct.Struct("<4sHHII")
 _HEADER = struct.Struct("<IQI")
 _TRAILER = struct.Struct("<BI")
 _IDX = struct.Struct("<QQI")
+_BLOCK_CRC = struct.Struct("<I")
 
 SUPERBLOCK_SIZE = _SUPERBLOCK.size          # 16, already a multiple of ALIGN
 NEEDLE_HEADER_SIZE = _HEADER.size           # 16
-NEEDLE_TRAILER_SIZE = _TRAILER.size         # 5
+NEEDLE_TRAILER_SIZE = _TRAILER.size         # 5 (flags and crc; block CRCs follow in v2)
+BLOCK_CRC_SIZE = _BLOCK_CRC.size            # 4
 IDX_ENTRY_SIZE = _IDX.size                  # 20
 
 _ZEROS = bytes(ALIGN)
@@ -92,17 +113,30 @@ def decode_superblock(buf: bytes) -> SuperBlock:
     magic, version, replication, revision, _ = _SUPERBLOCK.unpack_from(buf)
     if magic != MAGIC:
         raise FormatError(f"bad magic {magic!r}")
-    if version != FORMAT_VERSION:
-        raise FormatError(f"unsupported format version {version} (this build reads {FORMAT_VERSION})")
+    if version not in SUPPORTED_VERSIONS:
+        raise FormatError(f"unsupported format version {version} (this build reads "
+                          f"{', '.join(map(str, SUPPORTED_VERSIONS))})")
     return SuperBlock(replication=replication, compact_revision=revision, version=version)
 
 
 # ------------------------------------------------------------------ needles
 
-def record_size(data_size: int) -> int:
+def record_size(data_size: int, version: int = FORMAT_VERSION) -> int:
     """Bytes a needle with `data_size` bytes of data occupies in .dat, padding included."""
     raw = NEEDLE_HEADER_SIZE + data_size + NEEDLE_TRAILER_SIZE
+    if version >= 2:
+        raw += BLOCK_CRC_SIZE * blocks.count(data_size)
     return (raw + ALIGN - 1) & ~(ALIGN - 1)
+
+
+def trailer_offset(data_size: int) -> int:
+    """Where the trailer (flags, crc; then the block CRCs) starts, from the record's start."""
+    return NEEDLE_HEADER_SIZE + data_size
+
+
+def block_crc_offset(data_size: int, index: int) -> int:
+    """Where block `index`'s CRC is stored, from the record's start (version 2)."""
+    return NEEDLE_HEADER_SIZE + data_size + NEEDLE_TRAILER_SIZE + BLOCK_CRC_SIZE * index
 
 
 @dataclass(frozen=True)
@@ -121,26 +155,55 @@ def decode_header(buf, offset: int = 0) -> NeedleHeader:
     return NeedleHeader(cookie, key, size)
 
 
-def encode_trailer(data_size: int, crc: int, flags: int = 0) -> bytes:
-    """Flags, CRC and the padding that follow `data_size` bytes of data."""
+def encode_block_crcs(crcs) -> bytes:
+    return struct.pack(f"<{len(crcs)}I", *crcs)
+
+
+def decode_block_crcs(buf, offset: int = 0, count: int | None = None) -> tuple[int, ...]:
+    """`count` block CRCs at `offset` of buf (all whole ones from there when None)."""
+    if count is None:
+        count = (len(buf) - offset) // BLOCK_CRC_SIZE
+    return struct.unpack_from(f"<{count}I", buf, offset)
+
+
+def encode_trailer(data_size: int, crc: int, flags: int = 0, version: int = FORMAT_VERSION,
+                   block_crcs=None) -> bytes:
+    """Flags, CRC, (version 2) the block CRCs and the padding that follow `data_size` bytes
+    of data. `block_crcs` is required in version 2 when the data is not empty."""
+    parts = [_TRAILER.pack(flags, crc)]
     raw = NEEDLE_HEADER_SIZE + data_size + NEEDLE_TRAILER_SIZE
-    return _TRAILER.pack(flags, crc) + _ZEROS[: record_size(data_size) - raw]
+    if version >= 2:
+        want = blocks.count(data_size)
+        crcs = () if block_crcs is None else block_crcs
+        if len(crcs) != want:
+            raise ValueError(f"{len(crcs)} block CRCs for {data_size} bytes, want {want}")
+        parts.append(encode_block_crcs(crcs))
+        raw += BLOCK_CRC_SIZE * want
+    parts.append(_ZEROS[: record_size(data_size, version) - raw])
+    return b"".join(parts)
 
 
 def encode_needle_parts(cookie: int, key: int, data, flags: int = 0,
-                        crc: int | None = None) -> list:
+                        crc: int | None = None, version: int = FORMAT_VERSION,
+                        block_crcs=None) -> list:
     """The needle as [header, data, trailer] buffers, for os.writev without copying data.
 
-    `crc` may be given when the caller has verified it already (saves a pass over the data).
+    `crc` may be given when the caller has verified it already (saves a pass over the data);
+    `block_crcs` when the caller has them (else version 2 computes them here: one more pass,
+    the cost of partial reads, measured in docs/performance.md).
     """
     if crc is None:
         crc = crc32c(data)
     n = len(data)
-    return [encode_header(cookie, key, n), data, encode_trailer(n, crc, flags)]
+    if version >= 2 and block_crcs is None:
+        block_crcs = blocks.crcs(data)
+    return [encode_header(cookie, key, n), data,
+            encode_trailer(n, crc, flags, version, block_crcs)]
 
 
-def encode_needle(cookie: int, key: int, data: bytes, flags: int = 0) -> bytes:
-    return b"".join(encode_needle_parts(cookie, key, data, flags))
+def encode_needle(cookie: int, key: int, data: bytes, flags: int = 0,
+                  version: int = FORMAT_VERSION) -> bytes:
+    return b"".join(encode_needle_parts(cookie, key, data, flags, version=version))
 
 
 @dataclass(frozen=True)
@@ -150,6 +213,7 @@ class Needle:
     flags: int
     crc: int
     data: memoryview      # a view into the record buffer (no copy)
+    block_crcs: tuple[int, ...] | None = None   # version 2; None in version 1
 
     @property
     def deleted(self) -> bool:
@@ -160,23 +224,36 @@ class Needle:
         return len(self.data)
 
 
-def decode_needle(record) -> Needle:
-    """Decode one whole record (header .. padding). Does not check the CRC: see crc_ok()."""
+def decode_needle(record, version: int = FORMAT_VERSION) -> Needle:
+    """Decode one whole record (header .. padding) of a volume of `version`. Checks no CRC:
+    see crc_ok() and blocks_ok()."""
     view = memoryview(record)
     if len(view) < NEEDLE_HEADER_SIZE + NEEDLE_TRAILER_SIZE:
         raise FormatError("needle record too short")
     h = decode_header(view)
-    if len(view) < record_size(h.size):
-        raise FormatError(f"needle record truncated: size {h.size} needs {record_size(h.size)} bytes")
+    if h.size > MAX_DATA_SIZE:
+        raise FormatError(f"needle size {h.size} exceeds {MAX_DATA_SIZE}")
+    if len(view) < record_size(h.size, version):
+        raise FormatError(f"needle record truncated: size {h.size} needs "
+                          f"{record_size(h.size, version)} bytes")
     data = view[NEEDLE_HEADER_SIZE: NEEDLE_HEADER_SIZE + h.size]
     flags, crc = _TRAILER.unpack_from(view, NEEDLE_HEADER_SIZE + h.size)
     if flags & ~KNOWN_FLAGS:
         raise FormatError(f"unknown needle flags {flags:#x}")
-    return Needle(h.cookie, h.key, flags, crc, data)
+    block_crcs = None
+    if version >= 2:
+        block_crcs = decode_block_crcs(view, block_crc_offset(h.size, 0), blocks.count(h.size))
+    return Needle(h.cookie, h.key, flags, crc, data, block_crcs)
 
 
 def crc_ok(needle: Needle) -> bool:
+    """The whole data matches its CRC (what the writer sent and the master recorded)."""
     return crc32c(needle.data) == needle.crc
+
+
+def blocks_ok(needle: Needle) -> bool:
+    """Each block matches its block CRC (true for a version-1 needle: it has none)."""
+    return needle.block_crcs is None or blocks.first_bad(needle.data, needle.block_crcs) is None
 
 
 def decode_trailer(buf, offset: int = 0) -> tuple[int, int]:

@@ -49,6 +49,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from cluster.common import blocks
 from cluster.common.durability import fdatasync
 from cluster.common.lru import ByteLRU
 from cluster.common.errors import FsError
@@ -59,7 +60,7 @@ log = logging.getLogger(__name__)
 
 DURABILITY_MODES = ("fsync", "group", "always", "none")
 DEFAULT_SIZE_LIMIT = 1 << 30
-VERIFIED_CACHE_BYTES = 64 << 20  # per volume, for byte-range reads (see _ReadView)
+VERIFIED_CACHE_BYTES = 64 << 20  # per version-1 volume, for byte-range reads (see _ReadView)
 SPLIT_READ_BYTES = 256 << 10   # from this needle size, 3 preads beat 1 pread + a slice copy
 READAHEAD_BYTES = 8 << 20       # hinted to the kernel after each big needle read
 
@@ -68,6 +69,16 @@ READAHEAD_BYTES = 8 << 20       # hinted to the kernel after each big needle rea
 class ReadResult:
     data: bytes
     needle_crc: int        # CRC32C of the whole needle's data (verified)
+    needle_size: int
+
+
+@dataclass(frozen=True)
+class BlockRead:
+    """The 64 KiB blocks covering a byte range of a needle, each verified against its CRC."""
+    data: bytes            # blocks [first, end) of the needle's data, the last one maybe short
+    data_offset: int       # where `data` starts in the needle's data: first * BLOCK_SIZE
+    block_crcs: tuple      # the CRC32C of each block in `data`, as checked
+    needle_crc: int        # CRC32C of the whole needle's data, as stored
     needle_size: int
 
 
@@ -107,17 +118,20 @@ class _ReadView:
     last reader holding it lets go (CPython frees it at once), so no read ever runs on a closed
     or reused fd, nor pairs an old offset with the new file."""
 
-    __slots__ = ("index", "fd", "verified")
+    __slots__ = ("index", "fd", "version", "verified")
 
-    def __init__(self, index: dict, fd: int):
+    def __init__(self, index: dict, fd: int, version: int):
         self.index = index
         self.fd = fd
-        # Needles this view read from disk and found intact, for byte-range reads: a random
-        # 4 KiB read of a 4 MiB needle would otherwise re-read and re-check all 4 MiB. Bytes
-        # in process memory cannot rot on disk, so serving them is as safe as the first check;
-        # corruption on disk is still found by the next read that misses (and by fsck, which
-        # reads the disk). A compaction publishes a new view, and so a new, empty cache.
-        self.verified = ByteLRU(VERIFIED_CACHE_BYTES)
+        self.version = version     # the layout of this generation's needles (needle.py)
+        # Version 1 only (no block CRCs): needles this view read from disk and found intact,
+        # for byte-range reads, since a random 4 KiB read of a 4 MiB needle would otherwise
+        # re-read and re-check all 4 MiB. Bytes in process memory cannot rot on disk, so
+        # serving them is as safe as the first check; corruption on disk is still found by
+        # the next read that misses (and by fsck, which reads the disk). A compaction
+        # publishes a new view, and so a new, empty cache. Version-2 needles need none: a
+        # range read checks only its 64 KiB blocks, from disk, each time.
+        self.verified = ByteLRU(VERIFIED_CACHE_BYTES if version < 2 else 0)
 
     def close(self) -> None:
         fd, self.fd = self.fd, -1
@@ -140,6 +154,7 @@ class VolumeStats:
     deleted_bytes: int     # bytes of dead records (overwritten, deleted, delete markers)
     read_only: bool
     compact_revision: int
+    format_version: int = fmt.FORMAT_VERSION   # 1: no block CRCs until the next vacuum
 
 
 def _oserror(e: OSError, what: str) -> FsError:
@@ -218,33 +233,38 @@ class Volume:
         except OSError:
             os.close(self._wfd)
             raise
-        # Owns _rfd; published only once the index is loaded (readers see a whole view).
-        view = _ReadView(self._index, self._rfd)
         self._ifd = -1
         try:
             self._ifd = os.open(self.idx_path, os.O_RDWR | os.O_CREAT, 0o644)
             self._load()
         except BaseException:
-            for fd in (self._wfd, self._ifd):
+            for fd in (self._wfd, self._ifd, self._rfd):
                 if fd >= 0:
                     try:
                         os.close(fd)
                     except OSError:
                         pass
-            view.close()
             raise
-        self._view = view
+        # Owns _rfd; published only once the index is loaded (readers see a whole view).
+        self._view = _ReadView(self._index, self._rfd, self.version)
 
     # ---------------------------------------------------------------- create / load
 
+    @property
+    def version(self) -> int:
+        """The needle layout of this volume's current files (needle.py): appends use it."""
+        return self.superblock.version
+
     @classmethod
-    def create(cls, directory: str, volume_id: int, replication: int, **kw) -> "Volume":
-        """Write a fresh volume atomically (tmp files, fsync, rename, fsync dir), then open it."""
+    def create(cls, directory: str, volume_id: int, replication: int,
+               version: int = fmt.FORMAT_VERSION, **kw) -> "Volume":
+        """Write a fresh volume atomically (tmp files, fsync, rename, fsync dir), then open it.
+        `version` other than the current one is for tests of old volumes."""
         dat = os.path.join(directory, f"{volume_id}.dat")
         idx = os.path.join(directory, f"{volume_id}.idx")
         if os.path.exists(dat):
             raise FsError(errno.EEXIST, f"volume {volume_id} exists")
-        sb = fmt.encode_superblock(fmt.SuperBlock(replication=replication))
+        sb = fmt.encode_superblock(fmt.SuperBlock(replication=replication, version=version))
         for path, content in ((idx, b""), (dat, sb)):   # .dat last: it marks the volume as present
             tmp = path + ".tmp"
             with open(tmp, "wb") as fh:
@@ -280,7 +300,8 @@ class Volume:
         self._idx_end = keep * fmt.IDX_ENTRY_SIZE
         if keep:
             last = entries[keep - 1]
-            self._end = last.offset + fmt.record_size(0 if last.deleted else last.size)
+            self._end = last.offset + fmt.record_size(0 if last.deleted else last.size,
+                                                      self.version)
         else:
             self._end = fmt.SUPERBLOCK_SIZE
         self._recover_tail(dat_size)
@@ -289,11 +310,11 @@ class Volume:
         """The whole record at offset if it is in the file and decodes, else None."""
         if offset < fmt.SUPERBLOCK_SIZE or offset % fmt.ALIGN:
             return None
-        length = fmt.record_size(size)
+        length = fmt.record_size(size, self.version)
         if offset + length > dat_size:
             return None
         try:
-            return fmt.decode_needle(fmt.pread_exact(self._rfd, length, offset))
+            return fmt.decode_needle(fmt.pread_exact(self._rfd, length, offset), self.version)
         except fmt.FormatError:
             return None
 
@@ -301,7 +322,7 @@ class Volume:
         size = 0 if e.deleted else e.size
         n = self._read_record(e.offset, size, dat_size)
         return (n is not None and n.key == e.key and n.size == size
-                and n.deleted == e.deleted and fmt.crc_ok(n))
+                and n.deleted == e.deleted and fmt.crc_ok(n) and fmt.blocks_ok(n))
 
     def _recover_tail(self, dat_size: int) -> None:
         """Index whole, CRC-good needles past the last indexed one; cut off a torn tail."""
@@ -311,13 +332,13 @@ class Volume:
             if h.size > fmt.MAX_DATA_SIZE:
                 break
             n = self._read_record(pos, h.size, dat_size)
-            if n is None or not fmt.crc_ok(n) or (n.deleted and n.size):
+            if n is None or not fmt.crc_ok(n) or not fmt.blocks_ok(n) or (n.deleted and n.size):
                 break
             size = fmt.TOMBSTONE if n.deleted else n.size
             os.pwrite(self._ifd, fmt.encode_idx(n.key, pos, size), self._idx_end)
             self._idx_end += fmt.IDX_ENTRY_SIZE
             self._apply(n.key, pos, size)
-            pos += fmt.record_size(n.size)
+            pos += fmt.record_size(n.size, self.version)
             recovered += 1
         if recovered:
             log.warning("volume %d: re-indexed %d needles from the .dat tail", self.volume_id,
@@ -335,9 +356,9 @@ class Volume:
         old = self._index.get(key)
         old_live = old is not None and old[1] != fmt.TOMBSTONE
         if old_live:
-            self._deleted_bytes += fmt.record_size(old[1])
+            self._deleted_bytes += fmt.record_size(old[1], self.version)
         if size == fmt.TOMBSTONE:
-            self._deleted_bytes += fmt.record_size(0)
+            self._deleted_bytes += fmt.record_size(0, self.version)
             self._file_count -= old_live
         else:
             self._file_count += not old_live
@@ -351,7 +372,8 @@ class Volume:
             raise FsError(errno.EIO, f"volume {self.volume_id} is closed")
         if self._failed:
             raise FsError(errno.EIO, f"volume {self.volume_id} failed: {self._failed}")
-        if size is not None and (self._full or self._end + fmt.record_size(size) > self._limit):
+        if size is not None and (self._full or
+                                 self._end + fmt.record_size(size, self.version) > self._limit):
             self._full = True
             raise FsError(errno.EROFS, f"volume {self.volume_id} is read-only (full: "
                                        f"{self._end} of {self._limit} bytes)")
@@ -383,6 +405,8 @@ class Volume:
             raise FsError(errno.EFBIG, f"needle of {size} bytes exceeds {fmt.MAX_DATA_SIZE}")
         if crc is None:
             crc = fmt.crc32c(data)
+        # Outside the append lock: the block CRCs cost a pass over the data.
+        block_crcs = blocks.crcs(data) if self.version >= 2 else None
         with self._appending():
             self._check_writable(None)
             epoch = self._epoch
@@ -393,16 +417,26 @@ class Volume:
                     raise FsError(errno.EACCES, f"wrong cookie for existing needle {key:x}")
                 if info.size == size and info.crc == crc:
                     # A retried write: durable once the first copy's record is.
-                    end = old[0] + fmt.record_size(size)
+                    end = old[0] + fmt.record_size(size, self.version)
                 else:
                     old = None
             if old is None or old[1] == fmt.TOMBSTONE:
                 self._check_writable(size)
-                parts = fmt.encode_needle_parts(cookie, key, data, 0, crc)
+                parts = self._encode(cookie, key, data, crc, block_crcs)
                 offset = self._append(key, parts, size)
                 self._apply(key, offset, size)
                 end = self._end
         return self._finish(end, epoch, size)
+
+    def _encode(self, cookie: int, key: int, data, crc: int, block_crcs) -> list:
+        """The record of a live needle in this volume's version; caller holds _lock. The
+        block CRCs were computed before the lock, when the version asked for them then (a
+        compaction may have upgraded the volume since: computed here then)."""
+        if self.version < 2:
+            block_crcs = None
+        elif block_crcs is None:
+            block_crcs = blocks.crcs(data)
+        return fmt.encode_needle_parts(cookie, key, data, 0, crc, self.version, block_crcs)
 
     @contextlib.contextmanager
     def _appending(self):
@@ -431,10 +465,11 @@ class Volume:
             crc = fmt.crc32c(data)
         elif fmt.crc32c(data) != crc:
             raise FsError(errno.EIO, f"needle {key:x}: copy does not match its CRC {crc:08x}")
+        block_crcs = blocks.crcs(data) if self.version >= 2 else None
         with self._appending():
             self._check_writable(None)
             epoch = self._epoch
-            parts = fmt.encode_needle_parts(cookie, key, data, 0, crc)
+            parts = self._encode(cookie, key, data, crc, block_crcs)
             offset = self._append(key, parts, size)
             self._apply(key, offset, size)
             end = self._end
@@ -453,7 +488,8 @@ class Volume:
                 return 0
             if self._needle_info(key, old[0], old[1]).cookie != cookie:
                 raise FsError(errno.EACCES, f"wrong cookie for needle {key:x}")
-            parts = fmt.encode_needle_parts(cookie, key, b"", fmt.FLAG_DELETED)
+            parts = fmt.encode_needle_parts(cookie, key, b"", fmt.FLAG_DELETED,
+                                            version=self.version)
             offset = self._append(key, parts, fmt.TOMBSTONE)
             freed = self._apply(key, offset, fmt.TOMBSTONE)
             end = self._end
@@ -518,35 +554,103 @@ class Volume:
 
     def read(self, key: int, cookie: int, offset: int = 0, length: int = 0) -> ReadResult:
         """Bytes [offset, offset+length) of a needle's data (length 0 = to the end), after
-        checking the cookie and the CRC of the whole needle."""
+        checking the cookie and the CRC of what was read: the whole needle's for a whole
+        read, the covering blocks' for a range of a version-2 needle (see read_blocks)."""
         view = self._view
+        pos, size = self._locate(view, key)
+        if offset > size:
+            raise FsError(errno.EINVAL, f"offset {offset} past needle size {size}")
+        if offset > 0 or (length and offset + length < size):
+            r = self.read_blocks(key, cookie, offset, length, view)
+            start = offset - r.data_offset
+            stop = (size if length == 0 else min(size, offset + length)) - r.data_offset
+            return ReadResult(r.data[start:stop], r.needle_crc, size)
+        n, data = self._read_whole(view, key, cookie, pos, size)
+        return ReadResult(data if data is not None else bytes(n.data), n.crc, size)
+
+    def read_blocks(self, key: int, cookie: int, offset: int = 0, length: int = 0,
+                    view: "_ReadView | None" = None) -> BlockRead:
+        """The 64 KiB blocks covering [offset, offset+length) (length 0 = to the end), each
+        checked against its CRC before it is returned; a block that fails is EIO, and no
+        byte of any block is returned then.
+
+        Version 2 reads just those blocks and their stored CRCs from disk. A version-1 needle
+        has one CRC: it is read and checked whole (or found in the verified cache), and the
+        block CRCs are computed from the verified bytes, so the caller sees one shape."""
+        if view is None:
+            view = self._view
+        pos, size = self._locate(view, key)
+        if offset > size:
+            raise FsError(errno.EINVAL, f"offset {offset} past needle size {size}")
+        first, end = blocks.span(offset, length, size)
+        start, stop = blocks.byte_range(first, end, size)
+        if view.version < 2:
+            hit = view.verified.get(pos)
+            if hit is not None and hit[0] == key:
+                _, hit_cookie, crc, data = hit
+                if hit_cookie != cookie:
+                    raise FsError(errno.EACCES, f"wrong cookie for needle {key:x}")
+            else:
+                n, _ = self._read_whole(view, key, cookie, pos, size)
+                crc, data = n.crc, n.data
+                view.verified.put(pos, (key, n.cookie, n.crc, n.data), size)
+            out = bytes(data[start:stop])
+            return BlockRead(out, start, tuple(blocks.crcs(out)), crc, size)
         rfd = view.fd
+        try:
+            head = os.pread(rfd, fmt.NEEDLE_HEADER_SIZE, pos)
+            out = fmt.pread_exact(rfd, stop - start, pos + fmt.NEEDLE_HEADER_SIZE + start)
+            # The trailer and the block CRCs up to the last block read, in one pread.
+            tail_len = fmt.block_crc_offset(size, end) - fmt.trailer_offset(size)
+            tail = fmt.pread_exact(rfd, tail_len, pos + fmt.trailer_offset(size))
+        except OSError as e:
+            raise _oserror(e, f"volume {self.volume_id}: read failed") from None
+        if len(head) != fmt.NEEDLE_HEADER_SIZE or len(out) != stop - start or \
+                len(tail) != tail_len:
+            raise FsError(errno.EIO, f"needle {key:x} in volume {self.volume_id}: file ends "
+                                     f"inside it")
+        h = fmt.decode_header(head)
+        flags, crc = fmt.decode_trailer(tail)
+        self._check_identity(key, cookie, size, h, flags)
+        crcs = fmt.decode_block_crcs(tail, fmt.NEEDLE_TRAILER_SIZE + fmt.BLOCK_CRC_SIZE * first,
+                                     end - first)
+        bad = blocks.first_bad(out, crcs)
+        if bad is not None:
+            raise FsError(errno.EIO, f"CRC mismatch in block {first + bad} of needle {key:x} "
+                                     f"of volume {self.volume_id} at offset {pos}")
+        return BlockRead(out, start, crcs, crc, size)
+
+    def _locate(self, view: "_ReadView", key: int) -> tuple[int, int]:
         entry = view.index.get(key)
         if entry is None or entry[1] == fmt.TOMBSTONE:
             raise FsError(errno.ENOENT, f"needle {key:x} not in volume {self.volume_id}")
-        pos, size = entry
-        if offset > size:
-            raise FsError(errno.EINVAL, f"offset {offset} past needle size {size}")
-        ranged = offset > 0 or (length and offset + length < size)
-        if ranged:
-            hit = view.verified.get(pos)
-            if hit is not None and hit[0] == key:
-                _, hit_cookie, hit_crc, hit_data = hit
-                if hit_cookie != cookie:
-                    raise FsError(errno.EACCES, f"wrong cookie for needle {key:x}")
-                end = size if length == 0 else min(size, offset + length)
-                return ReadResult(bytes(hit_data[offset:end]), hit_crc, size)
+        return entry
+
+    def _check_identity(self, key: int, cookie: int, size: int, h: fmt.NeedleHeader,
+                        flags: int) -> None:
+        """The record read is the live needle the index points at, and the caller may read
+        it: EIO for a header that does not match the index, EACCES for a wrong cookie."""
+        if h.key != key or h.size != size or flags:
+            raise FsError(errno.EIO, f"needle {key:x} in volume {self.volume_id}: header "
+                                     f"corrupt (key {h.key:x}, size {h.size}, flags {flags:#x})")
+        if h.cookie != cookie:
+            raise FsError(errno.EACCES, f"wrong cookie for needle {key:x}")
+
+    def _read_whole(self, view: "_ReadView", key: int, cookie: int, pos: int,
+                    size: int) -> tuple[fmt.Needle, bytes | None]:
+        """The whole needle from disk, its whole-data CRC checked. The second item is the
+        data as its own bytes object when it was read so (big needles), else None."""
+        rfd = view.fd
         try:
             if size >= SPLIT_READ_BYTES:
                 # Files are mostly read front to back, and their chunks were appended one after
                 # another: ask the kernel to start reading what follows this needle now, so
                 # the disk is busy while this one is checked and sent.
-                _readahead(rfd, pos + fmt.record_size(size), READAHEAD_BYTES)
+                _readahead(rfd, pos + fmt.record_size(size, view.version), READAHEAD_BYTES)
                 # Big needle: read the data straight into its own bytes object (no slice copy).
                 head = os.pread(rfd, fmt.NEEDLE_HEADER_SIZE, pos)
                 data = fmt.pread_exact(rfd, size, pos + fmt.NEEDLE_HEADER_SIZE)
-                tail = os.pread(rfd, fmt.NEEDLE_TRAILER_SIZE,
-                                pos + fmt.NEEDLE_HEADER_SIZE + size)
+                tail = os.pread(rfd, fmt.NEEDLE_TRAILER_SIZE, pos + fmt.trailer_offset(size))
                 if len(head) + len(data) + len(tail) != size + fmt.NEEDLE_HEADER_SIZE + \
                         fmt.NEEDLE_TRAILER_SIZE:
                     raise FsError(errno.EIO, f"needle {key:x} in volume {self.volume_id}: "
@@ -555,28 +659,19 @@ class Volume:
                 flags, crc = fmt.decode_trailer(tail)
                 n = fmt.Needle(h.cookie, h.key, flags, crc, memoryview(data))
             else:
-                record = fmt.pread_exact(rfd, fmt.record_size(size), pos)
-                n = fmt.decode_needle(record)
+                record = fmt.pread_exact(rfd, fmt.record_size(size, view.version), pos)
+                n = fmt.decode_needle(record, view.version)
                 data = None
         except OSError as e:
             raise _oserror(e, f"volume {self.volume_id}: read failed") from None
         except fmt.FormatError as e:
             raise FsError(errno.EIO, f"needle {key:x} in volume {self.volume_id}: {e}") from None
-        if n.key != key or n.size != size or n.flags:
-            raise FsError(errno.EIO, f"needle {key:x} in volume {self.volume_id}: header "
-                                     f"corrupt (key {n.key:x}, size {n.size}, flags {n.flags:#x})")
-        if n.cookie != cookie:
-            raise FsError(errno.EACCES, f"wrong cookie for needle {key:x}")
+        self._check_identity(key, cookie, size, fmt.NeedleHeader(n.cookie, n.key, n.size),
+                             n.flags)
         if not fmt.crc_ok(n):
             raise FsError(errno.EIO, f"CRC mismatch in needle {key:x} of volume "
                                      f"{self.volume_id} at offset {pos}")
-        end = size if length == 0 else min(size, offset + length)
-        if offset == 0 and end == size:
-            out = data if data is not None else bytes(n.data)
-        else:
-            out = bytes(n.data[offset:end])
-            view.verified.put(pos, (key, n.cookie, n.crc, n.data), size)
-        return ReadResult(out, n.crc, size)
+        return n, data
 
     def _needle_info(self, key: int, pos: int, size: int, rfd: int | None = None) -> NeedleInfo:
         """Cookie and stored CRC of a live needle, from its header and trailer (no data read)."""
@@ -611,8 +706,8 @@ class Volume:
             return CHECK_MISSING, f"needle {key:x} not in volume {self.volume_id}"
         pos, stored = entry
         try:
-            record = fmt.pread_exact(view.fd, fmt.record_size(stored), pos)
-            n = fmt.decode_needle(record)
+            record = fmt.pread_exact(view.fd, fmt.record_size(stored, view.version), pos)
+            n = fmt.decode_needle(record, view.version)
         except (OSError, fmt.FormatError) as e:
             return CHECK_UNREADABLE, f"needle {key:x} at offset {pos}: {e}"
         if n.key != key or n.size != stored or n.flags:
@@ -627,6 +722,11 @@ class Volume:
         if (size or crc) and n.crc != crc:
             return CHECK_CRC_BAD, (f"needle {key:x}: CRC {n.crc:08x} differs from the "
                                    f"recorded {crc:08x}")
+        if not fmt.blocks_ok(n):
+            # The data is intact but a block CRC is not: range reads of that block would
+            # fail, so the copy needs repair like any other damage.
+            return CHECK_CRC_BAD, (f"needle {key:x} at offset {pos}: a block CRC does not "
+                                   f"match its data")
         return CHECK_OK, ""
 
     # ---------------------------------------------------------------- compaction
@@ -651,11 +751,14 @@ class Volume:
                            if s != fmt.TOMBSTONE))
             snap_idx_end = self._idx_end
             size_before = self._end
+            # Always the current format: compaction is how an old volume is upgraded.
             sb = fmt.SuperBlock(self.superblock.replication,
-                                (self.superblock.compact_revision + 1) & 0xFFFFFFFF)
+                                (self.superblock.compact_revision + 1) & 0xFFFFFFFF,
+                                fmt.FORMAT_VERSION)
         try:
             try:
-                writer = compaction.CompactionWriter(self._directory, self.volume_id, sb)
+                writer = compaction.CompactionWriter(self._directory, self.volume_id, sb,
+                                                     view.version)
             except OSError as e:
                 raise _oserror(e, f"volume {self.volume_id}: cannot start compaction") from None
             try:
@@ -740,7 +843,7 @@ class Volume:
         with self._lock:
             return VolumeStats(self.volume_id, self.superblock.replication, self._end,
                                self._file_count, self._deleted_bytes, self.read_only,
-                               self.superblock.compact_revision)
+                               self.superblock.compact_revision, self.version)
 
     def close(self) -> None:
         with self._lock:
@@ -859,6 +962,10 @@ class Store:
     def read(self, volume_id: int, key: int, cookie: int, offset: int = 0,
              length: int = 0) -> ReadResult:
         return self.get(volume_id).read(key, cookie, offset, length)
+
+    def read_blocks(self, volume_id: int, key: int, cookie: int, offset: int = 0,
+                    length: int = 0) -> BlockRead:
+        return self.get(volume_id).read_blocks(key, cookie, offset, length)
 
     def delete(self, volume_id: int, key: int, cookie: int) -> int:
         return self.get(volume_id).delete(key, cookie)

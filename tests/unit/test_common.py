@@ -1,5 +1,6 @@
 """Units of cluster/common: fids, the errno table, chunk arithmetic, configuration."""
 import errno
+import platform
 
 import grpc
 import pytest
@@ -115,3 +116,11 @@ def test_a_long_error_message_is_cut_to_fit_a_grpc_status():
     from cluster.common.errors import STATUS_MESSAGE_MAX
     message = FsError(errno.ENOENT, "/" + "d/" * 5000).status_message()
     assert len(message) <= STATUS_MESSAGE_MAX + 3 and message.startswith("ENOENT: /d/")
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_the_volume_servers_malloc_thresholds_are_accepted():
+    """glibc refuses an mmap threshold above 32 MiB (64-bit) and then changes nothing."""
+    from cluster.common import malloc
+    assert malloc.keep_big_buffers()

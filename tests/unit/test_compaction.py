@@ -301,3 +301,31 @@ def test_restore_replaces_a_damaged_copy_and_copy_volume_rebuilds(tmp_path):
     assert repair.copy_volume(empty, 9, 2, _Peer(good)).copied == 0
     for s in (good, bad, empty):
         s.close()
+
+
+@pytest.mark.timeout(30)
+def test_repair_copies_between_a_version_1_and_a_version_2_replica(tmp_path):
+    """A peer still in format version 1 (one CRC per needle) repairs a new replica, which
+    stores the needles with block CRCs; and the other way round, a version-1 replica takes
+    copies from a version-2 one in its own layout."""
+    from cluster.common import blocks
+    old_dir, new_dir = tmp_path / "old", tmp_path / "new"
+    old_dir.mkdir()
+    Volume.create(str(old_dir), 9, 2, version=1, durability="none").close()
+    old = Store(str(old_dir), durability="none").open()
+    assert old.get(9).version == 1
+    payloads = {k: os.urandom(k * 40_000) for k in range(1, 5)}
+    for k, p in payloads.items():
+        old.write(9, k, k, p)
+    new = Store(str(new_dir), durability="none").open()
+    out = repair.copy_volume(new, 9, 2, _Peer(old))
+    assert out.copied == 4 and not out.failures and new.get(9).version == 2
+    for k, p in payloads.items():
+        assert new.check_needles(9, [(k, k, len(p), fmt.crc32c(p))]) == [(st.CHECK_OK, "")]
+        r = new.read_blocks(9, k, k, len(p) - 1, 1)          # from stored block CRCs
+        assert r.data == p[(len(p) - 1) // blocks.BLOCK_SIZE * blocks.BLOCK_SIZE:]
+    new.write(9, 5, 5, b"written to the new replica only")
+    assert repair.copy_volume(old, 9, 2, _Peer(new)).copied == 1
+    assert old.get(9).version == 1 and old.read(9, 5, 5).data == b"written to the new replica only"
+    for s in (old, new):
+        s.close()

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import threading
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cluster.common import blocks
 from cluster.common.errors import FsError
 from cluster.volume import needle as fmt
 from cluster.volume.store import Store, Volume
@@ -34,8 +37,10 @@ def test_needle_round_trip(cookie, key, data, deleted):
 @pytest.mark.timeout(10)
 def test_needle_layout_and_corruption_detected():
     rec = bytearray(fmt.encode_needle(7, 9, b"abc"))
-    assert fmt.record_size(3) == 24          # 16 header + 3 data + 5 trailer -> 24
-    assert rec[16:19] == b"abc"
+    assert fmt.record_size(3, 1) == 24       # v1: 16 header + 3 data + 5 trailer -> 24
+    assert fmt.record_size(3) == 32          # v2: + 4 for the one block CRC -> 28 -> 32
+    assert len(rec) == 32 and rec[16:19] == b"abc"
+    assert rec[24:28] == fmt.crc32c(b"abc").to_bytes(4, "little")   # the block's CRC
     rec[17] ^= 0xFF
     assert not fmt.crc_ok(fmt.decode_needle(rec))
     with pytest.raises(fmt.FormatError):
@@ -44,6 +49,52 @@ def test_needle_layout_and_corruption_detected():
     bad_flags[19] = 0x80
     with pytest.raises(fmt.FormatError):
         fmt.decode_needle(bad_flags)
+
+
+@pytest.mark.timeout(30)
+@settings(max_examples=40, deadline=None)
+@given(size=st.sampled_from([0, 1, blocks.BLOCK_SIZE - 1, blocks.BLOCK_SIZE,
+                             blocks.BLOCK_SIZE + 1, 3 * blocks.BLOCK_SIZE + 17]),
+       seed=st.integers(0, 255), version=st.sampled_from([1, 2]))
+def test_block_crc_layout_round_trip(size, seed, version):
+    """Version 2 stores one CRC32C per 64 KiB block after the trailer; the data sits where
+    version 1 has it, and version 1 records decode as before, without block CRCs."""
+    data = bytes((seed + i * 31) % 251 for i in range(size))
+    rec = fmt.encode_needle(7, 9, data, version=version)
+    assert len(rec) == fmt.record_size(size, version) and len(rec) % fmt.ALIGN == 0
+    assert rec[fmt.NEEDLE_HEADER_SIZE:fmt.NEEDLE_HEADER_SIZE + size] == data
+    n = fmt.decode_needle(rec, version)
+    assert bytes(n.data) == data and fmt.crc_ok(n) and fmt.blocks_ok(n)
+    if version == 1:
+        assert n.block_crcs is None
+        assert len(rec) == (fmt.NEEDLE_HEADER_SIZE + size + 5 + 7) // 8 * 8
+        return
+    want = tuple(fmt.crc32c(data[i:i + blocks.BLOCK_SIZE])
+                 for i in range(0, size, blocks.BLOCK_SIZE))
+    assert n.block_crcs == want and len(want) == blocks.count(size)
+    for i, crc in enumerate(want):                      # each CRC where block_crc_offset says
+        at = fmt.block_crc_offset(size, i)
+        assert rec[at:at + 4] == crc.to_bytes(4, "little")
+    if size:
+        damaged = bytearray(rec)
+        damaged[fmt.block_crc_offset(size, len(want) - 1)] ^= 0x10   # the last block's CRC
+        n = fmt.decode_needle(damaged, version)
+        assert fmt.crc_ok(n) and not fmt.blocks_ok(n)
+
+
+@pytest.mark.timeout(10)
+def test_block_arithmetic():
+    bs = blocks.BLOCK_SIZE
+    assert blocks.span(0, 4096, 10 * bs) == (0, 1)
+    assert blocks.span(bs - 1, 2, 10 * bs) == (0, 2)         # straddles a boundary
+    assert blocks.span(5 * bs, 0, 5 * bs + 3) == (5, 6)      # to the end
+    assert blocks.span(3, 100, 3) == (0, 0)                  # empty at the end
+    assert blocks.byte_range(1, 3, 2 * bs + 5) == (bs, 2 * bs + 5)
+    data = os.urandom(2 * bs + 5)
+    crcs = blocks.crcs(data)
+    assert len(crcs) == 3 and blocks.first_bad(data, crcs) is None
+    assert blocks.first_bad(data[:-1], crcs) == 2
+    assert blocks.first_bad(data + b"x" * bs, crcs) == 0     # wrong block count: never good
 
 
 @pytest.mark.timeout(10)
@@ -255,10 +306,10 @@ def test_flipped_byte_is_eio_never_data(tmp_path, repeat):
 
 @pytest.mark.timeout(20)
 def test_ranged_reads_reuse_a_verified_needle_and_never_return_rot(tmp_path):
-    """A byte-range read keeps the needle it verified; later ranges come from memory (the
-    bytes that passed the CRC), so corruption on disk afterwards is never served; a whole
-    read still goes to the disk and reports it."""
-    vol = new_volume(tmp_path)
+    """Version 1 (one CRC per needle): a byte-range read keeps the needle it verified; later
+    ranges come from memory (the bytes that passed the CRC), so corruption on disk afterwards
+    is never served; a whole read still goes to the disk and reports it."""
+    vol = new_volume(tmp_path, version=1)
     data = bytes(range(256)) * 40
     vol.write(1, 5, data)
     assert vol.read(1, 5, 100, 10).data == data[100:110]
@@ -427,3 +478,192 @@ def test_store_refuses_when_disk_low(tmp_path):
         store.write(1, 1, 1, b"x")
     assert e.value.errno == errno.ENOSPC and e.value.status().name == "RESOURCE_EXHAUSTED"
     store.close()
+
+
+# ------------------------------------------------------------------ block CRCs (version 2)
+
+def _flip(path: str, offset: int) -> None:
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        b = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([b[0] ^ 0x01]))
+
+
+class _PreadCounter:
+    """Counts the bytes os.pread returns while installed (store and needle both use it)."""
+
+    def __init__(self, monkeypatch):
+        self.bytes = 0
+        real = os.pread
+
+        def pread(fd, n, offset):
+            buf = real(fd, n, offset)
+            self.bytes += len(buf)
+            return buf
+
+        monkeypatch.setattr(os, "pread", pread)
+
+
+@pytest.mark.timeout(20)
+def test_range_read_reads_and_verifies_only_its_covering_blocks(tmp_path, monkeypatch):
+    vol = new_volume(tmp_path)
+    assert vol.version == fmt.FORMAT_VERSION == 2
+    bs = blocks.BLOCK_SIZE
+    data = os.urandom(4 << 20)                                  # a 4 MiB chunk: 64 blocks
+    vol.write(1, 5, data)
+    counter = _PreadCounter(monkeypatch)
+    r = vol.read_blocks(1, 5, 10 * bs + 100, 4096)
+    assert (r.data_offset, r.data, r.needle_size) == (10 * bs, data[10 * bs:11 * bs], len(data))
+    assert r.block_crcs == (fmt.crc32c(data[10 * bs:11 * bs]),)
+    assert r.needle_crc == fmt.crc32c(data)
+    # header + one block + trailer and CRCs up to block 10: nothing like the 4 MiB needle
+    assert counter.bytes == fmt.NEEDLE_HEADER_SIZE + bs + 5 + 4 * 11
+    r = vol.read_blocks(1, 5, 2 * bs - 1, 2)                    # straddles blocks 1 and 2
+    assert r.data_offset == bs and r.data == data[bs:3 * bs] and len(r.block_crcs) == 2
+    assert vol.read(1, 5, 63 * bs + 5, 0).data == data[63 * bs + 5:]   # the short tail
+    assert vol.read(1, 5, 12345, 678).data == data[12345:13023]
+    vol.close()
+
+
+@pytest.mark.timeout(20)
+def test_a_flipped_byte_fails_its_block_only_and_never_returns_data(tmp_path):
+    """A damaged block is EIO (DATA_LOSS) for every read that covers it, the whole read
+    included; the needle's other blocks still read, as they are checked on their own."""
+    vol = new_volume(tmp_path)
+    bs = blocks.BLOCK_SIZE
+    data = os.urandom(5 * bs)
+    vol.write(1, 5, data)
+    vol.write(2, 6, b"neighbour")
+    _flip(vol.dat_path, fmt.SUPERBLOCK_SIZE + fmt.NEEDLE_HEADER_SIZE + 3 * bs + 7)  # block 3
+    for offset, length in ((3 * bs, 10), (2 * bs, 2 * bs), (0, 0), (3 * bs + 7, 1)):
+        with pytest.raises(FsError) as e:
+            vol.read(1, 5, offset, length)
+        assert e.value.errno == errno.EIO and "CRC mismatch" in e.value.message
+        assert e.value.status().name == "DATA_LOSS"
+    with pytest.raises(FsError) as e:
+        vol.read_blocks(1, 5, 3 * bs, 1)
+    assert "block 3" in e.value.message
+    assert vol.read(1, 5, bs + 5, 100).data == data[bs + 5:bs + 105]       # block 1: fine
+    assert vol.read(1, 5, 4 * bs, 0).data == data[4 * bs:]                 # block 4: fine
+    assert vol.read(2, 6).data == b"neighbour"
+    assert vol.check(1, 5, len(data), fmt.crc32c(data))[0] == "crc_bad"
+    vol.close()
+
+
+@pytest.mark.timeout(20)
+def test_a_damaged_block_crc_is_an_error_for_its_block_and_fsck_finds_it(tmp_path):
+    vol = new_volume(tmp_path)
+    bs = blocks.BLOCK_SIZE
+    data = os.urandom(3 * bs)
+    vol.write(1, 5, data)
+    _flip(vol.dat_path, fmt.SUPERBLOCK_SIZE + fmt.block_crc_offset(len(data), 1))
+    assert vol.read(1, 5).data == data                  # the whole CRC still holds
+    assert vol.read(1, 5, 0, 10).data == data[:10]
+    with pytest.raises(FsError) as e:
+        vol.read(1, 5, bs, 10)
+    assert e.value.errno == errno.EIO
+    status, detail = vol.check(1, 5, len(data), fmt.crc32c(data))
+    assert status == "crc_bad" and "block CRC" in detail
+    vol.restore(1, 5, data)                             # fsck --repair's copy fixes it
+    assert vol.read(1, 5, bs, 10).data == data[bs:bs + 10]
+    assert vol.check(1, 5, len(data), fmt.crc32c(data))[0] == "ok"
+    vol.close()
+
+
+@pytest.mark.timeout(20)
+def test_block_reads_check_the_cookie_and_the_header(tmp_path):
+    vol = new_volume(tmp_path)
+    data = os.urandom(3 * blocks.BLOCK_SIZE)
+    vol.write(1, 5, data)
+    with pytest.raises(FsError) as e:
+        vol.read_blocks(1, 6, 100, 10)
+    assert e.value.errno == errno.EACCES
+    _flip(vol.dat_path, fmt.SUPERBLOCK_SIZE + 4)        # the key
+    with pytest.raises(FsError) as e:
+        vol.read_blocks(1, 5, 100, 10)
+    assert e.value.errno == errno.EIO and "header corrupt" in e.value.message
+    vol.close()
+
+
+V1_FIXTURE = Path(__file__).parent / "data" / "volume_v1"
+V1_BIG = bytes((i * 7 + i // 251) % 256 for i in range(150_000))
+
+
+@pytest.mark.timeout(30)
+def test_a_version_1_volume_still_reads_and_takes_writes(tmp_path):
+    """tests/unit/data/volume_v1 was written by the code of 8696909 (format version 1, one
+    CRC per needle): needle 1 (150,000 bytes, cookie 0x1111), needle 2 (cookie 0x2222),
+    needle 3 written and deleted."""
+    for name in ("1.dat", "1.idx"):
+        shutil.copy(V1_FIXTURE / name, tmp_path / name)
+    vol = Volume(str(tmp_path), 1, durability="none")
+    assert vol.version == 1 and vol.stats().file_count == 2
+    assert vol.stats().format_version == 1               # /status shows it
+    assert vol.read(1, 0x1111).data == V1_BIG
+    assert vol.read(2, 0x2222).data == b"an old small needle"
+    with pytest.raises(FsError):
+        vol.read(3, 0x3333)
+    bs = blocks.BLOCK_SIZE
+    r = vol.read_blocks(1, 0x1111, bs + 10, 5)          # the same answer's shape as version 2
+    assert r.data_offset == bs and r.data == V1_BIG[bs:2 * bs]
+    assert r.block_crcs == (fmt.crc32c(V1_BIG[bs:2 * bs]),)
+    assert vol.read(1, 0x1111, 140_000, 0).data == V1_BIG[140_000:]
+    assert vol.check(1, 0x1111, len(V1_BIG), fmt.crc32c(V1_BIG))[0] == "ok"
+    vol.write(4, 0x4444, b"appended in version 1")      # the volume keeps its layout
+    vol = reopen(vol, tmp_path)
+    assert vol.version == 1 and vol.read(4, 0x4444).data == b"appended in version 1"
+    _flip(vol.dat_path, fmt.SUPERBLOCK_SIZE + fmt.NEEDLE_HEADER_SIZE + 100)   # one CRC:
+    with pytest.raises(FsError) as e:                   # a range anywhere in it fails
+        vol.read(1, 0x1111, 2 * bs, 10)
+    assert e.value.errno == errno.EIO
+    vol.close()
+
+
+@pytest.mark.timeout(30)
+def test_compaction_upgrades_a_version_1_volume_and_keeps_damage(tmp_path):
+    for name in ("1.dat", "1.idx"):
+        shutil.copy(V1_FIXTURE / name, tmp_path / name)
+    vol = Volume(str(tmp_path), 1, durability="none")
+    damaged = os.urandom(3 * blocks.BLOCK_SIZE)
+    vol.write(5, 0x5555, damaged)
+    vol.write(6, 0x6666, b"last")        # a bad last record would pass for a torn write at load
+    pos = vol._index[5][0]
+    _flip(vol.dat_path, pos + fmt.NEEDLE_HEADER_SIZE + 10)          # block 0 of needle 5
+    vol.compact()
+    assert vol.version == 2 and vol.stats().format_version == 2
+    assert fmt.decode_superblock(open(vol.dat_path, "rb").read(16)).version == 2
+    bs = blocks.BLOCK_SIZE
+    assert vol.read(1, 0x1111).data == V1_BIG
+    r = vol.read_blocks(1, 0x1111, 2 * bs, 1)           # now from stored block CRCs
+    assert r.data == V1_BIG[2 * bs:] and r.block_crcs == (fmt.crc32c(V1_BIG[2 * bs:]),)
+    assert vol.read(2, 0x2222).data == b"an old small needle"
+    for offset, length in ((0, 0), (2 * bs, 10), (0, 10)):  # damaged before: every block fails
+        with pytest.raises(FsError) as e:
+            vol.read(5, 0x5555, offset, length)
+        assert e.value.errno == errno.EIO
+    assert vol.check(5, 0x5555)[0] == "crc_bad"
+    vol = reopen(vol, tmp_path)                         # the new file loads as version 2
+    assert vol.version == 2 and vol.read(1, 0x1111, 10, 10).data == V1_BIG[10:20]
+    vol.close()
+
+
+@pytest.mark.timeout(30)
+def test_compaction_keeps_block_crcs(tmp_path):
+    vol = new_volume(tmp_path)
+    bs = blocks.BLOCK_SIZE
+    keep = os.urandom(4 * bs + 3)
+    vol.write(1, 5, os.urandom(2 * bs))
+    vol.write(2, 6, keep)
+    vol.delete(1, 5)
+    before = vol.stats().size
+    vol.compact()
+    assert vol.stats().size < before and vol.version == 2
+    r = vol.read_blocks(2, 6, 3 * bs, 10)
+    assert r.data == keep[3 * bs:4 * bs] and r.block_crcs == (fmt.crc32c(keep[3 * bs:4 * bs]),)
+    pos = vol._index[2][0]
+    _flip(vol.dat_path, pos + fmt.NEEDLE_HEADER_SIZE + 3 * bs)          # block 3
+    with pytest.raises(FsError):
+        vol.read(2, 6, 3 * bs, 10)
+    assert vol.read(2, 6, 4 * bs, 0).data == keep[4 * bs:]
+    vol.close()

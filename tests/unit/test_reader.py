@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import errno
+import os
 import threading
+import time
 from concurrent.futures import Future
 
 import pytest
@@ -79,3 +81,157 @@ def test_inline_bytes_are_crc_checked_and_read_with_zeros_past_them():
         inline_bytes(bad)
     assert e.value.errno == errno.EIO
     assert inline_bytes(master_pb2.FileChunks(attr=master_pb2.Attr(ino=4))) is None
+
+
+# ------------------------------------------------------------------ block reads, replicas
+
+class _Replica:
+    """A volume server's ReadNeedle over needles held in memory, answering as server.py does;
+    `damage` flips a byte of every answer after the CRCs were taken (damage in flight)."""
+
+    def __init__(self, needles: dict, damage: bool = False):
+        self.needles = needles
+        self.damage = damage
+        self.calls: list[tuple] = []
+
+    def ReadNeedle(self, req, timeout=None, wait_for_ready=None):  # noqa: N802 - gRPC's name
+        import crc32c
+
+        from cluster.common import blocks
+        from protos import volume_pb2
+        self.calls.append((req.key, req.offset, req.length, req.whole_blocks))
+        data = self.needles[req.key]
+        whole = dict(needle_crc32c=crc32c.crc32c(data), needle_size=len(data))
+        if req.whole_blocks and (req.offset or req.length):
+            start, stop = blocks.byte_range(*blocks.span(req.offset, req.length, len(data)),
+                                            len(data))
+            out, crcs = data[start:stop], blocks.crcs(data[start:stop])
+            if self.damage:
+                out = bytes([out[0] ^ 1]) + out[1:]
+            return volume_pb2.ReadResponse(data=out, data_offset=start, block_crc32c=crcs,
+                                           block_size=blocks.BLOCK_SIZE, **whole)
+        if self.damage:
+            data = bytes([data[0] ^ 1]) + data[1:]
+        return volume_pb2.ReadResponse(data=data, **whole)
+
+
+class _Stubs:
+    def __init__(self, replicas: dict):
+        self.replicas = replicas
+
+    def get(self, address):
+        return self.replicas[address]
+
+    def reset(self, address):
+        pass
+
+    def close(self):
+        pass
+
+
+class _Locator:
+    def __init__(self, addresses):
+        from protos import master_pb2
+        self.locs = [master_pb2.Location(name=a, grpc_address=a) for a in addresses]
+
+    def locations(self, vid):
+        return self.locs
+
+    def invalidate(self, vid):
+        pass
+
+
+def _reader_over(replicas: dict) -> ChunkReader:
+    reader = ChunkReader(master=None, cache_bytes=64 << 20)
+    reader.stubs = _Stubs(replicas)
+    reader.locator = _Locator(list(replicas))
+    return reader
+
+
+def _piece(key: int, data: bytes, file_offset: int = 0) -> Piece:
+    import crc32c
+
+    from cluster.common.fid import Fid
+    return Piece(file_offset, len(data), str(Fid(1, key, 0xC0FFEE)), 0, len(data),
+                 crc32c.crc32c(data))
+
+
+@pytest.mark.timeout(20)
+def test_a_random_read_fetches_only_its_covering_block_and_caches_it():
+
+    from cluster.common import blocks
+    bs = blocks.BLOCK_SIZE
+    data = os.urandom(4 << 20)
+    a = _Replica({2: data})
+    reader = _reader_over({"a": a})
+    try:
+        piece = _piece(2, data)
+        assert reader.read([piece], 10 * bs + 100, 4096, len(data)) == data[10 * bs + 100:
+                                                                               10 * bs + 4196]
+        assert a.calls == [(2, 10 * bs, bs, True)]          # one block, whole, with its CRC
+        assert reader.cache.get(piece.fid) is None          # not the whole needle
+        assert reader.read([piece], 10 * bs + 8192, 4096, len(data)) == \
+            data[10 * bs + 8192:10 * bs + 12288]
+        assert len(a.calls) == 1                            # the same block: from the cache
+        assert reader.read([piece], 12 * bs - 10, 20, len(data)) == data[12 * bs - 10:12 * bs + 10]
+        assert a.calls[-1] == (2, 11 * bs, 2 * bs, True)    # two blocks, one request
+        assert reader.read([piece], 11 * bs, 4096, len(data)) == data[11 * bs:11 * bs + 4096]
+        assert len(a.calls) == 2
+        # A sequential reader still streams whole needles.
+        assert reader.read([piece], 0, 4096, len(data), readahead=1) == data[:4096]
+        assert a.calls[-1] == (2, 0, 0, False)
+    finally:
+        reader.close()
+
+
+@pytest.mark.timeout(20)
+def test_a_block_damaged_in_flight_fails_over_and_is_never_returned():
+    data = os.urandom(1 << 20)
+    bad, good = _Replica({4: data}, damage=True), _Replica({4: data})
+    piece = _piece(4, data)                        # key 4 % 2 == 0: "bad" is asked first
+    reader = _reader_over({"bad": bad, "good": good})
+    try:
+        assert reader.read([piece], 300_000, 4096, len(data)) == data[300_000:304_096]
+        assert len(bad.calls) == 1 and len(good.calls) == 1
+    finally:
+        reader.close()
+    reader = _reader_over({"bad": bad, "also-bad": _Replica({4: data}, damage=True)})
+    try:
+        with pytest.raises(FsError) as e:
+            reader.read([piece], 300_000, 4096, len(data))
+        assert e.value.errno == errno.EIO and "fails its CRC32C on arrival" in e.value.message
+        assert reader.blocks.get((piece.fid, 300_000 // (64 << 10))) is None
+    finally:
+        reader.close()
+
+
+@pytest.mark.timeout(20)
+def test_a_replica_holding_another_needle_is_refused_for_block_reads():
+    data = os.urandom(1 << 20)
+    other = os.urandom(1 << 20)
+    reader = _reader_over({"a": _Replica({6: other}), "b": _Replica({6: data})})
+    try:
+        assert reader.read([_piece(6, data)], 500_000, 100, len(data)) == data[500_000:500_100]
+    finally:
+        reader.close()
+
+
+@pytest.mark.timeout(20)
+def test_sequential_read_ahead_spreads_needles_over_the_replicas():
+    """Read-ahead fetches the next needles in parallel; needle key k goes first to replica
+    k % replicas, so consecutive chunks of a file come from different servers."""
+    chunk = 256 << 10
+    needles = {k: os.urandom(chunk) for k in range(1, 7)}
+    a, b = _Replica(needles), _Replica(needles)
+    pieces = [_piece(k, needles[k], (k - 1) * chunk) for k in range(1, 7)]
+    size = 6 * chunk
+    reader = _reader_over({"a": a, "b": b})
+    try:
+        assert reader.read(pieces, 0, 4096, size, readahead=4) == needles[1][:4096]
+        deadline = time.monotonic() + 5
+        while len(a.calls) + len(b.calls) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(c[0] for c in a.calls) == [2, 4]
+        assert sorted(c[0] for c in b.calls) == [1, 3, 5]
+    finally:
+        reader.close()

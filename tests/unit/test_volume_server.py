@@ -13,7 +13,7 @@ import urllib.request
 import grpc
 import pytest
 
-from cluster.common import rpc
+from cluster.common import blocks, rpc
 from cluster.volume import needle as fmt
 from cluster.volume.heartbeat import load_server_id
 from cluster.volume.options import VolumeOptions
@@ -132,6 +132,44 @@ def test_round_trip_over_grpc(cluster):
         text = resp.read().decode()
     assert 'kelp_volume_bytes_written_total{node="v1"}' in text
     assert rpc.check_health(node.grpc_address)
+
+
+@pytest.mark.timeout(30)
+def test_whole_blocks_reads_answer_the_covering_blocks_with_their_crcs(cluster, tmp_path):
+    """ReadRequest.whole_blocks: a range comes back as its covering 64 KiB blocks and their
+    CRCs (checked on the server; the client checks them again). A damaged block is
+    DATA_LOSS for the reads that cover it, while the needle's other blocks still read."""
+    master, node, stub = cluster
+    stub.AllocateVolume(volume_pb2.AllocateRequest(volume_id=4, replication=1))
+    bs = blocks.BLOCK_SIZE
+    data = os.urandom(4 * bs + 10)
+    stub.WriteNeedle(write_req(4, 7, 9, data))
+
+    def read(offset, length, whole_blocks=True):
+        return stub.ReadNeedle(volume_pb2.ReadRequest(volume_id=4, key=7, cookie=9, offset=offset,
+                                                      length=length, whole_blocks=whole_blocks))
+
+    r = read(bs + 100, 4096)
+    assert (r.data_offset, r.block_size, r.needle_size) == (bs, bs, len(data))
+    assert r.data == data[bs:2 * bs] and list(r.block_crc32c) == [fmt.crc32c(data[bs:2 * bs])]
+    assert r.needle_crc32c == fmt.crc32c(data)
+    r = read(4 * bs - 1, 0)                               # to the end: blocks 3 and 4 (short)
+    assert r.data_offset == 3 * bs and r.data == data[3 * bs:]
+    assert list(r.block_crc32c) == blocks.crcs(data[3 * bs:])
+    r = read(bs + 100, 4096, whole_blocks=False)          # the exact range, as before
+    assert r.data == data[bs + 100:bs + 4196] and r.data_offset == bs + 100
+    assert not r.block_crc32c
+    r = read(0, 0)                                        # a whole read has no block CRCs
+    assert r.data == data and not r.block_crc32c
+
+    at = fmt.SUPERBLOCK_SIZE + fmt.NEEDLE_HEADER_SIZE + 2 * bs + 5
+    with open(tmp_path / "v1" / "4.dat", "r+b") as fh:   # damage block 2 on disk (version 2
+        fh.seek(at)                                       # caches nothing: seen at once)
+        fh.write(bytes([data[2 * bs + 5] ^ 0xFF]))
+    for offset, length in ((2 * bs, 10), (bs, 2 * bs), (0, 0)):
+        code, details = code_of(lambda: read(offset, length))
+        assert code == grpc.StatusCode.DATA_LOSS and "CRC mismatch" in details
+    assert read(3 * bs, 10).data == data[3 * bs:4 * bs]
 
 
 @pytest.mark.timeout(30)
