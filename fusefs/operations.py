@@ -16,13 +16,13 @@ until the last release, which calls ReleaseInode.
 Locking: `_lock` guards `_handles`, `_by_ino` and `_unlinked`; it is never held across an RPC.
 Each FileHandle has its own lock (see filehandle.py).
 
-Known gaps (POSIX): no byte-range locks across mounts (the kernel keeps flock/fcntl locks
-local to this mount); atime is not updated by reads; supplementary groups are read from
-/proc for access() only; a rename replacing a file that is open in ANOTHER mount drops its
-data for that mount; libfuse 2's high-level API gives each hard-linked NAME its own kernel
-inode, so a change made through one name shows through the others after attr_ttl. An open
-for reading resolves its name at the master and takes the chunk list in the same RPC
-(GetChunksAt), whatever the cache holds: close-to-open, also for a name replaced by rename.
+Known gaps (POSIX, docs/posix.md): atime is not updated by reads; supplementary groups are
+read from /proc for access() only; a rename replacing a file that is open in ANOTHER mount
+drops its data for that mount. With a session (the default), what the cache holds is true
+until the master breaks it (docs/caching.md), and the kernel asks about every name
+(entry_timeout 0), so a change through one hard-linked name shows through the others at
+once; without one (--no-callbacks), after attr_ttl. An open for reading takes the chunk list
+from the cache under the same callback, or resolves its name at the master (GetChunksAt).
 """
 from __future__ import annotations
 
@@ -263,12 +263,13 @@ class KelpOperations(Operations):
                      path, attr.size)
         return fh
 
-    def _changed(self, *paths: str, links: bool = False, nlink_delta: int = 0) -> None:
+    def _changed(self, *paths: str, links: bool = False, nlink_delta: int = 0,
+                 at_ns: int = 0) -> None:
         """Local changes to `paths`: drop their cached attributes. Their parent directories
         changed too: move their cached mtime/ctime to now (and nlink by nlink_delta when a
         subdirectory came or went), or with `links` (a rename that may have moved a
         directory between parents) drop them."""
-        now = time.time_ns()
+        now = at_ns or time.time_ns()
         for p in paths:
             self.cache.invalidate(p)
             if links:
@@ -410,7 +411,7 @@ class KelpOperations(Operations):
         uid, gid, _ = caller()
         attr = self._mutate("mkdir", master_pb2.MkdirRequest(
             path=path, mode=mode & 0o7777, uid=uid, gid=gid))
-        self._changed(path, nlink_delta=1)
+        self._changed(path, nlink_delta=1, at_ns=attr.ctime_ns)
         self.cache.put(path, attr)
         return 0
 
@@ -452,6 +453,7 @@ class KelpOperations(Operations):
         if new.startswith(old.rstrip("/") + "/"):
             raise FuseOSError(errno.EINVAL)  # a directory into its own subtree
         moved = self.cache.get(old)
+        target = self.cache.get(new)   # replaced: its other names lose a link
         # Only a target open in this mount needs keeping alive; handles know their paths.
         with self._lock:
             target_open = any(h.path == new for h in self._handles.values())
@@ -465,6 +467,8 @@ class KelpOperations(Operations):
         self.cache.invalidate_tree(new)
         if reply.replaced_ino:
             self.cache.invalidate_ino(reply.replaced_ino)
+        if target is not None and (moved is None or target.ino != moved.ino):
+            self.cache.invalidate_ino(target.ino)
         is_file = moved is not None and not statmod.S_ISDIR(moved.mode)
         self._changed(old, new, links=not is_file)
         if is_file and not reply.replaced_ino:
@@ -491,7 +495,7 @@ class KelpOperations(Operations):
         uid, gid, _ = caller()
         attr = self._mutate("symlink", master_pb2.SymlinkRequest(
             path=target, target=source, uid=uid, gid=gid))
-        self._changed(target)
+        self._changed(target, at_ns=attr.ctime_ns)
         self.cache.put(target, attr)
         return 0
 
@@ -509,7 +513,7 @@ class KelpOperations(Operations):
         uid, gid, _ = caller()
         attr = self._mutate("mknod", master_pb2.MknodRequest(
             path=path, mode=mode, rdev=dev, uid=uid, gid=gid))
-        self._changed(path)
+        self._changed(path, at_ns=attr.ctime_ns)
         self.cache.put(path, attr)
         return 0
 
@@ -529,8 +533,8 @@ class KelpOperations(Operations):
         check_path(source)
         self._writable()
         attr = self._mutate("link", master_pb2.LinkRequest(existing_path=source, new_path=target))
-        self.cache.invalidate_ino(attr.ino)
-        self._changed(target, source)
+        self.cache.invalidate_ino(attr.ino)   # every name of it: nlink and ctime moved
+        self._changed(target, at_ns=attr.ctime_ns)   # the source's directory did not change
         self.cache.put(target, attr)
         return 0
 

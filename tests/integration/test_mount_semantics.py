@@ -427,11 +427,6 @@ def test_ioctl_on_an_unlinked_open_file_is_enotty(env, mount_factory):
     assert_clean_log(m)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "after `ln b a`, stat of the EXISTING name b still shows st_nlink 1 for up to attr_ttl "
-    "(a's shows 2): libfuse 2's high-level API gives the new name its own kernel inode, and "
-    "the kernel keeps b's cached attributes (the 'hard-linked names' gap documented in "
-    "fusefs/operations.py, here for the link count right after link)."))
 @pytest.mark.timeout(60)
 def test_link_count_of_the_existing_name_right_after_link(mnt):
     d = mnt / "nlink"

@@ -44,10 +44,6 @@ LONG = "n" * (NAME_MAX + 1)
 MAX = "m" * NAME_MAX
 UMASK = 0o022
 
-STALE_LINK = pytest.mark.xfail(strict=True, reason=(
-    "documented difference: libfuse's high-level API gives each hard-linked name its own "
-    "kernel inode, so a change made through one name (nlink, ctime, mode, the size stat "
-    "shows) shows through the other names only after attr_ttl; data reads are exact"))
 FSTAT_UNLINKED = pytest.mark.xfail(strict=True, reason=(
     "documented difference (libfuse's high-level API): fstat() of an open file whose last "
     "name was unlinked fails with ENOENT (libfuse 2) or ESTALE (libfuse 3): the kernel "
@@ -385,7 +381,7 @@ def test_link_increments_nlink_and_ctime_and_touches_parent(d):
     assert os.lstat(d / "c").st_nlink == 3 and (d / "c").read_bytes() == b"data"
 
 
-@pytest.mark.parametrize("mnt_name", ["ttl0", pytest.param("cached", marks=STALE_LINK)])
+@pytest.mark.parametrize("mnt_name", ["ttl0", "cached"])
 @pytest.mark.timeout(30)
 def test_link_count_and_ctime_show_through_the_source_name_at_once(d):
     f = touch(d / "a")
@@ -413,7 +409,7 @@ def test_data_written_through_one_link_reads_through_another(d):
     assert f.read_bytes() == b"NEW! and more"
 
 
-@pytest.mark.parametrize("mnt_name", ["ttl0", pytest.param("cached", marks=STALE_LINK)])
+@pytest.mark.parametrize("mnt_name", ["ttl0", "cached"])
 @pytest.mark.timeout(30)
 def test_chmod_through_one_link_shows_through_another(d):
     f = touch(d / "a")
@@ -643,7 +639,7 @@ def test_rename_over_existing_file_replaces_it(d):
     assert os.lstat(d / "b2").st_ino == b2_before.st_ino
 
 
-@pytest.mark.parametrize("mnt_name", ["ttl0", pytest.param("cached", marks=STALE_LINK)])
+@pytest.mark.parametrize("mnt_name", ["ttl0", "cached"])
 @pytest.mark.timeout(30)
 def test_rename_over_a_linked_file_drops_one_link(d):
     a = touch(d / "a", data=b"AAA")
@@ -936,7 +932,7 @@ def test_unlink_updates_parent_and_other_links(d):
     unchanged(bb, ba, "mtime")
 
 
-@pytest.mark.parametrize("mnt_name", ["ttl0", pytest.param("cached", marks=STALE_LINK)])
+@pytest.mark.parametrize("mnt_name", ["ttl0", "cached"])
 @pytest.mark.timeout(30)
 def test_unlink_updates_the_ctime_of_other_links(d):
     f = touch(d / "a", data=b"keep me")
@@ -949,7 +945,7 @@ def test_unlink_updates_the_ctime_of_other_links(d):
     changed(before, after, t0, "ctime")
 
 
-@pytest.mark.parametrize("mnt_name", ["ttl0", pytest.param("cached", marks=STALE_LINK)])
+@pytest.mark.parametrize("mnt_name", ["ttl0", "cached"])
 @pytest.mark.timeout(30)
 def test_unlink_of_one_link_shows_in_a_stat_of_the_other_at_once(d):
     f = touch(d / "a")
