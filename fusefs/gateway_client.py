@@ -27,7 +27,6 @@ import collections
 import errno
 import itertools
 import logging
-import os
 import threading
 import time
 from concurrent.futures import Future, TimeoutError as FutureTimeout
@@ -37,6 +36,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from cluster.common.errors import FsError, errno_from_name
+from cluster.common.wakepipe import WakePipe
 from protos import gateway_pb2, master_pb2
 
 log = logging.getLogger(__name__)
@@ -90,10 +90,7 @@ class GatewayClient:
         self._ids = itertools.count(1)
         self._id_lock = threading.Lock()
         self._closed = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        self._wake_lock = threading.Lock()  # so no write lands on a closed (reused) fd
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wake_pipe = WakePipe()
         # Owned by the I/O thread from here on.
         self._pending: dict[int, _Pending] = {}
         self._outbox: collections.deque = collections.deque()
@@ -147,10 +144,7 @@ class GatewayClient:
             self._ctx.destroy(linger=0)
         else:
             self._ctx.term()
-        with self._wake_lock:
-            os.close(self._wake_r)
-            os.close(self._wake_w)
-            self._wake_w = -1
+        self._wake_pipe.close()
 
     def __enter__(self) -> "GatewayClient":
         return self
@@ -194,13 +188,7 @@ class GatewayClient:
         return FsError(errno.EIO, f"gateway {self.address} did not answer within {timeout:g} s")
 
     def _wake(self) -> None:
-        with self._wake_lock:
-            if self._wake_w < 0:
-                return
-            try:
-                os.write(self._wake_w, b"\0")
-            except BlockingIOError:
-                pass  # the pipe is full: the I/O thread is awake already
+        self._wake_pipe.wake()
 
     # ---------------------------------------------------------------- the I/O thread
 
@@ -217,7 +205,7 @@ class GatewayClient:
         sock.connect(self._endpoint)
         self._sock = sock
         self._poller = zmq.Poller()
-        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._poller.register(self._wake_pipe.fd, zmq.POLLIN)
         self._poller.register(self._monitor, zmq.POLLIN)
         self._poller.register(sock, zmq.POLLIN)
 
@@ -252,12 +240,7 @@ class GatewayClient:
             soonest = min(p.deadline if p.sent else p.send_by for p in self._pending.values())
             wait_ms = max(0, min(wait_ms, int((soonest - now) * 1000) + 1))
         events = dict(self._poller.poll(wait_ms))
-        if self._wake_r in events:
-            try:
-                while os.read(self._wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+        self._wake_pipe.drain(events)
         while self._submitted:
             rid, pending = self._submitted.popleft()
             self._pending[rid] = pending

@@ -25,7 +25,6 @@ import collections
 import errno
 import itertools
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import zmq
 from google.protobuf.message import DecodeError, Message
 
 from cluster.common.errors import FsError
+from cluster.common.wakepipe import WakePipe
 from protos import master_pb2
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,7 @@ class MutationChannel:
         self._sent: set[int] = set()                # ids sent on the current connection
         self._leader = False                        # a caller is driving the socket
         self._closed = False
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wake_pipe = WakePipe()
         self._ctx = zmq.Context()
         self._sock = self._ctx.socket(zmq.DEALER)
         for opt, value in ((zmq.LINGER, 0), (zmq.IMMEDIATE, 1), (zmq.RECONNECT_IVL, 100),
@@ -78,7 +76,7 @@ class MutationChannel:
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._sock.connect(f"tcp://{address}")
         self._poller = zmq.Poller()
-        for what in (self._sock, self._monitor, self._wake_r):
+        for what in (self._sock, self._monitor, self._wake_pipe.fd):
             self._poller.register(what, zmq.POLLIN)
 
     def call(self, op: str, request: Message, durable: bool = False) -> master_pb2.MutationReply:
@@ -116,8 +114,7 @@ class MutationChannel:
         self._monitor.close(0)
         self._sock.close(0)
         self._ctx.term()
-        for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
+        self._wake_pipe.close()
 
     # ---------------------------------------------------------------- taking turns
 
@@ -153,12 +150,7 @@ class MutationChannel:
         while not call.done and not self._closed and time.monotonic() < call.deadline:
             self._send()
             events = dict(self._poller.poll(POLL_S * 1000))
-            if self._wake_r in events:
-                try:
-                    while os.read(self._wake_r, 4096):
-                        pass
-                except BlockingIOError:
-                    pass
+            self._wake_pipe.drain(events)
             if self._monitor in events:
                 self._on_disconnect()
             if self._sock in events:
@@ -173,10 +165,7 @@ class MutationChannel:
             call.done = True
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # full (the leader is awake already) or closed
+        self._wake_pipe.wake()
 
     # ---------------------------------------------------------------- the leader's work
 

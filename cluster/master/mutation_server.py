@@ -36,7 +36,6 @@ import collections
 import errno
 import itertools
 import logging
-import os
 import threading
 import time
 
@@ -44,6 +43,7 @@ import zmq
 from google.protobuf.message import DecodeError
 
 from cluster.common.errors import FsError
+from cluster.common.wakepipe import WakePipe
 from cluster.master import mutations, schema
 from cluster.master.callbacks import CallbackTable, Keys
 from cluster.master.locks import EXCLUSIVE, UNLOCK, Lock, LockTable
@@ -95,9 +95,7 @@ class MutationServer:
         self._break_ids = itertools.count(1)
         self._next_housekeeping = 0.0
         self._local: collections.deque = collections.deque()   # (_LocalCall, Mutation)
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._wake = WakePipe()
         self._ctx = zmq.Context()
         self._router = self._ctx.socket(zmq.ROUTER)
         self._router.setsockopt(zmq.LINGER, 0)
@@ -112,7 +110,7 @@ class MutationServer:
         self.address = f"{ip}:{self.port}"
         self._poller = zmq.Poller()
         self._poller.register(self._router, zmq.POLLIN)
-        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._poller.register(self._wake.fd, zmq.POLLIN)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="mutations", daemon=True)
 
@@ -125,8 +123,7 @@ class MutationServer:
         if self._thread.is_alive():
             self._thread.join(timeout)
         self._ctx.term()
-        for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
+        self._wake.close()
 
     def submit(self, op: str, request, session: int = 0,
                timeout: float = 60.0) -> master_pb2.MutationReply:
@@ -136,10 +133,7 @@ class MutationServer:
         getattr(m, op).CopyFrom(request)
         call = _LocalCall()
         self._local.append((call, m))
-        try:
-            os.write(self._wake_w, b"\0")
-        except BlockingIOError:
-            pass   # the loop is awake already
+        self._wake.wake()
         if not call.done.wait(timeout):
             return master_pb2.MutationReply(errno=errno.EIO,
                                             message="the mutation thread did not answer")
@@ -148,12 +142,7 @@ class MutationServer:
     def _poll(self, timeout_ms: int) -> bool:
         """Wait for a message or a local submission."""
         events = dict(self._poller.poll(timeout_ms))
-        if self._wake_r in events:
-            try:
-                while os.read(self._wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+        self._wake.drain(events)
         return bool(events) or bool(self._local)
 
     def _loop(self) -> None:
