@@ -55,7 +55,7 @@ log = logging.getLogger("fusefs.operations")
 NAME_MAX = 255
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
-RENAME_NOREPLACE = 1  # renameat2 flags (linux/fs.h)
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2 flags (linux/fs.h)
 BLKSIZE = 128 * 1024  # st_blksize: what cp and friends use as their buffer size
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
 
@@ -440,14 +440,37 @@ class KelpOperations(Operations):
         self._changed(path)
         return 0
 
+    def _exchange(self, a: str, b: str) -> int:
+        """RENAME_EXCHANGE: the two names swap inodes; so do their records here."""
+        self._mutate("rename", master_pb2.RenameRequest(old_path=a, new_path=b, exchange=True))
+        self.cache.invalidate_tree(a)
+        self.cache.invalidate_tree(b)
+        self._changed(a, b, links=True)
+        self.kernel_sizes.renamed(a, "\0exchange")
+        self.kernel_sizes.renamed(b, a)
+        self.kernel_sizes.renamed("\0exchange", b)
+        swapped = {a.rstrip("/") + "/": b.rstrip("/") + "/", b.rstrip("/") + "/": a.rstrip("/") + "/"}
+        with self._lock:
+            for h in self._handles.values():
+                if h.path in (a, b):
+                    h.path = b if h.path == a else a
+                    continue
+                for prefix, other in swapped.items():
+                    if h.path.startswith(prefix):
+                        h.path = other + h.path[len(prefix):]
+                        break
+        return 0
+
     @errno_boundary
     def rename(self, old, new, flags=0):
-        """rename, and renameat2's RENAME_NOREPLACE (libfuse 3 passes the flags; the master
-        refuses an existing target with EEXIST in the same transaction). RENAME_EXCHANGE and
-        RENAME_WHITEOUT are not supported: EINVAL, which mv reads as "use plain rename"."""
+        """rename, and renameat2's RENAME_NOREPLACE and RENAME_EXCHANGE (libfuse 3 passes the
+        flags; the master checks and swaps in the rename's own transaction). RENAME_WHITEOUT
+        is not supported: EINVAL, which callers read as "unsupported"."""
         check_path(old)
         check_path(new)
         self._writable()
+        if flags == RENAME_EXCHANGE:
+            return self._exchange(old, new)
         if flags & ~RENAME_NOREPLACE:
             raise FuseOSError(errno.EINVAL)
         if new.startswith(old.rstrip("/") + "/"):

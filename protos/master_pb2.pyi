@@ -121,16 +121,18 @@ class UnlinkRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., keep_open: _Optional[bool] = ...) -> None: ...
 
 class RenameRequest(_message.Message):
-    __slots__ = ("old_path", "new_path", "no_replace", "keep_open")
+    __slots__ = ("old_path", "new_path", "no_replace", "keep_open", "exchange")
     OLD_PATH_FIELD_NUMBER: _ClassVar[int]
     NEW_PATH_FIELD_NUMBER: _ClassVar[int]
     NO_REPLACE_FIELD_NUMBER: _ClassVar[int]
     KEEP_OPEN_FIELD_NUMBER: _ClassVar[int]
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
     old_path: str
     new_path: str
     no_replace: bool
     keep_open: bool
-    def __init__(self, old_path: _Optional[str] = ..., new_path: _Optional[str] = ..., no_replace: _Optional[bool] = ..., keep_open: _Optional[bool] = ...) -> None: ...
+    exchange: bool
+    def __init__(self, old_path: _Optional[str] = ..., new_path: _Optional[str] = ..., no_replace: _Optional[bool] = ..., keep_open: _Optional[bool] = ..., exchange: _Optional[bool] = ...) -> None: ...
 
 class RenameResponse(_message.Message):
     __slots__ = ("replaced_ino",)

@@ -57,8 +57,9 @@ TABLE: dict[str, tuple[str, Callable[[Namespace, Message, int], Message]]] = {
     "link": ("Link", lambda ns, r, s: attr_pb(ns.link(r.existing_path, r.new_path))),
     "unlink": ("Unlink", lambda ns, r, s: _empty(ns.unlink(r.path, r.keep_open, s))),
     "rmdir": ("Rmdir", lambda ns, r, s: _empty(ns.rmdir(r.path))),
-    "rename": ("Rename", lambda ns, r, s: master_pb2.RenameResponse(replaced_ino=ns.rename(
-        r.old_path, r.new_path, r.no_replace, r.keep_open, s))),
+    "rename": ("Rename", lambda ns, r, s: master_pb2.RenameResponse(
+        replaced_ino=ns.exchange(r.old_path, r.new_path) if r.exchange else ns.rename(
+            r.old_path, r.new_path, r.no_replace, r.keep_open, s))),
     "set_attr": ("SetAttr", lambda ns, r, s: attr_pb(_setattr(ns, r))),
     "set_xattr": ("SetXattr", lambda ns, r, s: _empty(ns.setxattr(r.path, r.name, r.value,
                                                                 r.flags))),

@@ -75,6 +75,11 @@ class Namespace:
                keep_open: bool = False, session: int = 0) -> int:
         return self.store.rename(old, new, no_replace, _orphan_tag(keep_open, session))
 
+    def exchange(self, a: str, b: str) -> int:
+        """renameat2's RENAME_EXCHANGE: the two names swap inodes in one transaction."""
+        self.store.exchange(a, b)
+        return 0
+
     def setattr(self, path: Optional[str], ino: int, **changes: Optional[int]) -> Attr:
         if not ino and not path:
             raise _invalid("SetAttr needs a path or an ino")

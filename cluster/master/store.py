@@ -144,6 +144,11 @@ class MetadataStore(abc.ABC):
     def rmdir(self, path: str) -> None: ...
 
     @abc.abstractmethod
+    def exchange(self, a: str, b: str) -> None:
+        """Swap what two existing names name (RENAME_EXCHANGE); EINVAL if either is a
+        directory the other would end up inside."""
+
+    @abc.abstractmethod
     def rename(self, old: str, new: str, no_replace: bool = False,
                keep_open: int = 0) -> int:
         """Move old to new, replacing new atomically; returns the replaced ino that lost its
@@ -762,6 +767,33 @@ class SQLiteStore(MetadataStore):
             self._touch_dir(c, new_parent, now, new_parent_delta)
             c.execute("UPDATE inodes SET ctime_ns=? WHERE ino=?", (now, src))
             return replaced
+
+    def exchange(self, a: str, b: str) -> None:
+        with self._tx() as c:
+            a_parent, a_name = self._resolve_parent(c, a)
+            b_parent, b_name = self._resolve_parent(c, b)
+            found_a = self._lookup(c, a_parent, a_name)
+            found_b = self._lookup(c, b_parent, b_name)
+            if found_a is None or found_b is None:
+                raise FsError(errno.ENOENT, a if found_a is None else b)
+            (a_ino, a_mode), (b_ino, b_mode) = found_a, found_b
+            if a_ino == b_ino:
+                return   # the same inode (or the same name): nothing moves
+            a_dir, b_dir = stat.S_ISDIR(a_mode), stat.S_ISDIR(b_mode)
+            if (a_dir and self._is_within(c, b_parent, a_ino)) or \
+                    (b_dir and self._is_within(c, a_parent, b_ino)):
+                raise FsError(errno.EINVAL, f"{a} and {b}: one is inside the other")
+            now = self._now()
+            c.execute("UPDATE entries SET ino=? WHERE parent=? AND name=?",
+                      (b_ino, a_parent, a_name))
+            c.execute("UPDATE entries SET ino=? WHERE parent=? AND name=?",
+                      (a_ino, b_parent, b_name))
+            # A directory moving to another parent takes its '..' link with it.
+            delta = int(b_dir) - int(a_dir) if a_parent != b_parent else 0
+            self._touch_dir(c, a_parent, now, delta)
+            if b_parent != a_parent:
+                self._touch_dir(c, b_parent, now, -delta)
+            c.execute("UPDATE inodes SET ctime_ns=? WHERE ino IN (?, ?)", (now, a_ino, b_ino))
 
     def symlink(self, path: str, target: str, uid: int = 0, gid: int = 0) -> Attr:
         paths.validate_symlink_target(target)

@@ -740,13 +740,11 @@ def test_rename_noreplace_over_existing_is_eexist(d):
 NO_RENAME_FLAGS = pytest.mark.xfail(strict=True, reason=(
     "documented difference: libfuse 2 has no rename flags, so renameat2 with any flag is "
     "EINVAL, which mv and friends read as 'unsupported' and fall back to rename"))
-NO_EXCHANGE = pytest.mark.xfail(strict=True, reason=(
-    "documented difference: RENAME_EXCHANGE is not supported (EINVAL; mv falls back)"))
-
 
 @pytest.mark.parametrize("flags", [
     pytest.param(RENAME_NOREPLACE, marks=[NO_RENAME_FLAGS] if LIBFUSE_MAJOR < 3 else []),
-    pytest.param(RENAME_EXCHANGE, marks=[NO_EXCHANGE])], ids=["NOREPLACE", "EXCHANGE"])
+    pytest.param(RENAME_EXCHANGE, marks=[NO_RENAME_FLAGS] if LIBFUSE_MAJOR < 3 else [])],
+    ids=["NOREPLACE", "EXCHANGE"])
 @pytest.mark.timeout(30)
 def test_renameat2_flags(d, flags):
     touch(d / "a", data=b"A")
@@ -754,6 +752,24 @@ def test_renameat2_flags(d, flags):
         touch(d / "c", data=b"C")
     renameat2(d / "a", d / "c", flags)
     assert (d / "c").read_bytes() == b"A"
+    if flags == RENAME_EXCHANGE:
+        assert (d / "a").read_bytes() == b"C"
+
+
+@pytest.mark.skipif(LIBFUSE_MAJOR < 3, reason="libfuse 2 has no rename flags")
+@pytest.mark.timeout(30)
+def test_rename_exchange_of_a_directory_and_a_file_across_parents(d):
+    (d / "p1/dir").mkdir(parents=True)
+    (d / "p2").mkdir()
+    touch(d / "p1/dir/inside", data=b"in")
+    touch(d / "p2/file", data=b"F")
+    n1, n2 = os.lstat(d / "p1").st_nlink, os.lstat(d / "p2").st_nlink
+    renameat2(d / "p1/dir", d / "p2/file", RENAME_EXCHANGE)
+    assert (d / "p1/dir").read_bytes() == b"F"
+    assert (d / "p2/file/inside").read_bytes() == b"in"
+    assert os.lstat(d / "p1").st_nlink == n1 - 1 and os.lstat(d / "p2").st_nlink == n2 + 1
+    assert E(renameat2, d / "p2/file", d / "p2/file/inside", RENAME_EXCHANGE) == "EINVAL"
+    assert E(renameat2, d / "p2/nothing", d / "p1/dir", RENAME_EXCHANGE) == "ENOENT"
 
 # =========================================================================== rmdir
 
