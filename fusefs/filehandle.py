@@ -85,6 +85,7 @@ class FileHandle:
         self.inline = attr.inline       # the master keeps the bytes (as last heard)
         self.append = bool(flags & 0o2000)  # O_APPEND
         self.direct_io = False          # opened with direct_io (see fusefs/kernelsize.py)
+        self.keep_cache = False         # opened keeping the kernel's pages (a callback holds)
 
     # ------------------------------------------------------------------ writes
 

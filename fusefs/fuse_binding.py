@@ -14,8 +14,9 @@ binding what the driver needs from it:
 
 * `create(path, mode, flags)` gets the open flags, so O_EXCL and O_TRUNC reach the driver
   (fusepy's high-level `create` hides them unless raw_fi is on);
-* `open` sets direct_io on the handles the driver asks for (`Operations.direct_io(fh) ->
-  bool`, optional; fusefs/kernelsize.py says why);
+* `open` sets direct_io and keep_cache on the handles the driver asks for
+  (`Operations.direct_io(fh) -> bool`, fusefs/kernelsize.py says why; `Operations.keep_cache
+  (fh) -> bool`, docs/caching.md; both optional);
 * an `ioctl` on an open file whose name was removed (path NULL with flag_nullpath_ok) does not
   crash fusepy's path decoding;
 * fcntl and flock locks reach the driver with the kernel's lock owner
@@ -113,10 +114,14 @@ def _path(fuse, path):
     return None if path is None else path.decode(fuse.encoding, "surrogateescape")
 
 
-def _maybe_direct_io(operations, fi) -> None:
+def _open_flags(operations, fi) -> None:
+    """direct_io and keep_cache, as the driver asks for each handle (both optional)."""
     wants_direct_io = getattr(operations, "direct_io", None)
     if wants_direct_io is not None and wants_direct_io(fi.fh):
         fi.direct_io = 1
+    wants_keep_cache = getattr(operations, "keep_cache", None)
+    if wants_keep_cache is not None and wants_keep_cache(fi.fh):
+        fi.keep_cache = 1
 
 
 if _fuse.__name__ == "mfusepy":
@@ -143,7 +148,7 @@ if _fuse.__name__ == "mfusepy":
         def open(self, path, fip):  # noqa: D401 - libfuse callback
             fi = fip.contents
             fi.fh = self.operations.open(_path(self, path), fi.flags)
-            _maybe_direct_io(self.operations, fi)
+            _open_flags(self.operations, fi)
             return 0
 
         def lock(self, path, fip, cmd, lock):  # noqa: D401 - libfuse callback
@@ -188,7 +193,7 @@ else:
         def open(self, path, fip):  # noqa: D401 - libfuse callback
             fi = fip.contents
             fi.fh = self.operations("open", _path(self, path), fi.flags)
-            _maybe_direct_io(self.operations, fi)
+            _open_flags(self.operations, fi)
             return 0
 
         def ioctl(self, path, cmd, arg, fip, flags, data):  # noqa: D401 - libfuse callback

@@ -41,9 +41,9 @@ from fusefs.dirprefetch import DirPrefetcher
 from fusefs.session import MountSession
 from fusefs.errno_boundary import errno_boundary
 from fusefs.filehandle import FileHandle
-from fusefs.invalidator import KernelInvalidator
-from fusefs.fuse_binding import (FuseOSError, Operations, fuse_get_context, interrupted,
-                                 invalidate_path)
+from fusefs.invalidator import WAIT_S, KernelInvalidator
+from fusefs.fuse_binding import (CAN_INVALIDATE, FuseOSError, Operations, fuse_get_context,
+                                 interrupted, invalidate_path)
 from fusefs.locking import Locker
 from fusefs.kernelsize import KernelSizes
 from fusefs.options import MountOptions
@@ -161,9 +161,8 @@ class KelpOperations(Operations):
             self.invalidator.close()
 
     def _on_break(self, brk) -> None:
-        """The master takes back callbacks (session thread): drop what the cache holds and
-        the chunk lists open handles hold before acknowledging; what the kernel holds goes
-        right after, from another thread (fusefs/invalidator.py says why)."""
+        """The master takes back callbacks (session thread): drop what the cache holds, the
+        chunk lists open handles hold and what the kernel holds before acknowledging."""
         paths = self.cache.apply_break(brk.paths, brk.trees, brk.inos)
         for ino in brk.inos:
             for h in self._handles_of(ino):
@@ -172,7 +171,8 @@ class KelpOperations(Operations):
                     paths.add(h.path)
         paths.update(brk.paths)
         paths.update(brk.trees)
-        self.invalidator.submit(paths)   # after the ack: the kernel may have to wait
+        # The kernel's too, but without waiting on it for long (fusefs/invalidator.py).
+        self.invalidator.submit(paths).wait(WAIT_S)
 
     def _call(self, method: str, request):
         """A lookup over gRPC."""
@@ -244,6 +244,12 @@ class KelpOperations(Operations):
     def _is_open(self, ino: int) -> bool:
         with self._lock:
             return bool(self._by_ino.get(ino))
+
+    def keep_cache(self, fh: int) -> bool:
+        """Asked by KelpFUSE.open: keep the kernel's pages of the file from earlier opens."""
+        with self._lock:
+            h = self._handles.get(fh)
+        return h is not None and h.keep_cache
 
     def direct_io(self, fh: int) -> bool:
         """Asked by KelpFUSE.open: open this handle with direct_io, because the kernel holds
@@ -620,7 +626,11 @@ class KelpOperations(Operations):
         snapshot = self.cache.get_content(path)
         if snapshot is not None and not self._handles_of(snapshot.attr.ino):
             fh = self._new_handle_checked(path, flags, snapshot.attr)
-            self._handle(fh).adopt_snapshot(snapshot)
+            h = self._handle(fh)
+            h.adopt_snapshot(snapshot)
+            # Nothing changed since the last open took this answer (a change would have
+            # dropped it, here and in the kernel), so the pages that open read stay valid.
+            h.keep_cache = CAN_INVALIDATE and not h.direct_io   # breaks reach the kernel
             return fh
         generation = self.cache.generation()
         snapshot = self._call("GetChunksAt", master_pb2.PathRequest(path=path))
