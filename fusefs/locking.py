@@ -2,6 +2,10 @@
 the master keeps it under this mount's session (cluster/master/locks.py), so a lock holds
 against every mount and frees when its holder's mount dies (its lease runs out).
 
+libfuse unlocks for the owner at every close (flush), whether it locked or not: the mount
+remembers which owners hold locks on which inode and answers the other unlocks itself, so a
+close costs no round trip to the master (and does not wait out an unreachable one).
+
 A lock that must wait (F_SETLKW, flock without LOCK_NB) asks again with a growing pause, up
 to WAIT_MAX_S apart, until it is granted or the caller is interrupted (Ctrl-C: EINTR). The
 master does not queue waiters: a waiter may be overtaken, as with NFS's polling clients.
@@ -10,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import threading
 import time
 from typing import Callable
 
@@ -27,6 +32,8 @@ class Locker:
     def __init__(self, mutate: Callable, interrupted: Callable[[], bool] = lambda: False):
         self._mutate = mutate              # MasterClient.mutate
         self._interrupted = interrupted
+        self._lock = threading.Lock()
+        self._holders: set[tuple[int, int, bool]] = set()   # (ino, owner, flock) with locks
 
     def fcntl(self, ino: int, owner: int, cmd: int, lock) -> None:
         """F_GETLK, F_SETLK or F_SETLKW on `lock` (a struct flock: l_type, l_whence (always
@@ -62,6 +69,18 @@ class Locker:
         self._take(request, wait=not op & fcntl.LOCK_NB)
 
     def _take(self, request: master_pb2.LockRequest, wait: bool) -> None:
+        key = (request.ino, request.owner, request.flock)
+        if request.type == 2:
+            with self._lock:
+                if key not in self._holders:
+                    return   # nothing to release (the unlock at every close, mostly)
+            self._mutate("lock", request)
+            if request.start == 0 and request.end >= EOF_END:
+                with self._lock:
+                    self._holders.discard(key)
+            return
+        with self._lock:
+            self._holders.add(key)   # before asking: an unlock racing the grant still goes
         pause = WAIT_MIN_S
         while True:
             if self._mutate("lock", request).granted:

@@ -135,7 +135,7 @@ class FakeGateway:
     def open_stream(self, ino, replication=0):
         return FakeStream(self.log, self.fail)
 
-    def write_small(self, ino, offset, data, size, mtime_ns=0, replication=0):
+    def write_small(self, ino, offset, data, size, mtime_ns=0, replication=0, session=0):
         if self.fail:
             raise FsError(errno.EIO, "replica down")
         self.log.append(("small", offset, bytes(data), size))
@@ -150,6 +150,10 @@ class FakeMaster:
         self.inline_max = inline_max
         self.inline: dict[int, bytes] = {}
         self.log: list = []
+
+    @staticmethod
+    def session_id() -> int:
+        return 0   # no session (MasterClient.session_id)
 
     def call(self, method, request, timeout=None, retry=True):
         if method == "GetChunks":
