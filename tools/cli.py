@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kelp", description="KelpFS: a distributed file system you mount as a directory.",
         epilog="Exit codes: 0 ok, 1 operation failed, 2 bad command line or config.")
+    parser.add_argument("--version", action=_VersionAction, nargs=0,
+                        help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -293,10 +295,26 @@ def cmd_bench(args) -> int:
 
 
 def cmd_mount(args) -> int:
-    import importlib
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    mount = importlib.import_module("mount")
+    import mount  # the top-level mount.py, installed beside the packages
     return mount.main(args.args)
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: looks the version up only when asked (metadata lookups scan sys.path)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog} {version()}")
+        parser.exit()
+
+
+def version() -> str:
+    """The installed distribution's version (setup.cfg's, through the package metadata)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+    try:
+        return dist_version("kelpfs")
+    except PackageNotFoundError:
+        return "unknown (not installed: run `make install` or `pip install -e .`)"
 
 
 # Subcommands whose arguments belong to another program's parser, passed on untouched.
