@@ -290,8 +290,18 @@ def cmd_vacuum(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from bench import run
-    return run.main(args.args)
+    """`python -m bench.run ARGS` as a child process: `bench` sits above `tools` (it drives
+    clusters through tools.local_cluster), so tools never imports it."""
+    import subprocess
+    proc = subprocess.Popen([sys.executable, "-m", "bench.run", *args.args])
+    while True:
+        try:
+            code = proc.wait()
+            return code if code >= 0 else 128 - code   # killed by a signal: as a shell says
+        except KeyboardInterrupt:
+            # Ctrl-C reached the child too (one process group): let it unmount its targets
+            # and stop its clusters, however long that takes, instead of killing it.
+            continue
 
 
 def cmd_mount(args) -> int:
