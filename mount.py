@@ -10,7 +10,11 @@ handlers end the loop, then fuse_main unmounts). `--background` re-executes this
 detached child (new session, output to --log-file), waits until the mount is live, and returns.
 Refuses with one line on stderr and exit code 1 (no traceback) when the mount point is
 missing, not a directory, already a mount point, or no master answers at --master.
-`main(argv) -> int` is what `kelp mount` calls.
+`main(argv) -> int` is what `kelp mount` and the `kelp-mount` script call.
+
+Installed (`pip install .`), this is the top-level module `mount` beside the packages it
+imports; from a checkout with an editable install (`make install`), `python mount.py` finds
+them in the checkout itself (a script's own directory comes first on sys.path).
 
 Kernel options (passed by the binding as -o options; fusefs/fuse_binding.py picks libfuse 3
 through mfusepy, or fusepy on libfuse 2 where libfuse 3 is missing), chosen for speed:
@@ -56,10 +60,7 @@ import subprocess
 import sys
 import time
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from fusefs.options import MountOptions  # noqa: E402
+from fusefs.options import MountOptions
 
 log = logging.getLogger("kelp.mount")
 
@@ -94,10 +95,16 @@ def parse_size(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
 
 
+def prog_name() -> str:
+    """How the user called us, for usage and error lines: `kelp-mount` (the installed script)
+    or `mount.py` (the file, also under `kelp mount`)."""
+    return "kelp-mount" if os.path.basename(sys.argv[0]) == "kelp-mount" else "mount.py"
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = MountOptions()
     p = argparse.ArgumentParser(
-        prog="mount.py", description="Mount a KelpFS cluster.",
+        prog=prog_name(), description="Mount a KelpFS cluster.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DURABILITY_HELP)
     p.add_argument("mountpoint")
     p.add_argument("--master", default=os.environ.get("KELP_MASTER", d.master),
@@ -303,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_foreground(opts)
         return run_background(argv, opts)
     except MountError as e:
-        print(f"mount.py: {e}", file=sys.stderr)
+        print(f"{prog_name()}: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

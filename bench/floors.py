@@ -47,6 +47,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+# Where the packages are (a checkout, or site-packages): the cwd of `python -m bench.floors`
+# children, so `-m` finds this copy of bench before anything else.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 MSG = b"k" * 64
@@ -139,15 +141,13 @@ class _Server:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> int:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         args = [sys.executable, "-m", "bench.floors", "serve", self.kind]
         fds: tuple[int, ...] = ()
         if self.pass_fd is not None:
             args.append(str(self.pass_fd))
             fds = (self.pass_fd,)
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, env=env, cwd=str(REPO_ROOT),
+                                     stderr=subprocess.PIPE, cwd=str(REPO_ROOT),
                                      pass_fds=fds)
         last_server_pids.append(self.proc.pid)
         try:

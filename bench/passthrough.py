@@ -27,10 +27,7 @@ import os
 import stat
 import sys
 
-if __package__ in (None, ""):  # run as a file: make the repository importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from fusefs.fuse_binding import FuseOSError, KelpFUSE, Operations, fuse_get_context  # noqa: E402
+from fusefs.fuse_binding import FuseOSError, KelpFUSE, Operations, fuse_get_context
 
 _STAT_KEYS = ("st_mode", "st_ino", "st_nlink", "st_uid", "st_gid", "st_size", "st_blocks",
               "st_blksize", "st_rdev")

@@ -158,12 +158,10 @@ class FuseProcessTarget(Target):
         raise NotImplementedError
 
     def mount(self, timeout: float = 30.0) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=str(REPO_ROOT), start_new_session=True)
+                cwd=str(REPO_ROOT), start_new_session=True)
         deadline = time.monotonic() + timeout
         while not os.path.ismount(self.mountpoint):
             if self.proc.poll() is not None or time.monotonic() > deadline:

