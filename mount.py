@@ -120,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attr-ttl", type=float, default=d.attr_ttl,
                    help="seconds the kernel caches attributes (and, with --no-callbacks, "
                         "names and the mount's own answers) (default %(default)s)")
+    p.add_argument("--entry-ttl", type=float, default=None,
+                   help="seconds the kernel trusts a name without asking the mount (default: "
+                        "0 with callbacks, --attr-ttl without); more is faster for ls -l, but "
+                        "for that long a name another mount removed may seem to exist here")
     p.add_argument("--callbacks", action=argparse.BooleanOptionalAction, default=d.callbacks,
                    help="cache answers until the master says they changed, so other mounts' "
                         "changes are seen at once (default: on)")
@@ -159,7 +163,7 @@ def options_from_args(args: argparse.Namespace) -> MountOptions:
         cache_bytes=args.cache_size,
         callbacks=args.callbacks,
         attr_ttl=args.attr_ttl,
-        entry_ttl=args.attr_ttl,
+        entry_ttl=args.entry_ttl,
         allow_other=allow_other_default() if args.allow_other is None else args.allow_other,
         read_only=args.read_only,
         sync_on_close=args.sync_on_close,
@@ -203,7 +207,9 @@ def fuse_kwargs(opts: MountOptions) -> dict:
         # until a break invalidates them, where the binding can.
         entry_ttl, attr_ttl = 0.0, (opts.attr_ttl if CAN_INVALIDATE else 0.0)
     else:
-        entry_ttl, attr_ttl = opts.entry_ttl, opts.attr_ttl
+        entry_ttl, attr_ttl = opts.attr_ttl, opts.attr_ttl
+    if opts.entry_ttl is not None:
+        entry_ttl = opts.entry_ttl
     kw = dict(
         foreground=True,       # detaching is done by us (see --background), never by libfuse
         nothreads=False,

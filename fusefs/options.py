@@ -25,9 +25,11 @@ class MountOptions:
     # seconds the kernel trusts attributes (attr_timeout; with callbacks the master's breaks
     # invalidate them sooner on libfuse 3), and without callbacks the mount's own cache too
     attr_ttl: float = 1.0
-    # seconds a name -> inode lookup is trusted by the kernel (entry_timeout) without
-    # callbacks; with them 0: the kernel asks the mount, which answers from its cache
-    entry_ttl: float = 1.0
+    # seconds the kernel trusts a name -> inode lookup (entry_timeout); None: 0 with callbacks
+    # (the kernel asks the mount, whose cache is kept true), attr_ttl without. More than 0
+    # with callbacks makes ls -l and path walks faster, but for that long a name another
+    # mount removed may still be taken to exist here (create then fails ENOENT, mkdir EEXIST)
+    entry_ttl: Optional[float] = None
     # let other users use the mount (non-root needs user_allow_other in /etc/fuse.conf)
     allow_other: bool = False
     # refuse every change with EROFS
