@@ -363,7 +363,7 @@ class LockReply(_message.Message):
     def __init__(self, granted: _Optional[bool] = ..., conflict: _Optional[_Union[LockRequest, _Mapping]] = ...) -> None: ...
 
 class Mutation(_message.Message):
-    __slots__ = ("id", "durable", "session", "mkdir", "create", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "set_attr", "set_xattr", "remove_xattr", "commit_chunks", "release_inode", "sync", "write_inline", "open_session", "renew_session", "break_ack", "lock")
+    __slots__ = ("id", "durable", "session", "mkdir", "create", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "set_attr", "set_xattr", "remove_xattr", "commit_chunks", "release_inode", "sync", "write_inline", "open_session", "renew_session", "break_ack", "lock", "close_session")
     ID_FIELD_NUMBER: _ClassVar[int]
     DURABLE_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
@@ -386,6 +386,7 @@ class Mutation(_message.Message):
     RENEW_SESSION_FIELD_NUMBER: _ClassVar[int]
     BREAK_ACK_FIELD_NUMBER: _ClassVar[int]
     LOCK_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_SESSION_FIELD_NUMBER: _ClassVar[int]
     id: int
     durable: bool
     session: int
@@ -408,7 +409,8 @@ class Mutation(_message.Message):
     renew_session: SessionRequest
     break_ack: BreakAck
     lock: LockRequest
-    def __init__(self, id: _Optional[int] = ..., durable: _Optional[bool] = ..., session: _Optional[int] = ..., mkdir: _Optional[_Union[MkdirRequest, _Mapping]] = ..., create: _Optional[_Union[CreateRequest, _Mapping]] = ..., mknod: _Optional[_Union[MknodRequest, _Mapping]] = ..., symlink: _Optional[_Union[SymlinkRequest, _Mapping]] = ..., link: _Optional[_Union[LinkRequest, _Mapping]] = ..., unlink: _Optional[_Union[UnlinkRequest, _Mapping]] = ..., rmdir: _Optional[_Union[PathRequest, _Mapping]] = ..., rename: _Optional[_Union[RenameRequest, _Mapping]] = ..., set_attr: _Optional[_Union[SetAttrRequest, _Mapping]] = ..., set_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., remove_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., commit_chunks: _Optional[_Union[CommitRequest, _Mapping]] = ..., release_inode: _Optional[_Union[InoRequest, _Mapping]] = ..., sync: _Optional[_Union[Empty, _Mapping]] = ..., write_inline: _Optional[_Union[WriteInlineRequest, _Mapping]] = ..., open_session: _Optional[_Union[SessionRequest, _Mapping]] = ..., renew_session: _Optional[_Union[SessionRequest, _Mapping]] = ..., break_ack: _Optional[_Union[BreakAck, _Mapping]] = ..., lock: _Optional[_Union[LockRequest, _Mapping]] = ...) -> None: ...
+    close_session: SessionRequest
+    def __init__(self, id: _Optional[int] = ..., durable: _Optional[bool] = ..., session: _Optional[int] = ..., mkdir: _Optional[_Union[MkdirRequest, _Mapping]] = ..., create: _Optional[_Union[CreateRequest, _Mapping]] = ..., mknod: _Optional[_Union[MknodRequest, _Mapping]] = ..., symlink: _Optional[_Union[SymlinkRequest, _Mapping]] = ..., link: _Optional[_Union[LinkRequest, _Mapping]] = ..., unlink: _Optional[_Union[UnlinkRequest, _Mapping]] = ..., rmdir: _Optional[_Union[PathRequest, _Mapping]] = ..., rename: _Optional[_Union[RenameRequest, _Mapping]] = ..., set_attr: _Optional[_Union[SetAttrRequest, _Mapping]] = ..., set_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., remove_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., commit_chunks: _Optional[_Union[CommitRequest, _Mapping]] = ..., release_inode: _Optional[_Union[InoRequest, _Mapping]] = ..., sync: _Optional[_Union[Empty, _Mapping]] = ..., write_inline: _Optional[_Union[WriteInlineRequest, _Mapping]] = ..., open_session: _Optional[_Union[SessionRequest, _Mapping]] = ..., renew_session: _Optional[_Union[SessionRequest, _Mapping]] = ..., break_ack: _Optional[_Union[BreakAck, _Mapping]] = ..., lock: _Optional[_Union[LockRequest, _Mapping]] = ..., close_session: _Optional[_Union[SessionRequest, _Mapping]] = ...) -> None: ...
 
 class MutationReply(_message.Message):
     __slots__ = ("id", "errno", "message", "attr", "rename", "empty", "session", "callback_break", "lock")

@@ -56,7 +56,7 @@ from protos import master_pb2
 log = logging.getLogger(__name__)
 
 # Handled as they arrive, outside any batch: they change no stored state.
-CONTROL = ("open_session", "renew_session", "break_ack", "lock")
+CONTROL = ("open_session", "renew_session", "close_session", "break_ack", "lock")
 
 
 class _LocalCall:
@@ -227,6 +227,14 @@ class MutationServer:
             return master_pb2.MutationReply(id=m.id, empty=master_pb2.Empty())
         if op == "lock":
             return self._lock(m)
+        if op == "close_session":
+            # A clean unmount: its callbacks, locks and kept files go now, not after its
+            # lease (changes to what it held would wait for that long).
+            sid = m.close_session.session
+            if sid in self.sessions:
+                log.info("session %x closed", sid)
+                self._end_session(sid)
+            return master_pb2.MutationReply(id=m.id, empty=master_pb2.Empty())
         if op == "open_session":
             s = self.sessions.open(peer, m.open_session.session)
             log.info("session %x opened (%d live)", s.sid, len(self.sessions))

@@ -225,3 +225,19 @@ def test_after_a_restart_changes_wait_out_the_last_runs_leases(tmp_path):
     finally:
         ctx.destroy(linger=0)
         store.close()
+
+
+@pytest.mark.timeout(30)
+def test_a_closed_session_holds_nothing_up(server):
+    """A clean unmount ends its session: a change to what it had cached is answered at once,
+    not after its lease."""
+    srv, ctx = server
+    a, b = _Mount(ctx, srv.address), _Mount(ctx, srv.address)
+    srv.callbacks.grant(b.sid, paths=["/h"])
+    b.session_sock.send(master_pb2.Mutation(
+        id=5, close_session=master_pb2.SessionRequest(session=b.sid)).SerializeToString())
+    assert _Mount._recv(b.session_sock).WhichOneof("result") == "empty"
+    assert b.sid not in srv.sessions
+    started = time.monotonic()
+    assert a.mutate("create", master_pb2.CreateRequest(path="/h", mode=0o644)).errno == 0
+    assert time.monotonic() - started < 0.5
