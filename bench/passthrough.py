@@ -7,7 +7,7 @@ mapped onto the same call on BACKING_DIR with the os module: no caches, no RPCs,
 mounts through the project's binding (fusefs.fuse_binding.KelpFUSE, multithreaded; libfuse 3
 through mfusepy, or fusepy on libfuse 2) with exactly the kernel options KelpFS's mount.py
 uses (mount.fuse_kwargs of the MountOptions defaults: 1 MiB requests on libfuse 3, 128 KiB
-with big_writes on libfuse 2, max_readahead=1 MiB, attr_timeout/entry_timeout 1 s,
+with big_writes on libfuse 2, max_readahead=1 MiB, attr_timeout 1 s, entry_timeout=0,
 negative_timeout=0, use_ino, hard_remove, default_permissions), only named differently in
 /proc/mounts. Whatever KelpFS's mount costs beyond this target's numbers is KelpFS's own work;
 what this target costs beyond the local disk is the price of FUSE + libfuse + its Python
