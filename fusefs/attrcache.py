@@ -252,8 +252,8 @@ class AttrCache:
 
     def apply_break(self, paths=(), trees=(), inos=()) -> set[str]:
         """The master took back its callbacks on these names, directories (and everything
-        below them) and inodes: drop all of it. Returns every path this mount had cached for
-        them, whose kernel entries the caller invalidates too."""
+        below them) and inodes: drop all of it. Returns the names and directories broken and
+        every path this mount had cached for them: the caller invalidates the kernel's too."""
         with self._lock:
             self._gen += 1
             self._breaks += 1

@@ -163,14 +163,12 @@ class KelpOperations(Operations):
     def _on_break(self, brk) -> None:
         """The master takes back callbacks (session thread): drop what the cache holds, the
         chunk lists open handles hold and what the kernel holds before acknowledging."""
-        paths = self.cache.apply_break(brk.paths, brk.trees, brk.inos)
+        paths = self.cache.apply_break(brk.paths, brk.trees, brk.inos)   # and every name
         for ino in brk.inos:
             for h in self._handles_of(ino):
                 h.mark_stale()
                 if h.path:
                     paths.add(h.path)
-        paths.update(brk.paths)
-        paths.update(brk.trees)
         # The kernel's too, but without waiting on it for long (fusefs/invalidator.py).
         self.invalidator.submit(paths).wait(WAIT_S)
 

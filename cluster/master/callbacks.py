@@ -31,6 +31,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from cluster.master.paths import parent
+
 MAX_KEYS = 200_000
 
 
@@ -38,7 +40,7 @@ def ancestors(path: str) -> list[str]:
     """"/a/b/c" -> ["/a/b", "/a", "/"]."""
     out = []
     while path not in ("/", ""):
-        path = path.rsplit("/", 1)[0] or "/"
+        path = parent(path)
         out.append(path)
     return out
 

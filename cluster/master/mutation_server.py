@@ -59,6 +59,15 @@ log = logging.getLogger(__name__)
 CONTROL = ("open_session", "renew_session", "close_session", "break_ack", "lock")
 
 
+def _failed(mid: int, op: str, e: Exception) -> master_pb2.MutationReply:
+    """The answer to a message whose handling raised: its errno for an FsError, else EIO (a
+    bug, logged: it must not take the channel down for the other mounts)."""
+    if isinstance(e, FsError):
+        return master_pb2.MutationReply(id=mid, errno=e.errno, message=e.message)
+    log.error("%s failed", op, exc_info=e)
+    return master_pb2.MutationReply(id=mid, errno=errno.EIO, message=f"{op} failed: {e}")
+
+
 class _LocalCall:
     """A mutation submitted by another thread of the master (the gRPC servicer): the peer
     its answer goes to."""
@@ -214,10 +223,8 @@ class MutationServer:
         wait for)."""
         try:
             reply = self._control_reply(peer, m, op)
-        except Exception as e:  # noqa: BLE001 - a bug must not take the channel down
-            log.exception("%s failed", op)
-            reply = master_pb2.MutationReply(id=m.id, errno=errno.EIO,
-                                             message=f"{op} failed: {e}")
+        except Exception as e:  # noqa: BLE001 - answered by _failed
+            reply = _failed(m.id, op, e)
         self._answer(peer, reply)
 
     def _control_reply(self, peer: bytes, m: master_pb2.Mutation,
@@ -262,12 +269,10 @@ class MutationServer:
         r = m.lock
         reply = master_pb2.MutationReply(id=m.id)
         if r.type > UNLOCK or r.start > r.end:
-            reply.errno, reply.message = errno.EINVAL, "lock: bad type or range"
-            return reply
+            raise FsError(errno.EINVAL, "lock: bad type or range")
         if not m.session or not self.sessions.alive(m.session):
             # Without a live session nobody would release the lock if the mount died.
-            reply.errno, reply.message = errno.ENOLCK, "lock: the mount has no live session"
-            return reply
+            raise FsError(errno.ENOLCK, "lock: the mount has no live session")
         want = Lock(m.session, r.owner, r.flock, EXCLUSIVE if r.type == EXCLUSIVE else 0,
                     r.start, r.end, r.pid)
         if r.test:
@@ -414,13 +419,8 @@ class MutationServer:
         try:
             before = self._inode_before(op, request, m.session)
             answer = mutations.apply(self.namespace, op, request, m.session)
-        except FsError as e:
-            reply.errno, reply.message = e.errno, e.message
-            return reply
-        except Exception as e:  # noqa: BLE001 - a bug must not take the channel down
-            log.exception("mutation %s failed", op)
-            reply.errno, reply.message = errno.EIO, f"{op} failed: {e}"
-            return reply
+        except Exception as e:  # noqa: BLE001 - answered by _failed
+            return _failed(m.id, op, e)
         getattr(reply, mutations.RESULT_FIELD[type(answer)]).CopyFrom(answer)
         keys = touched(op, request, answer, before)
         if keys:

@@ -44,11 +44,15 @@ class NamespaceRpc:
     """Mixed into MasterServicer: needs self.store, self.namespace, self.topology,
     self.sessions and self.callbacks."""
 
+    def _live(self, session: int) -> bool:
+        """Whether callbacks may be granted to `session` (0: none asked for)."""
+        return bool(session) and self.sessions.alive(session)
+
     def _with_callback(self, session: int, path: str, read, ino_of=lambda attr: attr.ino):
         """read(), and for a live session a callback on its answer: on the name (also when
         the answer is "no such name") and on the inode it names. Granted between the same two
         commits as the read (MetadataStore.between_commits), so no change slips between."""
-        if not session or not self.sessions.alive(session):
+        if not self._live(session):
             return read()
         try:
             key = canonical(path)
@@ -96,7 +100,7 @@ class NamespaceRpc:
     def _listing(self, request, after: str, page: int) -> list:
         """One page of a directory, with callbacks on its entries for a live session."""
         session = request.session
-        if not session or not self.sessions.alive(session):
+        if not self._live(session):
             return self.store.readdir(request.path, after, page)
         with self.store.between_commits():
             entries = self.store.readdir(request.path, after, page)
