@@ -100,6 +100,15 @@ class KernelSizes:
             else:
                 self._told[new] = entry
 
+    def exchanged(self, a: str, b: str) -> None:
+        """RENAME_EXCHANGE: the kernel's inodes of `a` and `b` swapped names."""
+        with self._lock:
+            entry_a, entry_b = self._told.pop(a, None), self._told.pop(b, None)
+            if entry_a is not None:
+                self._told[b] = entry_a
+            if entry_b is not None:
+                self._told[a] = entry_b
+
     def differs(self, path: str, size: int) -> bool:
         """True when the kernel was told another size for `path` than `size` (the real one)."""
         with self._lock:

@@ -450,20 +450,22 @@ class KelpOperations(Operations):
         self.cache.invalidate_tree(a)
         self.cache.invalidate_tree(b)
         self._changed(a, b, links=True)
-        self.kernel_sizes.renamed(a, "\0exchange")
-        self.kernel_sizes.renamed(b, a)
-        self.kernel_sizes.renamed("\0exchange", b)
-        swapped = {a.rstrip("/") + "/": b.rstrip("/") + "/", b.rstrip("/") + "/": a.rstrip("/") + "/"}
+        self.kernel_sizes.exchanged(a, b)
+        self._move_handles({a: b, b: a})
+        return 0
+
+    def _move_handles(self, moves: dict[str, str]) -> None:
+        """Open handles follow their file (or a directory above it) to its new name."""
+        prefixes = [(old.rstrip("/") + "/", new.rstrip("/") + "/") for old, new in moves.items()]
         with self._lock:
             for h in self._handles.values():
-                if h.path in (a, b):
-                    h.path = b if h.path == a else a
+                if h.path in moves:
+                    h.path = moves[h.path]
                     continue
-                for prefix, other in swapped.items():
-                    if h.path.startswith(prefix):
-                        h.path = other + h.path[len(prefix):]
+                for old, new in prefixes:
+                    if h.path.startswith(old):
+                        h.path = new + h.path[len(old):]
                         break
-        return 0
 
     @errno_boundary
     def rename(self, old, new, flags=0):
@@ -505,13 +507,7 @@ class KelpOperations(Operations):
             renamed.ctime_ns = time.time_ns()
             self.cache.put(new, renamed)
         self.kernel_sizes.renamed(old, new)
-        prefix = old.rstrip("/") + "/"
-        with self._lock:
-            for h in self._handles.values():
-                if h.path == old:
-                    h.path = new
-                elif h.path.startswith(prefix):
-                    h.path = new.rstrip("/") + "/" + h.path[len(prefix):]
+        self._move_handles({old: new})
         return 0
 
     @errno_boundary
