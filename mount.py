@@ -270,7 +270,7 @@ def run_foreground(opts: MountOptions) -> int:
         ops.stop_session()
         try:
             client.close()
-        except Exception:  # noqa: BLE001 - shutting down
+        except Exception:
             log.debug("client close failed", exc_info=True)
         if opts.pid_file:
             try:

@@ -80,13 +80,13 @@ def _serve_grpc() -> None:
     from protos import master_pb2, master_pb2_grpc, volume_pb2, volume_pb2_grpc
 
     class StatFsOnly(master_pb2_grpc.MasterServicer):
-        def StatFs(self, request, context):  # noqa: N802 - the generated name
+        def StatFs(self, request, context):
             return master_pb2.StatFsResponse()
 
     chunk = os.urandom(CHUNK)
 
     class ChunkOnly(volume_pb2_grpc.VolumeServicer):
-        def ReadNeedle(self, request, context):  # noqa: N802 - the generated name
+        def ReadNeedle(self, request, context):
             return volume_pb2.ReadResponse(data=chunk)
 
     server = grpc.server(ThreadPoolExecutor(max_workers=4), options=rpc.SERVER_OPTIONS)

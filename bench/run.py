@@ -87,7 +87,7 @@ def floors_or_error(work: Path) -> tuple[dict[str, float], str]:
     """measure_floors(), or ({}, why) when it fails: the floors must not cost the run."""
     try:
         floors = measure_floors(FLOOR_CALLS, workdir=str(work))
-    except Exception as e:  # noqa: BLE001 - reported in the facts, the run goes on
+    except Exception as e:
         console.print(f"[red]per-call floors not measured: {type(e).__name__}: {e}[/red]")
         return {}, f"{type(e).__name__}: {e}"
     console.print("per-call floors: " + describe_floors(floors))
@@ -107,7 +107,7 @@ def machine_facts(targets: dict[str, Target], sizes: W.Sizes, source: tuple[int,
     for name, t in targets.items():
         try:
             versions[name] = t.version()
-        except Exception as e:  # noqa: BLE001 - a missing version must not lose the results
+        except Exception as e:
             versions[name] = f"unknown ({e})"
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 dirs[n] = t.setup(work)
                 console.print(f"{n}: up at {dirs[n]}")
-            except Exception as e:  # noqa: BLE001 - reported, the others still run
+            except Exception as e:
                 errors[n].append(f"setup failed: {e}")
                 console.print(f"[red]{n}: setup failed: {e}[/red]")
         facts = machine_facts(targets, sizes, source, args, can_drop, floors)
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
                         root.mkdir(parents=True)
                         ctx = W.Context(root, sizes, t.cold, work / "source", kelp=t)
                         out = run_one(t, fn, ctx, args.timeout)
-                    except Exception as e:  # noqa: BLE001 - recorded, the run goes on
+                    except Exception as e:
                         msg = f"{fn.__name__} (run {run + 1}): {type(e).__name__}: {e}"
                         errors[n].append(msg)
                         console.print(f"[red]{label}: {msg}[/red]")
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                             try:  # get a working mount back for the next workload
                                 t.abort()
                                 t.cold()
-                            except Exception as e2:  # noqa: BLE001
+                            except Exception as e2:
                                 errors[n].append(f"remount after failure failed: {e2}")
                                 dirs[n] = None
                         continue
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         for n, t in targets.items():
             try:
                 t.teardown()
-            except Exception as e:  # noqa: BLE001 - keep tearing down the others
+            except Exception as e:
                 errors[n].append(f"teardown failed: {e}")
         if args.keep:
             console.print(f"kept {work}")

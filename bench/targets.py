@@ -27,8 +27,8 @@ from pathlib import Path
 
 from bench.juicefs import JuiceFS, juicefs_version
 from bench.seaweed import SeaweedFS, weed_version
-from tools.mounts import unmount
 from tools.local_cluster import REPO_ROOT, ClusterLayout, LocalCluster
+from tools.mounts import unmount
 
 
 def drop_page_cache() -> bool:
@@ -263,7 +263,7 @@ class KelpTarget(FuseProcessTarget):
             return None
         try:
             self.mount()
-        except Exception as e:  # noqa: BLE001 - reported per workload by bench.run
+        except Exception as e:
             self.mount_error = str(e)
             return None
         return self.mountpoint

@@ -20,10 +20,10 @@ import random
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 # Imported up front, with everything else: a module loaded mid-run could come from a newer
 # tree than the servers and modules already loaded.
@@ -308,7 +308,7 @@ def parallel_creates(ctx: Context, threads: int = 8) -> dict[str, float]:
             for i in range(n // threads):
                 with open(d / f"f{i:05d}", "wb") as fh:
                     fh.write(data)
-        except BaseException as e:  # noqa: BLE001 - re-raised by the caller below
+        except BaseException as e:
             errors.append(e)
 
     def create() -> None:

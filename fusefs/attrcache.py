@@ -29,11 +29,10 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from fusefs.paths import parent_of
 from protos import master_pb2
-
 
 NEGATIVE_TTL = 0.1  # seconds a "no such name" answer is trusted
 CONTENT_BYTES = 32 << 20  # inline bytes of cached FileChunks (small files' contents)
@@ -41,7 +40,7 @@ CONTENT_BYTES = 32 << 20  # inline bytes of cached FileChunks (small files' cont
 
 class AttrCache:
     def __init__(self, ttl: float = 1.0, max_entries: int = 100_000,
-                 trusted: Optional[Callable[[], bool]] = None):
+                 trusted: Callable[[], bool] | None = None):
         self.ttl = ttl
         self.max_entries = max_entries
         self._trusted = trusted
@@ -71,7 +70,7 @@ class AttrCache:
         """Whether the cache may answer at all (a session's lease is proven, or TTLs rule)."""
         return self.ttl > 0 and (self._trusted is None or self._trusted())
 
-    def _may_put_locked(self, generation: Optional[int] = None) -> bool:
+    def _may_put_locked(self, generation: int | None = None) -> bool:
         """An answer may be cached: no local change since `generation` (if given), and with
         a session, a proven lease and no break since this operation began."""
         if generation is not None and generation != self._gen:
@@ -95,7 +94,7 @@ class AttrCache:
         """A FUSE operation starts on this thread (errno_boundary calls it)."""
         self._local.breaks = self._breaks
 
-    def get(self, path: str) -> Optional[master_pb2.Attr]:
+    def get(self, path: str) -> master_pb2.Attr | None:
         if not self._answers():
             return None
         with self._lock:
@@ -107,7 +106,7 @@ class AttrCache:
                 return None
             return hit[1]
 
-    def put(self, path: str, attr: master_pb2.Attr, generation: Optional[int] = None) -> None:
+    def put(self, path: str, attr: master_pb2.Attr, generation: int | None = None) -> None:
         """Cache the master's answer about `path`; with `generation` (taken before asking),
         only if this mount changed nothing since."""
         if self.ttl <= 0:
@@ -118,7 +117,7 @@ class AttrCache:
 
     # -- contents (with a session only): what an open needs, so the next open asks nothing
 
-    def get_content(self, path: str) -> Optional[master_pb2.FileChunks]:
+    def get_content(self, path: str) -> master_pb2.FileChunks | None:
         if self._trusted is None or not self._answers():
             return None
         with self._lock:
@@ -208,7 +207,7 @@ class AttrCache:
                 return False
             return True
 
-    def put_absent(self, path: str, generation: Optional[int] = None) -> None:
+    def put_absent(self, path: str, generation: int | None = None) -> None:
         if self.ttl <= 0:
             return
         with self._lock:

@@ -14,8 +14,9 @@ import os
 import posixpath
 import stat as statmod
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 import crc32c
 

@@ -41,7 +41,7 @@ MAX_DIRS = 4096     # directories tracked at once (the table is cleared when it 
 
 
 class _Dir:
-    __slots__ = ("start", "count", "quiet_until", "busy")
+    __slots__ = ("busy", "count", "quiet_until", "start")
 
     def __init__(self, now: float):
         self.start = now

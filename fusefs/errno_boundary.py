@@ -70,7 +70,7 @@ def errno_boundary(func):
             return func(*args, **kwargs)
         except OSError:
             raise
-        except Exception as exc:  # noqa: BLE001 - this is the boundary
+        except Exception as exc:
             raise to_fuse_error(exc, func.__name__) from exc
 
     return wrapper

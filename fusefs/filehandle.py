@@ -32,7 +32,7 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import crc32c
 
@@ -48,7 +48,7 @@ log = logging.getLogger("fusefs.filehandle")
 class FileHandle:
     def __init__(self, fh: int, ino: int, path: str, flags: int, attr: master_pb2.Attr,
                  client, chunk_size: int = 4 << 20, replication: int = 0,
-                 on_commit: Optional[Callable[["FileHandle", Optional[master_pb2.Attr]], None]]
+                 on_commit: Callable[[FileHandle, master_pb2.Attr | None], None] | None
                  = None):
         self.fh = fh
         self.ino = ino
@@ -67,7 +67,7 @@ class FileHandle:
         # A failed write or commit sticks to the handle until it is closed: every later write,
         # flush and fsync reports it (EIO), so a writer that retries the rest of a short
         # write cannot end with a successful close() over bytes that were dropped.
-        self.error: Optional[FsError] = None
+        self.error: FsError | None = None
         self.dirty = False              # bytes written (or size changed) since the last commit
         # Told of every successful commit, whoever asked for it (a flush, a read that finds
         # pending writes, a truncate, unmount): the mount's attribute cache must hear of each.
@@ -76,10 +76,10 @@ class FileHandle:
         self.buf_offset = 0             # file offset of buf[0]
         self.sent = False               # chunks sent through the stream since the last commit
         self.stream = None              # WriteStream, opened at the first chunk sent
-        self.snapshot: Optional[master_pb2.FileChunks] = None  # chunk list for reads
+        self.snapshot: master_pb2.FileChunks | None = None  # chunk list for reads
         self.stale = False   # a callback break made the snapshot old (mark_stale)
         self._pieces = None           # the snapshot's chunks as a chunkmap.PieceMap
-        self._inline: Optional[bytes] = None  # the snapshot's inline bytes (CRC checked)
+        self._inline: bytes | None = None  # the snapshot's inline bytes (CRC checked)
         self._next_read = 0           # where a sequential reader would read next
         self._ra_block = -1           # the chunk-sized block read-ahead was last asked for
         self.inline = attr.inline       # the master keeps the bytes (as last heard)
@@ -164,7 +164,7 @@ class FileHandle:
             self.stream.write(0, data)
         self.inline = False
 
-    def _write_inline(self) -> Optional[master_pb2.Attr]:
+    def _write_inline(self) -> master_pb2.Attr | None:
         """Commit the buffer as inline bytes at the master, when it fits: its answer, or None
         when the file does not stay inline (then the gateway takes it)."""
         limit = self.client.master.inline_max
@@ -185,7 +185,7 @@ class FileHandle:
         the gateway: one hop instead of a ZMQ hop plus a gRPC call."""
         return self.client.master.mutate("commit_chunks", request)
 
-    def commit(self) -> Optional[master_pb2.Attr]:
+    def commit(self) -> master_pb2.Attr | None:
         """Send what is buffered and commit it to the master; wait for the answer.
         Returns the file's attributes after the commit (None when nothing was pending)."""
         with self.lock:
@@ -234,7 +234,7 @@ class FileHandle:
         if self.stream is not None:
             try:
                 self.stream.abort()
-            except Exception:  # noqa: BLE001 - the stream is broken already
+            except Exception:
                 log.debug("abort failed", exc_info=True)
             self.stream = None
         self.buf = bytearray()

@@ -35,8 +35,8 @@ it works; on libfuse 2 it does not, and the mount gives the kernel no time to ca
 from __future__ import annotations
 
 import ctypes
-import errno
 import ctypes.util
+import errno
 import fcntl
 import logging
 import os
@@ -74,8 +74,18 @@ Operations = _fuse.Operations
 fuse_exit = _fuse.fuse_exit
 fuse_get_context = _fuse.fuse_get_context
 
-__all__ = ["FUSE", "KelpFUSE", "Operations", "FuseOSError", "fuse_get_context", "fuse_exit",
-           "LIBFUSE", "LIBFUSE_MAJOR", "CAN_INVALIDATE", "invalidate_path"]
+__all__ = [
+    "CAN_INVALIDATE",
+    "FUSE",
+    "LIBFUSE",
+    "LIBFUSE_MAJOR",
+    "FuseOSError",
+    "KelpFUSE",
+    "Operations",
+    "fuse_exit",
+    "fuse_get_context",
+    "invalidate_path",
+]
 
 CAN_INVALIDATE = _fuse.__name__ == "mfusepy" and LIBFUSE_MAJOR >= 3 and \
     hasattr(_fuse._libfuse, "fuse_invalidate_path")
@@ -129,7 +139,7 @@ if _fuse.__name__ == "mfusepy":
         """mfusepy: it calls the operations' methods directly, passes the open flags to
         create and handles a NULL ioctl path itself."""
 
-        def init_fuse_3(self, conn, config):  # noqa: D401 - libfuse callback
+        def init_fuse_3(self, conn, config):
             """Request sizes and read-ahead are negotiated here on libfuse 3 (its fuse_new
             refuses them as -o options). nullpath_ok stays off: on libfuse 3 it would take
             the path from every operation with a file handle, while off an open file whose
@@ -141,28 +151,28 @@ if _fuse.__name__ == "mfusepy":
                 _mounted["fuse"] = _fuse._libfuse.fuse_get_context().contents.fuse
             return super().init_fuse_3(conn, config)
 
-        def destroy(self, private_data):  # noqa: D401 - libfuse callback
+        def destroy(self, private_data):
             _mounted["fuse"] = None
             return super().destroy(private_data)
 
-        def open(self, path, fip):  # noqa: D401 - libfuse callback
+        def open(self, path, fip):
             fi = fip.contents
             fi.fh = self.operations.open(_path(self, path), fi.flags)
             _open_flags(self.operations, fi)
             return 0
 
-        def lock(self, path, fip, cmd, lock):  # noqa: D401 - libfuse callback
+        def lock(self, path, fip, cmd, lock):
             """fcntl locks, with the lock owner (mfusepy passes neither it nor a usable
             struct flock on Linux)."""
             fi = fip.contents
             fl = ctypes.cast(lock, ctypes.POINTER(StructFlock)).contents
             return self.operations.lock(_path(self, path), fi.fh, cmd, fl, fi.lock_owner)
 
-        def flock(self, path, fip, op):  # noqa: D401 - libfuse callback
+        def flock(self, path, fip, op):
             fi = fip.contents
             return self.operations.flock(_path(self, path), fi.fh, op, fi.lock_owner)
 
-        def release(self, path, fip):  # noqa: D401 - libfuse callback
+        def release(self, path, fip):
             """The last close of an open file that held a flock lock releases it (the
             kernel says so with flock_release; libfuse's high-level API does not pass it
             on)."""
@@ -175,37 +185,37 @@ if _fuse.__name__ == "mfusepy":
                     log.warning("releasing a flock lock at close failed", exc_info=True)
             return self.operations.release(_path(self, path), fi.fh)
 
-        def rename_fuse_3(self, old, new, flags):  # noqa: D401 - libfuse callback
+        def rename_fuse_3(self, old, new, flags):
             return self.operations.rename(_path(self, old), _path(self, new), flags)
 
-        def truncate_fuse_3(self, path, length, fip):  # noqa: D401 - libfuse callback
+        def truncate_fuse_3(self, path, length, fip):
             fh = fip.contents.fh if fip else None
             return self.operations.truncate(_path(self, path), length, fh)
 else:
     class KelpFUSE(FUSE):  # type: ignore[no-redef]
         """fusepy on libfuse 2: it calls `operations(name, *args)`."""
 
-        def create(self, path, mode, fip):  # noqa: D401 - libfuse callback
+        def create(self, path, mode, fip):
             fi = fip.contents
             fi.fh = self.operations("create", _path(self, path), mode, fi.flags)
             return 0
 
-        def open(self, path, fip):  # noqa: D401 - libfuse callback
+        def open(self, path, fip):
             fi = fip.contents
             fi.fh = self.operations("open", _path(self, path), fi.flags)
             _open_flags(self.operations, fi)
             return 0
 
-        def ioctl(self, path, cmd, arg, fip, flags, data):  # noqa: D401 - libfuse callback
+        def ioctl(self, path, cmd, arg, fip, flags, data):
             return self.operations("ioctl", _path(self, path), cmd, arg, fip.contents.fh,
                                    flags, data)
 
-        def lock(self, path, fip, cmd, lock):  # noqa: D401 - libfuse callback
+        def lock(self, path, fip, cmd, lock):
             """ENOSYS: fusepy gives no lock owner, so the kernel keeps locks itself (local
             to this mount) instead."""
             return -errno.ENOSYS
 
-        def flock(self, path, fip, op):  # noqa: D401 - libfuse callback
+        def flock(self, path, fip, op):
             return -errno.ENOSYS
 
 

@@ -29,7 +29,8 @@ import itertools
 import logging
 import threading
 import time
-from concurrent.futures import Future, TimeoutError as FutureTimeout
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import crc32c
 import zmq
@@ -49,7 +50,7 @@ CONNECT_GRACE_S = 10.0
 
 
 class _Pending:
-    __slots__ = ("future", "timeout", "deadline", "send_by", "expect", "sent", "frames")
+    __slots__ = ("deadline", "expect", "frames", "future", "send_by", "sent", "timeout")
 
     def __init__(self, future: Future, timeout: float, expect: str, frames: list,
                  connect_grace: float):
@@ -71,7 +72,7 @@ def _resolve(future: Future, result=None, error: BaseException | None = None) ->
             future.set_exception(error)
         else:
             future.set_result(result)
-    except Exception:  # noqa: BLE001 - InvalidStateError: already resolved, nothing to do
+    except Exception:
         pass
 
 
@@ -108,7 +109,7 @@ class GatewayClient:
         request = gateway_pb2.Request(ping=gateway_pb2.Ping())
         return self._call(request, None, "pong", timeout).name
 
-    def open_stream(self, ino: int, replication: int = 0) -> "WriteStream":
+    def open_stream(self, ino: int, replication: int = 0) -> WriteStream:
         if ino <= 0:
             raise FsError(errno.EINVAL, f"bad inode number {ino}")
         return WriteStream(self, ino, replication)
@@ -146,7 +147,7 @@ class GatewayClient:
             self._ctx.term()
         self._wake_pipe.close()
 
-    def __enter__(self) -> "GatewayClient":
+    def __enter__(self) -> GatewayClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -226,7 +227,7 @@ class GatewayClient:
         try:
             while not self._closed.is_set():
                 self._step()
-        except Exception:  # noqa: BLE001 - fail the callers, never leave them hanging
+        except Exception:
             log.exception("gateway client %s: I/O thread failed", self.address)
         finally:
             self._fail_all(FsError(errno.EIO, f"gateway client for {self.address} closed"))
@@ -278,7 +279,7 @@ class GatewayClient:
                 if len(frames) != 1:
                     raise ValueError(f"{len(frames)} frames")
                 reply.ParseFromString(frames[0])
-            except Exception as e:  # noqa: BLE001 - a bad frame must not stop the I/O thread
+            except Exception as e:
                 log.warning("gateway %s sent an unreadable reply: %s", self.address, e)
                 continue
             pending = self._pending.pop(reply.request_id, None)

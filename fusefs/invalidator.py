@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class KernelInvalidator:
             for p in paths:
                 try:
                     self._invalidate(p)
-                except Exception:  # noqa: BLE001 - a path the kernel no longer knows, etc.
+                except Exception:
                     log.debug("invalidating %s failed", p, exc_info=True)
             for event in done:
                 event.set()

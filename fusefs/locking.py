@@ -16,7 +16,7 @@ import errno
 import fcntl
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from cluster.common.errors import FsError
 from protos import master_pb2

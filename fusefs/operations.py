@@ -33,21 +33,26 @@ import os
 import stat as statmod
 import threading
 import time
-from typing import Optional
 
 from cluster.common.errors import FsError
 from fusefs.attrcache import AttrCache
 from fusefs.dirprefetch import DirPrefetcher
-from fusefs.session import MountSession
 from fusefs.errno_boundary import errno_boundary
 from fusefs.filehandle import FileHandle
+from fusefs.fuse_binding import (
+    CAN_INVALIDATE,
+    FuseOSError,
+    Operations,
+    fuse_get_context,
+    interrupted,
+    invalidate_path,
+)
 from fusefs.invalidator import WAIT_S, KernelInvalidator
-from fusefs.fuse_binding import (CAN_INVALIDATE, FuseOSError, Operations, fuse_get_context,
-                                 interrupted, invalidate_path)
-from fusefs.locking import Locker
 from fusefs.kernelsize import KernelSizes
+from fusefs.locking import Locker
 from fusefs.options import MountOptions
 from fusefs.paths import parent_of
+from fusefs.session import MountSession
 from protos import master_pb2
 
 log = logging.getLogger("fusefs.operations")
@@ -68,7 +73,7 @@ def check_path(path: str) -> str:
     return path
 
 
-def attr_to_stat(attr: master_pb2.Attr, size: Optional[int] = None) -> dict:
+def attr_to_stat(attr: master_pb2.Attr, size: int | None = None) -> dict:
     size = attr.size if size is None else size
     return {
         "st_ino": attr.ino,
@@ -117,7 +122,7 @@ class KelpOperations(Operations):
     # libfuse: utimens receives UTIME_NOW / UTIME_OMIT instead of a read-modify-write.
     flag_utime_omit_ok = True
 
-    def __init__(self, client, options: Optional[MountOptions] = None):
+    def __init__(self, client, options: MountOptions | None = None):
         self.client = client
         self.master = client.master
         self.options = options or MountOptions()
@@ -129,8 +134,8 @@ class KelpOperations(Operations):
         self._by_ino: dict[int, set[int]] = {}
         self._unlinked: set[int] = set()
         self._next_fh = itertools.count(1)
-        self.session: Optional[MountSession] = None
-        self.invalidator: Optional[KernelInvalidator] = None
+        self.session: MountSession | None = None
+        self.invalidator: KernelInvalidator | None = None
         self.locker = Locker(self.master.mutate, interrupted)
 
     # ------------------------------------------------------------------ helpers
@@ -214,18 +219,18 @@ class KelpOperations(Operations):
             raise FuseOSError(errno.EBADF)
         return h
 
-    def _open_size(self, ino: int) -> Optional[int]:
+    def _open_size(self, ino: int) -> int | None:
         """The size an open, written-to handle of `ino` sees (None if none is dirty)."""
         sizes = [h.size for h in self._handles_of(ino) if h.dirty]
         return max(sizes) if sizes else None
 
-    def _commit_ino(self, ino: int, except_fh: Optional[int] = None) -> None:
+    def _commit_ino(self, ino: int, except_fh: int | None = None) -> None:
         """Commit the pending writes of every handle of `ino` (before a truncate, utimens...)."""
         for h in self._handles_of(ino):
             if h.fh != except_fh and h.dirty:
                 h.commit()
 
-    def _committed(self, h: FileHandle, attr: Optional[master_pb2.Attr]) -> None:
+    def _committed(self, h: FileHandle, attr: master_pb2.Attr | None) -> None:
         """Every handle's commit ends here (FileHandle.on_commit): drop what the cache held for
         the inode and keep the master's answer, so no getattr RPC follows."""
         self.cache.invalidate_ino(h.ino)
@@ -831,5 +836,5 @@ class KelpOperations(Operations):
         for h in handles:
             try:
                 h.commit()
-            except Exception:  # noqa: BLE001 - unmounting; report and go on
+            except Exception:
                 log.exception("commit of %s at unmount failed", h.path)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 
 @dataclass
@@ -12,7 +11,7 @@ class MountOptions:
     # the master's gRPC address (host:port)
     master: str = "127.0.0.1:19333"
     # a gateway's ZMQ address; None = pick a live one from the master's ClusterStatus
-    gateway: Optional[str] = None
+    gateway: str | None = None
     # bytes per chunk sent to the gateway (the unit of the write buffer)
     chunk_size: int = 4 << 20
     # chunks in flight per open file; a writer's memory is about credits x chunk_size
@@ -29,7 +28,7 @@ class MountOptions:
     # (the kernel asks the mount, whose cache is kept true), attr_ttl without. More than 0
     # with callbacks makes ls -l and path walks faster, but for that long a name another
     # mount removed may still be taken to exist here (create then fails ENOENT, mkdir EEXIST)
-    entry_ttl: Optional[float] = None
+    entry_ttl: float | None = None
     # let other users use the mount (non-root needs user_allow_other in /etc/fuse.conf)
     allow_other: bool = False
     # refuse every change with EROFS
@@ -44,6 +43,6 @@ class MountOptions:
     # copies per chunk for new files; 0 = the cluster's default
     replication: int = 0
     # where the log goes (None = stderr)
-    log_file: Optional[str] = None
+    log_file: str | None = None
     # where the mount process writes its pid (removed at unmount)
-    pid_file: Optional[str] = None
+    pid_file: str | None = None

@@ -20,7 +20,7 @@ import itertools
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import zmq
 from google.protobuf.message import DecodeError
@@ -55,7 +55,7 @@ class MountSession:
         self._sock.connect(f"tcp://{address}")
         self._thread = threading.Thread(target=self._run, name="session", daemon=True)
 
-    def start(self, wait: float = 5.0) -> "MountSession":
+    def start(self, wait: float = 5.0) -> MountSession:
         """Start the thread and wait up to `wait` s for the session (without one the mount
         works, uncached, until it comes)."""
         self._thread.start()
@@ -126,7 +126,7 @@ class MountSession:
     def _on_break(self, brk: master_pb2.CallbackBreak) -> None:
         try:
             self.on_break(brk)
-        except Exception:  # noqa: BLE001 - never leave the master waiting for the ack
+        except Exception:
             log.exception("callback break: dropping every cache instead")
             self.on_lost()
         m = master_pb2.Mutation(id=next(self._ids))

@@ -72,7 +72,7 @@ class Mount:
         self.proc: subprocess.Popen | None = None
         self.log = self.mountpoint.parent / f"{self.mountpoint.name}.mount.log"
 
-    def start(self, timeout: float = 20.0) -> "Mount":
+    def start(self, timeout: float = 20.0) -> Mount:
         self.mountpoint.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -203,6 +203,7 @@ def referenced_needles(cluster: LocalCluster, root: str = "/") -> set[tuple[int,
     """(volume id, key) of every needle some file's chunk list names, walking the namespace."""
     import posixpath
     import stat as statmod
+
     from cluster.common.fid import Fid
     client = client_for(cluster)
     found: set[tuple[int, int]] = set()

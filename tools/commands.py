@@ -14,15 +14,21 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                           TimeRemainingColumn, TransferSpeedColumn)
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from fusefs.client import KelpClient, normpath
 from fusefs.master_client import check_reachable
 from protos import master_pb2
-from tools.errors import QuietError
 from tools import mounts
+from tools.errors import QuietError
 from tools.local_cluster import ClusterLayout, LocalCluster, UpOptions, wait_pid_gone
 
 console = Console()

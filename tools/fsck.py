@@ -34,8 +34,8 @@ from __future__ import annotations
 import errno
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import grpc
 
@@ -187,7 +187,7 @@ class Fsck:
         self.master.close()
         self._stubs.close()
 
-    def __enter__(self) -> "Fsck":
+    def __enter__(self) -> Fsck:
         return self
 
     def __exit__(self, *exc) -> None:

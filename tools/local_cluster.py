@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import os
 import random
-import threading
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from cluster.common import rpc
 from cluster.common.errors import FsError
@@ -148,7 +147,7 @@ class UpOptions:
     # pick free ports instead of the fixed defaults
     ephemeral_ports: bool = False
     # let other users use the mount (None = on when run as root, as mount.py decides)
-    allow_other: Optional[bool] = None
+    allow_other: bool | None = None
 
 
 @dataclass
@@ -213,8 +212,7 @@ class LocalCluster:
         vgp = self._port(lay.volume_grpc_port + i if lay.volume_grpc_port else 0)
         name = f"v{i}"
         vdir = str(self.root / name)
-        vargs = ["volume", "-ip", ip, "-p", str(vp), "-gp", str(vgp), "-n", name,
-                 "--master", self.master_addr, "--dir", vdir] + lay.extra_volume_args
+        vargs = ["volume", "-ip", ip, "-p", str(vp), "-gp", str(vgp), "-n", name, "--master", self.master_addr, "--dir", vdir, *lay.extra_volume_args]
         spec = NodeSpec("volume", name, vargs, f"{ip}:{vgp}", f"{ip}:{vp}", data=vdir)
         self.nodes[name] = spec
         return spec
@@ -371,7 +369,7 @@ class LocalCluster:
         os.replace(tmp, self.root / "cluster.json")
 
     @classmethod
-    def load(cls, data_dir: str) -> "LocalCluster":
+    def load(cls, data_dir: str) -> LocalCluster:
         path = Path(data_dir).resolve() / "cluster.json"
         state = json.loads(path.read_text())
         cluster = cls(ClusterLayout(**state["layout"]))

@@ -25,7 +25,7 @@ class RichProgress(fsck_mod.Progress):
                              transient=True)
         self._task = None
 
-    def __enter__(self) -> "RichProgress":
+    def __enter__(self) -> RichProgress:
         self._bar.start()
         return self
 

@@ -9,8 +9,8 @@ functions over `Piece`, so both sides agree and unit tests need no network.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Iterable
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class Piece:
     def end(self) -> int:
         return self.file_offset + self.length
 
-    def cut(self, start: int, end: int) -> "Piece":
+    def cut(self, start: int, end: int) -> Piece:
         """The part of this piece that lies in [start, end) of the file (which must overlap)."""
         start = max(start, self.file_offset)
         end = min(end, self.end)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 
-
 # Volume and volume-server ids are 32-bit on the wire; only the lower half is ever used, so a
 # sequence that continues past the largest id anyone sent can never overflow the field.
 MAX_VOLUME_ID = 2**31 - 1
@@ -30,7 +29,7 @@ class Fid:
         return f"{self.volume_id},{self.key:x}{self.cookie:08x}"
 
     @classmethod
-    def parse(cls, text: str) -> "Fid":
+    def parse(cls, text: str) -> Fid:
         vid, sep, rest = text.partition(",")
         if not sep or not vid.isdigit() or not (9 <= len(rest) <= 24):
             raise BadFid(f"bad fid {text!r}: want '<volume id>,<key hex><cookie 8 hex>'")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Hashable, Optional
+from collections.abc import Hashable
 
 
 class ByteLRU:
@@ -25,7 +25,7 @@ class ByteLRU:
             self._data.move_to_end(key)
             return hit[0]
 
-    def put(self, key: Hashable, value, size: Optional[int] = None) -> None:
+    def put(self, key: Hashable, value, size: int | None = None) -> None:
         """Cache `value` (bytes, or anything with `size` given) under `key`."""
         size = len(value) if size is None else size
         if size > self.max_bytes:

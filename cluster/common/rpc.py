@@ -9,8 +9,8 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+from collections.abc import Callable
 from concurrent import futures
-from typing import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -37,7 +37,7 @@ CHANNEL_OPTIONS = [
 
 # Servers additionally refuse to share a port (gRPC enables SO_REUSEPORT by default, which
 # would let a second master bind the first one's port without an error).
-SERVER_OPTIONS = CHANNEL_OPTIONS + [("grpc.so_reuseport", 0)]
+SERVER_OPTIONS = [*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)]
 
 
 def channel(address: str) -> grpc.Channel:
@@ -121,7 +121,7 @@ def _safe_deserializer(parse: Callable) -> Callable:
     def deserialize(raw: bytes):
         try:
             return parse(raw)
-        except Exception as e:  # noqa: BLE001 - any parse failure is the caller's bad input
+        except Exception as e:
             return _Undecodable(f"{type(e).__name__}: {e}")
     return deserialize
 
@@ -216,7 +216,7 @@ def servicer_method(fn: Callable) -> Callable:
             _abort_for_peer_failure(context, e)
         except OverflowError as e:  # a number past what storage holds (SQLite: 2^63)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"EINVAL: value out of range ({e})")
-        except Exception as e:  # noqa: BLE001 - the boundary: log it, answer INTERNAL
+        except Exception as e:
             if _is_abort(e):
                 raise
             log.exception("%s failed", fn.__name__)
@@ -250,7 +250,7 @@ def streaming_servicer_method(fn: Callable) -> Callable:
             _abort_for_peer_failure(context, e)
         except OverflowError as e:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"EINVAL: value out of range ({e})")
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             if _is_abort(e):
                 raise
             log.exception("%s failed", fn.__name__)
@@ -272,7 +272,7 @@ class StoppableThread(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 self._step()
-            except Exception:  # noqa: BLE001 - a background loop must survive one bad round
+            except Exception:
                 log.exception("%s: step failed", self.name)
             self._stop_event.wait(self.interval)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import grpc
 

@@ -84,7 +84,7 @@ class GatewayNode:
     def address(self) -> str:
         return f"{self.opts.ip}:{self.port}"
 
-    def start(self) -> "GatewayNode":
+    def start(self) -> GatewayNode:
         router = self._ctx.socket(zmq.ROUTER)
         router.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a reply to a vanished client is dropped
         router.setsockopt(zmq.RCVHWM, RECEIVE_HWM)
@@ -256,7 +256,7 @@ class GatewayNode:
     def _work(self, identity: bytes, request, payload) -> None:
         try:
             reply = self.handler.handle(request, payload).SerializeToString()
-        except Exception as e:  # noqa: BLE001 - handle() answers errors itself; belt and braces
+        except Exception as e:
             log.exception("gateway %s: request failed", self.name)
             reply = error_reply(request.request_id, "EIO", f"{type(e).__name__}: {e}") \
                 .SerializeToString()

@@ -16,8 +16,8 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+from collections.abc import Callable
 from concurrent import futures
-from typing import Callable
 
 import crc32c
 import grpc
@@ -175,14 +175,14 @@ class ChunkWriter:
             try:
                 self._write_one(replicas[0], payload)
                 return []
-            except Exception as e:  # noqa: BLE001 - reported to the caller with its cause
+            except Exception as e:
                 return [(replicas[0], e)]
         pending = [(loc, self._pool.submit(self._write_one, loc, payload)) for loc in replicas]
         failed = []
         for loc, fut in pending:
             try:
                 fut.result()
-            except Exception as e:  # noqa: BLE001 - reported to the caller with its cause
+            except Exception as e:
                 failed.append((loc, e))
         return failed
 
@@ -218,7 +218,7 @@ class ChunkWriter:
         for address, fut in pending.items():
             try:
                 fut.result()
-            except Exception as e:  # noqa: BLE001 - reported to the caller with its cause
+            except Exception as e:
                 failed.append(f"{address}: {_describe(e)}")
         if failed:
             raise FsError(errno.EIO, f"sync of ino {ino} failed on {'; '.join(failed)}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from cluster.common.errors import FsError
 from cluster.common.fid import Fid
@@ -121,7 +121,7 @@ class Assigner:
                 for sid in server_ids:
                     try:
                         self._allocate(by_id[sid], vid, replication)
-                    except Exception as e:  # noqa: BLE001 - any failure makes the volume unusable
+                    except Exception as e:
                         ok = False
                         failed_servers.add(sid)
                         full = full and getattr(e, "errno", None) == errno.ENOSPC

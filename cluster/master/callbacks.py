@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
 
 from cluster.master.paths import parent
 
@@ -55,7 +55,7 @@ class Keys:
     def __bool__(self) -> bool:
         return bool(self.paths or self.trees or self.inos)
 
-    def update(self, other: "Keys") -> None:
+    def update(self, other: Keys) -> None:
         self.paths |= other.paths
         self.trees |= other.trees
         self.inos |= other.inos

@@ -19,7 +19,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 RESOLUTION_S = 1.0
 KEEP_S = 24 * 3600.0

@@ -30,7 +30,7 @@ class Lock:
     end: int         # inclusive
     pid: int = 0
 
-    def same_owner(self, other: "Lock") -> bool:
+    def same_owner(self, other: Lock) -> bool:
         return self.session == other.session and self.owner == other.owner \
             and self.flock == other.flock
 

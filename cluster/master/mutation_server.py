@@ -123,7 +123,7 @@ class MutationServer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="mutations", daemon=True)
 
-    def start(self) -> "MutationServer":
+    def start(self) -> MutationServer:
         self._thread.start()
         return self
 
@@ -223,7 +223,7 @@ class MutationServer:
         wait for)."""
         try:
             reply = self._control_reply(peer, m, op)
-        except Exception as e:  # noqa: BLE001 - answered by _failed
+        except Exception as e:
             reply = _failed(m.id, op, e)
         self._answer(peer, reply)
 
@@ -341,7 +341,7 @@ class MutationServer:
         self._waiting = {b: s for b, s in self._waiting.items() if s != sid}
         try:
             freed = self.store.reclaim_orphans(sid)
-        except Exception:  # noqa: BLE001 - retried at the next restart's grace sweep
+        except Exception:
             log.exception("freeing the open files of session %x failed", sid)
             return
         if freed:
@@ -364,7 +364,7 @@ class MutationServer:
                 for sid in self.store.orphan_sessions():
                     if sid not in self.sessions:
                         self._end_session(sid)
-            except Exception:  # noqa: BLE001 - the next restart tries again
+            except Exception:
                 log.exception("freeing files kept open by sessions of a past run failed")
 
     def _answer(self, peer, reply: master_pb2.MutationReply) -> None:
@@ -389,7 +389,7 @@ class MutationServer:
             with self.store.batch(durable=durable):
                 for _, m in batch:
                     replies.append(self._apply_one(m, found))
-        except Exception as e:  # noqa: BLE001 - the commit failed: nothing of it happened
+        except Exception as e:
             log.exception("mutation batch of %d failed to commit", len(batch))
             replies = [master_pb2.MutationReply(id=m.id, errno=errno.EIO,
                                                 message=f"commit failed: {e}") for _, m in batch]
@@ -419,7 +419,7 @@ class MutationServer:
         try:
             before = self._inode_before(op, request, m.session)
             answer = mutations.apply(self.namespace, op, request, m.session)
-        except Exception as e:  # noqa: BLE001 - answered by _failed
+        except Exception as e:
             return _failed(m.id, op, e)
         getattr(reply, mutations.RESULT_FIELD[type(answer)]).CopyFrom(answer)
         keys = touched(op, request, answer, before)

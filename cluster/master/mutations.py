@@ -6,7 +6,7 @@ same FsError. Adding a mutation means one row here, one field in Mutation, one g
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from google.protobuf.message import Message
 

@@ -10,7 +10,7 @@ ranges a client may send) and the counters.
 from __future__ import annotations
 
 import errno
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from cluster.common.chunkmap import Piece
 from cluster.common.errors import FsError
@@ -80,7 +80,7 @@ class Namespace:
         self.store.exchange(a, b)
         return 0
 
-    def setattr(self, path: Optional[str], ino: int, **changes: Optional[int]) -> Attr:
+    def setattr(self, path: str | None, ino: int, **changes: int | None) -> Attr:
         if not ino and not path:
             raise _invalid("SetAttr needs a path or an ino")
         _check_ino(ino)

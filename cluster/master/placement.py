@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import errno
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from cluster.common.errors import FsError
 

@@ -10,7 +10,7 @@ with a growing back-off, so a server that was down never keeps needles the maste
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import grpc
 
@@ -34,7 +34,7 @@ def backoff_s(attempts: int) -> float:
 class Reaper:
     def __init__(self, store: MetadataStore, topology: Topology, stubs: rpc.VolumeStubs,
                  interval: float = 1.0, batch: int = BATCH,
-                 on_deleted: Optional[Callable[[int], None]] = None):
+                 on_deleted: Callable[[int], None] | None = None):
         self._store = store
         self._topo = topology
         self._stubs = stubs

@@ -26,15 +26,15 @@ from cluster.common.httpstatus import StatusServer
 from cluster.master import metrics, schema, sequencer
 from cluster.master.admin_rpc import AdminRpc
 from cluster.master.assign import Assigner
-from cluster.master.keyclock import KeyClock
 from cluster.master.callbacks import CallbackTable
+from cluster.master.keyclock import KeyClock
 from cluster.master.mutation_server import MutationServer
-from cluster.master.sessions import SessionTable
 from cluster.master.namespace import Namespace
 from cluster.master.namespace_rpc import NamespaceRpc
 from cluster.master.options import MasterOptions
 from cluster.master.reaper import Reaper
 from cluster.master.schema import SchemaError
+from cluster.master.sessions import SessionTable
 from cluster.master.store import MAX_REPLICATION, MetadataStore, SQLiteStore
 from cluster.master.topology import ServerState, Topology
 from cluster.master.topology_rpc import TopologyRpc
@@ -99,7 +99,7 @@ class MasterNode:
     def grpc_address(self) -> str:
         return f"{self.opts.ip}:{self.grpc_port}"
 
-    def start(self) -> "MasterNode":
+    def start(self) -> MasterNode:
         opts = self.opts
         self._lock_data_dir()
         try:

@@ -22,9 +22,9 @@ import sqlite3
 import stat
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Optional
 
 import crc32c
 
@@ -73,7 +73,7 @@ class Content:
     attr: Attr
     pieces: list[Piece]
     version: int
-    inline: Optional[bytes] = None
+    inline: bytes | None = None
     inline_crc: int = 0
 
 
@@ -164,10 +164,10 @@ class MetadataStore(abc.ABC):
     def link(self, existing: str, new: str) -> Attr: ...
 
     @abc.abstractmethod
-    def setattr(self, path: Optional[str] = None, ino: int = 0, *, mode: Optional[int] = None,
-                uid: Optional[int] = None, gid: Optional[int] = None,
-                size: Optional[int] = None, atime_ns: Optional[int] = None,
-                mtime_ns: Optional[int] = None) -> Attr: ...
+    def setattr(self, path: str | None = None, ino: int = 0, *, mode: int | None = None,
+                uid: int | None = None, gid: int | None = None,
+                size: int | None = None, atime_ns: int | None = None,
+                mtime_ns: int | None = None) -> Attr: ...
 
     @abc.abstractmethod
     def getxattr(self, path: str, name: str) -> bytes: ...
@@ -264,7 +264,7 @@ class MetadataStore(abc.ABC):
                         http_address: str) -> int: ...
 
     @abc.abstractmethod
-    def get_server(self, server_id: int) -> Optional[ServerRecord]: ...
+    def get_server(self, server_id: int) -> ServerRecord | None: ...
 
     @abc.abstractmethod
     def server_ids(self) -> list[int]:
@@ -332,7 +332,7 @@ class SQLiteStore(MetadataStore):
         schema.create_schema(self._conn, self._now())
 
     @classmethod
-    def open_dir(cls, data_dir: str, synchronous: str = "FULL") -> "SQLiteStore":
+    def open_dir(cls, data_dir: str, synchronous: str = "FULL") -> SQLiteStore:
         os.makedirs(data_dir, exist_ok=True)
         return cls(os.path.join(data_dir, "meta.db"), synchronous)
 
@@ -425,7 +425,7 @@ class SQLiteStore(MetadataStore):
         return Attr(*row)
 
     @staticmethod
-    def _lookup(c, parent: int, name: str) -> Optional[tuple[int, int]]:
+    def _lookup(c, parent: int, name: str) -> tuple[int, int] | None:
         """(ino, mode) of `name` in directory `parent`, or None."""
         return c.execute(
             "SELECT e.ino, i.mode FROM entries e JOIN inodes i ON i.ino = e.ino"
@@ -466,7 +466,7 @@ class SQLiteStore(MetadataStore):
         ).fetchone()[0]
 
     def _new_inode(self, c, mode: int, uid: int, gid: int, nlink: int, now: int,
-                   size: int = 0, target: Optional[str] = None, replication: int = 0,
+                   size: int = 0, target: str | None = None, replication: int = 0,
                    parent: int = 0, rdev: int = 0) -> int:
         if parent:
             # A setgid directory passes its group on, and to subdirectories its setgid bit
@@ -834,10 +834,10 @@ class SQLiteStore(MetadataStore):
             self._touch_dir(c, parent, now)
             return self._attr(c, src)
 
-    def setattr(self, path: Optional[str] = None, ino: int = 0, *, mode: Optional[int] = None,
-                uid: Optional[int] = None, gid: Optional[int] = None,
-                size: Optional[int] = None, atime_ns: Optional[int] = None,
-                mtime_ns: Optional[int] = None) -> Attr:
+    def setattr(self, path: str | None = None, ino: int = 0, *, mode: int | None = None,
+                uid: int | None = None, gid: int | None = None,
+                size: int | None = None, atime_ns: int | None = None,
+                mtime_ns: int | None = None) -> Attr:
         if size is not None and not 0 <= size <= MAX_FILE_SIZE:
             raise FsError(errno.EFBIG if size > 0 else errno.EINVAL, f"size {size}")
         with self._tx() as c:
@@ -1179,7 +1179,7 @@ class SQLiteStore(MetadataStore):
             )
             return cur.lastrowid
 
-    def get_server(self, server_id: int) -> Optional[ServerRecord]:
+    def get_server(self, server_id: int) -> ServerRecord | None:
         with self._tx(write=False) as c:
             row = c.execute(
                 "SELECT server_id, name, grpc_address, http_address FROM servers"

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Optional
 
 from cluster.master.store import MetadataStore
 
@@ -59,7 +59,7 @@ class GatewayState:
 class Topology:
     def __init__(self, store: MetadataStore, dead_after: float, volume_size_limit: int,
                  clock: Callable[[], float] = time.monotonic,
-                 on_volume_seen: Optional[Callable[[int], None]] = None):
+                 on_volume_seen: Callable[[int], None] | None = None):
         self._store = store
         self.dead_after = dead_after
         self.volume_size_limit = volume_size_limit

@@ -135,7 +135,7 @@ class Heartbeater(threading.Thread):
                     self._in_outage = True
                 self._sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
-            except Exception:  # noqa: BLE001 - the loop must outlive one bad round
+            except Exception:
                 if self._stop_event.is_set():
                     break   # e.g. "closed channel" raised by stop() racing a round
                 log.exception("heartbeat round failed")

@@ -22,10 +22,10 @@ from cluster.common.errors import FsError
 from cluster.common.fid import MAX_VOLUME_ID
 from cluster.common.httpstatus import StatusServer
 from cluster.volume import metrics, repair
+from cluster.volume import store as st
 from cluster.volume.heartbeat import Heartbeater
 from cluster.volume.needle import crc32c
 from cluster.volume.options import VolumeOptions
-from cluster.volume import store as st
 from cluster.volume.store import DURABILITY_MODES, Store, VolumeStats
 from protos import volume_pb2, volume_pb2_grpc
 
@@ -244,7 +244,7 @@ class VolumeNode:
     def server_id(self) -> int:
         return self.heartbeater.server_id if self.heartbeater else 0
 
-    def start(self) -> "VolumeNode":
+    def start(self) -> VolumeNode:
         o = self.opts
         try:
             self.store = Store(o.dir, max_volumes=o.max_volumes, min_free_bytes=o.min_free_bytes,

@@ -51,8 +51,8 @@ from dataclasses import dataclass
 
 from cluster.common import blocks
 from cluster.common.durability import fdatasync
-from cluster.common.lru import ByteLRU
 from cluster.common.errors import FsError
+from cluster.common.lru import ByteLRU
 from cluster.volume import compaction
 from cluster.volume import needle as fmt
 
@@ -118,7 +118,7 @@ class _ReadView:
     last reader holding it lets go (CPython frees it at once), so no read ever runs on a closed
     or reused fd, nor pairs an old offset with the new file."""
 
-    __slots__ = ("index", "fd", "version", "verified")
+    __slots__ = ("fd", "index", "verified", "version")
 
     def __init__(self, index: dict, fd: int, version: int):
         self.index = index
@@ -257,7 +257,7 @@ class Volume:
 
     @classmethod
     def create(cls, directory: str, volume_id: int, replication: int,
-               version: int = fmt.FORMAT_VERSION, **kw) -> "Volume":
+               version: int = fmt.FORMAT_VERSION, **kw) -> Volume:
         """Write a fresh volume atomically (tmp files, fsync, rename, fsync dir), then open it.
         `version` other than the current one is for tests of old volumes."""
         dat = os.path.join(directory, f"{volume_id}.dat")
@@ -569,7 +569,7 @@ class Volume:
         return ReadResult(data if data is not None else bytes(n.data), n.crc, size)
 
     def read_blocks(self, key: int, cookie: int, offset: int = 0, length: int = 0,
-                    view: "_ReadView | None" = None) -> BlockRead:
+                    view: _ReadView | None = None) -> BlockRead:
         """The 64 KiB blocks covering [offset, offset+length) (length 0 = to the end), each
         checked against its CRC before it is returned; a block that fails is EIO, and no
         byte of any block is returned then.
@@ -620,7 +620,7 @@ class Volume:
                                      f"of volume {self.volume_id} at offset {pos}")
         return BlockRead(out, start, crcs, crc, size)
 
-    def _locate(self, view: "_ReadView", key: int) -> tuple[int, int]:
+    def _locate(self, view: _ReadView, key: int) -> tuple[int, int]:
         entry = view.index.get(key)
         if entry is None or entry[1] == fmt.TOMBSTONE:
             raise FsError(errno.ENOENT, f"needle {key:x} not in volume {self.volume_id}")
@@ -636,7 +636,7 @@ class Volume:
         if h.cookie != cookie:
             raise FsError(errno.EACCES, f"wrong cookie for needle {key:x}")
 
-    def _read_whole(self, view: "_ReadView", key: int, cookie: int, pos: int,
+    def _read_whole(self, view: _ReadView, key: int, cookie: int, pos: int,
                     size: int) -> tuple[fmt.Needle, bytes | None]:
         """The whole needle from disk, its whole-data CRC checked. The second item is the
         data as its own bytes object when it was read so (big needles), else None."""
@@ -787,7 +787,7 @@ class Volume:
                  result.size_before, result.size_after, result.compact_revision, result.seconds)
         return result
 
-    def _swap(self, writer: "compaction.CompactionWriter") -> None:
+    def _swap(self, writer: compaction.CompactionWriter) -> None:
         """Caller holds _lock. Make the writer's pair the volume, with group-commit leadership
         held so no fsync touches the files being replaced."""
         with self._sync:
@@ -884,7 +884,7 @@ class Store:
         self._lock = threading.Lock()
         self._volumes: dict[int, Volume] = {}
 
-    def open(self) -> "Store":
+    def open(self) -> Store:
         """Open every `<vid>.dat` in the directory; a volume that cannot be loaded is logged
         and left out (its files stay for a person or fsck to look at)."""
         os.makedirs(self.directory, exist_ok=True)

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from tools.mounts import is_mounted, unmount
 from bench.targets import PassthroughTarget
 from tests.integration.mountutil import needs_fuse
+from tools.mounts import is_mounted, unmount
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 
@@ -55,7 +55,8 @@ def test_passthrough_target_maps_every_change_onto_the_backing_dir(tmp_path):
         assert os.listdir(mnt) == []
 
         target.cold()                       # remount: a new process, the same backing dir
-        assert is_mounted(mnt) and target.proc.pid != pid
+        assert is_mounted(mnt)
+        assert target.proc.pid != pid
         (mnt / "after").write_bytes(b"x")
         assert (backing / "after").read_bytes() == b"x"
     finally:
@@ -68,7 +69,8 @@ def test_passthrough_target_maps_every_change_onto_the_backing_dir(tmp_path):
                 unmount(mnt)
     assert not is_mounted(mnt)
     assert target.proc is None
-    assert proc is not None and proc.poll() is not None   # the mount process ended
+    assert proc is not None
+    assert proc.poll() is not None
 
 
 @pytest.mark.timeout(60)

@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.harness import dump_logs, kelp, make_cluster, wait_until
-from tools.mounts import unmount
 from tests.integration.mountutil import needs_fuse
 from tools.local_cluster import is_our_node, pid_alive
-
+from tools.mounts import unmount
 
 INLINE_MAX = 65536  # the master's default: files up to this stay inline
 
@@ -85,14 +84,16 @@ def test_up_status_down_exact_pids_and_refuse_second_up(tmp_path):
         assert sorted(state["nodes"]) == ["g0", "m0", "v0", "v1"]
         assert all(pid_alive(p) for p in pids.values()), pids
         master = state["nodes"]["m0"]["grpc_address"]
-        assert master.startswith("127.0.0.1:") and not master.endswith(":19333")
+        assert master.startswith("127.0.0.1:")
+        assert not master.endswith(":19333")
         assert master in up.stdout.decode()
 
         st = kelp("status", "--master", master, check=True)
         rows = {r[0]: r for r in table_rows(st.stdout.decode())}
         assert set(rows) == {"m0", "v0", "v1", "g0"}, st.stdout.decode()
         assert all(r[3] == "up" for r in rows.values()), rows
-        assert rows["m0"][1] == "master" and rows["g0"][1] == "gateway"
+        assert rows["m0"][1] == "master"
+        assert rows["g0"][1] == "gateway"
         assert rows["v0"][2] == state["nodes"]["v0"]["grpc_address"]
 
         again = kelp("up", "--data", str(data), "--ephemeral-ports", "--volumes", "2")
@@ -110,7 +111,8 @@ def test_up_status_down_exact_pids_and_refuse_second_up(tmp_path):
         # down again: nothing running, still fine
         assert kelp("down", "--data", str(data)).returncode == 0
         st = kelp("status", "--master", master, timeout=60)
-        assert st.returncode == 1 and "Traceback" not in st.stderr.decode()
+        assert st.returncode == 1
+        assert "Traceback" not in st.stderr.decode()
     finally:
         force_down(data, pids)
 
@@ -200,13 +202,14 @@ def test_upload_ls_download_rm_tree(cli_cluster, tmp_path):
     for rel, content in files.items():
         row = listed.get(rel)
         assert row is not None, f"{rel} missing from kelp ls -l: {sorted(listed)}"
-        name, mode, size, chunks, replicas = row[:5]
+        _name, mode, size, chunks, replicas = row[:5]
         assert mode.startswith("-") and int(size) == len(content), row
         if len(content) > INLINE_MAX:
             assert int(chunks) >= 1 and replicas == "2", row
         elif content:  # a small file's bytes stay in the master's metadata
             assert (chunks, replicas) == ("inline", "master"), row
-    assert listed["2024/"][1].startswith("d") and listed["2024/june/"][1].startswith("d")
+    assert listed["2024/"][1].startswith("d")
+    assert listed["2024/june/"][1].startswith("d")
     short = kelp("ls", "/remote/photos/2024/june", "--master", master, check=True)
     assert short.stdout.decode().split() == ["b.bin", "c.txt", "empty"]
 
@@ -242,7 +245,8 @@ def test_kelp_mount_background_and_umount(cli_cluster, tmp_path):
              "--pid-file", str(pid_file), "--log-file", str(log_file), check=True, timeout=60)
         assert os.path.ismount(mnt)
         pid = int(pid_file.read_text())
-        assert pid_alive(pid) and pid != os.getpid()
+        assert pid_alive(pid)
+        assert pid != os.getpid()
         assert time.monotonic() - started < 30
         (mnt / "via-kelp-mount").write_bytes(b"ok")
         assert (mnt / "via-kelp-mount").read_bytes() == b"ok"
@@ -259,7 +263,8 @@ def test_kelp_mount_background_and_umount(cli_cluster, tmp_path):
         err = res.stderr.decode().strip()
         assert len(err.splitlines()) == 1 and "not a mount point" in err, err
         res = kelp("umount", str(tmp_path / "no-such-dir"))
-        assert res.returncode == 1 and len(res.stderr.decode().strip().splitlines()) == 1
+        assert res.returncode == 1
+        assert len(res.stderr.decode().strip().splitlines()) == 1
     finally:
         unmount(mnt)
         if pid and pid_alive(pid) and is_mount_process(pid):

@@ -69,7 +69,8 @@ def test_100mib_through_the_cli(cluster, tmp_path, replication):
     kelp("download", "/big.bin", "-o", str(out), "--master", cluster.master_addr, check=True)
     assert sha(out.read_bytes()) == sha(src.read_bytes())
     servers = chunk_servers(cluster, "/big.bin")
-    assert len(servers) == 25 and all(len(s) == replication for s in servers)
+    assert len(servers) == 25
+    assert all(len(s) == replication for s in servers)
 
 
 @pytest.mark.timeout(120)
@@ -82,11 +83,14 @@ def test_seed_scenario_two_files_land_on_two_servers(cluster_factory, tmp_path):
         kelp("upload", "-p", str(tmp_path / name), "--master", cluster.master_addr, "-n", "m0",
              check=True)
     s1, s2 = chunk_servers(cluster, "/test1.txt")[0], chunk_servers(cluster, "/test2.txt")[0]
-    assert len(s1) == len(s2) == 1 and s1 != s2
+    assert len(s1) == len(s2) == 1
+    assert s1 != s2
     listing = kelp("ls", "-p", "/", "--master", cluster.master_addr, "-n", "m0", check=True)
-    assert b"test1.txt" in listing.stdout and b"test2.txt" in listing.stdout
+    assert b"test1.txt" in listing.stdout
+    assert b"test2.txt" in listing.stdout
     wrong = kelp("ls", "-p", "/", "--master", cluster.master_addr, "-n", "other")
-    assert wrong.returncode == 1 and b"named 'm0'" in wrong.stderr
+    assert wrong.returncode == 1
+    assert b"named 'm0'" in wrong.stderr
 
 
 @pytest.mark.timeout(180)
@@ -175,7 +179,7 @@ def test_volume_sigkill_mid_upload_then_restart(cluster_factory):
         def writer():
             try:
                 client.upload(io.BytesIO(big), "/v/big")
-            except Exception as e:  # noqa: BLE001 - the kill makes it fail; we check below
+            except Exception as e:
                 errors.append(e)
 
         t = threading.Thread(target=writer)
@@ -247,7 +251,8 @@ def test_flipped_byte_is_detected_and_the_other_replica_serves(cluster, tmp_path
     out = tmp_path / "out"
     res = kelp("download", "/c/file", "-o", str(out), "--master", cluster.master_addr)
     assert res.returncode == 1
-    assert b"/c/file" in res.stderr and b"damaged" in res.stderr
+    assert b"/c/file" in res.stderr
+    assert b"damaged" in res.stderr
     assert b"Traceback" not in res.stderr
     assert not out.exists()
 
@@ -277,7 +282,8 @@ def test_reaper_releases_deleted_needles(cluster):
     wait_until(lambda: all(f.key not in live_keys(f) for f in fids), timeout=30,
                what="the reaper to delete the needles")
     res = kelp("rm", "/d/a", "--master", cluster.master_addr)
-    assert res.returncode == 1 and b"Traceback" not in res.stderr
+    assert res.returncode == 1
+    assert b"Traceback" not in res.stderr
 
 
 @pytest.mark.timeout(120)

@@ -13,20 +13,22 @@ import struct
 import subprocess
 import sys
 import time
-
 from pathlib import Path
 
 import pytest
 from hypothesis.stateful import invariant
 
-from fusefs.fuse_binding import LIBFUSE_MAJOR
 from cluster.common import rpc
-from tests.harness import Mount, make_cluster, wait_until
-from tests.integration.mountutil import (assert_clean_log, needs_fuse, start_cluster_and_mount,
-                                         stop_all)
-from tests.integration.test_mount_model import (CachedMountModel, describe_diff, run_model,
-                                                snapshot)
+from fusefs.fuse_binding import LIBFUSE_MAJOR
 from protos import master_pb2, master_pb2_grpc
+from tests.harness import Mount, make_cluster, wait_until
+from tests.integration.mountutil import (
+    assert_clean_log,
+    needs_fuse,
+    start_cluster_and_mount,
+    stop_all,
+)
+from tests.integration.test_mount_model import CachedMountModel, describe_diff, run_model, snapshot
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 

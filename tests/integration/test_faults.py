@@ -31,8 +31,18 @@ from cluster.common.errors import FsError
 from cluster.common.fid import Fid
 from fusefs.master_client import MasterClient
 from protos import master_pb2
-from tests.harness import (Mount, SyscallClock, can_mount_tmpfs, fid_holders, kelp,
-                           referenced_needles, sha256_of, tmpfs, volume_needles, wait_until)
+from tests.harness import (
+    Mount,
+    SyscallClock,
+    can_mount_tmpfs,
+    fid_holders,
+    kelp,
+    referenced_needles,
+    sha256_of,
+    tmpfs,
+    volume_needles,
+    wait_until,
+)
 from tests.integration.mountutil import needs_fuse
 
 pytestmark = [pytest.mark.faults, pytest.mark.mount, needs_fuse]
@@ -626,7 +636,8 @@ def test_e_needle_corrupted_on_disk(cluster_factory, mount_factory):
     # Through dd (the kernel's read-ahead path) too: whatever it copied before failing is right.
     out = subprocess.run(["dd", f"if={m1 / 'both-big'}", "bs=1M", "status=none"],
                          capture_output=True, timeout=60)
-    assert out.returncode != 0 and b"Input/output error" in out.stderr
+    assert out.returncode != 0
+    assert b"Input/output error" in out.stderr
     assert big.startswith(out.stdout)
 
 

@@ -36,7 +36,8 @@ def needle_offset(dat_dir: str, fid: Fid) -> int:
     """Where the needle's record starts in its .dat (the last index entry for its key)."""
     with open(os.path.join(dat_dir, f"{fid.volume_id}.idx"), "rb") as fh:
         entries = [e for e in fmt.decode_idx(fh.read()) if e.key == fid.key]
-    assert entries and not entries[-1].deleted
+    assert entries
+    assert not entries[-1].deleted
     return entries[-1].offset
 
 
@@ -107,7 +108,8 @@ def test_fsck_finds_damage_and_repair_restores_every_replica(cluster_factory):
     assert damage == {("/d/f3", "v0", "missing"), ("/d/f7", "v1", "crc_bad")}
     assert report.damaged_files == ["/d/f3", "/d/f7"]
     assert sorted(o.fid for o in report.orphans) == sorted(orphan_fids)
-    assert report.files == len(files) and not report.lost
+    assert report.files == len(files)
+    assert not report.lost
 
     code, out = fsck_cli(cluster, "/d")
     assert code == 1, out
@@ -189,7 +191,7 @@ def test_vacuum_reclaims_space_while_reading_and_writing(cluster_factory):
                 try:
                     if sha(c.read_all(path)) != kept[path]:
                         errors.append(f"wrong bytes in {path}")
-                except Exception as e:  # noqa: BLE001 - any failure is the finding
+                except Exception as e:
                     errors.append(f"read {path}: {e!r}")
                 reads[0] += 1
         finally:
@@ -205,7 +207,7 @@ def test_vacuum_reclaims_space_while_reading_and_writing(cluster_factory):
                 try:
                     c.upload(io.BytesIO(data), path, replication=2)
                     written[path] = sha(data)
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     errors.append(f"write {path}: {e!r}")
                 i += 1
         finally:
@@ -240,7 +242,8 @@ def test_vacuum_reclaims_space_while_reading_and_writing(cluster_factory):
     print(f"vacuum: {before} -> {after} in {took:.2f}s; rows {rows}; reads {reads[0]}, "
           f"writes {len(written)}")
     assert not errors, errors[:5]
-    assert reads[0] > 0 and written
+    assert reads[0] > 0
+    assert written
     for path, digest in list(kept.items()) + list(written.items()):
         assert sha(client.read_all(path)) == digest, path
     for path in doomed:

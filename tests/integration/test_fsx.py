@@ -34,8 +34,12 @@ import time
 import pytest
 
 from tests.harness import Mount
-from tests.integration.mountutil import (assert_clean_log, needs_fuse, start_cluster_and_mount,
-                                         stop_all)
+from tests.integration.mountutil import (
+    assert_clean_log,
+    needs_fuse,
+    start_cluster_and_mount,
+    stop_all,
+)
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 
@@ -283,5 +287,5 @@ def test_fsx_regression_seeds(mounts, case):
             fsx.run(ops)
         except FsxFailure:
             raise
-        except Exception as e:  # noqa: BLE001 - reported with the operation log
+        except Exception as e:
             fsx.fail(f"{type(e).__name__}: {e}")

@@ -219,7 +219,7 @@ def scalar_strategy(f, env: Env, valid: bool) -> st.SearchStrategy:
         lo, hi = INT_RANGES[f.type]
         pool = []
         if "ino" in name:
-            pool = [1] + env.scratch_inos + sorted(env.protected_inos)
+            pool = [1, *env.scratch_inos, *sorted(env.protected_inos)]
         elif name == "volume_id" or name == "volume_ids" or name == "avoid_volumes":
             pool = env.vids
         elif name == "key":
@@ -300,9 +300,9 @@ def scalar_fields(desc, prefix=()):
     for f in desc.fields:
         if f.type == FD.TYPE_MESSAGE:
             if not f.is_repeated and len(prefix) < 2:
-                yield from scalar_fields(f.message_type, prefix + (f,))
+                yield from scalar_fields(f.message_type, (*prefix, f))
         elif not f.is_repeated:
-            yield prefix + (f,)
+            yield (*prefix, f)
 
 
 @st.composite
@@ -374,7 +374,7 @@ def _rewrite(msg, env: Env, method: str) -> None:
 def _canonical_fid(text: str) -> str:
     try:
         return str(Fid.parse(text))
-    except Exception:  # noqa: BLE001 - not a fid at all
+    except Exception:
         return ""
 
 
@@ -384,7 +384,7 @@ def sanitize(desc, payload, env: Env, method: str):
         msg = message_factory.GetMessageClass(desc)()
         try:
             msg.ParseFromString(payload)
-        except Exception:  # noqa: BLE001 - undecodable: the server must say so
+        except Exception:
             return payload
         before = msg.SerializeToString()
         _rewrite(msg, env, method)
@@ -436,7 +436,7 @@ def judge(where: str, code, details: str, request) -> None:
 
 def check_serving(env: Env) -> None:
     for cluster in (env.main, env.scratch):
-        for name in [cluster.layout.master_name] + cluster.volume_names():
+        for name in [cluster.layout.master_name, *cluster.volume_names()]:
             assert rpc.check_health(cluster.nodes[name].grpc_address, timeout=5), \
                 f"{name} stopped serving:\n{cluster.log_tail(name)}"
     assert ping_gateway(env), "the gateway stopped answering"
@@ -489,7 +489,7 @@ def _methods(service):
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("service,method_name", _methods(MASTER) + _methods(VOLUME))
+@pytest.mark.parametrize(("service", "method_name"), _methods(MASTER) + _methods(VOLUME))
 def test_grpc_method_random_and_mutated(env, service, method_name):
     method = service.methods_by_name[method_name]
     desc = method.input_type
@@ -544,7 +544,7 @@ def sanitize_frame(env: Env, head: bytes) -> bytes:
     request = gateway_pb2.Request()
     try:
         request.ParseFromString(head)
-    except Exception:  # noqa: BLE001 - malformed: the gateway must say EINVAL
+    except Exception:
         return head
     before = request.SerializeToString()
     _rewrite(request, env, "gateway")
@@ -605,8 +605,8 @@ def gateway_frames(draw, env: Env, mode: str):
             setattr(target, path[-1].name, draw(scalar_strategy(path[-1], env, valid=False)))
         head = bytearray(request.SerializeToString())
     else:  # the right Request with the wrong frames after it
-        return [bytes(head)] + draw(st.lists(st.binary(max_size=50), max_size=3))
-    return [bytes(head)] + frames[1:]
+        return [bytes(head), *draw(st.lists(st.binary(max_size=50), max_size=3))]
+    return [bytes(head), *frames[1:]]
 
 
 @pytest.mark.timeout(300)
@@ -617,7 +617,7 @@ def test_gateway_frames(env, mode):
         @settings(FUZZ_SETTINGS, max_examples=EXAMPLES * 4)
         @given(frames=gateway_frames(env, mode))
         def frames_get_an_answer(frames):
-            frames = [sanitize_frame(env, frames[0])] + frames[1:]
+            frames = [sanitize_frame(env, frames[0]), *frames[1:]]
             TRIED[("gateway", mode)] += 1
             judge_gateway(gateway_exchange(env, sock, frames), frames)
 
@@ -657,7 +657,7 @@ def mutation_exchange(sock: zmq.Socket, frames: list[bytes]) -> master_pb2.Mutat
     if len(frames) == 1:
         try:
             well_formed = master_pb2.Mutation.FromString(frames[0])
-        except Exception:  # noqa: BLE001 - not a Mutation: no answer expected
+        except Exception:
             well_formed = None
     if frames:
         sock.send_multipart(frames)
@@ -695,7 +695,8 @@ def test_mutation_channel_frames(env, mode):
         # still serving: a well-formed sync is answered
         reply = mutation_exchange(sock, [master_pb2.Mutation(
             id=1, durable=True, sync=master_pb2.Empty()).SerializeToString()])
-        assert reply is not None and reply.errno == 0
+        assert reply is not None
+        assert reply.errno == 0
     finally:
         sock.close(0)
     check_serving(env)

@@ -13,8 +13,13 @@ import os
 import pytest
 
 from tests.harness import Mount, kelp
-from tests.integration.mountutil import (assert_clean_log, needs_fuse, sh,
-                                         start_cluster_and_mount, stop_all)
+from tests.integration.mountutil import (
+    assert_clean_log,
+    needs_fuse,
+    sh,
+    start_cluster_and_mount,
+    stop_all,
+)
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 LIMIT = 65536
@@ -157,7 +162,8 @@ def test_fsck_checks_inline_bytes_and_reports_a_damaged_one(env):
     # never the wrong bytes: a read fails (the CLI's, so the mounts' logs stay clean)
     out = kelp("download", "/fsck/bad", "-o", "-", "--master", master)
     assert out.returncode == 1 and out.stdout == b"", out
-    assert "damaged" in out.stderr.decode() and "CRC32C" in out.stderr.decode()
+    assert "damaged" in out.stderr.decode()
+    assert "CRC32C" in out.stderr.decode()
     assert (env["b"] / "fsck" / "good").read_bytes() == b"intact"
 
 

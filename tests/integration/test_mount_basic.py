@@ -6,14 +6,18 @@ import errno
 import os
 import stat
 import time
-
 from pathlib import Path
 
 import pytest
 
 from tests.harness import Mount, kelp
-from tests.integration.mountutil import (assert_clean_log, needs_fuse, sh,
-                                         start_cluster_and_mount, stop_all)
+from tests.integration.mountutil import (
+    assert_clean_log,
+    needs_fuse,
+    sh,
+    start_cluster_and_mount,
+    stop_all,
+)
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 
@@ -52,7 +56,9 @@ def test_dd_seek_notrunc_and_sparse(mnt):
     sh(f"dd if=/dev/zero of={f} bs=64k count=4 status=none")
     sh(f"printf XYZ | dd of={f} bs=1 seek=1000 conv=notrunc status=none")
     data = f.read_bytes()
-    assert len(data) == 256 * 1024 and data[1000:1003] == b"XYZ" and data.count(0) == len(data) - 3
+    assert len(data) == 256 * 1024
+    assert data[1000:1003] == b"XYZ"
+    assert data.count(0) == len(data) - 3
     sparse = mnt / "sparse.bin"
     with open(sparse, "wb") as fp:
         fp.seek(5 * 1024 ** 3)  # past 4 GiB
@@ -98,7 +104,8 @@ def test_rename_rules(mnt):
     (mnt / "mv/a").write_text("A")
     (mnt / "mv/b").write_text("B")
     os.rename(mnt / "mv/a", mnt / "mv/b")   # over an existing file
-    assert (mnt / "mv/b").read_text() == "A" and not (mnt / "mv/a").exists()
+    assert (mnt / "mv/b").read_text() == "A"
+    assert not (mnt / "mv/a").exists()
     (mnt / "mv/d1/sub").mkdir(parents=True)
     (mnt / "mv/d1/sub/f").write_text("F")
     os.rename(mnt / "mv/d1", mnt / "mv/d2")

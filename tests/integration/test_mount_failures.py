@@ -31,10 +31,9 @@ def test_failed_write_is_an_error_at_close_and_old_content_stays(setup):
         cluster.kill(name)
     try:
         started = time.monotonic()
-        with pytest.raises(OSError) as info:
-            with open(f, "r+b") as fp:
-                # past inline_max (a smaller file would stay at the master, which is up)
-                fp.write(b"NEW" * 100_000)
+        with pytest.raises(OSError) as info, open(f, "r+b") as fp:
+            # past inline_max (a smaller file would stay at the master, which is up)
+            fp.write(b"NEW" * 100_000)
         assert info.value.errno in (errno.EIO, errno.ENOSPC, errno.EAGAIN, errno.ETIMEDOUT)
         assert time.monotonic() - started < 90
     finally:
@@ -49,7 +48,8 @@ def test_failed_write_is_an_error_at_close_and_old_content_stays(setup):
             data = f.read_bytes()
             break
         except OSError as e:
-            assert e.errno == errno.EIO and time.monotonic() < deadline
+            assert e.errno == errno.EIO
+            assert time.monotonic() < deadline
             time.sleep(0.5)
     assert data == b"old content"
     f.write_bytes(b"works again")

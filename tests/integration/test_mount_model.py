@@ -42,12 +42,15 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (RuleBasedStateMachine, invariant, rule,
-                                 run_state_machine_as_test)
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from tests.harness import Mount
-from tests.integration.mountutil import (assert_clean_log, needs_fuse,
-                                         start_cluster_and_mount, stop_all)
+from tests.integration.mountutil import (
+    assert_clean_log,
+    needs_fuse,
+    start_cluster_and_mount,
+    stop_all,
+)
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 
@@ -117,8 +120,7 @@ def describe_diff(local: dict, remote: dict) -> str:
         a, b = local.get(key), remote.get(key)
         if a != b:
             short = lambda v: v if v is None or v[0] != "file" else (  # noqa: E731
-                v[:5] + (f"<{len(v[5])} bytes, first diff at "
-                         f"{first_diff(local.get(key), remote.get(key))}>",))
+                (*v[:5], f"<{len(v[5])} bytes, first diff at " f"{first_diff(local.get(key), remote.get(key))}>"))
             lines.append(f"  {key}: local={short(a)} mount={short(b)}")
     return "\n".join(lines)
 

@@ -9,8 +9,13 @@ import time
 import pytest
 
 from tests.harness import REPO_ROOT, Mount
+from tests.integration.mountutil import (
+    assert_clean_log,
+    needs_fuse,
+    start_cluster_and_mount,
+    stop_all,
+)
 from tools.mounts import unmount
-from tests.integration.mountutil import (assert_clean_log, needs_fuse, start_cluster_and_mount, stop_all)
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 
@@ -119,9 +124,13 @@ def test_mount_refusals(pair, tmp_path):
     ]
     for mountpoint, words in cases:
         r = _mount_py(mountpoint, "--master", cluster.master_addr)
-        assert r.returncode == 1 and words in r.stderr and "Traceback" not in r.stderr
+        assert r.returncode == 1
+        assert words in r.stderr
+        assert "Traceback" not in r.stderr
     r = _mount_py(str(tmp_path), "--master", "127.0.0.1:1")
-    assert r.returncode == 1 and "no master" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 1
+    assert "no master" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 @pytest.mark.timeout(60)

@@ -20,8 +20,13 @@ import pytest
 from fusefs.client import KelpClient
 from fusefs.fuse_binding import LIBFUSE_MAJOR
 from tests.harness import wait_until
-from tests.integration.mountutil import (assert_clean_log, needs_fuse, sh,
-                                         start_cluster_and_mount, stop_all)
+from tests.integration.mountutil import (
+    assert_clean_log,
+    needs_fuse,
+    sh,
+    start_cluster_and_mount,
+    stop_all,
+)
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 
@@ -128,7 +133,8 @@ def test_dd_notrunc_overwrite_rewrites_only_the_range(env, tmp_path):
             pytest.fail(f"content differs from the local model at byte {bad}")
         # only [seek, seek + 100 KiB) changed
         lo, hi = seek_kib * 1024, seek_kib * 1024 + 100 * 1024
-        assert got[:lo] == original[:lo] and got[hi:] == original[hi:]
+        assert got[:lo] == original[:lo]
+        assert got[hi:] == original[hi:]
 
         after = client.chunks(ino)
         assert after.attr.size == 20 * MiB
@@ -175,7 +181,7 @@ def _rename_race(d, seconds: float, stop_on_enoent: bool) -> dict:
                 os.rename(tmp, target)
                 res["renames"] += 1
                 v += 1
-        except Exception as e:  # noqa: BLE001 - reported by the test thread
+        except Exception as e:
             res["problems"].append(f"writer: {e!r}")
 
     def reader():
@@ -344,11 +350,17 @@ def test_df_and_statvfs(mnt):
     line = sh(f"df -P {mnt}").stdout.splitlines()[-1].split()
     assert line[0].startswith("kelpfs")
     size_k, used_k, avail_k = int(line[1]), int(line[2]), int(line[3])
-    assert size_k > 0 and avail_k > 0 and used_k >= 0 and avail_k <= size_k
+    assert size_k > 0
+    assert avail_k > 0
+    assert used_k >= 0
+    assert avail_k <= size_k
     v = os.statvfs(mnt)
-    assert v.f_bsize > 0 and v.f_frsize > 0
-    assert 0 < v.f_blocks and 0 <= v.f_bavail <= v.f_bfree <= v.f_blocks
-    assert v.f_ffree <= v.f_files and v.f_favail <= v.f_files
+    assert v.f_bsize > 0
+    assert v.f_frsize > 0
+    assert v.f_blocks > 0
+    assert 0 <= v.f_bavail <= v.f_bfree <= v.f_blocks
+    assert v.f_ffree <= v.f_files
+    assert v.f_favail <= v.f_files
     assert v.f_namemax == 255
     assert "kelpfs" in sh(f"df -T {mnt}").stdout
 
@@ -381,7 +393,8 @@ def test_mv_directory_tree_and_rmdir_not_empty(mnt, tmp_path):
         os.rmdir(mnt / "moved/proj2")
     assert info.value.errno == errno.ENOTEMPTY
     r = sh(f"rmdir {mnt}/moved/proj2/e", check=False)
-    assert r.returncode != 0 and "not empty" in r.stderr.lower()
+    assert r.returncode != 0
+    assert "not empty" in r.stderr.lower()
     os.unlink(mnt / "moved/proj2/a/d/empty")
     os.rmdir(mnt / "moved/proj2/a/d")  # empty now
     assert sorted(os.listdir(mnt / "moved/proj2/a")) == ["x.bin"]

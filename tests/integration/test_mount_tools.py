@@ -5,8 +5,13 @@ import os
 
 import pytest
 
-from tests.integration.mountutil import (assert_clean_log, needs_fuse, sh,
-                                         start_cluster_and_mount, stop_all)
+from tests.integration.mountutil import (
+    assert_clean_log,
+    needs_fuse,
+    sh,
+    start_cluster_and_mount,
+    stop_all,
+)
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 

@@ -32,8 +32,12 @@ import pytest
 
 from fusefs.fuse_binding import LIBFUSE_MAJOR
 from tests.harness import Mount
-from tests.integration.mountutil import (assert_clean_log, needs_fuse, start_cluster_and_mount,
-                                         stop_all)
+from tests.integration.mountutil import (
+    assert_clean_log,
+    needs_fuse,
+    start_cluster_and_mount,
+    stop_all,
+)
 
 pytestmark = [pytest.mark.mount, needs_fuse,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, setuid)")]
@@ -136,7 +140,7 @@ def as_nobody(cwd, fn) -> str:
             code = 0
         except OSError as e:
             code = e.errno if e.errno and 0 < e.errno < 250 else 254
-        except BaseException:  # noqa: BLE001 - reported as 255
+        except BaseException:
             code = 255
         finally:
             os._exit(code)
@@ -310,13 +314,14 @@ def test_chmod_failure_changes_nothing(d):
     before = os.lstat(f)
     assert as_nobody(d, lambda: os.chmod("f", 0o777)) == "EPERM"
     after = os.lstat(f)
-    assert after.st_mode == before.st_mode and after.st_ctime_ns == before.st_ctime_ns
+    assert after.st_mode == before.st_mode
+    assert after.st_ctime_ns == before.st_ctime_ns
 
 # =========================================================================== chown
 
 
 @both
-@pytest.mark.parametrize("uid,gid", [(NOBODY, NOBODY), (1000, -1), (-1, -1)])
+@pytest.mark.parametrize(("uid", "gid"), [(NOBODY, NOBODY), (1000, -1), (-1, -1)])
 @pytest.mark.timeout(30)
 def test_chown_sets_owner_and_ctime_not_mtime(d, uid, gid):
     f = touch(d / "f", data=b"x")
@@ -356,7 +361,8 @@ def test_lchown_changes_the_link_not_its_target(d):
     assert (os.lstat(d / "l").st_uid, os.lstat(d / "l").st_gid) == (NOBODY, NOBODY)
     assert (os.stat(f).st_uid, os.stat(f).st_gid) == (0, 0)
     os.chown(d / "l", 1000, 1000)  # follows
-    assert os.stat(f).st_uid == 1000 and os.lstat(d / "l").st_uid == NOBODY
+    assert os.stat(f).st_uid == 1000
+    assert os.lstat(d / "l").st_uid == NOBODY
 
 # =========================================================================== link
 
@@ -372,13 +378,15 @@ def test_link_increments_nlink_and_ctime_and_touches_parent(d):
     os.link(f, d / "sub" / "b")
     sa = os.lstat(d / "sub")
     b = os.lstat(d / "sub" / "b")
-    assert b.st_nlink == 2 and b.st_ino == fb.st_ino
+    assert b.st_nlink == 2
+    assert b.st_ino == fb.st_ino
     changed(fb, b, t0, "ctime")
     unchanged(fb, b, "mtime")
     changed(sb, sa, t0, "mtime", "ctime")       # the directory that got the name
     unchanged(pb, os.lstat(d), "mtime")          # the source's directory did not change
     os.link(f, d / "c")
-    assert os.lstat(d / "c").st_nlink == 3 and (d / "c").read_bytes() == b"data"
+    assert os.lstat(d / "c").st_nlink == 3
+    assert (d / "c").read_bytes() == b"data"
 
 
 @pytest.mark.parametrize("mnt_name", ["ttl0", "cached"])
@@ -426,12 +434,13 @@ def test_link_errors(d):
     assert E(os.link, d / "dir", d / "dirlink") == "EPERM"     # no hard links to directories
     assert E(os.link, d / "f", d / "f") == "EEXIST"
     assert E(os.link, d / "f", d / "missing" / "x") == "ENOENT"
-    assert os.lstat(d / "f").st_nlink == 1 and os.lstat(d / "dir").st_nlink == 2
+    assert os.lstat(d / "f").st_nlink == 1
+    assert os.lstat(d / "dir").st_nlink == 2
 
 # =========================================================================== mkdir
 
 
-@pytest.mark.parametrize("mode,expect", [(0o755, 0o755), (0o777, 0o755), (0o700, 0o700),
+@pytest.mark.parametrize(("mode", "expect"), [(0o755, 0o755), (0o777, 0o755), (0o700, 0o700),
                                          (0o1777, 0o1755), (0o000, 0o000)])
 @pytest.mark.timeout(30)
 def test_mkdir_mode_uses_umask(d, mode, expect):
@@ -460,7 +469,8 @@ def test_mkdir_links_and_times(d):
     os.mkdir(d / "t")
     assert os.lstat(d).st_nlink == 4
     os.mkdir(d / "s" / "u")
-    assert os.lstat(d / "s").st_nlink == 3 and os.lstat(d).st_nlink == 4
+    assert os.lstat(d / "s").st_nlink == 3
+    assert os.lstat(d).st_nlink == 4
 
 
 @pytest.mark.parametrize("kind", ["file", "dir"])
@@ -480,7 +490,7 @@ def test_setgid_dir_passes_its_group_on(d, kind):
 
 
 @both
-@pytest.mark.parametrize("mode,expect", [(0o644, 0o644), (0o777, 0o755), (0o000, 0o000)])
+@pytest.mark.parametrize(("mode", "expect"), [(0o644, 0o644), (0o777, 0o755), (0o000, 0o000)])
 @pytest.mark.timeout(30)
 def test_open_creat_new_file(d, mode, expect):
     pb = os.lstat(d)
@@ -495,7 +505,8 @@ def test_open_creat_new_file(d, mode, expect):
     assert st.st_mode == stat.S_IFREG | expect
     assert (st.st_uid, st.st_gid, st.st_nlink, st.st_size) == (0, 0, 1, 5)
     changed(pb, os.lstat(d), t0, "mtime", "ctime")
-    assert st.st_ctime_ns >= t0 and st.st_mtime_ns >= t0
+    assert st.st_ctime_ns >= t0
+    assert st.st_mtime_ns >= t0
 
 
 @both
@@ -521,7 +532,8 @@ def test_open_trunc_updates_size_and_times(d):
     t0 = now()
     os.close(os.open(f, os.O_WRONLY | os.O_TRUNC))
     after = os.lstat(f)
-    assert after.st_size == 0 and f.read_bytes() == b""
+    assert after.st_size == 0
+    assert f.read_bytes() == b""
     changed(before, after, t0, "mtime", "ctime")
 
 
@@ -535,7 +547,7 @@ def test_open_append_writes_at_end(d):
     assert f.read_bytes() == b"12345678"
 
 
-@pytest.mark.parametrize("flags,expect", [
+@pytest.mark.parametrize(("flags", "expect"), [
     (os.O_RDONLY, "OK"),
     (os.O_WRONLY, "EISDIR"),
     (os.O_RDWR, "EISDIR"),
@@ -551,7 +563,7 @@ def test_open_directory(d, flags, expect):
     assert E(op) == expect
 
 
-@pytest.mark.parametrize("case,expect", [
+@pytest.mark.parametrize(("case", "expect"), [
     ("O_DIRECTORY on a file", "ENOTDIR"),
     ("O_NOFOLLOW on a symlink", "ELOOP"),
     ("O_CREAT|O_EXCL on a symlink to a file", "EEXIST"),
@@ -597,12 +609,15 @@ def test_rename_file_keeps_inode_and_updates_times(d):
     os.rename(f, d / "to" / "b")
     assert not os.path.lexists(f)
     fa = os.lstat(d / "to" / "b")
-    assert fa.st_ino == fb.st_ino and fa.st_nlink == 1 and fa.st_size == 7
+    assert fa.st_ino == fb.st_ino
+    assert fa.st_nlink == 1
+    assert fa.st_size == 7
     unchanged(fb, fa, "mtime")
     changed(fb, fa, t0, "ctime")  # Linux file systems stamp the moved inode
     changed(pb, os.lstat(d), t0, "mtime", "ctime")
     changed(tb, os.lstat(d / "to"), t0, "mtime", "ctime")
-    assert os.lstat(d).st_nlink == 3 and os.lstat(d / "to").st_nlink == 2
+    assert os.lstat(d).st_nlink == 3
+    assert os.lstat(d / "to").st_nlink == 2
     assert (d / "to" / "b").read_bytes() == b"content"
 
 
@@ -617,7 +632,8 @@ def test_rename_dir_moves_dotdot_link(d):
     os.rename(d / "A" / "x", d / "B" / "x")
     assert (os.lstat(d / "A").st_nlink, os.lstat(d / "B").st_nlink) == (2, 3)
     xa = os.lstat(d / "B" / "x")
-    assert xa.st_ino == xb.st_ino and xa.st_nlink == 3
+    assert xa.st_ino == xb.st_ino
+    assert xa.st_nlink == 3
     assert os.lstat(d / "B" / "x" / "..").st_ino == os.lstat(d / "B").st_ino
     assert os.lstat(d / "B" / "x" / "y" / "..").st_ino == xa.st_ino
     changed(xb, xa, t0, "ctime")
@@ -634,7 +650,8 @@ def test_rename_over_existing_file_replaces_it(d):
     b2_before = os.lstat(d / "b2")
     os.rename(a, b)
     assert sorted(os.listdir(d)) == ["b", "b2"]
-    assert os.lstat(b).st_ino == ino_a and b.read_bytes() == b"AAA"
+    assert os.lstat(b).st_ino == ino_a
+    assert b.read_bytes() == b"AAA"
     assert (d / "b2").read_bytes() == b"BB"  # the replaced inode lives on
     assert os.lstat(d / "b2").st_ino == b2_before.st_ino
 
@@ -683,11 +700,12 @@ def test_rename_to_itself_does_nothing(d):
     before = os.lstat(a)
     os.rename(a, a)
     os.rename(d / "s", d / "s")
-    assert sorted(os.listdir(d)) == ["a", "s"] and os.lstat(a).st_ino == before.st_ino
+    assert sorted(os.listdir(d)) == ["a", "s"]
+    assert os.lstat(a).st_ino == before.st_ino
     assert a.read_bytes() == b"x"
 
 
-@pytest.mark.parametrize("case,expect", [
+@pytest.mark.parametrize(("case", "expect"), [
     ("dir over file", "ENOTDIR"),
     ("file over dir", "EISDIR"),
     ("dir over non-empty dir", "ENOTEMPTY"),
@@ -717,7 +735,8 @@ def test_rename_errors(d, case, expect):
     # POSIX allows EEXIST for ENOTEMPTY and EINVAL for Linux's EBUSY on '.' and '..'
     alt = {"ENOTEMPTY": "EEXIST", "EBUSY": "EINVAL"}.get(expect, expect)
     assert E(os.rename, f"{d}/{src}", f"{d}/{dst}") in (expect, alt)
-    assert sorted(os.listdir(d)) == before and os.listdir(d / "A") == ["sub"]
+    assert sorted(os.listdir(d)) == before
+    assert os.listdir(d / "A") == ["sub"]
 
 def renameat2(old, new, flags: int) -> None:
     if _libc.renameat2(AT_FDCWD, os.fsencode(str(old)), AT_FDCWD, os.fsencode(str(new)),
@@ -767,7 +786,8 @@ def test_rename_exchange_of_a_directory_and_a_file_across_parents(d):
     renameat2(d / "p1/dir", d / "p2/file", RENAME_EXCHANGE)
     assert (d / "p1/dir").read_bytes() == b"F"
     assert (d / "p2/file/inside").read_bytes() == b"in"
-    assert os.lstat(d / "p1").st_nlink == n1 - 1 and os.lstat(d / "p2").st_nlink == n2 + 1
+    assert os.lstat(d / "p1").st_nlink == n1 - 1
+    assert os.lstat(d / "p2").st_nlink == n2 + 1
     assert E(renameat2, d / "p2/file", d / "p2/file/inside", RENAME_EXCHANGE) == "EINVAL"
     assert E(renameat2, d / "p2/nothing", d / "p1/dir", RENAME_EXCHANGE) == "ENOENT"
 
@@ -783,11 +803,12 @@ def test_rmdir_updates_parent(d):
     t0 = now()
     os.rmdir(d / "s")
     pa = os.lstat(d)
-    assert not os.path.lexists(d / "s") and pa.st_nlink == 2
+    assert not os.path.lexists(d / "s")
+    assert pa.st_nlink == 2
     changed(pb, pa, t0, "mtime", "ctime")
 
 
-@pytest.mark.parametrize("case,expect", [
+@pytest.mark.parametrize(("case", "expect"), [
     ("with a file", "ENOTEMPTY"),
     ("with a subdir", "ENOTEMPTY"),
     ("a file", "ENOTDIR"),
@@ -821,8 +842,10 @@ def test_symlink_creates_a_link(d, target):
     t0 = now()
     os.symlink(target, d / "l")
     st = os.lstat(d / "l")
-    assert stat.S_ISLNK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o777
-    assert st.st_size == len(target.encode()) and os.readlink(d / "l") == target
+    assert stat.S_ISLNK(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o777
+    assert st.st_size == len(target.encode())
+    assert os.readlink(d / "l") == target
     assert (st.st_uid, st.st_gid, st.st_nlink) == (0, 0, 1)
     changed(pb, os.lstat(d), t0, "mtime", "ctime")
     assert os.lstat(d).st_nlink == 2
@@ -835,7 +858,8 @@ def test_symlink_resolution(d):
     os.symlink("dir", d / "ld")
     os.symlink("ld/f", d / "lf")       # a chain through a symlink to a directory
     os.symlink(str(d / "dir" / "f"), d / "abs")
-    assert (d / "lf").read_bytes() == b"through" and (d / "abs").read_bytes() == b"through"
+    assert (d / "lf").read_bytes() == b"through"
+    assert (d / "abs").read_bytes() == b"through"
     assert os.listdir(d / "ld") == ["f"]
     assert os.stat(d / "lf").st_ino == os.lstat(d / "dir" / "f").st_ino
     # too long a target: the kernel refuses before we see it
@@ -899,7 +923,7 @@ def test_ftruncate_of_an_unlinked_open_file(d):
         os.close(fd)
 
 
-@pytest.mark.parametrize("case,expect", [
+@pytest.mark.parametrize(("case", "expect"), [
     ("directory", "EISDIR"),
     ("negative length", "EINVAL"),
     ("symlink to dir", "EISDIR"),
@@ -928,7 +952,8 @@ def test_truncate_follows_symlink(d):
     f = touch(d / "f", data=b"abcdef")
     os.symlink("f", d / "l")
     os.truncate(d / "l", 2)
-    assert f.read_bytes() == b"ab" and os.readlink(d / "l") == "f"
+    assert f.read_bytes() == b"ab"
+    assert os.readlink(d / "l") == "f"
 
 # =========================================================================== unlink
 
@@ -944,7 +969,8 @@ def test_unlink_updates_parent_and_other_links(d):
     assert not os.path.lexists(f)
     changed(pb, os.lstat(d), t0, "mtime", "ctime")
     ba = os.lstat(d / "b")
-    assert ba.st_ino == bb.st_ino and (d / "b").read_bytes() == b"keep me"
+    assert ba.st_ino == bb.st_ino
+    assert (d / "b").read_bytes() == b"keep me"
     unchanged(bb, ba, "mtime")
 
 
@@ -1001,7 +1027,7 @@ def test_fstat_of_an_unlinked_open_file(d):
         os.close(fd)
 
 
-@pytest.mark.parametrize("case,expect", [
+@pytest.mark.parametrize(("case", "expect"), [
     ("directory", "EISDIR"),
     ("trailing slash on a file", "ENOTDIR"),
     ("symlink", "OK"),
@@ -1016,7 +1042,8 @@ def test_unlink_cases(d, case, expect):
     path = {"directory": "s", "trailing slash on a file": "f/", "symlink": "lf",
             "symlink to dir": "ls"}[case]
     assert E(os.unlink, f"{d}/{path}") == expect
-    assert f.read_bytes() == b"abc" and os.path.isdir(d / "s")  # targets never go
+    assert f.read_bytes() == b"abc"
+    assert os.path.isdir(d / "s")
 
 # =========================================================================== utimensat
 
@@ -1035,7 +1062,7 @@ def test_utimensat_explicit_times_keep_nanoseconds(d):
 
 
 @both
-@pytest.mark.parametrize("atime,mtime", [("now", "now"), ("omit", "now"), ("now", "omit"),
+@pytest.mark.parametrize(("atime", "mtime"), [("now", "now"), ("omit", "now"), ("now", "omit"),
                                          ("omit", "omit"), ("now", 10**18), (None, None)])
 @pytest.mark.timeout(30)
 def test_utimensat_now_and_omit(d, atime, mtime):
@@ -1085,7 +1112,8 @@ def test_utimensat_nofollow_sets_the_link(d):
     os.symlink("f", d / "l")
     ft = os.lstat(f).st_mtime_ns
     utimensat(d / "l", 10**18, 10**18, AT_SYMLINK_NOFOLLOW)
-    assert os.lstat(d / "l").st_mtime_ns == 10**18 and os.lstat(f).st_mtime_ns == ft
+    assert os.lstat(d / "l").st_mtime_ns == 10**18
+    assert os.lstat(f).st_mtime_ns == ft
     utimensat(d / "l", 10**17, 10**17)      # follows
     assert os.lstat(f).st_mtime_ns == 10**17
 
@@ -1225,7 +1253,8 @@ def test_permissions_as_nobody(d, case):
     assert as_nobody(d, fn) == expect
     if expect != "OK":  # a refused operation changes nothing
         assert {p: sorted(os.listdir(d / p)) for p in listing} == listing
-        assert (d / "f600").read_bytes() == b"secret" and (d / "f666").read_bytes() == b"secret"
+        assert (d / "f600").read_bytes() == b"secret"
+        assert (d / "f666").read_bytes() == b"secret"
 
 
 @pytest.mark.parametrize("what", ["file", "dir", "symlink"])

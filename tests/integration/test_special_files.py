@@ -25,8 +25,13 @@ from pathlib import Path
 import pytest
 
 from tests.harness import kelp
-from tests.integration.mountutil import (assert_clean_log, needs_fuse, sh,
-                                         start_cluster_and_mount, stop_all)
+from tests.integration.mountutil import (
+    assert_clean_log,
+    needs_fuse,
+    sh,
+    start_cluster_and_mount,
+    stop_all,
+)
 
 pytestmark = [pytest.mark.mount, needs_fuse,
               pytest.mark.skipif(os.geteuid() != 0, reason="needs root (mknod, setuid)")]
@@ -134,7 +139,7 @@ def run_case(d: Path, kind: str, op: str, user: str, onto: str | None) -> str:
             code = 0
         except OSError as e:
             code = 201 if stage == "setup" else (e.errno if 0 < e.errno < 200 else 254)
-        except BaseException:  # noqa: BLE001 - reported as 255
+        except BaseException:
             code = 255
         finally:
             os._exit(code)
@@ -221,7 +226,8 @@ def test_special_files_behave_and_describe_themselves(env):
         mode, dev = DEVICES[kind]
         os.mknod(d / kind, mode | 0o600, dev)
         st = os.stat(d / kind)
-        assert stat.S_IFMT(st.st_mode) == mode and st.st_rdev == dev
+        assert stat.S_IFMT(st.st_mode) == mode
+        assert st.st_rdev == dev
     listing = sh(f"ls -l {d}").stdout
     assert [line[0] for line in sorted(listing.splitlines()[1:], key=lambda s: s.split()[-1])] \
         == ["b", "c", "p", "s"], listing
@@ -275,8 +281,10 @@ def test_kelp_ls_download_and_fsck_handle_special_files(env, tmp_path):
     assert "prw-r--r--" in ls and "srwx" in ls, ls
 
     one = kelp("download", "/cli/fifo", "-o", str(tmp_path / "x"), "--master", master)
-    assert one.returncode == 1 and "FIFO" in one.stderr.decode()
-    assert len(one.stderr.decode().strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+    assert one.returncode == 1
+    assert "FIFO" in one.stderr.decode()
+    assert len(one.stderr.decode().strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
 
     res = kelp("download", "-r", "/cli", "-o", str(tmp_path), "--master", master, check=True)
     err = res.stderr.decode()
@@ -317,7 +325,8 @@ def test_a_tree_deeper_than_path_max_works_by_cd_steps(env):
         st = os.lstat("sub/g")
         assert (stat.S_IMODE(st.st_mode), st.st_nlink, st.st_size) == (0o600, 2, 4)
         assert Path("h").read_bytes() == b"0123"
-        assert os.readlink("s") == "g" and sorted(os.listdir(".")) == ["h", "p", "s", "sub"]
+        assert os.readlink("s") == "g"
+        assert sorted(os.listdir(".")) == ["h", "p", "s", "sub"]
         os.unlink("h")
         assert sorted(os.listdir(".")) == ["p", "s", "sub"]
         # an absolute path this long is the kernel's to refuse, not ours

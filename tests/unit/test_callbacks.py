@@ -28,10 +28,12 @@ def test_take_finds_holders_of_names_trees_and_inodes_but_not_the_sender():
     t.grant(2, paths=["/d/g"])
     t.grant(3, paths=["/x"])
     out = t.take(Keys(paths={"/d/f"}), but=3)
-    assert set(out) == {1} and out[1].paths == {"/d/f"}
+    assert set(out) == {1}
+    assert out[1].paths == {"/d/f"}
     assert t.take(Keys(paths={"/d/f"})) == {}            # taken: broken once
     out = t.take(Keys(trees={"/d"}))                      # a rename of /d reaches both
-    assert set(out) == {1, 2} and out[2].trees == {"/d"}
+    assert set(out) == {1, 2}
+    assert out[2].trees == {"/d"}
     out = t.take(Keys(inos={7}), but=1)
     assert out == {}
     assert set(t.take(Keys(inos={7}))) == {1}
@@ -43,24 +45,28 @@ def test_a_session_over_its_bound_loses_its_oldest_keys_first():
         t.grant(1, inos=[100 + i])
     t.grant(1, inos=[200, 201, 202])
     over = t.overflowing()
-    assert set(over) == {1} and over[1].inos == {100, 101}
+    assert set(over) == {1}
+    assert over[1].inos == {100, 101}
     assert t.count(1) == 9
     t.drop_session(1)
-    assert t.count(1) == 0 and not t.anyone_but(0)
+    assert t.count(1) == 0
+    assert not t.anyone_but(0)
 
 
 def test_sessions_expire_and_resume_only_unknown_ids():
     now = [100.0]
     s = SessionTable(lease_s=5, clock=lambda: now[0])
     a = s.open(b"peer-a")
-    assert s.alive(a.sid) and a.sid > 1
+    assert s.alive(a.sid)
+    assert a.sid > 1
     b = s.open(b"peer-b", resume=a.sid)            # a live id cannot be taken over
     assert b.sid != a.sid
     now[0] += 4
     assert s.renew(a.sid, b"peer-a")
     now[0] += 4
     assert s.expired() == [b.sid]
-    assert s.alive(a.sid) and not s.renew(b.sid, b"peer-b")
+    assert s.alive(a.sid)
+    assert not s.renew(b.sid, b"peer-b")
     c = s.open(b"peer-c", resume=b.sid)             # after expiry (or a restart): resumed
     assert c.sid == b.sid
 
@@ -68,10 +74,12 @@ def test_sessions_expire_and_resume_only_unknown_ids():
 def test_touched_keys_are_canonical_and_name_the_parent():
     attr = master_pb2.Attr(ino=9)
     k = touched("create", master_pb2.CreateRequest(path="/a//b/"), attr)
-    assert k.paths == {"/a/b", "/a"} and k.inos == {9}
+    assert k.paths == {"/a/b", "/a"}
+    assert k.inos == {9}
     k = touched("rename", master_pb2.RenameRequest(old_path="/x", new_path="/y/z"),
                 master_pb2.RenameResponse(replaced_ino=4), before=3)
-    assert k.paths == {"/x", "/", "/y/z", "/y"} and k.trees == {"/x", "/y/z"}
+    assert k.paths == {"/x", "/", "/y/z", "/y"}
+    assert k.trees == {"/x", "/y/z"}
     assert k.inos == {3, 4}
 
 
@@ -126,14 +134,16 @@ def test_a_change_is_answered_only_after_the_holder_acknowledged_its_break(serve
     t = threading.Thread(target=create)
     t.start()
     brk = _Mount._recv(b.session_sock)
-    assert brk.id == 0 and list(brk.callback_break.paths) == ["/f"]
+    assert brk.id == 0
+    assert list(brk.callback_break.paths) == ["/f"]
     time.sleep(0.3)
     assert "reply" not in done                         # A waits for B's ack
     ack = master_pb2.Mutation(id=2, break_ack=master_pb2.BreakAck(
         break_id=brk.callback_break.break_id))
     b.session_sock.send(ack.SerializeToString())
     t.join(5)
-    assert done["reply"].errno == 0 and done["reply"].attr.ino
+    assert done["reply"].errno == 0
+    assert done["reply"].attr.ino
     # A caches what it created: it holds the callback now, so B's chmod breaks it
     m = master_pb2.Mutation(id=8, session=b.sid,
                             set_attr=master_pb2.SetAttrRequest(path="/f", mode=0o600))
@@ -193,12 +203,16 @@ def test_the_mount_waits_for_a_blocking_lock_and_fails_a_non_blocking_one():
 
     lk = Locker(mutate)
     lk.flock(3, 9, fcntl.LOCK_EX)                  # waits through two refusals
-    assert len(sent) == 3 and sent[0].flock and sent[0].type == 1
+    assert len(sent) == 3
+    assert sent[0].flock
+    assert sent[0].type == 1
     answers[:] = [False]
     with pytest.raises(FsError) as e:
         lk.fcntl(3, 9, fcntl.F_SETLK, SimpleNamespace(l_type=fcntl.F_WRLCK, l_whence=0,
                                                       l_start=10, l_len=5, l_pid=1))
-    assert e.value.errno == errno.EAGAIN and sent[-1].start == 10 and sent[-1].end == 14
+    assert e.value.errno == errno.EAGAIN
+    assert sent[-1].start == 10
+    assert sent[-1].end == 14
 
 
 @pytest.mark.timeout(30)

@@ -115,7 +115,8 @@ def test_kelp_up_options_from_flags_env_and_toml(tmp_path, monkeypatch):
 def test_a_long_error_message_is_cut_to_fit_a_grpc_status():
     from cluster.common.errors import STATUS_MESSAGE_MAX
     message = FsError(errno.ENOENT, "/" + "d/" * 5000).status_message()
-    assert len(message) <= STATUS_MESSAGE_MAX + 3 and message.startswith("ENOENT: /d/")
+    assert len(message) <= STATUS_MESSAGE_MAX + 3
+    assert message.startswith("ENOENT: /d/")
 
 
 @pytest.mark.timeout(10)

@@ -11,9 +11,8 @@ import time
 import pytest
 
 from cluster.common.errors import FsError
-from cluster.volume import compaction
+from cluster.volume import compaction, repair
 from cluster.volume import needle as fmt
-from cluster.volume import repair
 from cluster.volume import store as st
 from cluster.volume.store import Store, Volume
 
@@ -43,10 +42,12 @@ def test_compact_drops_dead_needles_and_keeps_live_ones(tmp_path):
     assert before.deleted_bytes / before.size > 0.6
     r = vol.compact()
     after = vol.stats()
-    assert r.size_before == before.size and r.size_after == after.size
+    assert r.size_before == before.size
+    assert r.size_after == after.size
     assert r.freed > 0.6 * before.size
     assert os.path.getsize(vol.dat_path) == after.size
-    assert after.file_count == 30 and after.deleted_bytes == 0
+    assert after.file_count == 30
+    assert after.deleted_bytes == 0
     assert after.compact_revision == before.compact_revision + 1 == r.compact_revision
     for key in range(71, 101):
         assert vol.read(key, key * 7).data == data[key]
@@ -148,7 +149,8 @@ def test_readers_and_writers_run_through_compaction(tmp_path, durability):
         for t in threads:
             t.join()
     assert not errors, errors[:5]
-    assert reads[0] > 0 and written
+    assert reads[0] > 0
+    assert written
     for k, payload in written.items():
         assert vol.read(k, 3).data == payload
     for k, digest in live.items():
@@ -193,7 +195,8 @@ def test_failed_compaction_leaves_the_volume_untouched(tmp_path, monkeypatch):
         vol.compact()
     assert e.value.errno == errno.ENOSPC
     assert sorted(os.listdir(tmp_path)) == ["1.dat", "1.idx"]
-    assert vol.stats().size == size and not vol.read_only
+    assert vol.stats().size == size
+    assert not vol.read_only
     assert vol.read(15, 15 * 7).data == data[15]
     vol.write(99, 1, b"still writable")
     monkeypatch.undo()
@@ -294,7 +297,8 @@ def test_restore_replaces_a_damaged_copy_and_copy_volume_rebuilds(tmp_path):
 
     empty = Store(str(tmp_path / "empty"), durability="none").open()
     out = repair.copy_volume(empty, 9, 2, _Peer(good))
-    assert out.copied == 5 and not out.failures
+    assert out.copied == 5
+    assert not out.failures
     for k, p in payloads.items():
         assert empty.read(9, k, k).data == p
     # Idempotent: a second run copies nothing.
@@ -319,13 +323,16 @@ def test_repair_copies_between_a_version_1_and_a_version_2_replica(tmp_path):
         old.write(9, k, k, p)
     new = Store(str(new_dir), durability="none").open()
     out = repair.copy_volume(new, 9, 2, _Peer(old))
-    assert out.copied == 4 and not out.failures and new.get(9).version == 2
+    assert out.copied == 4
+    assert not out.failures
+    assert new.get(9).version == 2
     for k, p in payloads.items():
         assert new.check_needles(9, [(k, k, len(p), fmt.crc32c(p))]) == [(st.CHECK_OK, "")]
         r = new.read_blocks(9, k, k, len(p) - 1, 1)          # from stored block CRCs
         assert r.data == p[(len(p) - 1) // blocks.BLOCK_SIZE * blocks.BLOCK_SIZE:]
     new.write(9, 5, 5, b"written to the new replica only")
     assert repair.copy_volume(old, 9, 2, _Peer(new)).copied == 1
-    assert old.get(9).version == 1 and old.read(9, 5, 5).data == b"written to the new replica only"
+    assert old.get(9).version == 1
+    assert old.read(9, 5, 5).data == b"written to the new replica only"
     for s in (old, new):
         s.close()

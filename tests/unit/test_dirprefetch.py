@@ -58,8 +58,10 @@ def test_a_listing_that_a_local_change_may_predate_is_not_cached():
     master = RacingMaster([f"f{i}" for i in range(20)])
     prefetch = DirPrefetcher(master, cache, window=5, after=3)
     walk(prefetch, cache, ["f0", "f1", "f2"])
-    assert len(master.calls) == 1 and prefetch.listings == 0
-    assert cache.get("/d/f3") is None and cache.get("/d/f10") is None
+    assert len(master.calls) == 1
+    assert prefetch.listings == 0
+    assert cache.get("/d/f3") is None
+    assert cache.get("/d/f10") is None
 
 
 @pytest.mark.timeout(10)
@@ -73,7 +75,8 @@ def test_no_prefetch_without_a_ttl_below_the_threshold_or_when_the_master_fails(
     cache = AttrCache(ttl=5)
     prefetch = DirPrefetcher(failing, cache, window=5, after=2)
     walk(prefetch, cache, names[:2])                # the lookup itself is not failed
-    assert len(failing.calls) == 1 and prefetch.listings == 0
+    assert len(failing.calls) == 1
+    assert prefetch.listings == 0
 
 
 @pytest.mark.timeout(10)

@@ -67,7 +67,8 @@ def test_key_clock_only_vouches_for_keys_handed_out_long_enough_ago():
     assert clock.cutoff(10) == 50         # keys below 50 predate the start
     clock.note(80)
     clock.note(70)                        # lower: ignored
-    assert clock.high() == 80 and clock.cutoff(0) == 80
+    assert clock.high() == 80
+    assert clock.cutoff(0) == 80
     assert clock.cutoff(10) == 50
     now[0] = 111.5
     clock.note(90)                        # same bucket: the sample moves forward
@@ -115,8 +116,10 @@ def test_vacuum_compacts_every_live_replica_of_volumes_past_the_threshold(store)
     vac = Vacuumer(topo, _Stubs({"h:1": a, "h:2": b}), default_threshold=0.3)
     rows = vac.run()
     assert sorted((r.volume_id, r.server, r.freed) for r in rows) == [(1, "a", 500), (1, "b", 200)]
-    assert a.compacted == [1] and b.compacted == [1]
-    assert vac.run(threshold=0.05, volume_ids=[2]) and a.compacted == [1, 2]
+    assert a.compacted == [1]
+    assert b.compacted == [1]
+    assert vac.run(threshold=0.05, volume_ids=[2])
+    assert a.compacted == [1, 2]
     with pytest.raises(FsError) as e:
         vac.run(threshold=2)
     assert e.value.errno == errno.EINVAL

@@ -26,7 +26,6 @@ from cluster.gateway.writer import encode_write_request
 from fusefs.gateway_client import GatewayClient
 from protos import gateway_pb2, master_pb2, master_pb2_grpc, volume_pb2, volume_pb2_grpc
 
-
 # ---------------------------------------------------------------- fakes
 
 class FakeVolume(volume_pb2_grpc.VolumeServicer):
@@ -43,7 +42,7 @@ class FakeVolume(volume_pb2_grpc.VolumeServicer):
         self.max_active = 0
         self.calls = 0
 
-    def WriteNeedle(self, request, context):  # noqa: N802 - gRPC's name
+    def WriteNeedle(self, request, context):
         with self.lock:
             self.calls += 1
             self.active += 1
@@ -76,7 +75,7 @@ class FakeMaster(master_pb2_grpc.MasterServicer):
         self.lock = threading.Lock()
         self.commit_unavailable = 0  # answer UNAVAILABLE this many times first
 
-    def Assign(self, request, context):  # noqa: N802
+    def Assign(self, request, context):
         with self.lock:
             self.assign_calls.append(master_pb2.AssignRequest().FromString(
                 request.SerializeToString()))
@@ -92,7 +91,7 @@ class FakeMaster(master_pb2_grpc.MasterServicer):
                     return master_pb2.AssignResponse(assignments=out)
         context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "ENOSPC: no writable volume")
 
-    def CommitChunks(self, request, context):  # noqa: N802
+    def CommitChunks(self, request, context):
         with self.lock:
             if self.commit_unavailable:
                 self.commit_unavailable -= 1
@@ -101,7 +100,7 @@ class FakeMaster(master_pb2_grpc.MasterServicer):
         return master_pb2.Attr(ino=request.ino, size=request.size, mode=0o100644, nlink=1,
                                mtime_ns=request.mtime_ns or time.time_ns())
 
-    def SendGatewayHeartbeat(self, request, context):  # noqa: N802
+    def SendGatewayHeartbeat(self, request, context):
         with self.lock:
             self.heartbeats.append(request)
         return master_pb2.Empty()
@@ -186,13 +185,17 @@ def test_stream_write_then_commit(cluster):
         stream.write(offset, part)
         offset += len(part)
     attr = stream.commit(size=offset, mtime_ns=123)
-    assert attr.ino == 42 and attr.size == offset and attr.mtime_ns == 123
+    assert attr.ino == 42
+    assert attr.size == offset
+    assert attr.mtime_ns == 123
     [commit] = cluster.master.commits
-    assert commit.ino == 42 and commit.size == offset
+    assert commit.ino == 42
+    assert commit.size == offset
     assert [c.file_offset for c in commit.chunks] == [0, 1000, 71_000]
     for chunk, part in zip(commit.chunks, parts):
         assert chunk.length == chunk.needle_size == len(part)
-        assert chunk.needle_offset == 0 and chunk.crc32c == crc32c.crc32c(bytes(part))
+        assert chunk.needle_offset == 0
+        assert chunk.crc32c == crc32c.crc32c(bytes(part))
         assert cluster.stored(chunk, cluster.volumes[0]) == bytes(part)
     # A committed stream starts over.
     assert stream.chunks() == []
@@ -205,16 +208,19 @@ def test_stream_write_then_commit(cluster):
 def test_small_file_is_one_round_trip(cluster):
     client = cluster.client()
     attr = client.write_small(ino=7, file_offset=0, data=b"hello", size=5, mtime_ns=9)
-    assert attr.ino == 7 and attr.size == 5
+    assert attr.ino == 7
+    assert attr.size == 5
     [commit] = cluster.master.commits
     [chunk] = commit.chunks
     assert cluster.stored(chunk, cluster.volumes[0]) == b"hello"
     stats = cluster.node.handler.stats
-    assert stats["chunks_written"] == 1 and stats["commits"] == 1
+    assert stats["chunks_written"] == 1
+    assert stats["commits"] == 1
     assert next(client._ids) == 2  # exactly one request went out
     # An empty small file commits without writing a chunk.
     attr = client.write_small(ino=8, file_offset=0, data=b"", size=0)
-    assert attr.size == 0 and list(cluster.master.commits[1].chunks) == []
+    assert attr.size == 0
+    assert list(cluster.master.commits[1].chunks) == []
 
 
 @pytest.mark.timeout(30)
@@ -248,7 +254,8 @@ def test_one_bad_replica_of_a_replicated_volume_fails_the_chunk(cluster):
     with pytest.raises(FsError) as exc:
         client.write_small(ino=5, file_offset=0, data=b"zz", size=2, replication=2)
     # No other volume has two replicas: never acknowledged as under-replicated.
-    assert exc.value.errno == errno.EIO and "replica v2" in exc.value.message
+    assert exc.value.errno == errno.EIO
+    assert "replica v2" in exc.value.message
     assert cluster.master.commits == []
 
 
@@ -263,7 +270,8 @@ def test_all_replicas_failing_is_eio_at_commit(cluster):
     with pytest.raises(FsError) as exc:
         stream.commit(size=4)
     assert exc.value.errno == errno.EIO
-    assert "replica v" in exc.value.message and "INTERNAL" in exc.value.message
+    assert "replica v" in exc.value.message
+    assert "INTERNAL" in exc.value.message
     assert cluster.master.commits == []
     # The failure sticks to the stream until it is aborted.
     with pytest.raises(FsError):
@@ -293,7 +301,8 @@ def test_out_of_space_is_enospc(cluster):
 def test_commit_rides_out_a_short_master_outage(cluster):
     cluster.master.commit_unavailable = 2
     attr = cluster.client().write_small(ino=3, file_offset=0, data=b"abc", size=3)
-    assert attr.size == 3 and len(cluster.master.commits) == 1
+    assert attr.size == 3
+    assert len(cluster.master.commits) == 1
 
 
 # ---------------------------------------------------------------- malformed input
@@ -395,7 +404,8 @@ def test_unreachable_gateway_fails_after_the_connect_grace_not_the_timeout():
         started = time.monotonic()
         with pytest.raises(FsError) as exc:
             client.write_small(3, 0, b"abc", 3)
-        assert exc.value.errno == errno.EIO and "not reachable" in exc.value.message
+        assert exc.value.errno == errno.EIO
+        assert "not reachable" in exc.value.message
         assert time.monotonic() - started < 5
     finally:
         client.close()
@@ -408,7 +418,8 @@ def test_dead_gateway_is_eio_within_the_timeout():
         started = time.monotonic()
         with pytest.raises(FsError) as exc:
             client.ping(timeout=0.5)
-        assert exc.value.errno == errno.EIO and "did not answer" in exc.value.message
+        assert exc.value.errno == errno.EIO
+        assert "did not answer" in exc.value.message
         stream = client.open_stream(ino=3)
         stream.write(0, b"abc")
         with pytest.raises(FsError) as exc:
@@ -455,12 +466,14 @@ def test_heartbeat_and_http_status(cluster):
     while not cluster.master.heartbeats and time.monotonic() < deadline:
         time.sleep(0.05)
     beat = cluster.master.heartbeats[0]
-    assert beat.name == "gw-test" and beat.address == cluster.address
+    assert beat.name == "gw-test"
+    assert beat.address == cluster.address
     assert beat.http_address == f"127.0.0.1:{cluster.node.http_port}"
     cluster.client().write_small(ino=2, file_offset=0, data=b"ok", size=2)
     base = f"http://127.0.0.1:{cluster.node.http_port}"
     status = json.load(urllib.request.urlopen(f"{base}/status", timeout=5))
-    assert status["name"] == "gw-test" and status["chunks_written"] == 1
+    assert status["name"] == "gw-test"
+    assert status["chunks_written"] == 1
     metrics = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
     assert 'kelp_gateway_chunks_written_total{gateway="gw-test"}' in metrics
     assert "kelp_gateway_commit_seconds" in metrics
@@ -474,7 +487,8 @@ def test_two_gateways_in_one_process_and_master_down():
     try:
         with GatewayClient(f"127.0.0.1:{a.port}", timeout=5) as ca, \
                 GatewayClient(f"127.0.0.1:{b.port}", timeout=5) as cb:
-            assert ca.ping() == "a" and cb.ping() == "b"
+            assert ca.ping() == "a"
+            assert cb.ping() == "b"
     finally:
         a.stop()
         b.stop()
@@ -518,7 +532,8 @@ def test_call_master_retries_unavailable_then_gives_eio():
     started = time.monotonic()
     with pytest.raises(FsError) as exc:
         call_master(down, "req", what="test", patience=0.3)
-    assert exc.value.errno == errno.EIO and "unavailable" in exc.value.message
+    assert exc.value.errno == errno.EIO
+    assert "unavailable" in exc.value.message
     assert time.monotonic() - started < 2
 
 
@@ -527,7 +542,7 @@ class _StubMaster:
         self.requests = []
         self.key = 0
 
-    def Assign(self, request, timeout=None):  # noqa: N802
+    def Assign(self, request, timeout=None):
         self.requests.append(request)
         out = []
         for _ in range(request.count):
@@ -543,9 +558,11 @@ def test_assigner_batches_avoids_and_expires():
     stub = _StubMaster()
     assigner = Assigner(stub, batch=4, ttl=0.2)
     fids = [assigner.next().fid for _ in range(4)]
-    assert len(set(fids)) == 4 and len(stub.requests) == 1
+    assert len(set(fids)) == 4
+    assert len(stub.requests) == 1
     assigner.next()
-    assert len(stub.requests) == 2 and assigner.cached() == 3
+    assert len(stub.requests) == 2
+    assert assigner.cached() == 3
     assigner.avoid(1)  # cached: keys 6 (vol 2), 7 (vol 1), 8 (vol 2) -> 7 is dropped
     assert assigner.cached() == 2
     assert [Fid.parse(assigner.next().fid).key for _ in range(2)] == [6, 8]
@@ -566,7 +583,7 @@ class _AvoidDuringAssign(_StubMaster):
         super().__init__()
         self.assigner = None
 
-    def Assign(self, request, timeout=None):  # noqa: N802
+    def Assign(self, request, timeout=None):
         reply = super().Assign(request, timeout)
         if len(self.requests) == 1:
             reply = master_pb2.AssignResponse(assignments=[
@@ -585,7 +602,8 @@ def test_assigner_asks_again_when_a_batch_is_avoided_on_arrival():
     assigner = stub.assigner = Assigner(stub, batch=4)
     fid = Fid.parse(assigner.next().fid)
     assert fid.volume_id == 2
-    assert len(stub.requests) == 2 and list(stub.requests[1].avoid_volumes) == [1]
+    assert len(stub.requests) == 2
+    assert list(stub.requests[1].avoid_volumes) == [1]
 
 
 @pytest.mark.timeout(10)

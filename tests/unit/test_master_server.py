@@ -115,7 +115,8 @@ def test_health_and_http_status(node_factory):
     assert rpc.check_health(node.grpc_address)
     body = json.loads(urllib.request.urlopen(
         f"http://127.0.0.1:{node.http_port}/status", timeout=5).read())
-    assert body["name"] == "mx" and body["files"] == 1
+    assert body["name"] == "mx"
+    assert body["files"] == 1
     metrics = urllib.request.urlopen(
         f"http://127.0.0.1:{node.http_port}/metrics", timeout=5).read().decode()
     assert "kelp_master_assigned_fids_total" in metrics
@@ -127,8 +128,10 @@ def test_register_id_survives_master_restart(node_factory, fakes):
     node = node_factory()
     ch, m = stub_for(node)
     reply = v.register(m)
-    assert reply.server_id > 0 and reply.master_name == node.opts.name
-    assert reply.heartbeat_interval_ms == 1000 and reply.volume_size_limit == 1 << 30
+    assert reply.server_id > 0
+    assert reply.master_name == node.opts.name
+    assert reply.heartbeat_interval_ms == 1000
+    assert reply.volume_size_limit == 1 << 30
     sid = reply.server_id
     assert not v.heartbeat(m).reregister
     ch.close()
@@ -157,10 +160,12 @@ def test_assign_spreads_lookup_and_status(node_factory, fakes):
     f1 = m.Assign(master_pb2.AssignRequest(count=1)).assignments[0]
     f2 = m.Assign(master_pb2.AssignRequest(count=1)).assignments[0]
     fid1, fid2 = Fid.parse(f1.fid), Fid.parse(f2.fid)
-    assert fid1.volume_id != fid2.volume_id and fid1.key != fid2.key
+    assert fid1.volume_id != fid2.volume_id
+    assert fid1.key != fid2.key
     assert f1.replicas[0].grpc_address != f2.replicas[0].grpc_address
     assert {f1.replicas[0].grpc_address, f2.replicas[0].grpc_address} == {a.address, b.address}
-    assert len(a.volumes) == 1 and len(b.volumes) == 1
+    assert len(a.volumes) == 1
+    assert len(b.volumes) == 1
 
     # heartbeats after growth keep the volumes; assigning more does not grow again
     a.heartbeat(m)
@@ -174,13 +179,17 @@ def test_assign_spreads_lookup_and_status(node_factory, fakes):
     assert look.locations[0].replicas[0].grpc_address == f1.replicas[0].grpc_address
 
     fs = m.StatFs(master_pb2.Empty())
-    assert fs.total_bytes == 2 * (20 << 30) and fs.free_bytes == 2 * (10 << 30)
+    assert fs.total_bytes == 2 * (20 << 30)
+    assert fs.free_bytes == 2 * (10 << 30)
 
     m.SendGatewayHeartbeat(master_pb2.GatewayHeartbeat(name="g0", address="127.0.0.1:7000"))
     st = m.ClusterStatus(master_pb2.Empty())
-    assert {s.name for s in st.servers} == {"a", "b"} and all(s.alive for s in st.servers)
-    assert [g.name for g in st.gateways] == ["g0"] and st.gateways[0].alive
-    assert st.default_replication == 1 and st.grpc_address == node.grpc_address
+    assert {s.name for s in st.servers} == {"a", "b"}
+    assert all(s.alive for s in st.servers)
+    assert [g.name for g in st.gateways] == ["g0"]
+    assert st.gateways[0].alive
+    assert st.default_replication == 1
+    assert st.grpc_address == node.grpc_address
 
     # replication 2 over two servers: one volume holding a copy on each
     r2 = m.Assign(master_pb2.AssignRequest(count=1, replication=2)).assignments[0]
@@ -236,19 +245,25 @@ def test_namespace_over_grpc(node_factory):
     assert [e.name for p in pages for e in p.entries] == [f"f{i}" for i in range(5)]
     assert len(list(m.ReadDir(master_pb2.ReadDirRequest(path="/d", after="f4")))) == 1
     empty = list(m.ReadDir(master_pb2.ReadDirRequest(path="/", after="zzz")))
-    assert len(empty) == 1 and not empty[0].entries
+    assert len(empty) == 1
+    assert not empty[0].entries
 
     a = m.SetAttr(master_pb2.SetAttrRequest(path="/d/f0", mode=0o600, size=100))
-    assert a.mode & 0o7777 == 0o600 and a.size == 100 and a.uid == 0
+    assert a.mode & 0o7777 == 0o600
+    assert a.size == 100
+    assert a.uid == 0
     b = m.SetAttr(master_pb2.SetAttrRequest(ino=a.ino, uid=0))
-    assert b.mode == a.mode and b.size == 100
+    assert b.mode == a.mode
+    assert b.size == 100
     fc = m.GetChunks(master_pb2.InoRequest(ino=a.ino))
-    assert fc.attr.size == 100 and not fc.chunks
+    assert fc.attr.size == 100
+    assert not fc.chunks
     rr = m.Rename(master_pb2.RenameRequest(old_path="/d/f1", new_path="/d/f0", keep_open=True))
     assert rr.replaced_ino == a.ino
     assert m.GetAttrByIno(master_pb2.InoRequest(ino=a.ino)).nlink == 0
     at = m.GetChunksAt(master_pb2.PathRequest(path="/d/f0"))  # the name now: f1's inode
-    assert at.attr.ino != a.ino and at.attr.nlink == 1
+    assert at.attr.ino != a.ino
+    assert at.attr.nlink == 1
     m.ReleaseInode(master_pb2.InoRequest(ino=a.ino))
     m.Symlink(master_pb2.SymlinkRequest(path="/l", target="/d"))
     assert m.Readlink(master_pb2.PathRequest(path="/l")).target == "/d"
@@ -306,7 +321,8 @@ def test_bad_input_statuses(node_factory):
     m.Mkdir(master_pb2.MkdirRequest(path="/d", mode=0o755))
     m.Create(master_pb2.CreateRequest(path="/d/f", mode=0o644))
     code, details = status_of(lambda: m.Rmdir(master_pb2.PathRequest(path="/d")))
-    assert code == S.FAILED_PRECONDITION and details.startswith("ENOTEMPTY")
+    assert code == S.FAILED_PRECONDITION
+    assert details.startswith("ENOTEMPTY")
     attr = m.GetAttr(master_pb2.PathRequest(path="/d/f"))
     code, details = status_of(lambda: m.CommitChunks(master_pb2.CommitRequest(
         ino=attr.ino, size=1, chunks=[master_pb2.Chunk(length=1, fid="junk", needle_size=1)])))

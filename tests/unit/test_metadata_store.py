@@ -58,19 +58,23 @@ T = pytest.mark.timeout(20)
 @T
 def test_root(store):
     a = store.getattr("/")
-    assert a.ino == 1 and a.mode == 0o40755 and a.nlink == 2
+    assert a.ino == 1
+    assert a.mode == 0o40755
+    assert a.nlink == 2
     assert store.readdir("/") == []
 
 
 @T
 def test_create_getattr_readdir(store):
     a = store.create("/f", 0o644, 5, 6)
-    assert stat.S_ISREG(a.mode) and a.mode & 0o7777 == 0o644
+    assert stat.S_ISREG(a.mode)
+    assert a.mode & 0o7777 == 0o644
     assert (a.uid, a.gid, a.size, a.nlink) == (5, 6, 0, 1)
     assert store.getattr("/f") == a
     assert store.getattr_ino(a.ino) == a
     [(name, attr)] = store.readdir("/")
-    assert name == "f" and attr == a
+    assert name == "f"
+    assert attr == a
 
 
 @T
@@ -78,7 +82,8 @@ def test_create_existing(store):
     a = store.create("/f", 0o644)
     store.commit(a.ino, [piece(0, 10, 1)], 10)
     again = store.create("/f", 0o600)
-    assert again.ino == a.ino and again.size == 10
+    assert again.ino == a.ino
+    assert again.size == 10
     assert errno_of(store.create, "/f", 0o644, exclusive=True) == errno.EEXIST
     t = store.create("/f", 0o644, truncate=True)
     assert t.size == 0
@@ -99,7 +104,7 @@ def test_missing_and_not_dir(store):
     assert errno_of(store.getattr_ino, 999) == errno.ENOENT
 
 
-@pytest.mark.parametrize("path, code", [
+@pytest.mark.parametrize(("path", "code"), [
     ("relative", errno.EINVAL),
     ("/a\0b", errno.EINVAL),
     ("/a/./b", errno.EINVAL),
@@ -123,7 +128,9 @@ def test_name_of_255_bytes_ok(store):
 @T
 def test_mkdir_nlink_and_parents(store):
     d = store.mkdir("/d", 0o750)
-    assert stat.S_ISDIR(d.mode) and d.mode & 0o7777 == 0o750 and d.nlink == 2
+    assert stat.S_ISDIR(d.mode)
+    assert d.mode & 0o7777 == 0o750
+    assert d.nlink == 2
     assert store.getattr("/").nlink == 3
     store.mkdir("/d/e", 0o755)
     assert store.getattr("/d").nlink == 3
@@ -141,7 +148,8 @@ def test_parent_times_change(store):
     root = store.getattr("/")
     store.create("/f", 0o644)
     after = store.getattr("/")
-    assert after.mtime_ns >= root.mtime_ns and after.ctime_ns >= root.ctime_ns
+    assert after.mtime_ns >= root.mtime_ns
+    assert after.ctime_ns >= root.ctime_ns
     assert after.mtime_ns > root.mtime_ns or after.mtime_ns == root.mtime_ns  # clock may tie
     before = store.getattr("/")
     store.unlink("/f")
@@ -190,7 +198,9 @@ def test_get_chunks_at_resolves_the_name_now(store):
     store.unlink("/d/f", keep_open=True)      # someone still has the old file open
     store.rename("/d/f.tmp", "/d/f")
     attr, pieces, _ = store.get_chunks_at("/d/f")
-    assert attr.ino == new.ino and attr.size == 5 and [p.fid for p in pieces] == [fid(1, 2)]
+    assert attr.ino == new.ino
+    assert attr.size == 5
+    assert [p.fid for p in pieces] == [fid(1, 2)]
     assert store.get_chunks(old.ino)[0].size == 3   # the old inode, by number, is unchanged
     assert errno_of(store.get_chunks_at, "/d/missing") == errno.ENOENT
     assert errno_of(store.get_chunks_at, "/d") == errno.EISDIR
@@ -204,7 +214,8 @@ def test_unlink_keep_open_then_release(store):
     with pytest.raises(FsError):
         store.getattr("/f")
     attr, pieces, _ = store.get_chunks(a.ino)
-    assert attr.nlink == 0 and len(pieces) == 1
+    assert attr.nlink == 0
+    assert len(pieces) == 1
     store.commit(a.ino, [piece(10, 5, 2)], 15)  # still writable while open
     assert queued(store) == set()
     store.release_inode(a.ino)
@@ -293,7 +304,8 @@ def test_rename_dirs(store):
         assert errno_of(store.rename, old, new) == code, (old, new)
     # move a directory to another parent: nlink of both parents follows
     store.rename("/d1/sub", "/d2/sub")
-    assert store.getattr("/d1").nlink == 2 and store.getattr("/d2").nlink == 3
+    assert store.getattr("/d1").nlink == 2
+    assert store.getattr("/d2").nlink == 3
     # dir over empty dir
     store.mkdir("/empty", 0o755)
     root_links = store.getattr("/").nlink
@@ -311,7 +323,8 @@ def test_rename_is_atomic_on_error(store):
     store.create("/full/x", 0o644)
     with pytest.raises(FsError):
         store.rename("/d", "/full")
-    assert store.getattr("/full/x").is_file and store.getattr("/d").is_dir
+    assert store.getattr("/full/x").is_file
+    assert store.getattr("/d").is_dir
 
 
 # ---------------------------------------------------------------- symlink / link
@@ -319,7 +332,9 @@ def test_rename_is_atomic_on_error(store):
 @T
 def test_symlink_readlink(store):
     s = store.symlink("/l", "target/path", 3, 4)
-    assert stat.S_ISLNK(s.mode) and s.size == len("target/path") and s.uid == 3
+    assert stat.S_ISLNK(s.mode)
+    assert s.size == len("target/path")
+    assert s.uid == 3
     assert store.readlink("/l") == "target/path"
     store.create("/f", 0o644)
     assert errno_of(store.readlink, "/f") == errno.EINVAL
@@ -332,9 +347,11 @@ def test_hard_link(store):
     a = store.create("/a", 0o644)
     store.commit(a.ino, [piece(0, 3, 1)], 3)
     b = store.link("/a", "/b")
-    assert b.ino == a.ino and b.nlink == 2
+    assert b.ino == a.ino
+    assert b.nlink == 2
     assert store.unlink("/a") == 0
-    assert store.getattr("/b").nlink == 1 and queued(store) == set()
+    assert store.getattr("/b").nlink == 1
+    assert queued(store) == set()
     store.unlink("/b")
     assert queued(store) == {fid(1, 1)}
     store.mkdir("/d", 0o755)
@@ -349,7 +366,8 @@ def test_hard_link(store):
 def test_setattr(store):
     a = store.create("/f", 0o644)
     b = store.setattr("/f", mode=0o4711, uid=7, gid=8, atime_ns=11, mtime_ns=22)
-    assert stat.S_ISREG(b.mode) and b.mode & 0o7777 == 0o4711
+    assert stat.S_ISREG(b.mode)
+    assert b.mode & 0o7777 == 0o4711
     assert (b.uid, b.gid, b.atime_ns, b.mtime_ns) == (7, 8, 11, 22)
     assert b.ctime_ns >= a.ctime_ns
     by_ino = store.setattr(ino=a.ino, mode=0o600)
@@ -383,7 +401,8 @@ def test_commit_overlay_queues_shadowed(store):
     a = store.create("/f", 0o644)
     store.commit(a.ino, [piece(0, 100, 1)], 100, mtime_ns=1234)
     attr = store.getattr("/f")
-    assert attr.size == 100 and attr.mtime_ns == 1234
+    assert attr.size == 100
+    assert attr.mtime_ns == 1234
     store.commit(a.ino, [piece(20, 30, 2)], 100)
     _, pieces, _ = store.get_chunks(a.ino)
     assert pieces == [piece(0, 20, 1, 0, 100), piece(20, 30, 2), piece(50, 50, 1, 50, 100)]
@@ -391,7 +410,8 @@ def test_commit_overlay_queues_shadowed(store):
     store.commit(a.ino, [piece(0, 100, 3)], 100)
     assert queued(store) == {fid(1, 1), fid(1, 2)}
     _, pieces, version = store.get_chunks(a.ino)
-    assert pieces == [piece(0, 100, 3)] and version == 3
+    assert pieces == [piece(0, 100, 3)]
+    assert version == 3
 
 
 @T
@@ -415,7 +435,8 @@ def test_commit_bad_input_changes_nothing(store):
     d = store.mkdir("/d", 0o755)
     assert errno_of(store.commit, d.ino, [piece(0, 1, 1)], 1) == errno.EISDIR
     _, pieces, version = store.get_chunks(a.ino)
-    assert pieces == [piece(0, 10, 1)] and version == 1
+    assert pieces == [piece(0, 10, 1)]
+    assert version == 1
 
 
 @T
@@ -474,7 +495,8 @@ def test_deletion_queue_retry_and_done(store):
     store.deletions_retry([fid(1, 1)], 3600)
     assert queued(store) == {fid(1, 2)}
     store.deletions_done([fid(1, 2)])
-    assert store.pending_deletions() == 1 and queued(store) == set()
+    assert store.pending_deletions() == 1
+    assert queued(store) == set()
     store.deletions_retry([fid(1, 1)], 0)
     assert store.due_deletions(10) == [(fid(1, 1), 2)]
 
@@ -561,7 +583,8 @@ def test_a_version_1_database_opens_and_upgrades(tmp_path):
         assert store.getxattr("/docs/a.txt", "user.color") == b"blue"
         assert store.readlink("/docs/link") == "a.txt"
         dev = store.mknod("/docs/null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
-        assert stat.S_ISCHR(dev.mode) and dev.rdev == os.makedev(1, 3)
+        assert stat.S_ISCHR(dev.mode)
+        assert dev.rdev == os.makedev(1, 3)
         assert stat.S_ISFIFO(store.mknod("/docs/fifo", stat.S_IFIFO | 0o600).mode)
     finally:
         store.close()
@@ -575,7 +598,9 @@ def test_a_version_1_database_opens_and_upgrades(tmp_path):
 @T
 def test_special_files_are_metadata_with_their_device_numbers(store):
     fifo = store.mknod("/p", stat.S_IFIFO | 0o640, rdev=99, uid=7, gid=8)
-    assert stat.S_ISFIFO(fifo.mode) and fifo.rdev == 0 and (fifo.uid, fifo.gid) == (7, 8)
+    assert stat.S_ISFIFO(fifo.mode)
+    assert fifo.rdev == 0
+    assert (fifo.uid, fifo.gid) == (7, 8)
     blk = store.mknod("/b", stat.S_IFBLK | 0o600, os.makedev(8, 1))
     assert store.getattr("/b").rdev == os.makedev(8, 1) == blk.rdev
     assert dict(store.readdir("/"))["b"].rdev == os.makedev(8, 1)
@@ -588,9 +613,11 @@ def test_special_files_are_metadata_with_their_device_numbers(store):
     store.link("/b", "/b2")
     assert store.getattr("/b2").nlink == 2
     store.rename("/s", "/b2")
-    assert stat.S_ISSOCK(store.getattr("/b2").mode) and store.getattr("/b").nlink == 1
+    assert stat.S_ISSOCK(store.getattr("/b2").mode)
+    assert store.getattr("/b").nlink == 1
     store.setattr("/p", mode=0o600, uid=1)
-    assert stat.S_ISFIFO(store.getattr("/p").mode) and store.getattr("/p").uid == 1
+    assert stat.S_ISFIFO(store.getattr("/p").mode)
+    assert store.getattr("/p").uid == 1
     store.unlink("/p")
     assert errno_of(store.getattr, "/p") == errno.ENOENT
 
@@ -619,7 +646,8 @@ def test_inline_files_keep_their_bytes_in_the_store(store):
     a = store.create("/f", 0o644)
     assert not a.inline
     a = write_inline(store, a.ino, 0, b"hello", size=5)
-    assert a.inline and a.size == 5
+    assert a.inline
+    assert a.size == 5
     c = store.content(path="/f")
     assert (c.inline, c.inline_crc, c.pieces) == (b"hello", crc32c.crc32c(b"hello"), [])
     write_inline(store, a.ino, 8, b"!!", size=0)        # past the end: a hole of zeros
@@ -627,7 +655,8 @@ def test_inline_files_keep_their_bytes_in_the_store(store):
     assert store.getattr("/f").size == 10
     # truncate: a shrink cuts the bytes, a grow reads zeros past them (still inline)
     store.setattr("/f", size=3)
-    assert store.content(ino=a.ino).inline == b"hel" and store.getattr("/f").inline
+    assert store.content(ino=a.ino).inline == b"hel"
+    assert store.getattr("/f").inline
     store.setattr("/f", size=1 << 20)
     c = store.content(ino=a.ino)
     assert (c.inline, c.attr.size, c.inline_crc) == (b"hel", 1 << 20, crc32c.crc32c(b"hel"))
@@ -679,7 +708,8 @@ def test_split_needle_stays_until_every_part_is_gone(store):
 def test_commit_and_truncate_match_a_model(tmp_path):
     """Random commits and truncates agree with chunkmap applied to the whole list, and the
     deletion queue holds exactly the written fids no longer visible."""
-    from hypothesis import given, settings, strategies as st
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
 
     from cluster.common import chunkmap
 
@@ -708,7 +738,8 @@ def test_commit_and_truncate_match_a_model(tmp_path):
                 model = chunkmap.truncate(model, size)
                 s.setattr(ino=a.ino, size=size)
             attr, pieces, _ = s.get_chunks(a.ino)
-            assert pieces == model and attr.size == size
+            assert pieces == model
+            assert attr.size == size
             assert queued(s) == written - chunkmap.fids(model)
         s.close()
 

@@ -16,7 +16,8 @@ def kernel(*flags: str) -> dict:
 @pytest.mark.timeout(10)
 def test_with_callbacks_the_kernel_asks_about_every_name():
     kw = kernel()
-    assert kw["entry_timeout"] == 0 and kw["negative_timeout"] == 0
+    assert kw["entry_timeout"] == 0
+    assert kw["negative_timeout"] == 0
     assert kw["attr_timeout"] == (1.0 if CAN_INVALIDATE else 0.0)
 
 
@@ -24,4 +25,5 @@ def test_with_callbacks_the_kernel_asks_about_every_name():
 def test_entry_ttl_and_no_callbacks_give_the_kernel_time():
     assert kernel("--entry-ttl", "0.5")["entry_timeout"] == 0.5
     kw = kernel("--no-callbacks", "--attr-ttl", "2")
-    assert kw["entry_timeout"] == 2 and kw["attr_timeout"] == 2
+    assert kw["entry_timeout"] == 2
+    assert kw["attr_timeout"] == 2

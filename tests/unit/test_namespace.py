@@ -34,7 +34,8 @@ def errno_of(fn, *args) -> int:
 @pytest.mark.timeout(10)
 def test_every_mutation_of_the_table_through_plain_messages(ns):
     a = apply(ns, "mkdir", master_pb2.MkdirRequest(path="/d", mode=0o755, uid=5, gid=6))
-    assert stat.S_ISDIR(a.mode) and (a.uid, a.gid) == (5, 6)
+    assert stat.S_ISDIR(a.mode)
+    assert (a.uid, a.gid) == (5, 6)
     f = apply(ns, "create", master_pb2.CreateRequest(path="/d/f", mode=0o644))
     assert stat.S_ISREG(f.mode)
     apply(ns, "mknod", master_pb2.MknodRequest(path="/d/p", mode=stat.S_IFIFO | 0o600))
@@ -51,7 +52,8 @@ def test_every_mutation_of_the_table_through_plain_messages(ns):
     assert ns.store.getxattr("/d/f", "user.k") == b"v"
     apply(ns, "remove_xattr", master_pb2.XattrRequest(path="/d/f", name="user.k"))
     replaced = apply(ns, "rename", master_pb2.RenameRequest(old_path="/d/p", new_path="/d/g"))
-    assert isinstance(replaced, master_pb2.RenameResponse) and replaced.replaced_ino == 0
+    assert isinstance(replaced, master_pb2.RenameResponse)
+    assert replaced.replaced_ino == 0
     assert isinstance(apply(ns, "unlink", master_pb2.UnlinkRequest(path="/d/g")),
                       master_pb2.Empty)
     for name in ("f", "s"):

@@ -16,7 +16,6 @@ from cluster.common.errors import FsError
 from cluster.volume import needle as fmt
 from cluster.volume.store import Store, Volume
 
-
 # ------------------------------------------------------------------ format
 
 @pytest.mark.timeout(30)
@@ -39,7 +38,8 @@ def test_needle_layout_and_corruption_detected():
     rec = bytearray(fmt.encode_needle(7, 9, b"abc"))
     assert fmt.record_size(3, 1) == 24       # v1: 16 header + 3 data + 5 trailer -> 24
     assert fmt.record_size(3) == 32          # v2: + 4 for the one block CRC -> 28 -> 32
-    assert len(rec) == 32 and rec[16:19] == b"abc"
+    assert len(rec) == 32
+    assert rec[16:19] == b"abc"
     assert rec[24:28] == fmt.crc32c(b"abc").to_bytes(4, "little")   # the block's CRC
     rec[17] ^= 0xFF
     assert not fmt.crc_ok(fmt.decode_needle(rec))
@@ -61,17 +61,21 @@ def test_block_crc_layout_round_trip(size, seed, version):
     version 1 has it, and version 1 records decode as before, without block CRCs."""
     data = bytes((seed + i * 31) % 251 for i in range(size))
     rec = fmt.encode_needle(7, 9, data, version=version)
-    assert len(rec) == fmt.record_size(size, version) and len(rec) % fmt.ALIGN == 0
+    assert len(rec) == fmt.record_size(size, version)
+    assert len(rec) % fmt.ALIGN == 0
     assert rec[fmt.NEEDLE_HEADER_SIZE:fmt.NEEDLE_HEADER_SIZE + size] == data
     n = fmt.decode_needle(rec, version)
-    assert bytes(n.data) == data and fmt.crc_ok(n) and fmt.blocks_ok(n)
+    assert bytes(n.data) == data
+    assert fmt.crc_ok(n)
+    assert fmt.blocks_ok(n)
     if version == 1:
         assert n.block_crcs is None
         assert len(rec) == (fmt.NEEDLE_HEADER_SIZE + size + 5 + 7) // 8 * 8
         return
     want = tuple(fmt.crc32c(data[i:i + blocks.BLOCK_SIZE])
                  for i in range(0, size, blocks.BLOCK_SIZE))
-    assert n.block_crcs == want and len(want) == blocks.count(size)
+    assert n.block_crcs == want
+    assert len(want) == blocks.count(size)
     for i, crc in enumerate(want):                      # each CRC where block_crc_offset says
         at = fmt.block_crc_offset(size, i)
         assert rec[at:at + 4] == crc.to_bytes(4, "little")
@@ -79,7 +83,8 @@ def test_block_crc_layout_round_trip(size, seed, version):
         damaged = bytearray(rec)
         damaged[fmt.block_crc_offset(size, len(want) - 1)] ^= 0x10   # the last block's CRC
         n = fmt.decode_needle(damaged, version)
-        assert fmt.crc_ok(n) and not fmt.blocks_ok(n)
+        assert fmt.crc_ok(n)
+        assert not fmt.blocks_ok(n)
 
 
 @pytest.mark.timeout(10)
@@ -92,7 +97,8 @@ def test_block_arithmetic():
     assert blocks.byte_range(1, 3, 2 * bs + 5) == (bs, 2 * bs + 5)
     data = os.urandom(2 * bs + 5)
     crcs = blocks.crcs(data)
-    assert len(crcs) == 3 and blocks.first_bad(data, crcs) is None
+    assert len(crcs) == 3
+    assert blocks.first_bad(data, crcs) is None
     assert blocks.first_bad(data[:-1], crcs) == 2
     assert blocks.first_bad(data + b"x" * bs, crcs) == 0     # wrong block count: never good
 
@@ -101,7 +107,8 @@ def test_block_arithmetic():
 def test_superblock_and_idx():
     sb = fmt.SuperBlock(replication=3, compact_revision=5)
     raw = fmt.encode_superblock(sb)
-    assert len(raw) == fmt.SUPERBLOCK_SIZE and len(raw) % fmt.ALIGN == 0
+    assert len(raw) == fmt.SUPERBLOCK_SIZE
+    assert len(raw) % fmt.ALIGN == 0
     assert fmt.decode_superblock(raw) == sb
     with pytest.raises(fmt.FormatError):
         fmt.decode_superblock(b"NOPE" + raw[4:])
@@ -133,13 +140,17 @@ def test_write_read_delete_round_trip(tmp_path, durability):
     assert vol.write(10, 0xABCD, data) == len(data)
     vol.write(11, 1, b"")                               # empty needles are allowed
     r = vol.read(10, 0xABCD)
-    assert r.data == data and r.needle_size == len(data) and r.needle_crc == fmt.crc32c(data)
+    assert r.data == data
+    assert r.needle_size == len(data)
+    assert r.needle_crc == fmt.crc32c(data)
     assert vol.read(10, 0xABCD, 10, 5).data == data[10:15]
     assert vol.read(10, 0xABCD, 99_990).data == data[99_990:]
     assert vol.read(10, 0xABCD, 99_990, 100).data == data[99_990:]
     assert vol.read(11, 1).data == b""
     s = vol.stats()
-    assert s.file_count == 2 and s.deleted_bytes == 0 and s.replication == 2
+    assert s.file_count == 2
+    assert s.deleted_bytes == 0
+    assert s.replication == 2
     assert s.size == os.path.getsize(vol.dat_path)
 
     assert vol.delete(10, 0xABCD) == len(data)
@@ -178,7 +189,8 @@ def test_restart_loads_index(tmp_path):
     keys = [n.key for n in vol.list_needles()]
     assert keys == sorted(set(blobs) - {5})
     info = {n.key: n for n in vol.list_needles()}
-    assert info[7].cookie == 1007 and info[7].size == len(blobs[7])
+    assert info[7].cookie == 1007
+    assert info[7].size == len(blobs[7])
     assert info[7].crc == fmt.crc32c(blobs[7])
     vol.close()
 
@@ -298,7 +310,8 @@ def test_flipped_byte_is_eio_never_data(tmp_path, repeat):
     for offset, length in ((0, 0), (500, 10)):          # ranged reads check the whole needle
         with pytest.raises(FsError) as e:
             vol.read(1, 5, offset, length)
-        assert e.value.errno == errno.EIO and "CRC mismatch" in e.value.message
+        assert e.value.errno == errno.EIO
+        assert "CRC mismatch" in e.value.message
         assert e.value.status().name == "DATA_LOSS"
     assert vol.read(2, 6).data == b"neighbour"
     vol.close()
@@ -347,7 +360,8 @@ def test_wrong_cookie_refused(tmp_path):
     for call in (lambda: vol.read(1, 6), lambda: vol.delete(1, 6), lambda: vol.read(2, 6)):
         with pytest.raises(FsError) as e:
             call()
-        assert e.value.errno == errno.EACCES and "wrong cookie" in e.value.message
+        assert e.value.errno == errno.EACCES
+        assert "wrong cookie" in e.value.message
     assert vol.read(1, 5).data == b"secret"            # the refused delete changed nothing
     assert vol.read(2, 5).data == b"big secret" * 50_000
     vol.close()
@@ -370,7 +384,8 @@ def test_size_limit_makes_read_only(tmp_path):
     vol.write(1, 1, b"x" * 2000)
     with pytest.raises(FsError) as e:
         vol.write(2, 2, b"y" * 3000)
-    assert e.value.errno == errno.EROFS and e.value.status().name == "FAILED_PRECONDITION"
+    assert e.value.errno == errno.EROFS
+    assert e.value.status().name == "FAILED_PRECONDITION"
     assert vol.stats().read_only
     with pytest.raises(FsError):
         vol.write(3, 3, b"z")                           # read-only now, even for small ones
@@ -398,7 +413,7 @@ def test_concurrent_writers_and_readers(tmp_path, durability):
                 key = base * 1000 + i
                 vol.write(key, key, key.to_bytes(8, "little") * (i + 1))
                 assert vol.read(key, key).data == key.to_bytes(8, "little") * (i + 1)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             errors.append(e)
 
     threads = [threading.Thread(target=writer, args=(t,)) for t in range(8)]
@@ -476,7 +491,8 @@ def test_store_refuses_when_disk_low(tmp_path):
     store.min_free_bytes = 1 << 62
     with pytest.raises(FsError) as e:
         store.write(1, 1, 1, b"x")
-    assert e.value.errno == errno.ENOSPC and e.value.status().name == "RESOURCE_EXHAUSTED"
+    assert e.value.errno == errno.ENOSPC
+    assert e.value.status().name == "RESOURCE_EXHAUSTED"
     store.close()
 
 
@@ -520,7 +536,9 @@ def test_range_read_reads_and_verifies_only_its_covering_blocks(tmp_path, monkey
     # header + one block + trailer and CRCs up to block 10: nothing like the 4 MiB needle
     assert counter.bytes == fmt.NEEDLE_HEADER_SIZE + bs + 5 + 4 * 11
     r = vol.read_blocks(1, 5, 2 * bs - 1, 2)                    # straddles blocks 1 and 2
-    assert r.data_offset == bs and r.data == data[bs:3 * bs] and len(r.block_crcs) == 2
+    assert r.data_offset == bs
+    assert r.data == data[bs:3 * bs]
+    assert len(r.block_crcs) == 2
     assert vol.read(1, 5, 63 * bs + 5, 0).data == data[63 * bs + 5:]   # the short tail
     assert vol.read(1, 5, 12345, 678).data == data[12345:13023]
     vol.close()
@@ -539,7 +557,8 @@ def test_a_flipped_byte_fails_its_block_only_and_never_returns_data(tmp_path):
     for offset, length in ((3 * bs, 10), (2 * bs, 2 * bs), (0, 0), (3 * bs + 7, 1)):
         with pytest.raises(FsError) as e:
             vol.read(1, 5, offset, length)
-        assert e.value.errno == errno.EIO and "CRC mismatch" in e.value.message
+        assert e.value.errno == errno.EIO
+        assert "CRC mismatch" in e.value.message
         assert e.value.status().name == "DATA_LOSS"
     with pytest.raises(FsError) as e:
         vol.read_blocks(1, 5, 3 * bs, 1)
@@ -564,7 +583,8 @@ def test_a_damaged_block_crc_is_an_error_for_its_block_and_fsck_finds_it(tmp_pat
         vol.read(1, 5, bs, 10)
     assert e.value.errno == errno.EIO
     status, detail = vol.check(1, 5, len(data), fmt.crc32c(data))
-    assert status == "crc_bad" and "block CRC" in detail
+    assert status == "crc_bad"
+    assert "block CRC" in detail
     vol.restore(1, 5, data)                             # fsck --repair's copy fixes it
     assert vol.read(1, 5, bs, 10).data == data[bs:bs + 10]
     assert vol.check(1, 5, len(data), fmt.crc32c(data))[0] == "ok"
@@ -582,7 +602,8 @@ def test_block_reads_check_the_cookie_and_the_header(tmp_path):
     _flip(vol.dat_path, fmt.SUPERBLOCK_SIZE + 4)        # the key
     with pytest.raises(FsError) as e:
         vol.read_blocks(1, 5, 100, 10)
-    assert e.value.errno == errno.EIO and "header corrupt" in e.value.message
+    assert e.value.errno == errno.EIO
+    assert "header corrupt" in e.value.message
     vol.close()
 
 
@@ -598,7 +619,8 @@ def test_a_version_1_volume_still_reads_and_takes_writes(tmp_path):
     for name in ("1.dat", "1.idx"):
         shutil.copy(V1_FIXTURE / name, tmp_path / name)
     vol = Volume(str(tmp_path), 1, durability="none")
-    assert vol.version == 1 and vol.stats().file_count == 2
+    assert vol.version == 1
+    assert vol.stats().file_count == 2
     assert vol.stats().format_version == 1               # /status shows it
     assert vol.read(1, 0x1111).data == V1_BIG
     assert vol.read(2, 0x2222).data == b"an old small needle"
@@ -606,13 +628,15 @@ def test_a_version_1_volume_still_reads_and_takes_writes(tmp_path):
         vol.read(3, 0x3333)
     bs = blocks.BLOCK_SIZE
     r = vol.read_blocks(1, 0x1111, bs + 10, 5)          # the same answer's shape as version 2
-    assert r.data_offset == bs and r.data == V1_BIG[bs:2 * bs]
+    assert r.data_offset == bs
+    assert r.data == V1_BIG[bs:2 * bs]
     assert r.block_crcs == (fmt.crc32c(V1_BIG[bs:2 * bs]),)
     assert vol.read(1, 0x1111, 140_000, 0).data == V1_BIG[140_000:]
     assert vol.check(1, 0x1111, len(V1_BIG), fmt.crc32c(V1_BIG))[0] == "ok"
     vol.write(4, 0x4444, b"appended in version 1")      # the volume keeps its layout
     vol = reopen(vol, tmp_path)
-    assert vol.version == 1 and vol.read(4, 0x4444).data == b"appended in version 1"
+    assert vol.version == 1
+    assert vol.read(4, 0x4444).data == b"appended in version 1"
     _flip(vol.dat_path, fmt.SUPERBLOCK_SIZE + fmt.NEEDLE_HEADER_SIZE + 100)   # one CRC:
     with pytest.raises(FsError) as e:                   # a range anywhere in it fails
         vol.read(1, 0x1111, 2 * bs, 10)
@@ -631,12 +655,14 @@ def test_compaction_upgrades_a_version_1_volume_and_keeps_damage(tmp_path):
     pos = vol._index[5][0]
     _flip(vol.dat_path, pos + fmt.NEEDLE_HEADER_SIZE + 10)          # block 0 of needle 5
     vol.compact()
-    assert vol.version == 2 and vol.stats().format_version == 2
+    assert vol.version == 2
+    assert vol.stats().format_version == 2
     assert fmt.decode_superblock(open(vol.dat_path, "rb").read(16)).version == 2
     bs = blocks.BLOCK_SIZE
     assert vol.read(1, 0x1111).data == V1_BIG
     r = vol.read_blocks(1, 0x1111, 2 * bs, 1)           # now from stored block CRCs
-    assert r.data == V1_BIG[2 * bs:] and r.block_crcs == (fmt.crc32c(V1_BIG[2 * bs:]),)
+    assert r.data == V1_BIG[2 * bs:]
+    assert r.block_crcs == (fmt.crc32c(V1_BIG[2 * bs:]),)
     assert vol.read(2, 0x2222).data == b"an old small needle"
     for offset, length in ((0, 0), (2 * bs, 10), (0, 10)):  # damaged before: every block fails
         with pytest.raises(FsError) as e:
@@ -644,7 +670,8 @@ def test_compaction_upgrades_a_version_1_volume_and_keeps_damage(tmp_path):
         assert e.value.errno == errno.EIO
     assert vol.check(5, 0x5555)[0] == "crc_bad"
     vol = reopen(vol, tmp_path)                         # the new file loads as version 2
-    assert vol.version == 2 and vol.read(1, 0x1111, 10, 10).data == V1_BIG[10:20]
+    assert vol.version == 2
+    assert vol.read(1, 0x1111, 10, 10).data == V1_BIG[10:20]
     vol.close()
 
 
@@ -658,9 +685,11 @@ def test_compaction_keeps_block_crcs(tmp_path):
     vol.delete(1, 5)
     before = vol.stats().size
     vol.compact()
-    assert vol.stats().size < before and vol.version == 2
+    assert vol.stats().size < before
+    assert vol.version == 2
     r = vol.read_blocks(2, 6, 3 * bs, 10)
-    assert r.data == keep[3 * bs:4 * bs] and r.block_crcs == (fmt.crc32c(keep[3 * bs:4 * bs]),)
+    assert r.data == keep[3 * bs:4 * bs]
+    assert r.block_crcs == (fmt.crc32c(keep[3 * bs:4 * bs]),)
     pos = vol._index[2][0]
     _flip(vol.dat_path, pos + fmt.NEEDLE_HEADER_SIZE + 3 * bs)          # block 3
     with pytest.raises(FsError):

@@ -67,7 +67,8 @@ def test_attr_cache_expires_and_invalidates():
     assert cache.get("/d/f") is None
     cache.put("/d/f", a)
     cache.invalidate_tree("/d")
-    assert cache.get("/d/f") is None and cache.get("/d/g") is None
+    assert cache.get("/d/f") is None
+    assert cache.get("/d/g") is None
     cache.put("/x", a)
     time.sleep(0.25)
     assert cache.get("/x") is None
@@ -107,7 +108,8 @@ def test_attr_cache_invalidation_cost_does_not_grow_with_the_cache():
         cache.invalidate(f"/d/g{i}")
     per_call = (time.perf_counter() - t0) / 4_000
     assert per_call < 100e-6, f"{per_call * 1e6:.0f} us per invalidation"
-    assert cache.get("/d/f1999") is None and cache.get("/d/f2000") is not None
+    assert cache.get("/d/f1999") is None
+    assert cache.get("/d/f2000") is not None
 
 
 class FakeStream:
@@ -195,7 +197,8 @@ def test_small_file_is_one_round_trip():
     h = _handle(client)
     h.write(b"hello ", 0)
     h.write(b"world", 6)
-    assert h.size == 11 and h.dirty
+    assert h.size == 11
+    assert h.dirty
     h.commit()
     assert client.gateway.log == [("small", 0, b"hello world", 11)]
     assert not h.dirty
@@ -207,8 +210,10 @@ def test_a_small_file_goes_inline_and_its_bytes_move_to_chunks_when_it_grows():
     h = _handle(client)
     h.write(b"hello", 0)
     attr = h.commit()
-    assert client.master.log == [("inline", 0, b"hello")] and client.gateway.log == []
-    assert attr.inline and h.inline
+    assert client.master.log == [("inline", 0, b"hello")]
+    assert client.gateway.log == []
+    assert attr.inline
+    assert h.inline
     h.write(b"!" * 200, 5)                # past inline_max: the gateway takes the file
     h.commit()
     assert client.master.log[-1] == ("inline", 0, b"hello")  # nothing more inline
@@ -251,14 +256,17 @@ def test_failed_write_is_eio_at_commit_and_pending_data_dropped():
     with pytest.raises(FsError) as info:
         h.commit()
     assert info.value.errno == errno.EIO
-    assert not h.dirty and h.size == 3    # the size the master still has
+    assert not h.dirty
+    assert h.size == 3
 
 
 @pytest.mark.timeout(10)
 def test_kernel_sizes_follow_answers_writes_and_renames_exactly():
     k = KernelSizes(max_entries=4)
     k.reported("/a", 100, k.token())
-    assert not k.differs("/a", 100) and k.differs("/a", 99) and k.differs("/a", 101)
+    assert not k.differs("/a", 100)
+    assert k.differs("/a", 99)
+    assert k.differs("/a", 101)
     k.grew("/a", 5000)                   # a write() the kernel saw succeed
     assert k.differs("/a", 100)          # ... and then lost: the file is still 100 bytes
     k.grew("/a", 10)                     # a write() inside the file: the size stays
@@ -276,9 +284,11 @@ def test_kernel_sizes_follow_answers_writes_and_renames_exactly():
     assert not k.differs("/never", 0)    # never told anything: nothing to correct
     k.reported("/b", 3, k.token())       # a hard link: its own kernel inode, its own size
     k.grew("/a", 4)
-    assert k.differs("/b", 70) and not k.differs("/a", 70)
+    assert k.differs("/b", 70)
+    assert not k.differs("/a", 70)
     k.renamed("/a", "/c")                # the kernel moves the inode with the name
-    assert not k.differs("/c", 70) and not k.differs("/a", 1)
+    assert not k.differs("/c", 70)
+    assert not k.differs("/a", 1)
     k.renamed("/x", "/b")                # an unknown name replaced /b: /b's inode is gone
     assert not k.differs("/b", 70)
     for i in range(10):                  # bounded
@@ -312,7 +322,8 @@ def test_namespace_operations(ops):
     assert ops.getattr("/d/f")["st_size"] == 4      # the open handle's size
     ops.release("/d/f", fh)
     st = ops.getattr("/d/f")
-    assert st["st_size"] == 4 and st["st_blocks"] == 1
+    assert st["st_size"] == 4
+    assert st["st_blocks"] == 1
     assert {entry[0] for entry in ops.readdir("/d")} == {".", "..", "f"}
     assert _errno(ops.rmdir, "/d") == errno.ENOTEMPTY
     assert _errno(ops.rename, "/d", "/d/sub") == errno.EINVAL
@@ -413,9 +424,11 @@ def test_readdir_head_returns_one_page_and_says_whether_there_is_more(ops):
     for i in range(12):
         ops.mkdir(f"/head/d{i:02d}", 0o755)
     entries, more = ops.master.readdir_head("/head", 5)
-    assert [e.name for e in entries] == [f"d{i:02d}" for i in range(5)] and more
+    assert [e.name for e in entries] == [f"d{i:02d}" for i in range(5)]
+    assert more
     entries, more = ops.master.readdir_head("/head", 100)
-    assert len(entries) == 12 and not more
+    assert len(entries) == 12
+    assert not more
     assert all(stat.S_ISDIR(e.attr.mode) for e in entries)
     with pytest.raises(FsError) as info:
         ops.master.readdir_head("/nope", 5)

@@ -51,7 +51,8 @@ def test_growth_count_and_plan_spreads():
     plan = plan_growth([cand(1, 1000), cand(2, 10)], 1)
     assert sorted(s for [s] in plan) == [1, 2]
     plan = plan_growth([cand(i) for i in range(1, 7)], 3)
-    assert len(plan) == 2 and len({s for p in plan for s in p}) == 6
+    assert len(plan) == 2
+    assert len({s for p in plan for s in p}) == 6
     # slots run out part way: grow what fits
     plan = plan_growth([cand(1, maxv=1, vols=0), cand(2, maxv=1, vols=1), cand(3, maxv=1)], 1)
     assert sorted(s for [s] in plan) == [1, 3]
@@ -100,11 +101,12 @@ def _server(topo, name, free=10_000, vols=()):
 
 @T
 def test_assign_spreads_over_two_servers(cluster):
-    store, topo, assigner, clock, allocated = cluster
+    _store, topo, assigner, _clock, allocated = cluster
     a, b = _server(topo, "a"), _server(topo, "b")
     first = assigner.assign(1)
     second = assigner.assign(1)
-    assert len(allocated) == 2 and {sid for sid, _, _ in allocated} == {a, b}
+    assert len(allocated) == 2
+    assert {sid for sid, _, _ in allocated} == {a, b}
     (f1, r1), (f2, r2) = first[0], second[0]
     assert f1.volume_id != f2.volume_id
     assert r1[0].server_id != r2[0].server_id
@@ -117,7 +119,7 @@ def test_assign_spreads_over_two_servers(cluster):
 
 @T
 def test_assign_validation_and_avoid(cluster):
-    store, topo, assigner, clock, allocated = cluster
+    _store, topo, assigner, _clock, _allocated = cluster
     _server(topo, "a")
     for count, rep in ((0, 1), (1001, 1), (1, 9)):
         with pytest.raises(FsError) as e:
@@ -130,17 +132,18 @@ def test_assign_validation_and_avoid(cluster):
 
 @T
 def test_replication_needs_enough_live_servers(cluster):
-    store, topo, assigner, clock, allocated = cluster
+    _store, topo, assigner, clock, _allocated = cluster
     _server(topo, "a")
     with pytest.raises(FsError) as e:
         assigner.assign(1, 2)
-    assert e.value.errno == errno.ENOSPC and "1 available" in e.value.message
+    assert e.value.errno == errno.ENOSPC
+    assert "1 available" in e.value.message
     _server(topo, "b")
     [(fid, replicas)] = assigner.assign(1, 2)
     assert len({r.server_id for r in replicas}) == 2
     # one replica dies: the volume is no longer writable, and growth cannot place a new one
     clock.t += 3
-    sid_a = [s for s in topo.alive_servers() if s.name == "a"][0].server_id
+    sid_a = next(s for s in topo.alive_servers() if s.name == "a").server_id
     topo.heartbeat(sid_a, "a", "", "", [VolumeState(fid.volume_id, 2)], 10_000, 20_000, 8)
     clock.t += 2
     assert topo.writable_volumes(2) == []
@@ -151,7 +154,7 @@ def test_replication_needs_enough_live_servers(cluster):
 
 @T
 def test_full_or_readonly_volume_not_writable(cluster):
-    store, topo, assigner, clock, allocated = cluster
+    _store, topo, _assigner, _clock, _allocated = cluster
     sid = _server(topo, "a", vols=[VolumeState(5, 1, size=999), VolumeState(6, 1, size=1000),
                                    VolumeState(7, 1, read_only=True), VolumeState(8, 2)])
     assert topo.writable_volumes(1) == [5]
@@ -162,17 +165,18 @@ def test_full_or_readonly_volume_not_writable(cluster):
 
 @T
 def test_failed_allocation_is_reported(cluster):
-    store, topo, assigner, clock, allocated = cluster
+    _store, topo, assigner, _clock, _allocated = cluster
     _server(topo, "broken")
     with pytest.raises(FsError) as e:
         assigner.assign(1)
     # A failure that is not a full disk is EIO, with the cause in the message.
-    assert e.value.errno == errno.EIO and "disk on fire" in e.value.message
+    assert e.value.errno == errno.EIO
+    assert "disk on fire" in e.value.message
 
 
 @T
 def test_heartbeat_unknown_id_and_reuse(cluster):
-    store, topo, assigner, clock, allocated = cluster
+    store, topo, _assigner, clock, _allocated = cluster
     assert topo.heartbeat(4242, "x", "h:1", "", [], 1, 1, 1) is False
     sid = topo.register(0, "v", "h:2", "")
     # a fresh topology (master restart) accepts a heartbeat from an id the store knows
@@ -185,9 +189,9 @@ def test_heartbeat_unknown_id_and_reuse(cluster):
 def test_growth_leaves_out_a_server_whose_allocation_fails(cluster):
     """A server that died since its last heartbeat (still counted alive) must not stop
     growth: the round is planned again over the others."""
-    store, topo, assigner, clock, allocated = cluster
+    _store, topo, assigner, _clock, allocated = cluster
     broken = _server(topo, "broken", free=10**9)   # most free space: planned first
     a, b = _server(topo, "a"), _server(topo, "b")
-    fid, replicas = assigner.assign(1, replication=2)[0]
+    _fid, replicas = assigner.assign(1, replication=2)[0]
     assert {r.server_id for r in replicas} == {a, b}
     assert broken not in {sid for sid, _, _ in allocated}

@@ -94,7 +94,7 @@ class _Replica:
         self.damage = damage
         self.calls: list[tuple] = []
 
-    def ReadNeedle(self, req, timeout=None, wait_for_ready=None):  # noqa: N802 - gRPC's name
+    def ReadNeedle(self, req, timeout=None, wait_for_ready=None):
         import crc32c
 
         from cluster.common import blocks
@@ -192,14 +192,16 @@ def test_a_block_damaged_in_flight_fails_over_and_is_never_returned():
     reader = _reader_over({"bad": bad, "good": good})
     try:
         assert reader.read([piece], 300_000, 4096, len(data)) == data[300_000:304_096]
-        assert len(bad.calls) == 1 and len(good.calls) == 1
+        assert len(bad.calls) == 1
+        assert len(good.calls) == 1
     finally:
         reader.close()
     reader = _reader_over({"bad": bad, "also-bad": _Replica({4: data}, damage=True)})
     try:
         with pytest.raises(FsError) as e:
             reader.read([piece], 300_000, 4096, len(data))
-        assert e.value.errno == errno.EIO and "fails its CRC32C on arrival" in e.value.message
+        assert e.value.errno == errno.EIO
+        assert "fails its CRC32C on arrival" in e.value.message
         assert reader.blocks.get((piece.fid, 300_000 // (64 << 10))) is None
     finally:
         reader.close()

@@ -101,21 +101,28 @@ def write_req(vid, key, cookie, data, crc=None):
 
 @pytest.mark.timeout(30)
 def test_round_trip_over_grpc(cluster):
-    master, node, stub = cluster
+    _master, node, stub = cluster
     st = stub.AllocateVolume(volume_pb2.AllocateRequest(volume_id=3, replication=2))
-    assert st.volume_id == 3 and st.replication == 2 and not st.read_only
+    assert st.volume_id == 3
+    assert st.replication == 2
+    assert not st.read_only
     data = os.urandom(4 << 20)
     assert stub.WriteNeedle(write_req(3, 0x1234, 0xCAFE, data)).size == len(data)
     r = stub.ReadNeedle(volume_pb2.ReadRequest(volume_id=3, key=0x1234, cookie=0xCAFE))
-    assert r.data == data and r.needle_size == len(data) and r.needle_crc32c == fmt.crc32c(data)
+    assert r.data == data
+    assert r.needle_size == len(data)
+    assert r.needle_crc32c == fmt.crc32c(data)
     r = stub.ReadNeedle(volume_pb2.ReadRequest(volume_id=3, key=0x1234, cookie=0xCAFE,
                                                offset=1000, length=24))
-    assert r.data == data[1000:1024] and r.needle_size == len(data)
+    assert r.data == data[1000:1024]
+    assert r.needle_size == len(data)
     lst = stub.ListNeedles(volume_pb2.VolumeRef(volume_id=3))
     assert [(n.key, n.cookie, n.size, n.crc32c) for n in lst.needles] == \
         [(0x1234, 0xCAFE, len(data), fmt.crc32c(data))]
     status = stub.Status(volume_pb2.StatusRequest())
-    assert status.name == "v1" and status.volumes[0].file_count == 1 and status.free_bytes > 0
+    assert status.name == "v1"
+    assert status.volumes[0].file_count == 1
+    assert status.free_bytes > 0
     assert stub.DeleteNeedle(volume_pb2.DeleteRequest(volume_id=3, key=0x1234,
                                                       cookie=0xCAFE)).freed == len(data)
     assert stub.DeleteNeedle(volume_pb2.DeleteRequest(volume_id=3, key=0x1234,
@@ -127,7 +134,8 @@ def test_round_trip_over_grpc(cluster):
     # HTTP: /status lists the volume, /metrics counts the bytes
     with urllib.request.urlopen(f"http://{node.http_address}/status", timeout=5) as resp:
         js = json.loads(resp.read())
-    assert js["name"] == "v1" and js["volumes"][0]["volume_id"] == 3
+    assert js["name"] == "v1"
+    assert js["volumes"][0]["volume_id"] == 3
     with urllib.request.urlopen(f"http://{node.http_address}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     assert 'kelp_volume_bytes_written_total{node="v1"}' in text
@@ -139,7 +147,7 @@ def test_whole_blocks_reads_answer_the_covering_blocks_with_their_crcs(cluster, 
     """ReadRequest.whole_blocks: a range comes back as its covering 64 KiB blocks and their
     CRCs (checked on the server; the client checks them again). A damaged block is
     DATA_LOSS for the reads that cover it, while the needle's other blocks still read."""
-    master, node, stub = cluster
+    _master, _node, stub = cluster
     stub.AllocateVolume(volume_pb2.AllocateRequest(volume_id=4, replication=1))
     bs = blocks.BLOCK_SIZE
     data = os.urandom(4 * bs + 10)
@@ -151,16 +159,20 @@ def test_whole_blocks_reads_answer_the_covering_blocks_with_their_crcs(cluster, 
 
     r = read(bs + 100, 4096)
     assert (r.data_offset, r.block_size, r.needle_size) == (bs, bs, len(data))
-    assert r.data == data[bs:2 * bs] and list(r.block_crc32c) == [fmt.crc32c(data[bs:2 * bs])]
+    assert r.data == data[bs:2 * bs]
+    assert list(r.block_crc32c) == [fmt.crc32c(data[bs:2 * bs])]
     assert r.needle_crc32c == fmt.crc32c(data)
     r = read(4 * bs - 1, 0)                               # to the end: blocks 3 and 4 (short)
-    assert r.data_offset == 3 * bs and r.data == data[3 * bs:]
+    assert r.data_offset == 3 * bs
+    assert r.data == data[3 * bs:]
     assert list(r.block_crc32c) == blocks.crcs(data[3 * bs:])
     r = read(bs + 100, 4096, whole_blocks=False)          # the exact range, as before
-    assert r.data == data[bs + 100:bs + 4196] and r.data_offset == bs + 100
+    assert r.data == data[bs + 100:bs + 4196]
+    assert r.data_offset == bs + 100
     assert not r.block_crc32c
     r = read(0, 0)                                        # a whole read has no block CRCs
-    assert r.data == data and not r.block_crc32c
+    assert r.data == data
+    assert not r.block_crc32c
 
     at = fmt.SUPERBLOCK_SIZE + fmt.NEEDLE_HEADER_SIZE + 2 * bs + 5
     with open(tmp_path / "v1" / "4.dat", "r+b") as fh:   # damage block 2 on disk (version 2
@@ -168,18 +180,20 @@ def test_whole_blocks_reads_answer_the_covering_blocks_with_their_crcs(cluster, 
         fh.write(bytes([data[2 * bs + 5] ^ 0xFF]))
     for offset, length in ((2 * bs, 10), (bs, 2 * bs), (0, 0)):
         code, details = code_of(lambda: read(offset, length))
-        assert code == grpc.StatusCode.DATA_LOSS and "CRC mismatch" in details
+        assert code == grpc.StatusCode.DATA_LOSS
+        assert "CRC mismatch" in details
     assert read(3 * bs, 10).data == data[3 * bs:4 * bs]
 
 
 @pytest.mark.timeout(30)
 def test_error_statuses(cluster, tmp_path):
-    master, node, stub = cluster
+    _master, node, stub = cluster
     stub.AllocateVolume(volume_pb2.AllocateRequest(volume_id=1, replication=1))
     stub.WriteNeedle(write_req(1, 7, 77, b"payload"))
 
     code, msg = code_of(lambda: stub.WriteNeedle(write_req(99, 7, 77, b"x")))
-    assert code == grpc.StatusCode.NOT_FOUND and "99" in msg
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert "99" in msg
     code, _ = code_of(lambda: stub.ReadNeedle(volume_pb2.ReadRequest(volume_id=99, key=7)))
     assert code == grpc.StatusCode.NOT_FOUND
     code, _ = code_of(lambda: stub.ListNeedles(volume_pb2.VolumeRef(volume_id=99)))
@@ -189,12 +203,14 @@ def test_error_statuses(cluster, tmp_path):
     assert code == grpc.StatusCode.NOT_FOUND
     code, msg = code_of(lambda: stub.ReadNeedle(volume_pb2.ReadRequest(volume_id=1, key=7,
                                                                        cookie=78)))
-    assert code == grpc.StatusCode.PERMISSION_DENIED and "cookie" in msg
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    assert "cookie" in msg
     code, _ = code_of(lambda: stub.DeleteNeedle(volume_pb2.DeleteRequest(volume_id=1, key=7,
                                                                          cookie=78)))
     assert code == grpc.StatusCode.PERMISSION_DENIED
     code, msg = code_of(lambda: stub.WriteNeedle(write_req(1, 9, 1, b"data", crc=12345)))
-    assert code == grpc.StatusCode.INVALID_ARGUMENT and msg.startswith("EINVAL")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert msg.startswith("EINVAL")
     code, _ = code_of(lambda: stub.AllocateVolume(volume_pb2.AllocateRequest(volume_id=2)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     code, _ = code_of(lambda: stub.ReadNeedle(volume_pb2.ReadRequest(volume_id=1, key=7,
@@ -208,7 +224,8 @@ def test_error_statuses(cluster, tmp_path):
         fh.write(b"X")
     code, msg = code_of(lambda: stub.ReadNeedle(volume_pb2.ReadRequest(volume_id=1, key=7,
                                                                        cookie=77)))
-    assert code == grpc.StatusCode.DATA_LOSS and "CRC" in msg
+    assert code == grpc.StatusCode.DATA_LOSS
+    assert "CRC" in msg
 
     # a full volume: FAILED_PRECONDITION, and it reports read_only
     node.store.get(1).set_size_limit(200)
@@ -230,8 +247,10 @@ def test_registration_heartbeats_and_id_reuse(tmp_path):
     try:
         assert node.heartbeater.registered.wait(10)
         reg = fake.registrations[0]
-        assert reg.server_id == 0 and reg.name == "v1"
-        assert reg.grpc_address == node.grpc_address and reg.http_address == node.http_address
+        assert reg.server_id == 0
+        assert reg.name == "v1"
+        assert reg.grpc_address == node.grpc_address
+        assert reg.http_address == node.http_address
         assert load_server_id(opts.dir) == 42
         with rpc.channel(node.grpc_address) as ch:
             stub = volume_pb2_grpc.VolumeStub(ch)
@@ -240,8 +259,10 @@ def test_registration_heartbeats_and_id_reuse(tmp_path):
         fake.wait_for(lambda: any(h.volumes and h.volumes[0].volume_id == 5
                                   for h in fake.heartbeats))
         hb = next(h for h in fake.heartbeats if h.volumes)
-        assert hb.server_id == 42 and hb.total_bytes >= hb.free_bytes > 0
-        assert hb.max_volumes == opts.max_volumes and hb.name == "v1"
+        assert hb.server_id == 42
+        assert hb.total_bytes >= hb.free_bytes > 0
+        assert hb.max_volumes == opts.max_volumes
+        assert hb.name == "v1"
         assert node.store.size_limit == 1 << 20         # the master's limit was applied
         n = len(fake.heartbeats)
         fake.wait_for(lambda: len(fake.heartbeats) >= n + 3)   # periodic, every 50 ms
@@ -282,7 +303,8 @@ def test_serves_while_master_down_and_registers_later(tmp_path):
         master = MasterProcess(fake, port)              # the master comes up
         try:
             fake.wait_for(lambda: any(h.volumes for h in fake.heartbeats), timeout=5)
-            assert fake.registrations[0].server_id == 0 and node.server_id == 7
+            assert fake.registrations[0].server_id == 0
+            assert node.server_id == 7
         finally:
             master.stop()
     finally:
@@ -296,7 +318,8 @@ def test_two_nodes_in_one_process(tmp_path):
     a = VolumeNode(node_opts(tmp_path, master.address, "a")).start()
     b = VolumeNode(node_opts(tmp_path, master.address, "b")).start()
     try:
-        assert a.grpc_port != b.grpc_port and a.http_port != b.http_port
+        assert a.grpc_port != b.grpc_port
+        assert a.http_port != b.http_port
         master.fake.wait_for(lambda: len({r.name for r in master.fake.registrations}) == 2)
     finally:
         a.stop()
