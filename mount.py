@@ -53,6 +53,7 @@ close-to-open consistency between mounts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -60,6 +61,7 @@ import subprocess
 import sys
 import time
 
+from cluster.common.config import ConfigError, add_flags, resolve
 from fusefs.options import MountOptions
 
 log = logging.getLogger("kelp.mount")
@@ -83,18 +85,6 @@ class MountError(Exception):
     """A refusal to mount: its message is printed as one line, and the exit code is 1."""
 
 
-def parse_size(text: str) -> int:
-    """'4194304', '4M', '256MiB', '1g' -> bytes."""
-    t = text.strip().lower().removesuffix("ib").removesuffix("b")
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    try:
-        if t and t[-1] in units:
-            return int(float(t[:-1]) * units[t[-1]])
-        return int(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from None
-
-
 def prog_name() -> str:
     """How the user called us, for usage and error lines: `kelp-mount` (the installed script)
     or `mount.py` (the file, also under `kelp mount`)."""
@@ -102,47 +92,13 @@ def prog_name() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = MountOptions()
+    """The flags come from MountOptions' fields (cluster/common/config.py)."""
     p = argparse.ArgumentParser(
         prog=prog_name(), description="Mount a KelpFS cluster.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=DURABILITY_HELP)
-    p.add_argument("mountpoint")
-    p.add_argument("--master", default=os.environ.get("KELP_MASTER", d.master),
-                   help="master gRPC address host:port (default %(default)s)")
-    p.add_argument("--gateway", default=os.environ.get("KELP_GATEWAY") or None,
-                   help="gateway ZMQ address host:port (default: a live one from the master)")
-    p.add_argument("--chunk-size", type=parse_size, default=d.chunk_size,
-                   help="bytes per chunk (default 4M)")
-    p.add_argument("--write-credits", type=int, default=d.write_credits,
-                   help="chunks in flight per open file (default %(default)s)")
-    p.add_argument("--cache-size", type=parse_size, default=d.cache_bytes,
-                   help="read cache bytes (default 256M)")
-    p.add_argument("--attr-ttl", type=float, default=d.attr_ttl,
-                   help="seconds the kernel caches attributes (and, with --no-callbacks, "
-                        "names and the mount's own answers) (default %(default)s)")
-    p.add_argument("--entry-ttl", type=float, default=None,
-                   help="seconds the kernel trusts a name without asking the mount (default: "
-                        "0 with callbacks, --attr-ttl without); more is faster for ls -l, but "
-                        "for that long a name another mount removed may seem to exist here")
-    p.add_argument("--callbacks", action=argparse.BooleanOptionalAction, default=d.callbacks,
-                   help="cache answers until the master says they changed, so other mounts' "
-                        "changes are seen at once (default: on)")
-    p.add_argument("--allow-other", action=argparse.BooleanOptionalAction, default=None,
-                   help="let other users use the mount, with the kernel checking permissions "
-                        "(default: on when mounting as root; a non-root user needs "
-                        "user_allow_other in /etc/fuse.conf)")
-    p.add_argument("--read-only", action="store_true", help="mount read-only")
-    p.add_argument("--sync-on-close", action="store_true",
-                   help="close() returns once the data is on stable storage on every replica "
-                        "and the master (as fsync does); by default it returns once they are "
-                        "in every server's operating system, which no process crash can lose")
-    p.add_argument("--log-level", default=d.log_level,
-                   choices=["debug", "info", "warning", "error"])
-    p.add_argument("--background", action="store_true", help="detach once mounted")
-    p.add_argument("--pid-file", default=None, help="write the mount process's pid here")
-    p.add_argument("--log-file", default=None, help="log here instead of stderr")
-    p.add_argument("--replication", type=int, default=d.replication,
-                   help="copies per chunk for new files (0 = the cluster's default)")
+    add_flags(p, MountOptions, "mount")
+    p.add_argument("--config", help="TOML file with more options ([mount] table; flags and "
+                                    "KELP_MOUNT_* env win)")
     p.add_argument(_CHILD_FLAG, action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -154,25 +110,13 @@ def allow_other_default() -> bool:
 
 
 def options_from_args(args: argparse.Namespace) -> MountOptions:
-    return MountOptions(
-        mountpoint=os.path.abspath(args.mountpoint),
-        master=args.master,
-        gateway=args.gateway,
-        chunk_size=args.chunk_size,
-        write_credits=args.write_credits,
-        cache_bytes=args.cache_size,
-        callbacks=args.callbacks,
-        attr_ttl=args.attr_ttl,
-        entry_ttl=args.entry_ttl,
-        allow_other=allow_other_default() if args.allow_other is None else args.allow_other,
-        read_only=args.read_only,
-        sync_on_close=args.sync_on_close,
-        foreground=not args.background,
-        log_level=args.log_level,
-        replication=args.replication,
-        log_file=args.log_file,
-        pid_file=args.pid_file,
-    )
+    """MountOptions from flags, KELP_MOUNT_* variables and --config, with the decisions made
+    at run time (an absolute mount point; allow_other for root)."""
+    opts = resolve(MountOptions, "mount", args, args.config)
+    opts.mountpoint = os.path.abspath(opts.mountpoint)
+    if opts.allow_other is None:
+        opts.allow_other = allow_other_default()
+    return opts
 
 
 def check_mountpoint(path: str) -> None:
@@ -273,10 +217,8 @@ def run_foreground(opts: MountOptions) -> int:
         except Exception:
             log.debug("client close failed", exc_info=True)
         if opts.pid_file:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(opts.pid_file)
-            except OSError:
-                pass
     log.info("unmounted %s", opts.mountpoint)
     return 0
 
@@ -305,19 +247,22 @@ def run_background(argv: list[str], opts: MountOptions, timeout: float = 30.0) -
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    opts = options_from_args(args)
     try:
+        opts = options_from_args(args)
         check_mountpoint(opts.mountpoint)
         check_master(opts.master)
         if opts.foreground or getattr(args, CHILD_ATTR):
             if getattr(args, CHILD_ATTR):
-                opts.foreground = False
+                opts.background = True
             setup_logging(opts)
             return run_foreground(opts)
         return run_background(argv, opts)
     except MountError as e:
         print(f"{prog_name()}: {e}", file=sys.stderr)
         return 1
+    except ConfigError as e:
+        print(f"{prog_name()}: configuration error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

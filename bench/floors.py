@@ -37,6 +37,7 @@ closes, so it cannot outlive this process.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -183,10 +184,8 @@ class _Server:
                     proc.wait(timeout=5)
         finally:
             for f in (proc.stdin, proc.stdout, proc.stderr):
-                try:
+                with contextlib.suppress(OSError):
                     f.close()
-                except OSError:
-                    pass
 
 
 def _per_call_us(call, n: int) -> float:

@@ -27,6 +27,7 @@ ended by pid, never by name.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -155,10 +156,8 @@ class JuiceFS:
         unmount(self.mountpoint)
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
         self.kill()
 
     def remount(self) -> None:
@@ -177,10 +176,8 @@ class JuiceFS:
                 self.proc.wait(timeout=10)
             for pid in self.servers:
                 if pid_alive(pid):
-                    try:
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
                 _reap(pid, timeout=10)
         finally:
             if reaper:

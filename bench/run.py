@@ -5,8 +5,8 @@
 
 First the per-call floors are measured (bench/floors.py: a gRPC unary call, a ZMQ round trip
 and a unix socket round trip between two processes; a 4 KiB fdatasync and a SQLite FULL commit
-on the work dir's disk; one gRPC stream of 4 MiB replies) while nothing else of ours runs. All targets
-are started next and stay up for the whole run; then, --runs times over, every
+on the work dir's disk; one gRPC stream of 4 MiB replies) while nothing else of ours runs.
+All targets are started next and stay up for the whole run; then, --runs times over, every
 workload runs on every target (target after target within a round, so slow drift on the
 machine hits all of them alike). A workload that fails or hangs (a watchdog kills the mount
 after --timeout) is recorded as an error for that target and the run goes on. At the end:
@@ -98,8 +98,9 @@ def machine_facts(targets: dict[str, Target], sizes: W.Sizes, source: tuple[int,
                   args: argparse.Namespace, can_drop: bool,
                   floors: tuple[dict[str, float], str] = ({}, "")) -> dict:
     try:
-        cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                    if line.startswith("model name")), "")
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo
+                        if line.startswith("model name")), "")
     except OSError:
         cpu = ""
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

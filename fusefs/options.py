@@ -1,48 +1,55 @@
-"""MountOptions: everything `python mount.py` (and `kelp mount`) can be told, with its default."""
+"""MountOptions: everything `kelp-mount` (`python mount.py`, `kelp mount`) can be told.
+
+The flags, KELP_MOUNT_* variables (and the shared KELP_MASTER and KELP_GATEWAY) and TOML keys
+all come from these fields (cluster/common/config.py).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cluster.common.config import option, parse_size
+
 
 @dataclass
 class MountOptions:
-    # an existing directory that is not already a mount point
-    mountpoint: str = ""
-    # the master's gRPC address (host:port)
-    master: str = "127.0.0.1:19333"
-    # a gateway's ZMQ address; None = pick a live one from the master's ClusterStatus
-    gateway: str | None = None
-    # bytes per chunk sent to the gateway (the unit of the write buffer)
-    chunk_size: int = 4 << 20
-    # chunks in flight per open file; a writer's memory is about credits x chunk_size
-    write_credits: int = 4
-    # bytes of the read cache (LRU of needles) shared by all files
-    cache_bytes: int = 256 << 20
-    # hold a session with the master and cache what it answers until it says otherwise
-    # (callbacks, docs/caching.md); False: trust answers for attr_ttl seconds only
-    callbacks: bool = True
-    # seconds the kernel trusts attributes (attr_timeout; with callbacks the master's breaks
-    # invalidate them sooner on libfuse 3), and without callbacks the mount's own cache too
-    attr_ttl: float = 1.0
-    # seconds the kernel trusts a name -> inode lookup (entry_timeout); None: 0 with callbacks
-    # (the kernel asks the mount, whose cache is kept true), attr_ttl without. More than 0
-    # with callbacks makes ls -l and path walks faster, but for that long a name another
-    # mount removed may still be taken to exist here (create then fails ENOENT, mkdir EEXIST)
-    entry_ttl: float | None = None
-    # let other users use the mount (non-root needs user_allow_other in /etc/fuse.conf)
-    allow_other: bool = False
-    # refuse every change with EROFS
-    read_only: bool = False
-    # close() returns only once the data and metadata are on stable storage everywhere (as
-    # fsync); by default close() returns once they are in every server's operating system
-    sync_on_close: bool = False
-    # stay attached to the terminal (False with --background)
-    foreground: bool = True
-    # debug, info, warning, error
-    log_level: str = "warning"
-    # copies per chunk for new files; 0 = the cluster's default
-    replication: int = 0
-    # where the log goes (None = stderr)
-    log_file: str | None = None
-    # where the mount process writes its pid (removed at unmount)
-    pid_file: str | None = None
+    mountpoint: str = option("", "an existing directory that is not already a mount point",
+                             positional=True)
+    master: str = option("127.0.0.1:19333", "the master's gRPC address host:port",
+                         env=("KELP_MASTER",))
+    gateway: str | None = option(None, "a gateway's ZMQ address host:port", env=("KELP_GATEWAY",),
+                                 default_text="a live one the master knows")
+    chunk_size: int = option(4 << 20, "bytes per chunk sent to the gateway, the unit of the "
+                             "write buffer (4M, 1MiB ...)", parse=parse_size, metavar="SIZE")
+    write_credits: int = option(4, "chunks in flight per open file; a writer's memory is "
+                                "about credits x chunk size")
+    cache_bytes: int = option(256 << 20, "bytes of the read cache shared by all files",
+                              flags=("--cache-size",), parse=parse_size, metavar="SIZE")
+    callbacks: bool = option(True, "hold a session with the master and cache what it answers "
+                             "until it says otherwise, so other mounts' changes are seen at "
+                             "once (docs/caching.md); off: trust answers for --attr-ttl")
+    attr_ttl: float = option(1.0, "seconds the kernel trusts attributes (with callbacks, "
+                             "breaks invalidate them sooner on libfuse 3) and, with "
+                             "--no-callbacks, the mount's own answers too")
+    entry_ttl: float | None = option(
+        None, "seconds the kernel trusts a name without asking the mount; more is faster for "
+        "ls -l, but for that long a name another mount removed may seem to exist here",
+        default_text="0 with callbacks, --attr-ttl without")
+    allow_other: bool | None = option(
+        None, "let other users use the mount, the kernel checking permissions (a non-root "
+        "user needs user_allow_other in /etc/fuse.conf)",
+        default_text="on when mounting as root")
+    read_only: bool = option(False, "refuse every change with EROFS")
+    sync_on_close: bool = option(False, "close() returns once data and metadata are on "
+                                 "stable storage everywhere, as fsync does; by default once "
+                                 "they are in every server's operating system")
+    background: bool = option(False, "detach once mounted")
+    log_level: str = option("warning", "what the log keeps",
+                            choices=("debug", "info", "warning", "error"))
+    replication: int = option(0, "copies per chunk for new files (0 = the cluster's default)")
+    log_file: str | None = option(None, "log here instead of stderr", default_text="stderr")
+    pid_file: str | None = option(None, "write the mount process's pid here (removed at "
+                                  "unmount)", default_text="none")
+
+    @property
+    def foreground(self) -> bool:
+        return not self.background

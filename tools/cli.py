@@ -11,35 +11,29 @@ import argparse
 import os
 import sys
 
-from cluster.common.config import ConfigError
+from cluster.common.config import ConfigError, add_flags, resolve
 from cluster.common.errors import FsError
 from tools.errors import QuietError
 
 DEFAULT_MASTER = os.environ.get("KELP_MASTER", "127.0.0.1:19333")
 
 
-def _d(cls, name: str) -> str:
-    import dataclasses
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            return f"(default: {f.default})"
-    return ""
-
-
-def _node_common(p: argparse.ArgumentParser, cls, http_help: str, grpc: bool = True) -> None:
-    p.add_argument("-ip", "--ip", dest="ip", help=f"address to bind {_d(cls, 'ip')}")
-    p.add_argument("-p", "--port", dest="port", type=int, help=f"{http_help} {_d(cls, 'port')}")
-    if grpc:
-        p.add_argument("-gp", "--grpc-port", dest="grpc_port", type=int,
-                       help=f"gRPC port {_d(cls, 'grpc_port')}")
-    p.add_argument("-n", "--name", dest="name", help=f"node name {_d(cls, 'name')}")
-    p.add_argument("--config", help="TOML file with more options (flags and KELP_* env win)")
+def _node_parser(sub, command: str, cls: type, help: str, func) -> argparse.ArgumentParser:
+    """A subcommand whose flags come from an options dataclass (cluster/common/config.py),
+    plus --config for a TOML file."""
+    p = sub.add_parser(command, help=help)
+    add_flags(p, cls, command)
+    p.add_argument("--config", help=f"TOML file with more options ([{command}] table or top "
+                                    f"level; flags and KELP_{command.upper()}_* env win)")
+    p.set_defaults(func=func)
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
     from cluster.gateway.options import GatewayOptions
     from cluster.master.options import MasterOptions
     from cluster.volume.options import VolumeOptions
+    from tools.local_cluster import UpOptions
 
     parser = argparse.ArgumentParser(
         prog="kelp", description="KelpFS: a distributed file system you mount as a directory.",
@@ -50,69 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     # -- nodes in the foreground
-    p = sub.add_parser("master", help="run a master in the foreground")
-    _node_common(p, MasterOptions, "HTTP port for /status and /metrics")
-    p.add_argument("-zp", "--zmq-port", dest="zmq_port", type=int,
-                   help=f"ZMQ port of the mounts' mutation channel {_d(MasterOptions, 'zmq_port')}")
-    p.add_argument("--data", "-mdir", dest="data_dir",
-                   help=f"metadata dir {_d(MasterOptions, 'data_dir')}")
-    p.add_argument("--inline-max", dest="inline_max", type=int,
-                   help=f"bytes up to which a file stays in the metadata store, 0 = never "
-                        f"{_d(MasterOptions, 'inline_max')}")
-    p.add_argument("--sqlite-synchronous", dest="sqlite_synchronous",
-                   choices=["NORMAL", "FULL"], help="FULL: sync every metadata commit (the "
-                   f"sync-on-close contract) {_d(MasterOptions, 'sqlite_synchronous')}")
-    p.add_argument("--replication", dest="default_replication", type=int,
-                   help=f"default copies per chunk {_d(MasterOptions, 'default_replication')}")
-    p.add_argument("--volume-size-limit", type=int,
-                   help=f"bytes before a volume is read-only {_d(MasterOptions, 'volume_size_limit')}")
-    p.add_argument("--heartbeat-interval", type=float,
-                   help=f"seconds {_d(MasterOptions, 'heartbeat_interval')}")
-    p.add_argument("--dead-after", type=float,
-                   help="seconds without heartbeat before a server is dead "
-                        f"{_d(MasterOptions, 'dead_after')}")
-    p.add_argument("--reaper-interval", type=float,
-                   help=f"seconds between deletion passes {_d(MasterOptions, 'reaper_interval')}")
-    p.add_argument("--vacuum-interval", type=float,
-                   help=f"seconds between automatic vacuums, 0 = never "
-                        f"{_d(MasterOptions, 'vacuum_interval')}")
-    p.add_argument("--vacuum-threshold", type=float,
-                   help=f"garbage ratio that makes a volume worth compacting "
-                        f"{_d(MasterOptions, 'vacuum_threshold')}")
-    p.add_argument("--session-lease", type=float,
-                   help=f"seconds a mount's session lives past each renewal "
-                        f"{_d(MasterOptions, 'session_lease')}")
-    p.set_defaults(func=cmd_master)
-
-    p = sub.add_parser("volume", help="run a volume server in the foreground")
-    _node_common(p, VolumeOptions, "HTTP port for /status and /metrics")
-    p.add_argument("--master", "-mserver", dest="master",
-                   help=f"master gRPC address {_d(VolumeOptions, 'master')}")
-    p.add_argument("--dir", "--data", dest="dir", help=f"data dir {_d(VolumeOptions, 'dir')}")
-    p.add_argument("--max-volumes", type=int, help=f"{_d(VolumeOptions, 'max_volumes')}")
-    p.add_argument("--durability", choices=["group", "always", "none"],
-                   help=f"fsync policy {_d(VolumeOptions, 'durability')}")
-    p.set_defaults(func=cmd_volume)
-
-    p = sub.add_parser("gateway", help="run a gateway (the write path) in the foreground")
-    _node_common(p, GatewayOptions, "ZMQ port clients stream to", grpc=False)
-    p.add_argument("--http-port", type=int, help=f"/status and /metrics {_d(GatewayOptions, 'http_port')}")
-    p.add_argument("--master", dest="master", help=f"master gRPC address {_d(GatewayOptions, 'master')}")
-    p.add_argument("--workers", type=int, help=f"chunk writes at once {_d(GatewayOptions, 'workers')}")
-    p.set_defaults(func=cmd_gateway)
+    _node_parser(sub, "master", MasterOptions, "run a master in the foreground", cmd_master)
+    _node_parser(sub, "volume", VolumeOptions, "run a volume server in the foreground",
+                 cmd_volume)
+    _node_parser(sub, "gateway", GatewayOptions,
+                 "run a gateway (the write path) in the foreground", cmd_gateway)
 
     # -- a local cluster in the background
-    p = sub.add_parser("up", help="start a local cluster in the background and wait for it")
-    p.add_argument("--data", help="data dir for all nodes (default: ./data)")
-    p.add_argument("--volumes", type=int, help="volume servers (default: 3)")
-    p.add_argument("--mount", metavar="DIR", help="also mount the cluster at DIR")
-    p.add_argument("--ephemeral-ports", action="store_true", default=None,
-                   help="pick free ports instead of 9333/19333, 8080+/18080+, 7000/7001")
-    p.add_argument("--allow-other", action=argparse.BooleanOptionalAction, default=None,
-                   help="let other users use the mount (default: on when run as root)")
-    p.add_argument("--config", help="TOML file with more options ([up] table; flags and "
-                                    "KELP_UP_* env win)")
-    p.set_defaults(func=command("up"))
+    _node_parser(sub, "up", UpOptions,
+                 "start a local cluster in the background and wait for it", command("up"))
 
     p = sub.add_parser("down", help="stop the cluster `kelp up` started (exactly its pids)")
     p.add_argument("--data", default="./data", help="data dir given to `up` (default: ./data)")
@@ -144,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ls", help="list a remote directory")
     p.add_argument("remote", nargs="?", default=None, help="remote path (default: /)")
-    p.add_argument("-p", "--path", dest="path_flag", help="remote path (the seed's spelling)")
+    p.add_argument("-p", "--path", dest="path_flag", help="remote path (the original interface's "
+                                                            "spelling)")
     p.add_argument("-l", "--long", action="store_true",
                    help="table with size, chunks, replicas, mtime")
     _client_flags(p)
@@ -208,39 +149,22 @@ def _client_flags(p: argparse.ArgumentParser) -> None:
                    help="gateway ZMQ address (default: a live one the master knows)")
 
 
-def _flags(args: argparse.Namespace, *names: str) -> dict:
-    return {n: getattr(args, n, None) for n in names}
-
-
 def cmd_master(args) -> int:
-    from cluster.common.config import resolve
     from cluster.master.options import MasterOptions
     from cluster.master.server import main
-    opts = resolve(MasterOptions, "master", _flags(
-        args, "ip", "port", "grpc_port", "zmq_port", "name", "data_dir", "default_replication",
-        "inline_max", "sqlite_synchronous",
-        "volume_size_limit", "heartbeat_interval", "dead_after", "reaper_interval",
-        "vacuum_interval", "vacuum_threshold", "session_lease"), args.config)
-    return main(opts)
+    return main(resolve(MasterOptions, "master", args, args.config))
 
 
 def cmd_volume(args) -> int:
-    from cluster.common.config import resolve
     from cluster.volume.options import VolumeOptions
     from cluster.volume.server import main
-    opts = resolve(VolumeOptions, "volume", _flags(
-        args, "ip", "port", "grpc_port", "name", "master", "dir", "max_volumes", "durability"),
-        args.config)
-    return main(opts)
+    return main(resolve(VolumeOptions, "volume", args, args.config))
 
 
 def cmd_gateway(args) -> int:
-    from cluster.common.config import resolve
     from cluster.gateway.options import GatewayOptions
     from cluster.gateway.server import main
-    opts = resolve(GatewayOptions, "gateway", _flags(
-        args, "ip", "port", "http_port", "name", "master", "workers"), args.config)
-    return main(opts)
+    return main(resolve(GatewayOptions, "gateway", args, args.config))
 
 
 def command(name: str):

@@ -56,8 +56,7 @@ def connect(args) -> KelpClient:
 
 def up(args) -> int:
     from cluster.common.config import resolve
-    opts = resolve(UpOptions, "up", {k: getattr(args, k, None) for k in (
-        "data", "volumes", "mount", "ephemeral_ports", "allow_other")}, args.config)
+    opts = resolve(UpOptions, "up", args, args.config)
     data = Path(opts.data).resolve()
     if (data / "cluster.json").exists():
         try:
@@ -190,7 +189,8 @@ def umount(args) -> int:
 def status(args) -> int:
     st = check_reachable(args.master)
     if args.name and st.master_name != args.name:
-        raise QuietError(f"the master at {args.master} is named {st.master_name!r}, not {args.name!r}")
+        raise QuietError(f"the master at {args.master} is named {st.master_name!r}, "
+                         f"not {args.name!r}")
     _print_status(st)
     return 0
 
@@ -374,7 +374,8 @@ def ls(args) -> int:
             return 0
         table = Table(title=path)
         for col in ("name", "mode", "size", "chunks", "replicas", "mtime"):
-            table.add_column(col, justify="right" if col in ("size", "chunks", "replicas") else "left")
+            numeric = col in ("size", "chunks", "replicas")
+            table.add_column(col, justify="right" if numeric else "left")
         for name, a in entries:
             chunks = replicas = ""
             if a.inline:

@@ -326,7 +326,7 @@ class Fsck:
                 report.unreachable.append((s.name, vid, f"CheckNeedles: {e.code().name}"))
             return
         report.replicas_checked += len(group)
-        for n, r in zip(group, reply.results):
+        for n, r in zip(group, reply.results, strict=True):
             if r.status == volume_pb2.NeedleCheck.OK:
                 n.good.append(s.name)
             else:

@@ -8,6 +8,7 @@ servers, and the master's view for volume servers and the gateway (registered an
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cluster.common import rpc
+from cluster.common.config import option
 from cluster.common.errors import FsError
 from fusefs.master_client import MasterClient
 from protos import master_pb2
@@ -138,16 +140,14 @@ class NodeSpec:
 @dataclass
 class UpOptions:
     """What `kelp up` can be told: flags, KELP_UP_* variables or an [up] table in TOML."""
-    # data dir for every node, pid files, logs and cluster.json
-    data: str = "./data"
-    # volume servers to start
-    volumes: int = 3
-    # also mount the cluster at this directory ("" = no mount)
-    mount: str = ""
-    # pick free ports instead of the fixed defaults
-    ephemeral_ports: bool = False
-    # let other users use the mount (None = on when run as root, as mount.py decides)
-    allow_other: bool | None = None
+    data: str = option("./data", "data dir for every node, pid files, logs and cluster.json")
+    volumes: int = option(3, "volume servers to start")
+    mount: str = option("", "also mount the cluster at this directory", metavar="DIR",
+                        default_text="no mount")
+    ephemeral_ports: bool = option(False, "pick free ports instead of 9333/19333, "
+                                   "8080+/18080+, 7000/7001")
+    allow_other: bool | None = option(None, "let other users use the mount",
+                                      default_text="on when run as root")
 
 
 @dataclass
@@ -212,7 +212,8 @@ class LocalCluster:
         vgp = self._port(lay.volume_grpc_port + i if lay.volume_grpc_port else 0)
         name = f"v{i}"
         vdir = str(self.root / name)
-        vargs = ["volume", "-ip", ip, "-p", str(vp), "-gp", str(vgp), "-n", name, "--master", self.master_addr, "--dir", vdir, *lay.extra_volume_args]
+        vargs = ["volume", "-ip", ip, "-p", str(vp), "-gp", str(vgp), "-n", name,
+                 "--master", self.master_addr, "--dir", vdir, *lay.extra_volume_args]
         spec = NodeSpec("volume", name, vargs, f"{ip}:{vgp}", f"{ip}:{vp}", data=vdir)
         self.nodes[name] = spec
         return spec
@@ -304,10 +305,8 @@ class LocalCluster:
     def signal(self, name: str, sig: int) -> None:
         spec = self.nodes[name]
         if spec.pid and pid_alive(spec.pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):  # it exited since the check
                 os.kill(spec.pid, sig)
-            except ProcessLookupError:
-                pass  # it exited between the check and the signal
 
     def kill(self, name: str) -> None:
         """SIGKILL a node and reap it."""

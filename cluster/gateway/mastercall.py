@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import errno
 import logging
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
 
 from cluster.common.errors import FsError, fserror_from_rpc
+from cluster.common.retry import retry_rpc, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -28,20 +28,11 @@ RPC_TIMEOUT_S = 30.0       # one master RPC (Assign, CommitChunks)
 def call_master(method: Callable[..., T], request, *, what: str,
                 patience: float = MASTER_PATIENCE_S, timeout: float = RPC_TIMEOUT_S) -> T:
     """`method(request)`, retried on UNAVAILABLE for up to `patience` s; FsError otherwise."""
-    deadline = time.monotonic() + patience
-    delay = 0.05
-    while True:
-        try:
-            return method(request, timeout=timeout)
-        except grpc.RpcError as e:
-            code = e.code() if hasattr(e, "code") else None
-            if code != grpc.StatusCode.UNAVAILABLE:
-                raise fserror_from_rpc(e) from None
-            left = deadline - time.monotonic()
-            if left <= 0:
-                details = e.details() if hasattr(e, "details") else str(e)
-                raise FsError(errno.EIO, f"{what}: master unavailable for {patience:g} s "
-                                         f"({details})") from None
-            log.debug("%s: master unavailable, retrying in %.2f s", what, delay)
-            time.sleep(min(delay, left))
-            delay = min(delay * 2, 1.0)
+    try:
+        return retry_rpc(lambda: method(request, timeout=timeout), patience)
+    except grpc.RpcError as e:
+        if not unavailable(e):
+            raise fserror_from_rpc(e) from None
+        details = e.details() if hasattr(e, "details") else str(e)
+        raise FsError(errno.EIO, f"{what}: master unavailable for {patience:g} s "
+                                 f"({details})") from None

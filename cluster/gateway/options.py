@@ -1,17 +1,25 @@
-"""GatewayOptions: everything `kelp gateway` can be told, with its default."""
+"""GatewayOptions: everything `kelp gateway` can be told, with its default and its help.
+
+The flags, KELP_GATEWAY_* variables and TOML keys all come from these fields
+(cluster/common/config.py).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cluster.common.config import option
+
 
 @dataclass
 class GatewayOptions:
-    ip: str = "127.0.0.1"
-    port: int = 7000                  # ZMQ ROUTER (0 = any free port)
-    http_port: int = 0                # /status and /metrics (0 = any free port)
-    name: str = "g0"
-    master: str = "127.0.0.1:19333"   # the master's gRPC address
-    workers: int = 8                  # chunk writes in flight at once (all clients)
-    assign_batch: int = 16            # fids fetched from the master per Assign call
-    write_retries: int = 3            # fresh fids tried when a replica write fails
-    max_chunk: int = 64 << 20         # largest payload accepted, bytes
+    ip: str = option("127.0.0.1", "address to bind (other addresses are opt-in)",
+                     flags=("-ip",))
+    port: int = option(7000, "ZMQ port clients stream chunks to (0 = any free port)",
+                       flags=("-p",))
+    http_port: int = option(0, "HTTP port for /status and /metrics (0 = any free port)")
+    name: str = option("g0", "node name", flags=("-n",))
+    master: str = option("127.0.0.1:19333", "the master's gRPC address")
+    workers: int = option(8, "chunk writes in flight at once (all clients)")
+    assign_batch: int = option(16, "fids fetched from the master per Assign call")
+    write_retries: int = option(3, "fresh fids tried when a replica write fails")
+    max_chunk: int = option(64 << 20, "largest payload accepted, bytes")

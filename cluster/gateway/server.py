@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import signal
 import threading
 import time
 from concurrent import futures
@@ -30,6 +29,7 @@ import zmq
 
 from cluster.common import rpc
 from cluster.common.httpstatus import StatusServer
+from cluster.common.node import run_node
 from cluster.gateway import metrics
 from cluster.gateway.assigner import Assigner
 from cluster.gateway.handler import GatewayHandler
@@ -280,23 +280,6 @@ class GatewayNode:
 
 
 def main(opts: GatewayOptions) -> int:
-    """Run a gateway in the foreground until SIGINT or SIGTERM; the exit status."""
-    try:
-        node = GatewayNode(opts).start()
-    except OSError as e:
-        log.error("%s", e)
-        return 1
-    stop = threading.Event()
-
-    def on_signal(signum, _frame):
-        log.info("gateway %s: %s received, stopping", opts.name, signal.Signals(signum).name)
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
-    print(f"gateway {opts.name} on tcp://{node.address}, http {opts.ip}:{node.http_port}",
-          flush=True)
-    while not stop.wait(0.5):
-        pass
-    node.stop()
-    return 0
+    """Run a gateway until SIGINT/SIGTERM; 0 on a clean stop, 1 if it cannot start."""
+    return run_node("gateway", opts.name, GatewayNode, opts,
+                    start_errors=(OSError, zmq.ZMQError))

@@ -396,7 +396,7 @@ class MutationServer:
             found = []
         if changes is not None:
             changes.extend(found)
-        return [(peer, reply) for (peer, _), reply in zip(batch, replies)]
+        return [(peer, reply) for (peer, _), reply in zip(batch, replies, strict=True)]
 
     def _inode_before(self, op: str, request, session: int) -> int:
         """The inode a name held before `op` changes it, when another session may hold a

@@ -16,6 +16,7 @@ import grpc
 
 from cluster.common import rpc
 from cluster.common.fid import BadFid, Fid
+from cluster.common.retry import delay_for
 from cluster.master.store import MetadataStore
 from cluster.master.topology import Topology
 from protos import volume_pb2
@@ -25,10 +26,6 @@ log = logging.getLogger(__name__)
 BATCH = 256
 MAX_BACKOFF_S = 300.0
 DELETE_TIMEOUT_S = 10.0
-
-
-def backoff_s(attempts: int) -> float:
-    return min(MAX_BACKOFF_S, 1.0 * (2 ** min(attempts, 16)))
 
 
 class Reaper:
@@ -67,7 +64,8 @@ class Reaper:
             if self._delete_everywhere(fid):
                 done.append(fid_text)
             else:
-                retry.setdefault(backoff_s(attempts), []).append(fid_text)
+                delay = delay_for(attempts, first=1.0, cap=MAX_BACKOFF_S)
+                retry.setdefault(delay, []).append(fid_text)
         if done:
             self._store.deletions_done(done)
             if self._on_deleted:

@@ -14,7 +14,6 @@ import errno
 import fcntl
 import logging
 import os
-import signal
 import threading
 import time
 
@@ -23,6 +22,7 @@ import grpc
 from cluster.common import rpc
 from cluster.common.errors import FsError, fserror_from_rpc
 from cluster.common.httpstatus import StatusServer
+from cluster.common.node import run_node
 from cluster.master import metrics, schema, sequencer
 from cluster.master.admin_rpc import AdminRpc
 from cluster.master.assign import Assigner
@@ -148,7 +148,8 @@ class MasterNode:
     def _lock_data_dir(self) -> None:
         """One master per data dir: a second one would hand out the same ids."""
         os.makedirs(self.opts.data_dir, exist_ok=True)
-        fh = open(os.path.join(self.opts.data_dir, "master.lock"), "a+")
+        # Held open for the node's life (closing it releases the flock), so no `with`.
+        fh = open(os.path.join(self.opts.data_dir, "master.lock"), "a+")  # noqa: SIM115
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -227,26 +228,5 @@ class MasterNode:
 
 def main(opts: MasterOptions) -> int:
     """Run a master until SIGINT/SIGTERM; the exit code for the CLI."""
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        node = MasterNode(opts).start()
-    except (OSError, SchemaError, ValueError) as e:
-        log.error("master %s cannot start: %s", opts.name, e)
-        return 1
-    stop = threading.Event()
-
-    def on_signal(signum, _frame):
-        log.info("master %s: %s, stopping", opts.name, signal.Signals(signum).name)
-        stop.set()
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not stop.wait(0.5):
-            pass
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        node.stop()
-    return 0
+    return run_node("master", opts.name, MasterNode, opts,
+                    start_errors=(OSError, SchemaError, ValueError))

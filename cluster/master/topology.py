@@ -86,7 +86,8 @@ class Topology:
             if state is None:
                 self._servers[sid] = ServerState(sid, name, grpc_address, http_address, now)
             else:
-                state.name, state.grpc_address, state.http_address = name, grpc_address, http_address
+                state.name = name
+                state.grpc_address, state.http_address = grpc_address, http_address
                 state.last_seen = now
         return sid
 

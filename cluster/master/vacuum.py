@@ -102,7 +102,7 @@ class Vacuumer:
     def run(self, threshold: float | None = None, volume_ids=()) -> list[ReplicaVacuum]:
         """Compact every volume (of `volume_ids`, or all) past the threshold; one row per
         replica compacted or failed."""
-        threshold = self.default_threshold if not threshold else threshold
+        threshold = threshold if threshold else self.default_threshold
         check_threshold(threshold)
         if not self._running.acquire(blocking=False):
             raise FsError(errno.EAGAIN, "a vacuum is running already")

@@ -19,6 +19,7 @@ import threading
 import grpc
 
 from cluster.common import rpc
+from cluster.common.retry import Backoff
 from cluster.volume.options import VolumeOptions
 from cluster.volume.store import Store
 from protos import master_pb2, master_pb2_grpc
@@ -102,7 +103,7 @@ class Heartbeater(threading.Thread):
     # ---------------------------------------------------------------- loop
 
     def run(self) -> None:
-        backoff = BACKOFF_MIN_S
+        backoff = Backoff(BACKOFF_MIN_S, BACKOFF_MAX_S)
         while not self._stop_event.is_set():
             try:
                 fresh = False
@@ -119,10 +120,9 @@ class Heartbeater(threading.Thread):
                              self.opts.master, self.server_id)
                     self.registered.clear()
                     if fresh:   # it forgot us right after registering: do not spin
-                        self._sleep(backoff)
-                        backoff = min(backoff * 2, BACKOFF_MAX_S)
+                        self._sleep(backoff.next())
                     continue
-                backoff = BACKOFF_MIN_S
+                backoff.reset()
                 self._sleep(self.interval_s)
             except grpc.RpcError as e:
                 self.registered.clear()
@@ -133,14 +133,12 @@ class Heartbeater(threading.Thread):
                     log.warning("master %s unreachable (%s); serving on, retrying",
                                 self.opts.master, code.name if code else e)
                     self._in_outage = True
-                self._sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                self._sleep(backoff.next())
             except Exception:
                 if self._stop_event.is_set():
                     break   # e.g. "closed channel" raised by stop() racing a round
                 log.exception("heartbeat round failed")
-                self._sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                self._sleep(backoff.next())
 
     def _register(self) -> None:
         reply = self._stub.RegisterVolumeServer(

@@ -5,6 +5,8 @@ name, since tests and `kelp up`-style local modes may run several volume nodes i
 """
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge
 
 BYTES_WRITTEN = Counter("kelp_volume_bytes_written", "Needle data bytes stored", ["node"])
@@ -21,7 +23,5 @@ FREE_BYTES = Gauge("kelp_volume_free_bytes", "Free bytes on the data dir's file 
 def forget(node: str) -> None:
     """Drop a stopped node's gauges (their callbacks would hold the node alive)."""
     for gauge in (VOLUMES, FREE_BYTES):
-        try:
+        with contextlib.suppress(KeyError):
             gauge.remove(node)
-        except KeyError:
-            pass

@@ -1,23 +1,37 @@
-"""VolumeOptions: everything `kelp volume` can be told, with its default."""
+"""VolumeOptions: everything `kelp volume` can be told, with its default and its help.
+
+The flags, KELP_VOLUME_* variables and TOML keys all come from these fields
+(cluster/common/config.py); `-ip -p -gp -n --master` keep the original KelpFS command line
+(`volume --master`) working.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cluster.common.config import option
+
 
 @dataclass
 class VolumeOptions:
-    ip: str = "127.0.0.1"
-    port: int = 8080                  # HTTP: /status and /metrics (0 = any free port)
-    grpc_port: int = 18080            # gRPC service (0 = any free port)
-    name: str = "v0"
-    master: str = "127.0.0.1:19333"   # the master's gRPC address
-    dir: str = "./data/v0"            # volume files and the server id live here
-    max_volumes: int = 16             # volumes this server may hold
-    durability: str = "fsync"         # fsync: a write is acknowledged once in the OS, synced
-                                      # when a client's fsync asks (Sync); group: each write
-                                      # synced (batched within group_commit_ms) before its
-                                      # acknowledgement; always: fsync each write alone;
-                                      # none: never (tests, benchmarks)
-    group_commit_ms: float = 2.0
-    min_free_bytes: int = 64 << 20    # refuse writes (ENOSPC) when the disk has less free
-    volume_size_limit: int = 1 << 30  # bytes; until the master's RegisterResponse says otherwise
+    ip: str = option("127.0.0.1", "address to bind (other addresses are opt-in)",
+                     flags=("-ip",))
+    port: int = option(8080, "HTTP port for /status and /metrics (0 = any free port)",
+                       flags=("-p",))
+    grpc_port: int = option(18080, "gRPC port (0 = any free port)", flags=("-gp",))
+    name: str = option("v0", "node name", flags=("-n",))
+    master: str = option("127.0.0.1:19333", "the master's gRPC address",
+                         flags=("-mserver",))
+    dir: str = option("./data/v0", "directory of the volume files and the server id",
+                      flags=("--data",))
+    max_volumes: int = option(16, "volumes this server may hold")
+    durability: str = option(
+        "fsync", "fsync: a write is acknowledged once in the operating system and synced "
+        "when a client's fsync asks; group: each write synced (batched within "
+        "group_commit_ms) before its acknowledgement; always: fsync each write alone; none: "
+        "never (tests, benchmarks)", choices=("fsync", "group", "always", "none"))
+    group_commit_ms: float = option(2.0, "milliseconds a group-durability sync waits for "
+                                    "more writes")
+    min_free_bytes: int = option(64 << 20, "refuse writes (ENOSPC) when the disk has less "
+                                 "free")
+    volume_size_limit: int = option(1 << 30, "bytes per volume until the master's "
+                                    "registration answer says otherwise")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-import signal
 import threading
 
 import grpc
@@ -21,6 +20,7 @@ from cluster.common.blocks import BLOCK_SIZE
 from cluster.common.errors import FsError
 from cluster.common.fid import MAX_VOLUME_ID
 from cluster.common.httpstatus import StatusServer
+from cluster.common.node import run_node
 from cluster.volume import metrics, repair
 from cluster.volume import store as st
 from cluster.volume.heartbeat import Heartbeater
@@ -172,7 +172,7 @@ class VolumeServicer(volume_pb2_grpc.VolumeServicer):
                                             [(r.key, r.cookie, r.size, r.crc) for r in refs])
         return volume_pb2.CheckNeedlesResponse(results=[
             volume_pb2.NeedleCheck(key=r.key, status=_CHECK_STATUS[status], detail=detail)
-            for r, (status, detail) in zip(refs, verdicts)])
+            for r, (status, detail) in zip(refs, verdicts, strict=True)])
 
     @rpc.servicer_method
     @_counted
@@ -317,23 +317,5 @@ class VolumeNode:
 def main(opts: VolumeOptions) -> int:
     """Run a volume server until SIGINT/SIGTERM; 0 on a clean stop, 1 if it cannot start."""
     malloc.keep_big_buffers()   # before the first needle buffer (see cluster/common/malloc.py)
-    node = VolumeNode(opts)
-    try:
-        node.start()
-    except (OSError, FsError) as e:
-        log.error("volume server %s cannot start: %s", opts.name, e)
-        return 1
-    stop_requested = threading.Event()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda signum, frame: stop_requested.set())
-    try:
-        # Short waits: the main thread must wake up to run the signal handler.
-        while not stop_requested.wait(0.5) and not node.wait(0):
-            pass
-    finally:
-        node.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+    return run_node("volume server", opts.name, VolumeNode, opts,
+                    start_errors=(OSError, FsError))

@@ -1,0 +1,58 @@
+"""Running one node (master, volume server, gateway) in the foreground: one function for all.
+
+`run_node` does what every node's `kelp <node>` needs and nothing node-specific: logging to
+stderr (the local cluster runner sends it to the node's log file), start with a one-line error
+and exit code 1 when the node cannot start (a taken port, a bad data dir, a newer schema),
+SIGINT and SIGTERM as a clean stop, a stop when the node ends by itself, and the exit code.
+The node's own HTTP /status, /metrics and health service are started by its `start()`.
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Protocol
+
+log = logging.getLogger("kelp.node")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class Node(Protocol):
+    def start(self) -> Node: ...
+    def stop(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+def run_node(kind: str, name: str, make: type[Node] | object, *args: object,
+             start_errors: tuple[type[BaseException], ...] = (OSError, ValueError)) -> int:
+    """Build `make(*args)`, start it, serve until SIGINT/SIGTERM or until it stops by itself.
+
+    `start_errors`: what a person must fix before the node can run (reported in one line,
+    exit code 1); anything else is a bug and keeps its traceback.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    try:
+        node = make(*args).start()  # type: ignore[operator]
+    except start_errors as e:
+        log.error("%s %s cannot start: %s", kind, name, e)
+        return 1
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s %s: %s, stopping", kind, name, signal.Signals(signum).name)
+        stop.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        # Short waits: the main thread must wake up to run the signal handler.
+        while not stop.wait(0.5) and not node.wait(0):
+            pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        node.stop()
+    return 0
