@@ -226,26 +226,37 @@ def _leaf_problem(creds: Credentials, ca: x509.Certificate, opts: CertOptions) -
     return None
 
 
-def _ensure_ca(creds: Credentials, opts: CertOptions, report: CertReport
-               ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    if creds.ca_cert.exists() or creds.ca_key.exists():
-        ca, ca_key = load_cert(creds.ca_cert), _load_key(creds.ca_key)
-        if not _same_key(ca, ca_key):
-            raise CredentialsError(f"{creds.ca_key} does not match {creds.ca_cert}")
-        report.kept += [creds.ca_cert, creds.ca_key]
-        return ca, ca_key
-    ca, ca_key = _issue_ca(opts)
-    write_file(creds.ca_key, _key_pem(ca_key), 0o600)
-    write_file(creds.ca_cert, ca.public_bytes(serialization.Encoding.PEM), 0o644)
-    report.created += [creds.ca_cert, creds.ca_key]
-    log.info("made cluster CA %s", creds.ca_cert)
-    return ca, ca_key
+class _Ca:
+    """The cluster CA of a directory: made when absent, its key read only when a leaf must
+    be issued (a node's copy of the directory may well leave ca.key out)."""
+
+    def __init__(self, root: Path, opts: CertOptions, report: CertReport):
+        paths = Credentials(root, ROLES[0])
+        self.cert_path, self.key_path = paths.ca_cert, paths.ca_key
+        self._key: ec.EllipticCurvePrivateKey | None = None
+        if self.cert_path.exists() or self.key_path.exists():
+            self.cert = load_cert(self.cert_path)
+            report.kept.append(self.cert_path)
+            return
+        self.cert, self._key = _issue_ca(opts)
+        write_file(self.key_path, _key_pem(self._key), 0o600)
+        write_file(self.cert_path, self.cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        report.created += [self.cert_path, self.key_path]
+        log.info("made cluster CA %s", self.cert_path)
+
+    def key(self) -> ec.EllipticCurvePrivateKey:
+        if self._key is None:
+            key = _load_key(self.key_path)
+            if not _same_key(self.cert, key):
+                raise CredentialsError(f"{self.key_path} does not match {self.cert_path}")
+            self._key = key
+        return self._key
 
 
 def make_cluster_certs(directory: str | os.PathLike,
                        hosts: tuple[str, ...] | None = None, *, force: bool = False,
                        options: CertOptions | None = None) -> CertReport:
-    """Make (or complete) a credentials directory; see the module docstring for its layout.
+    """Make (or complete) a credentials directory (layout: cluster.common.credentials).
 
     An existing CA is never replaced (every peer trusts it): a broken one is an error for a
     person to resolve. `force` re-issues all leaves (TLS key+certificate and CURVE pair).
@@ -255,18 +266,20 @@ def make_cluster_certs(directory: str | os.PathLike,
         opts = replace(opts, hosts=tuple(hosts))
     for role in opts.roles:
         Credentials.of(directory, role)   # validates the role name
+    if not set(opts.zmq_client_roles) <= set(opts.roles):
+        raise ValueError("zmq_client_roles must be among roles")
     root = private_dir(Path(directory))
     report = CertReport()
-    ca, ca_key = _ensure_ca(Credentials(root, opts.roles[0]), opts, report)
+    ca = _Ca(root, opts, report)
     for role in opts.roles:
         creds = Credentials(root, role)
-        problem = "forced" if force else _leaf_problem(creds, ca, opts)
+        problem = "forced" if force else _leaf_problem(creds, ca.cert, opts)
         if problem is None:
             report.kept += [creds.cert, creds.key]
             continue
         if creds.cert.exists():
             log.info("re-issuing %s: %s", creds.cert, problem)
-        cert, key = issue_leaf(role, ca, ca_key, opts)
+        cert, key = issue_leaf(role, ca.cert, ca.key(), opts)
         write_file(creds.key, _key_pem(key), 0o600)
         write_file(creds.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         report.created += [creds.cert, creds.key]

@@ -209,7 +209,12 @@ class ZapAuthenticator(ThreadAuthenticator):
     naming each connection's User-Id after the key's role."""
 
     def __init__(self, context: zmq.Context, keyring: KeyRing, domain: str = ZAP_DOMAIN):
-        super().__init__(context, log=logging.getLogger(__name__ + ".zap"))
+        zap_log = logging.getLogger(__name__ + ".zap")
+        if zap_log.level == logging.NOTSET:
+            # pyzmq logs every decision with the whole public key at DEBUG; our own line (a
+            # fingerprint, KeyRing.callback) is the one that matters.
+            zap_log.setLevel(logging.INFO)
+        super().__init__(context, log=zap_log)
         self.keyring = keyring
         self.domain = domain
         self._start_lock = threading.Lock()

@@ -59,8 +59,8 @@ class CertReloader:
 
     def _stat(self) -> tuple:
         c = self.creds
-        return tuple((os.stat(p).st_mtime_ns, os.stat(p).st_ino)
-                     for p in (c.ca_cert, c.cert, c.key))
+        return tuple((st.st_mtime_ns, st.st_ino)
+                     for st in map(os.stat, (c.ca_cert, c.cert, c.key)))
 
     def _configuration(self):
         ca, cert, key = self.creds.tls_pem()
@@ -160,7 +160,7 @@ def peer_role(context: grpc.ServicerContext) -> str | None:
     """The role of the peer of a call, from the certificate it presented over TLS; None when
     the call did not come over TLS or the certificate names no single role."""
     auth = context.auth_context()
-    if auth.get("transport_security_type") != [b"ssl"]:
+    if b"ssl" not in auth.get("transport_security_type", ()):
         return None
     uris = auth.get("peer_uri")
     if uris:
