@@ -50,6 +50,10 @@ class MountOptions:
     pid_file: str | None = option(None, "write the mount process's pid here (removed at "
                                   "unmount)", default_text="none")
 
+    tls_dir: str | None = option(None, "directory with the cluster CA and the client "
+                                 "certificate and keys (`kelp certs DIR`)", env=("KELP_TLS_DIR",),
+                                 default_text="none: plain transport")
+
     @property
     def foreground(self) -> bool:
         return not self.background

@@ -54,6 +54,16 @@ def build_parser() -> argparse.ArgumentParser:
     _node_parser(sub, "up", UpOptions,
                  "start a local cluster in the background and wait for it", command("up"))
 
+    p = sub.add_parser("certs", help="make (or complete) a cluster's CA, certificates and "
+                                     "CURVE keys in DIR (keys 0600, DIR 0700)")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--host", dest="hosts", action="append", default=None, metavar="HOST",
+                   help="an address or name the nodes serve on, for the certificates "
+                        "(repeatable; default: 127.0.0.1 and localhost)")
+    p.add_argument("--force", action="store_true",
+                   help="re-issue every certificate and key pair (rotation; the CA stays)")
+    p.set_defaults(func=command("certs"))
+
     p = sub.add_parser("down", help="stop the cluster `kelp up` started (exactly its pids)")
     p.add_argument("--data", default="./data", help="data dir given to `up` (default: ./data)")
     p.set_defaults(func=command("down"))

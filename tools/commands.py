@@ -52,6 +52,21 @@ def connect(args) -> KelpClient:
     return KelpClient(args.master, getattr(args, "gateway", None))
 
 
+# ---------------------------------------------------------------- credentials
+
+def certs(args) -> int:
+    from cluster.common.certs import make_cluster_certs
+    from cluster.common.credentials import CredentialsError
+    try:
+        report = make_cluster_certs(args.dir, tuple(args.hosts) if args.hosts else None,
+                                    force=args.force)
+    except (CredentialsError, ValueError) as e:
+        raise QuietError(str(e)) from None
+    print(f"{args.dir}: {len(report.created)} files made, {len(report.kept)} kept "
+          f"(nodes: --tls-dir {args.dir})")
+    return 0
+
+
 # ---------------------------------------------------------------- local cluster
 
 def up(args) -> int:

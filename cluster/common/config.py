@@ -40,8 +40,9 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *,
 
     flags: spellings besides `--field-name`, which is always accepted (e.g. "-ip", or
     "--replication" for default_replication). parse: turns a string from the command line,
-    the environment or the file into the value (sizes such as "4M"). env: extra variables read before
-    KELP_<NODE>_<FIELD> (compatibility names). cli=False: settable by env and file only.
+    the environment or the file into the value (sizes such as "4M"). env: extra variables
+    read before KELP_<NODE>_<FIELD> (compatibility names). cli=False: settable by env and
+    file only.
     """
     return dataclasses.field(default=default, metadata={
         "help": help, "flags": tuple(flags), "choices": tuple(choices) if choices else None,

@@ -11,7 +11,11 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from cluster.common.config import ConfigError
+from cluster.common.security import check_bind
 
 log = logging.getLogger("kelp.node")
 
@@ -24,17 +28,25 @@ class Node(Protocol):
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
-def run_node(kind: str, name: str, make: type[Node] | object, *args: object,
+def run_node(kind: str, opts: Any, make: Callable[[Any], Node],
              start_errors: tuple[type[BaseException], ...] = (OSError, ValueError)) -> int:
-    """Build `make(*args)`, start it, serve until SIGINT/SIGTERM or until it stops by itself.
+    """Build `make(opts)`, start it, serve until SIGINT/SIGTERM or until it stops by itself.
 
+    `opts` is the node's options (name, ip, tls_dir, insecure are read here). A plain
+    transport on a non-loopback address without --insecure is refused (exit code 2);
     `start_errors`: what a person must fix before the node can run (reported in one line,
     exit code 1); anything else is a bug and keeps its traceback.
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    name = opts.name
     try:
-        node = make(*args).start()  # type: ignore[operator]
+        check_bind(f"{kind} {name}", opts.ip, opts.tls_dir, opts.insecure)
+    except ConfigError as e:
+        log.error("%s", e)
+        return 2
+    try:
+        node = make(opts).start()
     except start_errors as e:
         log.error("%s %s cannot start: %s", kind, name, e)
         return 1

@@ -23,3 +23,8 @@ class GatewayOptions:
     assign_batch: int = option(16, "fids fetched from the master per Assign call")
     write_retries: int = option(3, "fresh fids tried when a replica write fails")
     max_chunk: int = option(64 << 20, "largest payload accepted, bytes")
+    tls_dir: str | None = option(None, "directory of the cluster's certificates and keys "
+                                 "(`kelp certs DIR` makes it): mutual TLS on gRPC and CURVE on "
+                                 "ZMQ", default_text="none: plain transport, loopback only")
+    insecure: bool = option(False, "allow listening on a non-loopback address without TLS "
+                            "(logged as a warning)")

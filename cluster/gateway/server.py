@@ -30,12 +30,13 @@ import zmq
 from cluster.common import rpc
 from cluster.common.httpstatus import StatusServer
 from cluster.common.node import run_node
+from cluster.common.security import Transport
 from cluster.gateway import metrics
 from cluster.gateway.assigner import Assigner
 from cluster.gateway.handler import GatewayHandler
 from cluster.gateway.options import GatewayOptions
 from cluster.gateway.protocol import BadRequest, decode, error_reply
-from cluster.gateway.writer import ChunkWriter
+from cluster.gateway.writer import ChunkWriter, VolumePool
 from protos import master_pb2, master_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -63,10 +64,13 @@ class GatewayNode:
         self._max_inflight = max(2, 2 * opts.workers)
         self._stopping = threading.Event()
         self._stopped = threading.Event()
-        self._master_channel = rpc.channel(opts.master)
+        self.transport = Transport("gateway", opts.tls_dir)
+        self._master_channel = self.transport.channel(opts.master, "master")
         self._master = master_pb2_grpc.MasterStub(self._master_channel)
         self.assigner = Assigner(self._master, batch=opts.assign_batch)
-        self.writer = ChunkWriter(self.assigner, self._master, write_retries=opts.write_retries,
+        self.writer = ChunkWriter(self.assigner, self._master,
+                                  VolumePool(self.transport.channel_factory("volume")),
+                                  write_retries=opts.write_retries,
                                   replica_threads=max(4, 2 * opts.workers))
         self.handler = GatewayHandler(self.writer, self.name)
         self._workers = futures.ThreadPoolExecutor(max_workers=max(1, opts.workers),
@@ -95,6 +99,7 @@ class GatewayNode:
         router.setsockopt(zmq.MAXMSGSIZE, 2 * self.opts.max_chunk + (1 << 20))
         router.setsockopt(zmq.HEARTBEAT_IVL, 2000)  # notice dead clients, free their pipes
         router.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
+        self.transport.zmq_server(router)   # CURVE and the ZAP handler, if secure
         try:
             if self.opts.port == 0:
                 self.port = router.bind_to_random_port(f"tcp://{self.opts.ip}")
@@ -131,6 +136,7 @@ class GatewayNode:
         if self._http is not None:
             self._http.stop()
         self._master_channel.close()
+        self.transport.close()   # the ZAP handler's socket, before the context goes
         # Closes the ROUTER, the PULL and every worker's PUSH, dropping unsent replies.
         self._ctx.destroy(linger=0)
         self._stopped.set()
@@ -281,5 +287,5 @@ class GatewayNode:
 
 def main(opts: GatewayOptions) -> int:
     """Run a gateway until SIGINT/SIGTERM; 0 on a clean stop, 1 if it cannot start."""
-    return run_node("gateway", opts.name, GatewayNode, opts,
+    return run_node("gateway", opts, GatewayNode,
                     start_errors=(OSError, zmq.ZMQError))

@@ -43,6 +43,7 @@ import zmq
 from google.protobuf.message import DecodeError
 
 from cluster.common.errors import FsError
+from cluster.common.security import Transport
 from cluster.common.wakepipe import WakePipe
 from cluster.master import mutations, schema
 from cluster.master.callbacks import CallbackTable, Keys
@@ -82,7 +83,8 @@ HOUSEKEEPING_S = 0.5   # how often expired sessions and over-full callback table
 class MutationServer:
     def __init__(self, namespace: Namespace, store: MetadataStore, ip: str, port: int,
                  max_batch: int = 256, max_message: int = 16 << 20, hwm: int = 10000,
-                 sessions: SessionTable | None = None, callbacks: CallbackTable | None = None):
+                 sessions: SessionTable | None = None, callbacks: CallbackTable | None = None,
+                 transport: Transport | None = None):
         self.namespace = namespace
         self.store = store
         self.max_batch = max_batch
@@ -111,6 +113,8 @@ class MutationServer:
         self._router.setsockopt(zmq.MAXMSGSIZE, max_message)
         self._router.setsockopt(zmq.SNDHWM, hwm)
         self._router.setsockopt(zmq.RCVHWM, hwm)
+        self._transport = transport or Transport("master")
+        self._transport.zmq_server(self._router)   # CURVE and the ZAP handler, if secure
         if port:
             self._router.bind(f"tcp://{ip}:{port}")
             self.port = port
@@ -131,6 +135,7 @@ class MutationServer:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        self._transport.close()   # the ZAP handler's socket, before the context ends
         self._ctx.term()
         self._wake.close()
 

@@ -43,3 +43,8 @@ class MasterOptions:
                                   "callback on, and keep files it had open")
     max_callbacks: int = option(200_000, "callbacks kept per session; past it the oldest are "
                                 "broken")
+    tls_dir: str | None = option(None, "directory of the cluster's certificates and keys "
+                                 "(`kelp certs DIR` makes it): mutual TLS on gRPC and CURVE on "
+                                 "ZMQ", default_text="none: plain transport, loopback only")
+    insecure: bool = option(False, "allow listening on a non-loopback address without TLS "
+                            "(logged as a warning)")

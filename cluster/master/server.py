@@ -23,6 +23,7 @@ from cluster.common import rpc
 from cluster.common.errors import FsError, fserror_from_rpc
 from cluster.common.httpstatus import StatusServer
 from cluster.common.node import run_node
+from cluster.common.security import Transport
 from cluster.master import metrics, schema, sequencer
 from cluster.master.admin_rpc import AdminRpc
 from cluster.master.assign import Assigner
@@ -90,7 +91,8 @@ class MasterNode:
         self._server: grpc.Server | None = None
         self.mutations: MutationServer | None = None
         self._http: StatusServer | None = None
-        self._stubs = rpc.VolumeStubs()
+        self.transport = Transport("master", opts.tls_dir)
+        self._stubs = self.transport.volume_stubs()
         self._stopped = threading.Event()
         self._lock_file = None
         self._started = time.monotonic()
@@ -111,7 +113,7 @@ class MasterNode:
                                      volume_ids, self._allocate, opts.default_replication,
                                      on_grow=lambda vid: metrics.VOLUMES_GROWN.inc(),
                                      warming_up=self._warming_up)
-            self._server, health = rpc.make_server(max_workers=32)
+            self._server, health = self.transport.make_server(max_workers=32)
             self.vacuumer = Vacuumer(self.topology, self._stubs, opts.vacuum_threshold,
                                      opts.vacuum_interval)
             self.servicer = MasterServicer(
@@ -122,10 +124,11 @@ class MasterNode:
                              self.servicer)
             self.mutations = MutationServer(self.servicer.namespace, self.store, opts.ip,
                                             opts.zmq_port, sessions=self.servicer.sessions,
-                                            callbacks=self.servicer.callbacks).start()
+                                            callbacks=self.servicer.callbacks,
+                                            transport=self.transport).start()
             self.servicer.mutation_address = self.mutations.address
             self.servicer.mutation_server = self.mutations
-            self.grpc_port = rpc.bind(self._server, opts.ip, opts.grpc_port)
+            self.grpc_port = self.transport.bind(self._server, opts.ip, opts.grpc_port)
             self.servicer.grpc_address = self.grpc_address
             self._http = StatusServer(opts.ip, opts.port, self.status)
             self.http_port = self._http.port
@@ -228,5 +231,5 @@ class MasterNode:
 
 def main(opts: MasterOptions) -> int:
     """Run a master until SIGINT/SIGTERM; the exit code for the CLI."""
-    return run_node("master", opts.name, MasterNode, opts,
+    return run_node("master", opts, MasterNode,
                     start_errors=(OSError, SchemaError, ValueError))

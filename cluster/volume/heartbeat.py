@@ -18,8 +18,8 @@ import threading
 
 import grpc
 
-from cluster.common import rpc
 from cluster.common.retry import Backoff
+from cluster.common.security import Transport
 from cluster.volume.options import VolumeOptions
 from cluster.volume.store import Store
 from protos import master_pb2, master_pb2_grpc
@@ -65,7 +65,8 @@ def save_server_id(directory: str, server_id: int) -> None:
 class Heartbeater(threading.Thread):
     """Named background activity: register with the master, then heartbeat until stop()."""
 
-    def __init__(self, opts: VolumeOptions, store: Store, grpc_address: str, http_address: str):
+    def __init__(self, opts: VolumeOptions, store: Store, grpc_address: str, http_address: str,
+                 transport: Transport | None = None):
         super().__init__(name=f"heartbeat-{opts.name}", daemon=True)
         self.opts = opts
         self.store = store
@@ -77,9 +78,9 @@ class Heartbeater(threading.Thread):
         self.heartbeats_sent = 0
         self._stop_event = threading.Event()
         self._wake = threading.Event()
-        # rpc.channel caps gRPC's reconnect backoff near ours, so heartbeats resume within
-        # a second of the master coming back.
-        self._channel = rpc.channel(opts.master)
+        # The channel caps gRPC's reconnect backoff near ours (rpc.CHANNEL_OPTIONS), so
+        # heartbeats resume within a second of the master coming back.
+        self._channel = (transport or Transport("volume")).channel(opts.master, "master")
         self._stub = master_pb2_grpc.MasterStub(self._channel)
         self._in_outage = False
 

@@ -35,3 +35,8 @@ class VolumeOptions:
                                  "free")
     volume_size_limit: int = option(1 << 30, "bytes per volume until the master's "
                                     "registration answer says otherwise")
+    tls_dir: str | None = option(None, "directory of the cluster's certificates and keys "
+                                 "(`kelp certs DIR` makes it): mutual TLS on gRPC and CURVE on "
+                                 "ZMQ", default_text="none: plain transport, loopback only")
+    insecure: bool = option(False, "allow listening on a non-loopback address without TLS "
+                            "(logged as a warning)")

@@ -21,6 +21,7 @@ from cluster.common.errors import FsError
 from cluster.common.fid import MAX_VOLUME_ID
 from cluster.common.httpstatus import StatusServer
 from cluster.common.node import run_node
+from cluster.common.security import Transport
 from cluster.volume import metrics, repair
 from cluster.volume import store as st
 from cluster.volume.heartbeat import Heartbeater
@@ -85,13 +86,16 @@ class VolumeServicer(volume_pb2_grpc.VolumeServicer):
     """gRPC Volume service over a Store."""
 
     def __init__(self, store: Store, node_name: str, server_id=lambda: 0,
-                 on_volumes_changed=lambda: None, own_address: str = ""):
+                 on_volumes_changed=lambda: None, own_address: str = "",
+                 transport: Transport | None = None):
         self.store = store
         self.node_name = node_name
         self._server_id = server_id
         self._on_volumes_changed = on_volumes_changed
         self.own_address = own_address
-        self._peers = rpc.ChannelCache()   # other volume servers, for repair copies
+        # other volume servers, for repair copies
+        peers = (transport or Transport("volume")).channel_factory("volume")
+        self._peers = rpc.ChannelCache(peers)
 
     def _peer(self, source: str) -> volume_pb2_grpc.VolumeStub:
         return self._peers.stub(_peer_address(source, self.own_address),
@@ -250,19 +254,21 @@ class VolumeNode:
             self.store = Store(o.dir, max_volumes=o.max_volumes, min_free_bytes=o.min_free_bytes,
                                durability=o.durability, group_commit_ms=o.group_commit_ms,
                                size_limit=o.volume_size_limit).open()
-            self._server, self._health = rpc.make_server()
+            transport = Transport("volume", o.tls_dir)
+            self._server, self._health = transport.make_server()
             servicer = VolumeServicer(self.store, o.name, lambda: self.server_id,
-                                      self._volumes_changed)
+                                      self._volumes_changed, transport=transport)
             self._servicer = servicer
             rpc.add_servicer(self._server, volume_pb2_grpc.add_VolumeServicer_to_server, servicer)
-            self.grpc_port = rpc.bind(self._server, o.ip, o.grpc_port)
+            self.grpc_port = transport.bind(self._server, o.ip, o.grpc_port)
             servicer.own_address = self.grpc_address
             self._http = StatusServer(o.ip, o.port, self.status).start()
             self.http_port = self._http.port
             self._server.start()
             metrics.VOLUMES.labels(o.name).set_function(lambda: len(self.store.volumes()))
             metrics.FREE_BYTES.labels(o.name).set_function(lambda: self.store.disk()[0])
-            self.heartbeater = Heartbeater(o, self.store, self.grpc_address, self.http_address)
+            self.heartbeater = Heartbeater(o, self.store, self.grpc_address, self.http_address,
+                                           transport)
             self.heartbeater.start()
             rpc.set_serving(self._health)
         except BaseException:
@@ -317,5 +323,5 @@ class VolumeNode:
 def main(opts: VolumeOptions) -> int:
     """Run a volume server until SIGINT/SIGTERM; 0 on a clean stop, 1 if it cannot start."""
     malloc.keep_big_buffers()   # before the first needle buffer (see cluster/common/malloc.py)
-    return run_node("volume server", opts.name, VolumeNode, opts,
+    return run_node("volume server", opts, VolumeNode,
                     start_errors=(OSError, FsError))
