@@ -14,8 +14,8 @@ PYTEST_ARGS ?=
 
 install: deps $(STAMP)
 
-# A .venv made before the project had a pyproject.toml still holds that era's path file
-# (kelpfs-checkout.pth); it goes, so only the editable install puts the checkout on the path.
+# Only the editable install puts the checkout on the path: a stray kelpfs-checkout.pth path
+# file in the venv is removed.
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	rm -f $(VENV)/lib/python*/site-packages/kelpfs-checkout.pth

@@ -47,8 +47,9 @@ through mfusepy, or fusepy on libfuse 2 where libfuse 3 is missing), chosen for 
   ro                            with --read-only
   (nodev, nosuid: libfuse's defaults; device nodes and set-id bits are stored and shown, but
   a device in the mount cannot be opened and set-id bits are not honoured)
-No kernel_cache/auto_cache: the page cache of a file is dropped at each open, which gives
-close-to-open consistency between mounts.
+No kernel_cache/auto_cache: the page cache of a file is kept at open (keep_cache) only when
+the open was answered from the mount's callback-protected cache, and dropped otherwise, which
+gives close-to-open consistency between mounts.
 """
 from __future__ import annotations
 
@@ -77,8 +78,8 @@ durability (as ext4 and NFS promise it):
   fsync(), fdatasync(), O_SYNC/O_DSYNC writes, fsync of a directory
                    return once it is on stable storage on every replica and the master.
   --sync-on-close  gives close() the fsync contract (slower: a disk sync per file).
-  (libfuse 2 passes no syncfs to a file system: `sync` alone does not reach the cluster;
-  fsync the files that matter.)"""
+  (libfuse's high-level API passes no syncfs to a file system: `sync` alone does not reach
+  the cluster; fsync the files that matter.)"""
 
 
 class MountError(Exception):

@@ -1,5 +1,5 @@
 """Locks that hold across mounts: fcntl byte-range locks and flock locks, kept by the master
-under the session of the mount that took them (DESIGN "Caching and callbacks").
+under the session of the mount that took them (docs/caching.md).
 
 Semantics are Linux's: a lock of one owner (the kernel's lock owner: a process's files for
 fcntl, one open file description for flock) never conflicts with the same owner's; shared

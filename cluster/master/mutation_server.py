@@ -13,7 +13,7 @@ socket for the next round, so eight mounts creating at once cost about one commi
 A batch holding a `durable` mutation (fsync, O_SYNC) reaches stable storage before any of it
 is answered.
 
-Sessions and callbacks share the port (DESIGN "Caching and callbacks", docs/caching.md):
+Sessions and callbacks share the port (docs/caching.md):
 open_session, renew_session and break_ack are handled as they arrive, outside any batch.
 After a batch commits, the callbacks other sessions hold on what it changed are taken back:
 each such session gets one CallbackBreak, and the batch is answered only once every one was
