@@ -23,6 +23,7 @@ import grpc
 from cluster.common import rpc
 from cluster.common.errors import FsError, fserror_from_rpc
 from cluster.common.httpstatus import StatusServer
+from cluster.common.replication import MAX_REPLICATION
 from cluster.master import metrics, schema, sequencer
 from cluster.master.admin_rpc import AdminRpc
 from cluster.master.assign import Assigner
@@ -35,7 +36,8 @@ from cluster.master.options import MasterOptions
 from cluster.master.reaper import Reaper
 from cluster.master.schema import SchemaError
 from cluster.master.sessions import SessionTable
-from cluster.master.store import MAX_REPLICATION, MetadataStore, SQLiteStore
+from cluster.master.sqlite_store import SQLiteStore
+from cluster.master.store import MetadataStore
 from cluster.master.topology import ServerState, Topology
 from cluster.master.topology_rpc import TopologyRpc
 from cluster.master.vacuum import Vacuumer
