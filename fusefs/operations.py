@@ -98,7 +98,9 @@ class KelpOperations(FileOperations):
                 if h.path:
                     paths.add(h.path)
         # The kernel's too, but without waiting on it for long (fusefs/invalidator.py).
-        self.invalidator.submit(paths).wait(WAIT_S)
+        invalidator = self.invalidator
+        assert invalidator is not None   # made by start_session before the session starts
+        invalidator.submit(paths).wait(WAIT_S)
 
     # ------------------------------------------------------------------ attributes
 
@@ -219,7 +221,7 @@ class KelpOperations(FileOperations):
         base = path.rstrip("/")
         # Each entry with its inode number and type (d_ino, d_type): libfuse 3 puts a
         # name without them in the listing with d_ino 0, which ls and glob skip.
-        entries = [(".", None, 0), ("..", None, 0)]
+        entries: list[tuple[str, dict[str, int] | None, int]] = [(".", None, 0), ("..", None, 0)]
         generation = self.cache.generation()
         for entry in self.master.readdir(path):
             self.cache.put(f"{base}/{entry.name}", entry.attr, generation)
