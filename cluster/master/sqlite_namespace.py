@@ -48,8 +48,8 @@ class SQLiteNamespace(SQLiteBase):
             (schema.COUNTER_NEXT_INO,),
         ).fetchone()[0]
 
-    def _new_inode(self, c: sqlite3.Connection, mode: int, uid: int, gid: int, nlink: int, now: int,
-                   size: int = 0, target: str | None = None, replication: int = 0,
+    def _new_inode(self, c: sqlite3.Connection, mode: int, uid: int, gid: int, nlink: int,
+                   now: int, size: int = 0, target: str | None = None, replication: int = 0,
                    parent: int = 0, rdev: int = 0) -> int:
         if parent:
             # A setgid directory passes its group on, and to subdirectories its setgid bit
