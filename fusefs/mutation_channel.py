@@ -100,6 +100,7 @@ class MutationChannel:
         if call.error is not None:
             raise call.error
         reply = call.reply
+        assert reply is not None   # a settled call has its reply or its error
         if reply.errno:
             raise FsError(reply.errno, reply.message)
         return reply
@@ -149,7 +150,7 @@ class MutationChannel:
         """Drive the socket until `call` is settled or its deadline passes."""
         while not call.done and not self._closed and time.monotonic() < call.deadline:
             self._send()
-            events = dict(self._poller.poll(POLL_S * 1000))
+            events = dict(self._poller.poll(int(POLL_S * 1000)))
             self._wake_pipe.drain(events)
             if self._monitor in events:
                 self._on_disconnect()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import functools
 import itertools
 import threading
 import time
@@ -229,7 +230,7 @@ class ChunkReader:
         # Outside the lock: a future that is already done runs the callback right here, and
         # _done takes the lock (registering it under the lock deadlocked the mount when a
         # fetch finished before this line: every reader thread then waited in _done).
-        fut.add_done_callback(lambda f, fid=piece.fid: self._done(fid, f))
+        fut.add_done_callback(functools.partial(self._done, piece.fid))
         return fut
 
     def _done(self, fid: str, fut: Future) -> None:
@@ -342,7 +343,8 @@ class ChunkReader:
                     if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                         unreachable += 1
                         self.stubs.reset(loc.grpc_address)
-                    problems.append(f"{loc.name or loc.grpc_address}: {fserror_from_rpc(e).message}")
+                    problems.append(
+                        f"{loc.name or loc.grpc_address}: {fserror_from_rpc(e).message}")
                 except FsError as e:
                     problems.append(f"{loc.name or loc.grpc_address}: {e.message}")
             if not locations:

@@ -16,6 +16,7 @@ stay its own.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
@@ -88,10 +89,9 @@ class MountSession:
         m = master_pb2.Mutation(id=mid)
         getattr(m, kind).CopyFrom(master_pb2.SessionRequest(session=self.sid))
         self._sent[mid] = (kind, time.monotonic())
-        try:
+        # zmq.Again: no connection; the lease lapses, and the next try opens or renews.
+        with contextlib.suppress(zmq.Again):
             self._sock.send(m.SerializeToString(), zmq.NOBLOCK)
-        except zmq.Again:
-            pass   # no connection: the lease lapses, and the next try opens or renews
 
     def _run(self) -> None:
         next_send = 0.0
@@ -131,10 +131,9 @@ class MountSession:
             self.on_lost()
         m = master_pb2.Mutation(id=next(self._ids))
         m.break_ack.break_id = brk.break_id
-        try:
+        # zmq.Again: the master is gone; a new one does not wait for this ack.
+        with contextlib.suppress(zmq.Again):
             self._sock.send(m.SerializeToString(), zmq.NOBLOCK)
-        except zmq.Again:
-            pass   # the master is gone; a new one does not wait for this ack
 
     def _on_session(self, mid: int, answer: master_pb2.SessionReply) -> None:
         sent = self._sent.pop(mid, None)

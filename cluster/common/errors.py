@@ -116,3 +116,9 @@ def fserror_from_rpc(exc: grpc.RpcError) -> FsError:
 
 def oserror_from_rpc(exc: grpc.RpcError) -> OSError:
     return fserror_from_rpc(exc).to_oserror()
+
+
+def fserror_from_oserror(e: OSError, what: str) -> FsError:
+    """An OSError from a file operation as FsError: its errno (EIO if it has none), with what
+    was being done in the message ("volume 3: append failed: No space left on device")."""
+    return FsError(e.errno or errno.EIO, f"{what}: {e.strerror or e}")

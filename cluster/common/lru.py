@@ -1,7 +1,7 @@
 """ByteLRU: a thread-safe LRU of byte strings bounded by their total size.
 
 Used for whole needles on both sides: the mount's read cache (fusefs/reader.py) and a volume
-server's cache of needles it has verified (cluster/volume/store.py).
+server's cache of needles it has verified (cluster/volume/reads.py).
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ on a closed, perhaps reused, descriptor.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -22,10 +23,8 @@ class WakePipe:
         with self._lock:
             if self._w < 0:
                 return
-            try:
+            with contextlib.suppress(BlockingIOError):   # full: the reader is awake already
                 os.write(self._w, b"\0")
-            except BlockingIOError:
-                pass   # full: the reader is awake already
 
     def drain(self, events: dict) -> None:
         """After a poll: empty the pipe if `events` says it was readable."""

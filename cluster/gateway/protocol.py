@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from google.protobuf.message import DecodeError
 
+from cluster.common.errors import FsError
+from cluster.common.replication import check_replication
 from protos import gateway_pb2
-
-MAX_REPLICATION = 8
 
 
 class BadRequest(Exception):
@@ -67,8 +67,10 @@ def check_write(rid: int, write: gateway_pb2.Write, payload_size: int, max_chunk
         raise BadRequest(rid, f"Write.length {write.length} != payload size {payload_size}")
     if write.length > max_chunk:
         raise BadRequest(rid, f"Write.length {write.length} is over the limit of {max_chunk}")
-    if write.replication > MAX_REPLICATION:
-        raise BadRequest(rid, f"Write.replication {write.replication} is over {MAX_REPLICATION}")
+    try:
+        check_replication(write.replication, zero_is_default=True)
+    except FsError as e:
+        raise BadRequest(rid, f"Write.{e.message}") from None
     if write.HasField("commit"):
         if write.commit.ino not in (0, write.ino):
             raise BadRequest(rid, f"Write.commit.ino {write.commit.ino} != Write.ino {write.ino}")

@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable
 
 from cluster.common.errors import FsError
 from cluster.common.fid import Fid
+from cluster.common.replication import check_replication
 from cluster.master import placement
 from cluster.master.placement import Candidate, RoundRobin
 from cluster.master.sequencer import Sequencer
-from cluster.master.store import MAX_REPLICATION
 from cluster.master.topology import ServerState, Topology
 
 log = logging.getLogger(__name__)
@@ -46,10 +46,8 @@ class Assigner:
         self._rr = RoundRobin()
 
     def replication_for(self, replication: int) -> int:
-        rep = replication or self.default_replication
-        if not 1 <= rep <= MAX_REPLICATION:
-            raise FsError(errno.EINVAL, f"replication {replication} is not 1..{MAX_REPLICATION}")
-        return rep
+        """The copy count an Assign asking for `replication` gets (0: the default)."""
+        return check_replication(replication or self.default_replication)
 
     def assign(self, count: int, replication: int = 0,
                avoid: Iterable[int] = ()) -> list[tuple[Fid, list[ServerState]]]:

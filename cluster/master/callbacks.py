@@ -100,21 +100,27 @@ class CallbackTable:
         out: dict[int, Keys] = {}
         with self._lock:
             for p in keys.paths:
-                self._collect(out, ("p", p), but, lambda k: k.paths.add(p))
+                for k in self._collect(out, ("p", p), but):
+                    k.paths.add(p)
             for t in keys.trees:
-                self._collect(out, ("p", t), but, lambda k: k.trees.add(t))
-                self._collect(out, ("t", t), but, lambda k: k.trees.add(t))
+                for k in self._collect(out, ("p", t), but) + self._collect(out, ("t", t), but):
+                    k.trees.add(t)
             for i in keys.inos:
-                self._collect(out, ("i", i), but, lambda k: k.inos.add(i))
+                for k in self._collect(out, ("i", i), but):
+                    k.inos.add(i)
         return out
 
-    def _collect(self, out: dict[int, Keys], key: tuple, but: int, note) -> None:
+    def _collect(self, out: dict[int, Keys], key: tuple, but: int) -> list[Keys]:
+        """Forget the callbacks of every session but `but` on `key`; the entries of `out`
+        (made when missing) of the sessions that held one, for the caller to note the key in."""
         sids = self._by_key.get(key)
         if not sids:
-            return
+            return []
+        found = []
         for sid in [s for s in sids if s != but]:
-            note(out.setdefault(sid, Keys()))
+            found.append(out.setdefault(sid, Keys()))
             self._remove(sid, key)
+        return found
 
     def _remove(self, sid: int, key: tuple) -> None:
         held = self._held.get(sid)

@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 from cluster.common.chunkmap import Piece
 from cluster.common.errors import FsError
-from cluster.master.store import MAX_REPLICATION, Attr, MetadataStore
+from cluster.common.replication import check_replication
+from cluster.master.store import Attr, MetadataStore
 
 
 def _invalid(message: str) -> FsError:
@@ -50,8 +51,7 @@ class Namespace:
 
     def create(self, path: str, mode: int, uid: int, gid: int, exclusive: bool = False,
                truncate: bool = False, replication: int = 0) -> Attr:
-        if replication > MAX_REPLICATION:
-            raise _invalid(f"replication {replication} is not 0..{MAX_REPLICATION}")
+        check_replication(replication, zero_is_default=True)
         return self.store.create(path, mode, uid, gid, exclusive, truncate, replication)
 
     def mknod(self, path: str, mode: int, rdev: int, uid: int, gid: int) -> Attr:

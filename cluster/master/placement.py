@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cluster.common.errors import FsError
+from cluster.common.replication import check_replication
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,7 @@ def pick_servers(candidates: Sequence[Candidate], replication: int,
     `planned` counts volumes already placed on each server in this growth round; they are
     spread first, then the server with most free space wins (ties: fewer volumes, lower id).
     """
-    if replication < 1:
-        raise FsError(errno.EINVAL, f"replication {replication} must be at least 1")
+    check_replication(replication)
     planned = planned or {}
     usable = [
         c for c in candidates

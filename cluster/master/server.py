@@ -23,6 +23,7 @@ from cluster.common import rpc
 from cluster.common.errors import FsError, fserror_from_rpc
 from cluster.common.httpstatus import StatusServer
 from cluster.common.node import run_node
+from cluster.common.replication import check_replication
 from cluster.common.security import Transport
 from cluster.master import metrics, schema, sequencer
 from cluster.master.admin_rpc import AdminRpc
@@ -36,7 +37,8 @@ from cluster.master.options import MasterOptions
 from cluster.master.reaper import Reaper
 from cluster.master.schema import SchemaError
 from cluster.master.sessions import SessionTable
-from cluster.master.store import MAX_REPLICATION, MetadataStore, SQLiteStore
+from cluster.master.sqlite_store import SQLiteStore
+from cluster.master.store import MetadataStore
 from cluster.master.topology import ServerState, Topology
 from cluster.master.topology_rpc import TopologyRpc
 from cluster.master.vacuum import Vacuumer
@@ -78,8 +80,7 @@ class MasterNode:
     """One master: store + topology + assigner + reaper behind gRPC and HTTP."""
 
     def __init__(self, opts: MasterOptions):
-        if not 1 <= opts.default_replication <= MAX_REPLICATION:
-            raise ValueError(f"default_replication must be 1..{MAX_REPLICATION}")
+        check_replication(opts.default_replication)
         self.opts = opts
         self.store: SQLiteStore | None = None
         self.topology: Topology | None = None
@@ -232,4 +233,4 @@ class MasterNode:
 def main(opts: MasterOptions) -> int:
     """Run a master until SIGINT/SIGTERM; the exit code for the CLI."""
     return run_node("master", opts, MasterNode,
-                    start_errors=(OSError, SchemaError, ValueError))
+                    start_errors=(OSError, SchemaError, ValueError, FsError))

@@ -2,7 +2,7 @@
 
 Deleted and overwritten needles stay in an append-only `.dat` until a compaction copies what is
 still live into new files and swaps them in. This module only builds the new pair; the swap and
-the locking around it are Volume.compact's (store.py), because only the Volume knows its locks:
+the locking around it are Volume.compact's (volume.py), because only the Volume knows its locks:
 
   1. Snapshot, under the append lock: the live (key, offset, size) entries and the `.idx`
      length. Appends continue while 2. runs.
@@ -13,7 +13,7 @@ the locking around it are Volume.compact's (store.py), because only the Volume k
      appended since the snapshot — new needles, overwrites and delete records alike — by
      copying their records too, in order. The new pair then says exactly what the old one
      says, without the dead records. fsync both files.
-  4. The Volume swaps the files in and publishes a new read view (see store.py).
+  4. The Volume swaps the files in and publishes a new read view (see volume.py).
 
 Records are copied raw, without re-encoding: a needle whose CRC no longer matches stays
 damaged in the new file (reads keep answering DATA_LOSS and fsck still finds it) rather than
@@ -30,6 +30,7 @@ a crash leaves nothing behind and the old volume untouched.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 
@@ -52,14 +53,15 @@ class CompactionWriter:
         self.version = superblock.version      # the layout written
         self.dat_path = os.path.join(directory, f"{volume_id}{DAT_SUFFIX}")
         self.idx_path = os.path.join(directory, f"{volume_id}{IDX_SUFFIX}")
-        self._dat = open(self.dat_path, "wb", buffering=WRITE_BUFFER)
-        try:
-            self._idx = open(self.idx_path, "wb", buffering=WRITE_BUFFER)
-        except OSError:
-            self._dat.close()
-            os.unlink(self.dat_path)
-            raise
-        self._dat.write(fmt.encode_superblock(superblock))
+        # Both files stay open until finish() or abort(); should making either (or writing
+        # the superblock) fail, what was made so far is removed and closed.
+        with contextlib.ExitStack() as undo:
+            self._dat = undo.enter_context(open(self.dat_path, "wb", buffering=WRITE_BUFFER))
+            undo.callback(os.unlink, self.dat_path)
+            self._idx = undo.enter_context(open(self.idx_path, "wb", buffering=WRITE_BUFFER))
+            undo.callback(os.unlink, self.idx_path)
+            self._dat.write(fmt.encode_superblock(superblock))
+            undo.pop_all()
         self.end = fmt.SUPERBLOCK_SIZE
         self.records = 0
 
@@ -108,24 +110,20 @@ class CompactionWriter:
         """Throw the half-built pair away (the old volume was never touched)."""
         self._close()
         for path in (self.dat_path, self.idx_path):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-            except FileNotFoundError:
-                pass
 
     def _close(self) -> None:
         for fh in (self._dat, self._idx):
-            try:
+            with contextlib.suppress(OSError):
                 fh.close()
-            except OSError:
-                pass
 
 
 def swap_in(writer: CompactionWriter, dat_path: str, idx_path: str, directory: str) -> None:
     """Replace the volume's files by the writer's finished pair, crash-safe at every step.
 
     The old `.idx` goes first: `.dat` is the volume's durable record and `.idx` a cache of it
-    (store.py rebuilds a missing index by scanning `.dat`), so a crash between the steps
+    (volume.py rebuilds a missing index by scanning `.dat`), so a crash between the steps
     leaves the old or the new `.dat` without an index, never an index describing the other
     file's offsets.
     """

@@ -24,10 +24,12 @@ from cluster.common.node import run_node
 from cluster.common.security import Transport
 from cluster.volume import metrics, repair
 from cluster.volume import store as st
+from cluster.volume.appends import DURABILITY_MODES
 from cluster.volume.heartbeat import Heartbeater
 from cluster.volume.needle import crc32c
 from cluster.volume.options import VolumeOptions
-from cluster.volume.store import DURABILITY_MODES, Store, VolumeStats
+from cluster.volume.store import Store
+from cluster.volume.volume import VolumeStats
 from protos import volume_pb2, volume_pb2_grpc
 
 log = logging.getLogger(__name__)

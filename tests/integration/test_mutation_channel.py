@@ -20,7 +20,7 @@ import zmq
 from cluster.common.errors import FsError
 from cluster.master.mutation_server import MutationServer
 from cluster.master.namespace import Namespace
-from cluster.master.store import SQLiteStore
+from cluster.master.sqlite_store import SQLiteStore
 from fusefs.mutation_channel import MutationChannel
 from protos import master_pb2
 from tools.local_cluster import free_port

@@ -12,7 +12,7 @@ from cluster.master.callbacks import CallbackTable, Keys, ancestors
 from cluster.master.mutation_server import MutationServer
 from cluster.master.namespace import Namespace
 from cluster.master.sessions import SessionTable
-from cluster.master.store import SQLiteStore
+from cluster.master.sqlite_store import SQLiteStore
 from cluster.master.touched import touched
 from protos import master_pb2
 

@@ -13,8 +13,9 @@ import pytest
 from cluster.common.errors import FsError
 from cluster.volume import compaction, repair
 from cluster.volume import needle as fmt
-from cluster.volume import store as st
-from cluster.volume.store import Store, Volume
+from cluster.volume import reads as st
+from cluster.volume.store import Store
+from cluster.volume.volume import Volume
 
 
 def _vol(tmp_path, durability="none", **kw) -> Volume:

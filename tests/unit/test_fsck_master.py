@@ -9,7 +9,7 @@ import pytest
 from cluster.common.chunkmap import Piece
 from cluster.common.errors import FsError
 from cluster.master.keyclock import KeyClock
-from cluster.master.store import SQLiteStore
+from cluster.master.sqlite_store import SQLiteStore
 from cluster.master.topology import Topology, VolumeState
 from cluster.master.vacuum import Vacuumer
 from protos import volume_pb2

@@ -14,7 +14,8 @@ from cluster.common.chunkmap import Piece
 from cluster.common.errors import FsError
 from cluster.master import schema
 from cluster.master.sequencer import Sequencer, needle_keys
-from cluster.master.store import XATTR_CREATE, XATTR_REPLACE, SQLiteStore
+from cluster.master.sqlite_store import SQLiteStore
+from cluster.master.store import XATTR_CREATE, XATTR_REPLACE
 
 
 def _sqlite(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from cluster.common.errors import FsError
 from cluster.master import mutation_server, mutations
 from cluster.master.namespace import Namespace
-from cluster.master.store import SQLiteStore
+from cluster.master.sqlite_store import SQLiteStore
 from protos import master_pb2
 
 

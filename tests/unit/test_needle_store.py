@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from cluster.common import blocks
 from cluster.common.errors import FsError
 from cluster.volume import needle as fmt
-from cluster.volume.store import Store, Volume
+from cluster.volume.store import Store
+from cluster.volume.volume import Volume
 
 # ------------------------------------------------------------------ format
 

@@ -18,7 +18,8 @@ from fusefs.attrcache import AttrCache
 from fusefs.errno_boundary import errno_boundary
 from fusefs.filehandle import FileHandle
 from fusefs.kernelsize import KernelSizes
-from fusefs.operations import KelpOperations, check_path
+from fusefs.operations import KelpOperations
+from fusefs.operations_base import check_path
 from fusefs.options import MountOptions
 from protos import master_pb2
 

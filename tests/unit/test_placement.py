@@ -9,7 +9,7 @@ from cluster.common.errors import FsError
 from cluster.master import sequencer
 from cluster.master.assign import Assigner
 from cluster.master.placement import Candidate, RoundRobin, growth_count, pick_servers, plan_growth
-from cluster.master.store import SQLiteStore
+from cluster.master.sqlite_store import SQLiteStore
 from cluster.master.topology import Topology, VolumeState
 
 T = pytest.mark.timeout(20)
