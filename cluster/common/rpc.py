@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent import futures
 
 import grpc
@@ -99,10 +99,13 @@ class VolumeStubs(ChannelCache):
         return self.stub(address, volume_pb2_grpc.VolumeStub)
 
 
-def make_server(max_workers: int = 16) -> tuple[grpc.Server, health.HealthServicer]:
+def make_server(max_workers: int = 16, interceptors: Sequence[grpc.ServerInterceptor] = ()
+                ) -> tuple[grpc.Server, health.HealthServicer]:
+    """A gRPC server with the health service; `interceptors` run before every method (the
+    role check of a secure server, cluster/common/tls.py)."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        options=SERVER_OPTIONS,
+        options=SERVER_OPTIONS, interceptors=list(interceptors),
     )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -190,9 +193,12 @@ def set_serving(health_servicer: health.HealthServicer, service: str = "") -> No
     health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 
 
-def check_health(address: str, timeout: float = 1.0) -> bool:
+def check_health(address: str, timeout: float = 1.0,
+                 channel_factory: Callable[[str], grpc.Channel] | None = None) -> bool:
+    """Whether the server at `address` answers SERVING (over `channel_factory`'s channel,
+    a secure one for a secure cluster)."""
     try:
-        with channel(address) as ch:
+        with (channel_factory or channel)(address) as ch:
             stub = health_pb2_grpc.HealthStub(ch)
             reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
             return reply.status == health_pb2.HealthCheckResponse.SERVING

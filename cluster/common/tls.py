@@ -17,10 +17,10 @@ import functools
 import logging
 import os
 from collections.abc import Callable
-from concurrent import futures
+from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health
 
 from cluster.common import rpc
 from cluster.common.certs import ROLE_DNS_SUFFIX, role_of_pem, role_of_uris
@@ -88,19 +88,25 @@ def channel_credentials(directory: str | os.PathLike, role: str) -> grpc.Channel
                                         certificate_chain=cert)
 
 
+def _channel_options(directory: str | os.PathLike, server_role: str | None,
+                     options: list[tuple[str, Any]] | None) -> list[tuple[str, Any]]:
+    opts: list[tuple[str, Any]] = list(rpc.CHANNEL_OPTIONS if options is None else options)
+    if server_role is not None:
+        Credentials.of(directory, server_role)   # validates the name
+        opts.append(("grpc.ssl_target_name_override", server_role + ROLE_DNS_SUFFIX))
+    return opts
+
+
 def secure_channel(address: str, directory: str | os.PathLike, role: str,
-                   options: list[tuple[str, object]] | None = None, *,
+                   options: list[tuple[str, Any]] | None = None, *,
                    server_role: str | None = None) -> grpc.Channel:
     """A long-lived mTLS channel to host:port (rpc.CHANNEL_OPTIONS unless `options`).
 
     server_role: check that the server's certificate is that role's ("master", "volume")
     instead of checking it names the host, so addresses need not be in the certificates and
     a volume server cannot pose as the master."""
-    opts = list(rpc.CHANNEL_OPTIONS if options is None else options)
-    if server_role is not None:
-        Credentials.of(directory, server_role)   # validates the name
-        opts.append(("grpc.ssl_target_name_override", server_role + ROLE_DNS_SUFFIX))
-    return grpc.secure_channel(address, channel_credentials(directory, role), options=opts)
+    return grpc.secure_channel(address, channel_credentials(directory, role),
+                               options=_channel_options(directory, server_role, options))
 
 
 def channel_factory(directory: str | os.PathLike, role: str, *,
@@ -108,10 +114,7 @@ def channel_factory(directory: str | os.PathLike, role: str, *,
     """address -> secure channel, e.g. for rpc.ChannelCache(factory) or VolumePool(factory).
     The credentials are read once, not per channel."""
     creds = channel_credentials(directory, role)
-    opts = list(rpc.CHANNEL_OPTIONS)
-    if server_role is not None:
-        Credentials.of(directory, server_role)
-        opts.append(("grpc.ssl_target_name_override", server_role + ROLE_DNS_SUFFIX))
+    opts = _channel_options(directory, server_role, None)
     return lambda address: grpc.secure_channel(address, creds, options=opts)
 
 
@@ -128,24 +131,13 @@ def bind_secure(server: grpc.Server, host: str, port: int, directory: str | os.P
 def secure_server(policy: RolePolicy = DEFAULT_POLICY, max_workers: int = 16
                   ) -> tuple[grpc.Server, health.HealthServicer]:
     """rpc.make_server with RoleCheck(policy) in front of every method (health included)."""
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
-        options=rpc.SERVER_OPTIONS, interceptors=[RoleCheck(policy)])
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    return server, health_servicer
+    return rpc.make_server(max_workers, interceptors=[RoleCheck(policy)])
 
 
 def check_health(address: str, directory: str | os.PathLike, role: str,
                  timeout: float = 1.0) -> bool:
     """rpc.check_health over mTLS."""
-    try:
-        with secure_channel(address, directory, role) as ch:
-            reply = health_pb2_grpc.HealthStub(ch).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-            return reply.status == health_pb2.HealthCheckResponse.SERVING
-    except grpc.RpcError:
-        return False
+    return rpc.check_health(address, timeout, channel_factory(directory, role))
 
 
 # -- the role check --------------------------------------------------------------------------
