@@ -121,7 +121,9 @@ def test_a_long_error_message_is_cut_to_fit_a_grpc_status():
 
 @pytest.mark.timeout(10)
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_the_volume_servers_malloc_thresholds_are_accepted():
-    """glibc refuses an mmap threshold above 32 MiB (64-bit) and then changes nothing."""
+def test_the_volume_servers_malloc_thresholds_are_accepted(monkeypatch):
+    """glibc refuses an mmap threshold above 32 MiB (64-bit) and then changes nothing.
+    ctypes.util.find_library runs `ldconfig -p` in a process; glibc's soname stands in."""
     from cluster.common import malloc
+    monkeypatch.setattr(malloc.ctypes.util, "find_library", lambda name: "libc.so.6")
     assert malloc.keep_big_buffers()
