@@ -214,7 +214,8 @@ def _flip_in_dat(vdir: str, needle: bytes) -> bool:
         if not f.endswith(".dat"):
             continue
         path = os.path.join(vdir, f)
-        blob = open(path, "rb").read()
+        with open(path, "rb") as fh:
+            blob = fh.read()
         at = blob.find(needle)
         if at >= 0:
             with open(path, "r+b") as fh:

@@ -365,10 +365,10 @@ def _rewrite(msg, env: Env, method: str) -> None:
         elif out[0] != getattr(msg, f.name):
             setattr(msg, f.name, out[0])
     # A /keep needle's real cookie on a delete or overwrite would do what it says.
-    if {"volume_id", "key", "cookie"} <= set(desc.fields_by_name) and method in (
-            "WriteNeedle", "DeleteNeedle"):
-        if env.protected_needles.get((msg.volume_id, msg.key)) == msg.cookie:
-            msg.cookie ^= 1
+    if ({"volume_id", "key", "cookie"} <= set(desc.fields_by_name)
+            and method in ("WriteNeedle", "DeleteNeedle")
+            and env.protected_needles.get((msg.volume_id, msg.key)) == msg.cookie):
+        msg.cookie ^= 1
 
 
 def _canonical_fid(text: str) -> str:

@@ -189,7 +189,7 @@ def test_stream_write_then_commit(cluster):
     assert commit.ino == 42
     assert commit.size == offset
     assert [c.file_offset for c in commit.chunks] == [0, 1000, 71_000]
-    for chunk, part in zip(commit.chunks, parts):
+    for chunk, part in zip(commit.chunks, parts, strict=True):
         assert chunk.length == chunk.needle_size == len(part)
         assert chunk.needle_offset == 0
         assert chunk.crc32c == crc32c.crc32c(bytes(part))

@@ -16,6 +16,7 @@ from cluster.common.errors import FsError
 from fusefs.operations import KelpOperations
 from fusefs.options import MountOptions
 from protos import master_pb2
+from tests.errnos import raises_errno
 from tests.harness import client_for
 
 
@@ -27,9 +28,12 @@ def ops(cluster):
 
 
 def _errno(fn, *args):
-    with pytest.raises(OSError) as info:
+    """The errno fn(*args) fails with."""
+    try:
         fn(*args)
-    return info.value.errno
+    except OSError as e:
+        return e.errno
+    raise AssertionError(f"{fn.__name__}{args} did not fail")
 
 
 @pytest.mark.timeout(90)
@@ -177,9 +181,8 @@ def test_open_is_direct_io_while_the_kernel_holds_another_size(cluster, ops):
     fh = ops.open("/k", os.O_WRONLY)
     ops.write("/k", b"n" * 100_000, 0, fh)
     cluster.kill("g0")
-    with pytest.raises(OSError) as info:
+    with raises_errno(errno.EIO):
         ops.flush("/k", fh)
-    assert info.value.errno == errno.EIO
     ops.release("/k", fh)
     cluster.start_node("g0")
     assert _open_and_read(ops, "/k") == (True, b"old!")  # the old content, nothing past it

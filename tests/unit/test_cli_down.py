@@ -38,7 +38,8 @@ def test_down_stops_every_node_when_the_unmount_fails(tmp_path, monkeypatch, sto
     assert code == 1
     assert stopped == ["g0", "v0", "v1", "m0"]  # gateway first, master last
     errs = [line for line in capsys.readouterr().err.splitlines() if line.startswith("kelp:")]
-    assert len(errs) == 1 and "could not unmount" in errs[0], errs
+    assert len(errs) == 1, errs
+    assert "could not unmount" in errs[0], errs
     assert (data / "mountpoint").exists()  # kept, so a second `kelp down` tries again
 
 

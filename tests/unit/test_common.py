@@ -1,5 +1,6 @@
 """Units of cluster/common: fids, the errno table, chunk arithmetic, configuration."""
 import errno
+import itertools
 import platform
 
 import grpc
@@ -68,7 +69,7 @@ def test_overlay_and_truncate_match_a_bytearray_model(ops):
             model.extend(b"\0" * (a - len(model)))
         starts = [p.file_offset for p in pieces]
         assert starts == sorted(starts)
-        assert all(p.end <= q.file_offset for p, q in zip(pieces, pieces[1:]))
+        assert all(p.end <= q.file_offset for p, q in itertools.pairwise(pieces))
         assert _bytes_of(pieces, len(model), needles) == bytes(model)
         lo, n = len(model) // 3, len(model) // 2 + 1
         sub = chunkmap.pieces_for_range(pieces, lo, n)

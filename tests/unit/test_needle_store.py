@@ -657,7 +657,8 @@ def test_compaction_upgrades_a_version_1_volume_and_keeps_damage(tmp_path):
     vol.compact()
     assert vol.version == 2
     assert vol.stats().format_version == 2
-    assert fmt.decode_superblock(open(vol.dat_path, "rb").read(16)).version == 2
+    with open(vol.dat_path, "rb") as fh:
+        assert fmt.decode_superblock(fh.read(16)).version == 2
     bs = blocks.BLOCK_SIZE
     assert vol.read(1, 0x1111).data == V1_BIG
     r = vol.read_blocks(1, 0x1111, 2 * bs, 1)           # now from stored block CRCs
