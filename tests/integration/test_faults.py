@@ -12,7 +12,7 @@ holds the cluster to the promise of docs/reliability.md:
 
 One cluster (and mount) per scenario, because each needs its own shape: replication 2 on three
 servers, a tmpfs data dir, a short dead_after. The big copy of scenario (a) is 256 MiB unless
-KELP_FAULT_BIG_MIB says otherwise (the issue's 1 GiB takes about a minute more).
+KELP_FAULT_BIG_MIB says otherwise (1 GiB takes about a minute more).
 """
 from __future__ import annotations
 
@@ -390,8 +390,8 @@ def test_c2_master_killed_and_restarted_while_a_writer_is_busy(cluster_factory, 
     assert not t.is_alive()
     print(f"\n(c2) {len(acknowledged)} files acknowledged, {len(failed)} failed "
           f"({ {n: e.errno for n, e in failed.items()} }); longest calls {clock.longest}")
-    # A 3 s outage is inside the retry window: nothing may fail (test_c5 was once the exception:
-    # ENOSPC until the volume servers re-registered).
+    # A 3 s outage is inside the retry window: nothing may fail, not even with ENOSPC before
+    # the volume servers' first heartbeats reach the new master (test_c5).
     assert not failed, failed
     assert clock.worst() < SYSCALL_BOUND_S, clock.longest
     assert len(acknowledged) >= 5
@@ -484,7 +484,7 @@ def test_c3_master_down_past_the_retry_window_fails_in_bounded_time(cluster_fact
     print(f"\n(c3) master down {down_for:.1f}s; errnos seen {errors}; "
           f"longest calls {clock.longest}")
     assert clock.worst() < SYSCALL_BOUND_S, clock.longest
-    # EIO, nothing else (EAGAIN was the bug of test_c4, ENOSPC after the restart test_c5's).
+    # EIO, nothing else: neither EAGAIN (test_c4) nor ENOSPC after the restart (test_c5).
     assert {e for _, e in outcomes if e not in (None, errno.ENOENT)} <= {errno.EIO}, outcomes
     # The mount works again once the master is back, and nothing acknowledged is lost.
     data = random.randbytes(1 * MiB)
@@ -715,9 +715,9 @@ def test_f_volume_server_partitioned_then_rejoins(cluster_factory, mount_factory
 @pytest.mark.timeout(120)
 def test_f2_writes_do_not_wait_on_a_server_the_master_marked_dead(cluster_factory,
                                                                    mount_factory):
-    """Once fixed bug: the gateway's cached fids on a stopped server held a write for TCP's own
-    timeout (20-30 s). Now it drops them when its heartbeat (every second) learns the server is
-    dead, and a replica write gives up after 5 s + 1 s/MB."""
+    """A write must not wait TCP's own timeout (20-30 s) on a stopped server whose fids the
+    gateway has cached: the gateway drops them when its heartbeat (every second) learns the
+    server is dead, and a replica write gives up after 5 s + 1 s/MB."""
     cluster = cluster_factory(volumes=3, heartbeat_interval=0.3,
                               extra_master_args=["--dead-after", str(DEAD_AFTER)])
     mnt = mount_factory(cluster).mountpoint

@@ -47,8 +47,7 @@ def test_down_stops_every_node_when_the_unmount_fails(tmp_path, monkeypatch, sto
 def test_down_with_the_mount_pid_file_already_gone_is_no_error(tmp_path, monkeypatch, stopped,
                                                                capsys):
     """The mount process removes its own pid file as it exits; when it has done so before
-    `kelp down` looks, down still succeeds (this raised FileNotFoundError and left the nodes
-    running)."""
+    `kelp down` looks, down still succeeds and stops every node."""
     data = make_state(tmp_path, str(tmp_path / "mnt"))
     monkeypatch.setattr(commands.mounts, "unmount", lambda path, lazy=True: True)
     assert not (data / "pids" / "mount.pid").exists()

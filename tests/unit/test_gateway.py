@@ -117,8 +117,9 @@ class _AvoidDuringAssign(_StubMaster):
 
 @pytest.mark.timeout(10)
 def test_assigner_asks_again_when_a_batch_is_avoided_on_arrival():
-    """Found by a 1 GiB write: a volume filled up while another chunk's Assign was answered
-    with fids on it, and the write failed with ENOSPC on a cluster with room."""
+    """A volume can fill up while another chunk's Assign is answered with fids on it (a
+    1 GiB write does it): the assigner asks again, avoiding that volume, instead of failing
+    the write with ENOSPC on a cluster with room."""
     stub = _AvoidDuringAssign()
     assigner = stub.assigner = Assigner(stub, batch=4)
     fid = Fid.parse(assigner.next().fid)

@@ -166,7 +166,8 @@ def test_truncate_size_content_times(d, how, new_size):
 def test_ftruncate_of_an_unlinked_open_file(d):
     """The kernel sends ftruncate's SETATTR with the file handle, and libfuse 3 passes it
     on with a NULL path: the driver truncates the inode it names. (fchmod, fchown and
-    futimens come without the handle: ESTALE, as fstat, see FSTAT_UNLINKED.)"""
+    futimens come without the handle: ESTALE, as fstat; see FSTAT_UNLINKED in
+    test_posix_links.py.)"""
     f = touch(d / "a", data=b"0123456789")
     fd = os.open(f, os.O_RDWR)
     try:
