@@ -99,7 +99,8 @@ def _isolation_patches():
 @pytest.fixture(autouse=True)
 def isolation_guard(_isolation_patches, request):
     """Fails the test if it asked for a socket or a process, even if the exception was caught.
-    A test that already failed with ForbiddenInUnitTest is not failed a second time."""
+    A test that already failed with ForbiddenInUnitTest is not failed a second time (the
+    setup and call reports are the ones tests/conftest.py keeps on each item)."""
     guard = _isolation_patches
     guard.violations.clear()
     yield guard
