@@ -145,10 +145,9 @@ class tmpfs:
         self.unmount()
 
     def unmount(self) -> None:
-        if os.path.ismount(self.path):
-            if subprocess.run(["umount", str(self.path)], capture_output=True,
-                              timeout=30).returncode != 0:
-                subprocess.run(["umount", "-l", str(self.path)], capture_output=True, timeout=30)
+        if os.path.ismount(self.path) and subprocess.run(
+                ["umount", str(self.path)], capture_output=True, timeout=30).returncode != 0:
+            subprocess.run(["umount", "-l", str(self.path)], capture_output=True, timeout=30)
 
 
 def can_mount_tmpfs() -> bool:

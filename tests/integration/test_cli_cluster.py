@@ -99,7 +99,8 @@ def test_up_status_down_exact_pids_and_refuse_second_up(tmp_path):
         again = kelp("up", "--data", str(data), "--ephemeral-ports", "--volumes", "2")
         assert again.returncode == 1
         err = again.stderr.decode().strip()
-        assert "already running" in err and len(err.splitlines()) == 1, err
+        assert "already running" in err, err
+        assert len(err.splitlines()) == 1, err
         assert "Traceback" not in err
         assert node_pids(data) == pids, "a refused `up` must not touch cluster.json"
         assert all(pid_alive(p) for p in pids.values())
@@ -149,7 +150,8 @@ def test_up_with_mount_and_down_unmounts(tmp_path):
             seen = subprocess.run(["cat", "hello.txt", "secret"], cwd=mnt, user=65534,
                                   group=65534, extra_groups=[], capture_output=True, timeout=30)
             assert seen.stdout == b"through kelp up --mount\n", seen
-            assert b"Permission denied" in seen.stderr and seen.returncode == 1, seen
+            assert b"Permission denied" in seen.stderr, seen
+            assert seen.returncode == 1, seen
 
         kelp("down", "--data", str(data), check=True)
         assert not os.path.ismount(mnt)
@@ -203,9 +205,11 @@ def test_upload_ls_download_rm_tree(cli_cluster, tmp_path):
         row = listed.get(rel)
         assert row is not None, f"{rel} missing from kelp ls -l: {sorted(listed)}"
         _name, mode, size, chunks, replicas = row[:5]
-        assert mode.startswith("-") and int(size) == len(content), row
+        assert mode.startswith("-"), row
+        assert int(size) == len(content), row
         if len(content) > INLINE_MAX:
-            assert int(chunks) >= 1 and replicas == "2", row
+            assert int(chunks) >= 1, row
+            assert replicas == "2", row
         elif content:  # a small file's bytes stay in the master's metadata
             assert (chunks, replicas) == ("inline", "master"), row
     assert listed["2024/"][1].startswith("d")
@@ -261,7 +265,8 @@ def test_kelp_mount_background_and_umount(cli_cluster, tmp_path):
         res = kelp("umount", str(mnt))
         assert res.returncode == 1
         err = res.stderr.decode().strip()
-        assert len(err.splitlines()) == 1 and "not a mount point" in err, err
+        assert len(err.splitlines()) == 1, err
+        assert "not a mount point" in err, err
         res = kelp("umount", str(tmp_path / "no-such-dir"))
         assert res.returncode == 1
         assert len(res.stderr.decode().strip().splitlines()) == 1

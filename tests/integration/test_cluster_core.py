@@ -74,12 +74,13 @@ def test_100mib_through_the_cli(cluster, tmp_path, replication):
 
 
 @pytest.mark.timeout(120)
-def test_seed_scenario_two_files_land_on_two_servers(cluster_factory, tmp_path):
+def test_two_uploads_through_the_original_interface_land_on_two_servers(cluster_factory,
+                                                                        tmp_path):
     cluster = cluster_factory(volumes=2)
     for name in ("test1.txt", "test2.txt"):
         # past the master's inline_max (64 KiB), so the bytes go to a volume server
         (tmp_path / name).write_text(f"hello from {name}\n" * 5000)
-        # The seed's spelling: upload -p <file> --master <ip:port> -n <name>
+        # The original `upload -p <file> --master <ip:port> -n <name>` interface
         kelp("upload", "-p", str(tmp_path / name), "--master", cluster.master_addr, "-n", "m0",
              check=True)
     s1, s2 = chunk_servers(cluster, "/test1.txt")[0], chunk_servers(cluster, "/test2.txt")[0]
@@ -214,7 +215,8 @@ def _flip_in_dat(vdir: str, needle: bytes) -> bool:
         if not f.endswith(".dat"):
             continue
         path = os.path.join(vdir, f)
-        blob = open(path, "rb").read()
+        with open(path, "rb") as fh:
+            blob = fh.read()
         at = blob.find(needle)
         if at >= 0:
             with open(path, "r+b") as fh:

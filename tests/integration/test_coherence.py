@@ -241,7 +241,8 @@ def test_a_killed_mount_gives_back_its_open_unlinked_files_and_locks(tmp_path):
         (mnt / "held").write_bytes(os.urandom(100_000))
         stub = master_pb2_grpc.MasterStub(rpc.channel(cluster.master_addr))
         before = stub.StatFs(master_pb2.Empty(), timeout=5).files
-        holder = subprocess.Popen(["sleep", "600"], stdin=open(mnt / "held", "rb"))
+        with open(mnt / "held", "rb") as held:  # the child's copy keeps it open
+            holder = subprocess.Popen(["sleep", "600"], stdin=held)
         try:
             os.unlink(mnt / "held")
             assert stub.StatFs(master_pb2.Empty(), timeout=5).files == before  # still kept

@@ -12,7 +12,7 @@ holds the cluster to the promise of docs/reliability.md:
 
 One cluster (and mount) per scenario, because each needs its own shape: replication 2 on three
 servers, a tmpfs data dir, a short dead_after. The big copy of scenario (a) is 256 MiB unless
-KELP_FAULT_BIG_MIB says otherwise (the issue's 1 GiB takes about a minute more).
+KELP_FAULT_BIG_MIB says otherwise (1 GiB takes about a minute more).
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from cluster.common.errors import FsError
 from cluster.common.fid import Fid
 from fusefs.master_client import MasterClient
 from protos import master_pb2
+from tests.errnos import raises_errno
 from tests.harness import (
     Mount,
     SyscallClock,
@@ -184,7 +185,8 @@ def test_a_volume_server_killed_mid_cp_with_replication_2(cluster_factory, mount
     # The victim holds replicas of what was committed before, so the reads below must fail
     # over; with replication 2 on 3 servers every server holds some.
     holders = [h for name in acknowledged for _, h in fid_holders(cluster, "/" + name)]
-    assert holders and all(len(h) == 2 for h in holders), holders
+    assert holders, holders
+    assert all(len(h) == 2 for h in holders), holders
     victim = max(cluster.volume_names(), key=lambda n: sum(n in h for h in holders))
 
     started = time.monotonic()
@@ -388,8 +390,8 @@ def test_c2_master_killed_and_restarted_while_a_writer_is_busy(cluster_factory, 
     assert not t.is_alive()
     print(f"\n(c2) {len(acknowledged)} files acknowledged, {len(failed)} failed "
           f"({ {n: e.errno for n, e in failed.items()} }); longest calls {clock.longest}")
-    # A 3 s outage is inside the retry window: nothing may fail (test_c5 was once the exception:
-    # ENOSPC until the volume servers re-registered).
+    # A 3 s outage is inside the retry window: nothing may fail, not even with ENOSPC before
+    # the volume servers' first heartbeats reach the new master (test_c5).
     assert not failed, failed
     assert clock.worst() < SYSCALL_BOUND_S, clock.longest
     assert len(acknowledged) >= 5
@@ -482,7 +484,7 @@ def test_c3_master_down_past_the_retry_window_fails_in_bounded_time(cluster_fact
     print(f"\n(c3) master down {down_for:.1f}s; errnos seen {errors}; "
           f"longest calls {clock.longest}")
     assert clock.worst() < SYSCALL_BOUND_S, clock.longest
-    # EIO, nothing else (EAGAIN was the bug of test_c4, ENOSPC after the restart test_c5's).
+    # EIO, nothing else: neither EAGAIN (test_c4) nor ENOSPC after the restart (test_c5).
     assert {e for _, e in outcomes if e not in (None, errno.ENOENT)} <= {errno.EIO}, outcomes
     # The mount works again once the master is back, and nothing acknowledged is lost.
     data = random.randbytes(1 * MiB)
@@ -554,7 +556,8 @@ def _disk_full_scenario(cluster, mount, small_dir: Path) -> None:
     assert st.f_bavail * st.f_frsize >= MIN_FREE // 2
     # It keeps refusing writes it has no room for (replication 2 needs v0 too) ...
     err = write_file(mnt / "r2-again", random.randbytes(3 * MiB), clock)
-    assert err is not None and err.errno == errno.ENOSPC, err
+    assert err is not None, "a write with no room left succeeded"
+    assert err.errno == errno.ENOSPC, err
     assert cluster.running("v0")
     # ... while the other server keeps serving writes that need one copy only,
     mnt1 = mount("rep1", "--replication", "1")
@@ -624,15 +627,13 @@ def test_e_needle_corrupted_on_disk(cluster_factory, mount_factory):
     with open(m1 / "both-big", "rb") as fh:
         assert fh.read(4096) == big[:4096]           # first needle is fine
         fh.seek(middle)
-        with pytest.raises(OSError) as info:
+        with raises_errno(errno.EIO):
             fh.read(4096)
-        assert info.value.errno == errno.EIO
         fh.seek(8 * MiB)
         assert fh.read() == big[8 * MiB:]            # third needle is fine
     for name in ("both-small", "both-big"):
-        with pytest.raises(OSError) as info:
+        with raises_errno(errno.EIO):
             read_file(m1 / name)
-        assert info.value.errno == errno.EIO, name
     # Through dd (the kernel's read-ahead path) too: whatever it copied before failing is right.
     out = subprocess.run(["dd", f"if={m1 / 'both-big'}", "bs=1M", "status=none"],
                          capture_output=True, timeout=60)
@@ -714,9 +715,9 @@ def test_f_volume_server_partitioned_then_rejoins(cluster_factory, mount_factory
 @pytest.mark.timeout(120)
 def test_f2_writes_do_not_wait_on_a_server_the_master_marked_dead(cluster_factory,
                                                                    mount_factory):
-    """Once fixed bug: the gateway's cached fids on a stopped server held a write for TCP's own
-    timeout (20-30 s). Now it drops them when its heartbeat (every second) learns the server is
-    dead, and a replica write gives up after 5 s + 1 s/MB."""
+    """A write must not wait TCP's own timeout (20-30 s) on a stopped server whose fids the
+    gateway has cached: the gateway drops them when its heartbeat (every second) learns the
+    server is dead, and a replica write gives up after 5 s + 1 s/MB."""
     cluster = cluster_factory(volumes=3, heartbeat_interval=0.3,
                               extra_master_args=["--dead-after", str(DEAD_AFTER)])
     mnt = mount_factory(cluster).mountpoint

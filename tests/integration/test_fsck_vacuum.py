@@ -2,6 +2,7 @@
 find it, repair it, and compact volumes while readers and writers keep going."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -13,6 +14,7 @@ import grpc
 import pytest
 
 from cluster.common import rpc
+from cluster.common.errors import FsError
 from cluster.common.fid import Fid
 from cluster.volume import needle as fmt
 from protos import master_pb2, volume_pb2, volume_pb2_grpc
@@ -79,7 +81,8 @@ def test_fsck_finds_damage_and_repair_restores_every_replica(cluster_factory):
         assert code == 0, out
         assert "clean" in out
         code, out = fsck_cli(cluster, "/no/such/dir")
-        assert code == 1 and "/no/such/dir" in out, out
+        assert code == 1, out
+        assert "/no/such/dir" in out, out
         code, out = fsck_cli(cluster, "relative")
         assert code == 2, out
         # Orphans: needles written straight to both replicas, never committed.
@@ -247,8 +250,9 @@ def test_vacuum_reclaims_space_while_reading_and_writing(cluster_factory):
     for path, digest in list(kept.items()) + list(written.items()):
         assert sha(client.read_all(path)) == digest, path
     for path in doomed:
-        with pytest.raises(Exception):
+        with pytest.raises(FsError) as info:
             client.stat(path)
+        assert info.value.errno == errno.ENOENT, path
 
     # Nothing past the threshold any more: the CLI says so and exits 0.
     r = kelp("vacuum", "--threshold", "0.9", "--master", cluster.master_addr)

@@ -266,13 +266,13 @@ def test_fsx_one_file(mounts, mount_name):
     assert sum(fsx.counts.values()) >= N_OPS * 0.95  # only mapreads of an empty file skip
 
 
-# Seeds that once found a bug, each replayed to the operation that failed (a few seconds).
+# Seeds whose runs reach a case the random runs rarely do, each replayed for as many
+# operations as it takes to get there (a few seconds).
 REGRESSIONS = {
-    # A descriptor that had streamed chunks kept its stream after the file was cut to 0 and
-    # written inline, then grown by truncate; its next large write went out through that
-    # stream without the file's inline bytes first, the master refused the commit (ESTALE),
-    # and the write was lost with EIO. Fixed: the inline bytes lead the first chunk after
-    # every commit, not only the first chunk of a new stream.
+    # A descriptor with streamed chunks keeps its stream while the file is cut to 0, written
+    # inline and grown by truncate; its next large write must send the file's inline bytes
+    # first (they lead the first chunk after every commit, not only a new stream's), or the
+    # master refuses the commit (ESTALE) and the write is lost with EIO.
     "inline-bytes-after-an-old-stream": (952250297, 300),
 }
 

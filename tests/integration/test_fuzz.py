@@ -88,10 +88,10 @@ GATEWAY_ERRNOS = {"EINVAL", "ENOENT", "EISDIR", "ENOTDIR", "EFBIG", "ENOSPC", "E
 # bug id -> (what it is, how to recognise an answer it explains). Each has a strict-xfail
 # reproduction below; delete the entry when that test starts passing.
 KNOWN_BUGS: dict = {
-    # None open. Fixed, with their reproductions below: undecodable request bytes (were
-    # INTERNAL), inode numbers >= 2**63 (INTERNAL from SQLite), adopted server ids near
-    # 2**32 (broke later registrations), an unreachable peer inside CopyVolume (UNKNOWN),
-    # volume ids near 2**32 (stopped volume growth).
+    # None open. The tests at the end hold the answers to undecodable request bytes
+    # (INVALID_ARGUMENT, not INTERNAL), inode numbers >= 2**63 (not INTERNAL from SQLite),
+    # adopted server ids near 2**32 (later registrations go on), an unreachable peer inside
+    # CopyVolume (not UNKNOWN) and volume ids near 2**32 (volume growth goes on).
 }
 
 
@@ -365,10 +365,10 @@ def _rewrite(msg, env: Env, method: str) -> None:
         elif out[0] != getattr(msg, f.name):
             setattr(msg, f.name, out[0])
     # A /keep needle's real cookie on a delete or overwrite would do what it says.
-    if {"volume_id", "key", "cookie"} <= set(desc.fields_by_name) and method in (
-            "WriteNeedle", "DeleteNeedle"):
-        if env.protected_needles.get((msg.volume_id, msg.key)) == msg.cookie:
-            msg.cookie ^= 1
+    if ({"volume_id", "key", "cookie"} <= set(desc.fields_by_name)
+            and method in ("WriteNeedle", "DeleteNeedle")
+            and env.protected_needles.get((msg.volume_id, msg.key)) == msg.cookie):
+        msg.cookie ^= 1
 
 
 def _canonical_fid(text: str) -> str:

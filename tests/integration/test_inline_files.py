@@ -61,7 +61,8 @@ def test_small_files_are_inline_and_read_back_everywhere(env):
     for name, data in files.items():
         assert (b / "d" / name).read_bytes() == data, name
     rows = listing(env, "/d")
-    assert rows["4k"][3] == "inline" and rows["limit"][3] == "inline", rows
+    assert rows["4k"][3] == "inline", rows
+    assert rows["limit"][3] == "inline", rows
     assert rows["over"][3] == "1", rows   # one chunk
 
 
@@ -147,7 +148,8 @@ def test_fsck_checks_inline_bytes_and_reports_a_damaged_one(env):
     (a / "fsck" / "good").write_bytes(b"intact")
     (a / "fsck" / "bad").write_bytes(b"will rot")
     ok = kelp("fsck", "/fsck", "--master", master, timeout=120)
-    assert ok.returncode == 0 and "inline" in ok.stdout.decode(), ok.stdout.decode()
+    assert ok.returncode == 0, ok.stdout.decode()
+    assert "inline" in ok.stdout.decode(), ok.stdout.decode()
     # flip a byte of the stored copy behind the master's back (as a bad disk would)
     db = sqlite3.connect(os.path.join(env["cluster"].nodes["m0"].data, "meta.db"), timeout=30)
     try:
@@ -161,7 +163,8 @@ def test_fsck_checks_inline_bytes_and_reports_a_damaged_one(env):
     assert "/fsck/bad" in bad.stdout.decode() + bad.stderr.decode()
     # never the wrong bytes: a read fails (the CLI's, so the mounts' logs stay clean)
     out = kelp("download", "/fsck/bad", "-o", "-", "--master", master)
-    assert out.returncode == 1 and out.stdout == b"", out
+    assert out.returncode == 1, out
+    assert out.stdout == b"", out
     assert "damaged" in out.stderr.decode()
     assert "CRC32C" in out.stderr.decode()
     assert (env["b"] / "fsck" / "good").read_bytes() == b"intact"

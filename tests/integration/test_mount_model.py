@@ -119,17 +119,24 @@ def describe_diff(local: dict, remote: dict) -> str:
     for key in sorted(set(local) | set(remote)):
         a, b = local.get(key), remote.get(key)
         if a != b:
-            short = lambda v: v if v is None or v[0] != "file" else (  # noqa: E731
-                (*v[:5], f"<{len(v[5])} bytes, first diff at " f"{first_diff(local.get(key), remote.get(key))}>"))
-            lines.append(f"  {key}: local={short(a)} mount={short(b)}")
+            at = first_diff(a, b)
+            lines.append(f"  {key}: local={_short(a, at)} mount={_short(b, at)}")
     return "\n".join(lines)
+
+
+def _short(entry, first_diff_at):
+    """A tree entry as describe_diff shows it: a file's bytes as their length and the offset
+    of the first byte that differs."""
+    if entry is None or entry[0] != "file":
+        return entry
+    return (*entry[:5], f"<{len(entry[5])} bytes, first diff at {first_diff_at}>")
 
 
 def first_diff(a, b):
     if not a or not b or a[0] != "file" or b[0] != "file":
         return None
     x, y = a[5], b[5]
-    for i, (p, q) in enumerate(zip(x, y)):
+    for i, (p, q) in enumerate(zip(x, y, strict=False)):  # the common prefix
         if p != q:
             return i
     return min(len(x), len(y)) if len(x) != len(y) else None

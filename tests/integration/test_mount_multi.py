@@ -98,19 +98,22 @@ def _read_without_fstat(path) -> bytes:
 def test_a_file_changed_by_the_other_mount_reads_exactly_its_new_bytes(pair):
     """Mount B's kernel still holds a file's old size (attr_ttl) when mount A replaces the
     file with a shorter or a longer one: B's next open must read exactly the new bytes
-    (close-to-open). Through the page cache B stopped at the old size of a file that grew, and
-    got zeros past the end of one that shrank when read-ahead requests finished out of order
-    (fusefs/kernelsize.py). B's open now bypasses the page cache while its kernel is wrong."""
+    (close-to-open). Through the page cache B would stop at the old size of a file that grew,
+    and get zeros past the end of one that shrank when read-ahead requests finish out of
+    order, so B's open bypasses the page cache while its kernel holds another size
+    (fusefs/kernelsize.py)."""
     _, a, b = pair
     for i in range(15):
         big = os.urandom(3 << 20)
         (a / "shrinks.bin").write_bytes(big)
         got = _read_without_fstat(b / "shrinks.bin")            # grew (after round 0)
-        assert len(got) == len(big) and got == big, f"round {i}: {len(got)} bytes read"
+        assert len(got) == len(big), f"round {i}: {len(got)} bytes read"
+        assert got == big, f"round {i}: other bytes read"
         small = os.urandom(100_000 + 4096 * i)
         (a / "shrinks.bin").write_bytes(small)
         got = _read_without_fstat(b / "shrinks.bin")            # shrank
-        assert len(got) == len(small) and got == small, f"round {i}: {len(got)} bytes read"
+        assert len(got) == len(small), f"round {i}: {len(got)} bytes read"
+        assert got == small, f"round {i}: other bytes read"
     os.unlink(a / "shrinks.bin")
 
 

@@ -56,7 +56,7 @@ def test_summarise_divides_by_the_better_peer_in_each_rows_direction():
 def test_markdown_has_the_new_columns_and_names_the_juicefs_version():
     names = ["seaweedfs", "juicefs", "kelpfs"]
     results = {n: {"rename (renames/s)": [v]} for n, v in
-               zip(names, (900.0, 300.0, 450.0))}
+               zip(names, (900.0, 300.0, 450.0), strict=True)}
     facts = {"date": "d", "nproc": 2, "cpu": "c", "memory_gib": 1, "kernel": "k",
              "python": "p", "kelpfs_commit": "abc", "seaweedfs_version": "sw",
              "juicefs_version": "juicefs version 1.4.2", "runs": 1,

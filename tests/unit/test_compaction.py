@@ -137,7 +137,8 @@ def test_readers_and_writers_run_through_compaction(tmp_path, durability):
             written[key] = payload
             key += 1
 
-    threads = [threading.Thread(target=reader) for _ in range(3)] + [threading.Thread(target=writer)]
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    threads.append(threading.Thread(target=writer))
     for t in threads:
         t.start()
     try:

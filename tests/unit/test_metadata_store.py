@@ -1,5 +1,5 @@
-"""Contract suite for MetadataStore: every implementation must pass it (SQLite now; add the
-PostgreSQL store to STORES when it exists)."""
+"""Contract suite for MetadataStore: every implementation must pass it (STORES lists them:
+the SQLite store; a PostgreSQL store goes there too when it exists)."""
 from __future__ import annotations
 
 import errno

@@ -94,9 +94,14 @@ def test_a_batch_commits_once_and_a_failing_operation_rolls_back_alone(ns):
 @pytest.mark.timeout(10)
 def test_a_batch_that_raises_leaves_nothing(ns):
     store = ns.store
-    with pytest.raises(RuntimeError), store.batch():
-        ns.mkdir("/gone", 0o755, 0, 0)
-        raise RuntimeError("the commit failed")
+
+    def mkdir_then_fail():
+        with store.batch():
+            ns.mkdir("/gone", 0o755, 0, 0)
+            raise RuntimeError("the commit failed")
+
+    with pytest.raises(RuntimeError, match="the commit failed"):
+        mkdir_then_fail()
     assert store.readdir("/") == []
     ns.mkdir("/after", 0o755, 0, 0)              # the store works on
     assert [n for n, _ in store.readdir("/")] == ["after"]

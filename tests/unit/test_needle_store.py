@@ -614,9 +614,9 @@ V1_BIG = bytes((i * 7 + i // 251) % 256 for i in range(150_000))
 
 @pytest.mark.timeout(30)
 def test_a_version_1_volume_still_reads_and_takes_writes(tmp_path):
-    """tests/unit/data/volume_v1 was written by the code of 8696909 (format version 1, one
-    CRC per needle): needle 1 (150,000 bytes, cookie 0x1111), needle 2 (cookie 0x2222),
-    needle 3 written and deleted."""
+    """tests/unit/data/volume_v1 is a volume in format version 1 (one CRC per needle), as
+    commit 8696909 writes it: needle 1 (150,000 bytes, cookie 0x1111), needle 2 (cookie
+    0x2222), needle 3 written and deleted."""
     for name in ("1.dat", "1.idx"):
         shutil.copy(V1_FIXTURE / name, tmp_path / name)
     vol = Volume(str(tmp_path), 1, durability="none")
@@ -658,7 +658,8 @@ def test_compaction_upgrades_a_version_1_volume_and_keeps_damage(tmp_path):
     vol.compact()
     assert vol.version == 2
     assert vol.stats().format_version == 2
-    assert fmt.decode_superblock(open(vol.dat_path, "rb").read(16)).version == 2
+    with open(vol.dat_path, "rb") as fh:
+        assert fmt.decode_superblock(fh.read(16)).version == 2
     bs = blocks.BLOCK_SIZE
     assert vol.read(1, 0x1111).data == V1_BIG
     r = vol.read_blocks(1, 0x1111, 2 * bs, 1)           # now from stored block CRCs

@@ -29,8 +29,9 @@ class _DonePool:
 
 @pytest.mark.timeout(20)
 def test_a_fetch_that_finishes_at_once_does_not_deadlock_the_reader():
-    """Registering the done-callback under the in-flight lock ran it at once, in the same
-    thread, and it waited for that lock forever: fsx hung the mount this way."""
+    """A fetch already done when its done-callback is added runs the callback at once, in the
+    same thread: added under the in-flight lock, the callback would wait for that lock
+    forever and hang the mount."""
     reader = ChunkReader(master=None, cache_bytes=1 << 20)
     try:
         reader._pool.shutdown()

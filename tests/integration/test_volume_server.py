@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 import urllib.request
+from functools import partial
 
 import grpc
 import pytest
@@ -179,7 +180,7 @@ def test_whole_blocks_reads_answer_the_covering_blocks_with_their_crcs(cluster, 
         fh.seek(at)                                       # caches nothing: seen at once)
         fh.write(bytes([data[2 * bs + 5] ^ 0xFF]))
     for offset, length in ((2 * bs, 10), (bs, 2 * bs), (0, 0)):
-        code, details = code_of(lambda: read(offset, length))
+        code, details = code_of(partial(read, offset, length))
         assert code == grpc.StatusCode.DATA_LOSS
         assert "CRC mismatch" in details
     assert read(3 * bs, 10).data == data[3 * bs:4 * bs]

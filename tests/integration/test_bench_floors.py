@@ -21,7 +21,8 @@ def test_measure_floors_returns_positive_numbers_and_stops_its_servers(tmp_path)
                            "fdatasync_us", "sqlite_commit_us", "grpc_4mib_mbps",
                            "grpc_4mib_x4_mbps"}
     for name, value in result.items():
-        assert isinstance(value, float) and 0 < value < 1_000_000, (name, value)
+        assert isinstance(value, float), (name, value)
+        assert 0 < value < 1_000_000, (name, value)
     assert list(tmp_path.iterdir()) == []  # the disk floors clean up after themselves
     # One server per floor, each stopped and reaped by its pid.
     assert len(floors.last_server_pids) == 3
