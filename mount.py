@@ -120,6 +120,12 @@ def options_from_args(args: argparse.Namespace) -> MountOptions:
     return opts
 
 
+def transport(opts: MountOptions):
+    """The mount's transport: TLS and CURVE with the client credentials of --tls-dir."""
+    from cluster.common.security import Transport
+    return Transport("client", opts.tls_dir)
+
+
 def check_mountpoint(path: str) -> None:
     try:
         st = os.stat(path)
@@ -136,11 +142,11 @@ def check_mountpoint(path: str) -> None:
         raise MountError(f"{path} is already a mount point")
 
 
-def check_master(address: str) -> None:
+def check_master(address: str, transport) -> None:
     from cluster.common.errors import FsError
     from fusefs.master_client import check_reachable
     try:
-        check_reachable(address)
+        check_reachable(address, transport=transport)
     except FsError as e:
         raise MountError(e.message) from None
 
@@ -198,7 +204,8 @@ def run_foreground(opts: MountOptions) -> int:
     from fusefs.operations import KelpOperations
 
     client = KelpClient(opts.master, opts.gateway, chunk_size=opts.chunk_size,
-                        cache_bytes=opts.cache_bytes, credits=opts.write_credits)
+                        cache_bytes=opts.cache_bytes, credits=opts.write_credits,
+                        transport=transport(opts))
     if opts.pid_file:
         with open(opts.pid_file, "w") as f:
             f.write(f"{os.getpid()}\n")
@@ -251,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         opts = options_from_args(args)
         check_mountpoint(opts.mountpoint)
-        check_master(opts.master)
+        check_master(opts.master, transport(opts))
         if opts.foreground or getattr(args, CHILD_ATTR):
             if getattr(args, CHILD_ATTR):
                 opts.background = True

@@ -21,6 +21,7 @@ from typing import BinaryIO
 import crc32c
 
 from cluster.common.errors import FsError
+from cluster.common.security import Transport
 from fusefs.gateway_client import GatewayClient
 from fusefs.master_client import MasterClient
 from fusefs.reader import ChunkReader, inline_bytes, read_inline
@@ -47,8 +48,8 @@ class UploadResult:
 class KelpClient:
     def __init__(self, master_addr: str, gateway_addr: str | None = None,
                  chunk_size: int = DEFAULT_CHUNK, cache_bytes: int = 256 << 20,
-                 timeout: float = 60.0, credits: int = 4):
-        self.master = MasterClient(master_addr)
+                 timeout: float = 60.0, credits: int = 4, transport: Transport | None = None):
+        self.master = MasterClient(master_addr, transport=transport)
         self.chunk_size = chunk_size
         self._gateway_addr = gateway_addr
         self._gateway: GatewayClient | None = None
@@ -62,7 +63,8 @@ class KelpClient:
     def gateway(self) -> GatewayClient:
         if self._gateway is None:
             address = self._gateway_addr or self.discover_gateway()
-            self._gateway = GatewayClient(address, timeout=self._timeout, credits=self._credits)
+            self._gateway = GatewayClient(address, timeout=self._timeout, credits=self._credits,
+                                          transport=self.master.transport)
         return self._gateway
 
     def discover_gateway(self) -> str:

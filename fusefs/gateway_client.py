@@ -38,6 +38,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from cluster.common.errors import FsError, errno_from_name
+from cluster.common.security import Transport
 from cluster.common.wakepipe import WakePipe
 from protos import gateway_pb2, master_pb2
 
@@ -81,7 +82,8 @@ class GatewayClient:
     """Thread-safe client of one gateway. `timeout` bounds every wait, in seconds."""
 
     def __init__(self, address: str, timeout: float = 60.0, credits: int = 4,
-                 connect_grace: float = CONNECT_GRACE_S):
+                 connect_grace: float = CONNECT_GRACE_S, transport: Transport | None = None):
+        self._transport = transport or Transport("client")
         self.address = address[len("tcp://"):] if address.startswith("tcp://") else address
         self.timeout = float(timeout)
         self.connect_grace = float(connect_grace)
@@ -203,6 +205,7 @@ class GatewayClient:
         sock.setsockopt(zmq.HEARTBEAT_TTL, 6000)
         sock.setsockopt(zmq.RECONNECT_IVL, 100)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        self._transport.zmq_client(sock, "gateway")
         self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         sock.connect(self._endpoint)
         self._sock = sock

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from cluster.common import rpc
 from cluster.common.errors import FsError, fserror_from_rpc
+from cluster.common.security import Transport
 from fusefs.mutation_channel import MutationChannel
 from protos import master_pb2, master_pb2_grpc
 
@@ -45,11 +45,16 @@ class MasterClient:
     """Lookups and admin calls over gRPC; namespace changes (`mutate`) over the master's ZMQ
     mutation channel, opened at the first one (its address comes from ClusterStatus)."""
 
-    def __init__(self, address: str, timeout: float = 10.0, retry_for: float = 30.0):
+    def __init__(self, address: str, timeout: float = 10.0, retry_for: float = 30.0,
+                 transport: Transport | None = None):
         self.address = address
         self.timeout = timeout
         self.retry_for = retry_for
-        self._channel = rpc.channel(address)
+        # How this client talks to the cluster (plain, or TLS and CURVE with the client's
+        # or admin's credentials); the mutation channel, session, reader and gateway
+        # client made for it use the same.
+        self.transport = transport or Transport("client")
+        self._channel = self.transport.channel(address, "master")
         self.stub = master_pb2_grpc.MasterStub(self._channel)
         self._mutations: MutationChannel | None = None
         # The mount's session id, sent with mutations (locks, files kept open after unlink
@@ -93,7 +98,8 @@ class MasterClient:
                     raise FsError(errno.EIO, f"the master at {self.address} has no mutation "
                                              "channel (a KelpFS older than this mount?)")
                 self._mutations = MutationChannel(address, self.retry_for, MasterUnreachable,
-                                                  session=lambda: self.session_id())
+                                                  session=lambda: self.session_id(),
+                                                  transport=self.transport)
             return self._mutations
 
     def call(self, method: str, request, timeout: float | None = None, retry: bool = True):
@@ -164,14 +170,17 @@ class MasterClient:
         self._channel.close()
 
 
-def check_reachable(address: str, timeout: float = 3.0) -> master_pb2.ClusterStatusResponse:
+def check_reachable(address: str, timeout: float = 3.0, transport: Transport | None = None
+                    ) -> master_pb2.ClusterStatusResponse:
     """ClusterStatus with no retry: the quick 'is there a master?' check the CLI and mount use."""
-    client = MasterClient(address, timeout=timeout, retry_for=0)
+    client = MasterClient(address, timeout=timeout, retry_for=0, transport=transport)
     try:
         return client.call("ClusterStatus", master_pb2.Empty(), retry=False)
     except MasterUnreachable:
+        hint = "" if client.transport.secure else \
+            "; for a secure cluster give --tls-dir with its credentials"
         raise FsError(errno.EIO, f"no master reachable at {address} "
-                                 "(is `kelp master` running there?)") from None
+                                 f"(is `kelp master` running there?{hint})") from None
     except FsError as e:
         if e.errno == errno.ETIMEDOUT:
             raise FsError(e.errno, f"no answer from a master at {address} in {timeout:.0f}s") \

@@ -33,6 +33,7 @@ import zmq
 from google.protobuf.message import DecodeError, Message
 
 from cluster.common.errors import FsError
+from cluster.common.security import Transport
 from cluster.common.wakepipe import WakePipe
 from protos import master_pb2
 
@@ -53,7 +54,7 @@ class _Call:
 class MutationChannel:
     def __init__(self, address: str, retry_for: float = 30.0,
                  unreachable=lambda address, detail: FsError(errno.EIO, detail),
-                 session=lambda: 0):
+                 session=lambda: 0, transport: Transport | None = None):
         self.address = address
         self.session = session      # () -> the mount's session id, sent with each mutation
         self.retry_for = retry_for
@@ -73,6 +74,7 @@ class MutationChannel:
                            (zmq.HEARTBEAT_TIMEOUT, 3000), (zmq.HEARTBEAT_TTL, 6000),
                            (zmq.SNDHWM, 100000), (zmq.RCVHWM, 100000)):
             self._sock.setsockopt(opt, value)
+        (transport or Transport("client")).zmq_client(self._sock, "master")
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._sock.connect(f"tcp://{address}")
         self._poller = zmq.Poller()

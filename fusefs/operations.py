@@ -73,7 +73,8 @@ class KelpOperations(FileOperations):
         keeps open after unlink. With `callbacks`, lookups come with callbacks too, the
         cache keeps answers until the master breaks them, and breaks reach the kernel."""
         session = MountSession(self.master.mutation_address, self._on_break,
-                               self.cache.clear if callbacks else lambda: None)
+                               self.cache.clear if callbacks else lambda: None,
+                               self.master.transport)
         if callbacks:
             self.cache.use_session(session.trusted)
             self.master.lookup_session = lambda: session.sid

@@ -38,7 +38,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import crc32c
 import grpc
 
-from cluster.common import blocks, chunkmap, rpc
+from cluster.common import blocks, chunkmap
 from cluster.common.errors import FsError, fserror_from_rpc
 from cluster.common.fid import Fid
 from cluster.common.lru import ByteLRU
@@ -135,7 +135,7 @@ class ChunkReader:
                  block_cache_bytes: int = BLOCK_CACHE_BYTES):
         self.master = master
         self.locator = VolumeLocator(master)
-        self.stubs = rpc.VolumeStubs()
+        self.stubs = master.transport.volume_stubs()
         self.cache = NeedleCache(cache_bytes)
         self.blocks = BlockCache(block_cache_bytes)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read")

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import zmq
 from google.protobuf.message import DecodeError
 
+from cluster.common.security import Transport
 from protos import master_pb2
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ MARGIN_S = 0.5     # the mount stops trusting its lease this long before the mas
 
 class MountSession:
     def __init__(self, address: str, on_break: Callable[[master_pb2.CallbackBreak], None],
-                 on_lost: Callable[[], None]):
+                 on_lost: Callable[[], None], transport: Transport | None = None):
         self.address = address
         self.on_break = on_break
         self.on_lost = on_lost
@@ -53,6 +54,7 @@ class MountSession:
         for opt, value in ((zmq.LINGER, 0), (zmq.IMMEDIATE, 1), (zmq.RECONNECT_IVL, 100),
                            (zmq.RECONNECT_IVL_MAX, 1000)):
             self._sock.setsockopt(opt, value)
+        (transport or Transport("client")).zmq_client(self._sock, "master")
         self._sock.connect(f"tcp://{address}")
         self._thread = threading.Thread(target=self._run, name="session", daemon=True)
 

@@ -122,8 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--orphan-min-age", type=float, default=300.0, metavar="SECONDS",
                    help="--repair deletes only orphans whose key was handed out at least this "
                         "long ago, so uploads in flight are safe (default: 300)")
-    p.add_argument("--master", default=DEFAULT_MASTER,
-                   help=f"master gRPC address (default: $KELP_MASTER or {DEFAULT_MASTER})")
+    _master_flags(p)
     p.set_defaults(func=cmd_fsck)
 
     p = sub.add_parser("vacuum", help="compact volumes whose garbage ratio passes a threshold")
@@ -131,8 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="garbage ratio deleted/size, 0..1 (default: the master's, 0.3)")
     p.add_argument("--volume", dest="volume_ids", type=int, action="append", default=[],
                    metavar="ID", help="only this volume (repeatable)")
-    p.add_argument("--master", default=DEFAULT_MASTER,
-                   help=f"master gRPC address (default: $KELP_MASTER or {DEFAULT_MASTER})")
+    _master_flags(p)
     p.set_defaults(func=cmd_vacuum)
 
     p = sub.add_parser("mount", help="mount the cluster at a directory (see mount.py --help)")
@@ -151,12 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _client_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--master", default=DEFAULT_MASTER,
-                   help=f"master gRPC address (default: $KELP_MASTER or {DEFAULT_MASTER})")
+    _master_flags(p)
     p.add_argument("-n", "--n", "--name", dest="name", default=None,
                    help="expected master name; refuse to work against another master")
     p.add_argument("--gateway", default=None,
                    help="gateway ZMQ address (default: a live one the master knows)")
+
+
+def _master_flags(p: argparse.ArgumentParser) -> None:
+    """How a CLI verb reaches the master: its address and, for a secure cluster, the
+    credentials."""
+    p.add_argument("--master", default=DEFAULT_MASTER,
+                   help=f"master gRPC address (default: $KELP_MASTER or {DEFAULT_MASTER})")
+    p.add_argument("--tls-dir", default=None, metavar="DIR",
+                   help="the cluster's credentials (admin certificate and keys) for a secure "
+                        "cluster (default: $KELP_TLS_DIR, else ./data/tls when it exists, as "
+                        "`kelp up` makes it)")
 
 
 def cmd_master(args) -> int:
@@ -192,6 +200,7 @@ def cmd_fsck(args) -> int:
     from rich.console import Console
 
     from tools import fsck, reports
+    from tools.commands import admin_transport
     if args.orphan_min_age < 0:
         raise QuietError("--orphan-min-age must be >= 0", 2)
     if not args.remote.startswith("/"):
@@ -200,11 +209,12 @@ def cmd_fsck(args) -> int:
     with reports.RichProgress(err) as progress:
         if not args.repair:
             report = fsck.check(args.master, args.remote, orphans=args.orphans,
-                                progress=progress)
+                                progress=progress, transport=admin_transport(args))
         else:
             report, repaired = fsck.check_and_repair(
                 args.master, args.remote, orphans=args.orphans,
-                orphan_min_age=args.orphan_min_age, progress=progress)
+                orphan_min_age=args.orphan_min_age, progress=progress,
+                transport=admin_transport(args))
     reports.print_fsck(report, out)
     if not args.repair:
         return 0 if report.clean else 1
@@ -216,9 +226,11 @@ def cmd_vacuum(args) -> int:
     from rich.console import Console
 
     from tools import reports, vacuum
+    from tools.commands import admin_transport
     if args.threshold and not 0 < args.threshold <= 1:
         raise QuietError(f"--threshold {args.threshold} is not in (0, 1]", 2)
-    rows = vacuum.vacuum(args.master, args.threshold, args.volume_ids)
+    rows = vacuum.vacuum(args.master, args.threshold, args.volume_ids,
+                         transport=admin_transport(args))
     reports.print_vacuum(rows, args.threshold, Console())
     return 1 if any(r.error for r in rows) else 0
 

@@ -24,12 +24,19 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from cluster.common.security import Transport
 from fusefs.client import KelpClient, normpath
 from fusefs.master_client import check_reachable
 from protos import master_pb2
 from tools import mounts
 from tools.errors import QuietError
-from tools.local_cluster import ClusterLayout, LocalCluster, UpOptions, wait_pid_gone
+from tools.local_cluster import (
+    DEFAULT_TLS_DIR,
+    ClusterLayout,
+    LocalCluster,
+    UpOptions,
+    wait_pid_gone,
+)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -43,13 +50,23 @@ def human(n: float) -> str:
     return str(n)
 
 
+def admin_transport(args) -> Transport:
+    """The CLI's transport: the admin credentials of --tls-dir, $KELP_TLS_DIR, or the
+    ./data/tls that `kelp up` makes; plain when none is there."""
+    tls_dir = getattr(args, "tls_dir", None) or os.environ.get("KELP_TLS_DIR")
+    if not tls_dir and Path(DEFAULT_TLS_DIR, "ca.crt").exists():
+        tls_dir = DEFAULT_TLS_DIR
+    return Transport("admin", tls_dir or None)
+
+
 def connect(args) -> KelpClient:
     """A client for --master, after checking the master answers and has the expected name."""
-    status = check_reachable(args.master)
+    transport = admin_transport(args)
+    status = check_reachable(args.master, transport=transport)
     if getattr(args, "name", None) and status.master_name != args.name:
         raise QuietError(f"the master at {args.master} is named {status.master_name!r}, "
                          f"not {args.name!r}")
-    return KelpClient(args.master, getattr(args, "gateway", None))
+    return KelpClient(args.master, getattr(args, "gateway", None), transport=transport)
 
 
 # ---------------------------------------------------------------- credentials
@@ -87,6 +104,10 @@ def up(args) -> int:
         layout.master_port = layout.master_grpc_port = layout.master_zmq_port = 0
         layout.volume_port = layout.volume_grpc_port = 0
         layout.gateway_port = layout.gateway_http_port = 0
+    if not opts.insecure:
+        from cluster.common.certs import make_cluster_certs
+        layout.tls_dir = str(data / "tls")
+        make_cluster_certs(layout.tls_dir)
     cluster = LocalCluster(layout)
     cluster.plan()
     if not eph:
@@ -99,7 +120,8 @@ def up(args) -> int:
         raise QuietError(f"cluster did not come up: {e}") from None
     if opts.mount:
         _mount_background(cluster, opts.mount, opts.allow_other)
-    _print_status(check_reachable(cluster.master_addr))
+    _print_status(check_reachable(cluster.master_addr, transport=cluster.transport),
+                  cluster.transport)
     console.print(f"master: {cluster.master_addr}   gateway: {cluster.gateway_addr}   "
                   f"logs: {data / 'logs'}")
     return 0
@@ -131,6 +153,8 @@ def _mount_background(cluster: LocalCluster, mountpoint: str,
            "--log-file", str(log_file)]
     if allow_other is not None:
         cmd.append("--allow-other" if allow_other else "--no-allow-other")
+    if cluster.layout.tls_dir:
+        cmd += ["--tls-dir", cluster.layout.tls_dir]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         raise QuietError(f"mount failed: {result.stderr.strip() or result.stdout.strip()}")
@@ -202,15 +226,16 @@ def umount(args) -> int:
 
 
 def status(args) -> int:
-    st = check_reachable(args.master)
+    transport = admin_transport(args)
+    st = check_reachable(args.master, transport=transport)
     if args.name and st.master_name != args.name:
         raise QuietError(f"the master at {args.master} is named {st.master_name!r}, "
                          f"not {args.name!r}")
-    _print_status(st)
+    _print_status(st, transport)
     return 0
 
 
-def _print_status(st) -> None:
+def _print_status(st, transport: Transport) -> None:
     table = Table(title=f"KelpFS cluster (master {st.master_name} at {st.grpc_address})")
     for col in ("node", "kind", "address", "state", "volumes", "used", "free"):
         table.add_column(col, justify="right" if col in ("volumes", "used", "free") else "left")
@@ -230,6 +255,12 @@ def _print_status(st) -> None:
                   f"pending deletions: {st.pending_deletions}   "
                   f"mutation channel (ZMQ): {st.mutation_address or 'none'}")
     console.print(f"a mount on this host would use: {_fuse_binding()}")
+    if not transport.secure:
+        # This CLI reached the master without credentials, so anyone on the network path
+        # (any local user, for loopback) can too.
+        console.print("[yellow]warning: insecure cluster[/]: no TLS or CURVE; any process "
+                      "that reaches its ports can read and change every file "
+                      "(`kelp up` without --insecure, or --tls-dir on every node, secures it)")
 
 
 def _fuse_binding() -> str:

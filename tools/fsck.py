@@ -42,6 +42,7 @@ import grpc
 from cluster.common import rpc
 from cluster.common.errors import FsError
 from cluster.common.fid import BadFid, Fid
+from cluster.common.security import Transport
 from fusefs.master_client import MasterClient
 from protos import master_pb2, volume_pb2, volume_pb2_grpc
 
@@ -173,15 +174,18 @@ def _under(path: str, root: str) -> bool:
 
 class Fsck:
     def __init__(self, master_addr: str, path: str = "/", orphans: bool = True,
-                 progress: Progress | None = None, timeout: float = RPC_TIMEOUT_S):
+                 progress: Progress | None = None, timeout: float = RPC_TIMEOUT_S,
+                 transport: Transport | None = None):
         if not path.startswith("/"):
             raise FsError(errno.EINVAL, f"fsck path {path!r} must be absolute")
         self.path = path
         self.check_orphans = orphans
         self.progress = progress or Progress()
         self.timeout = timeout
-        self.master = MasterClient(master_addr, timeout=timeout, retry_for=10.0)
-        self._stubs = rpc.ChannelCache()
+        transport = transport or Transport("admin")
+        self.master = MasterClient(master_addr, timeout=timeout, retry_for=10.0,
+                                   transport=transport)
+        self._stubs = rpc.ChannelCache(transport.channel_factory("volume"))
 
     def close(self) -> None:
         self.master.close()
@@ -484,18 +488,18 @@ class Fsck:
 
 
 def check(master_addr: str, path: str = "/", *, orphans: bool = True,
-          progress: Progress | None = None) -> FsckReport:
+          progress: Progress | None = None, transport: Transport | None = None) -> FsckReport:
     """One fsck run (no repair)."""
-    with Fsck(master_addr, path, orphans, progress) as f:
+    with Fsck(master_addr, path, orphans, progress, transport=transport) as f:
         return f.run()
 
 
 def check_and_repair(master_addr: str, path: str = "/", *, orphans: bool = True,
                      orphan_min_age: float = DEFAULT_ORPHAN_MIN_AGE_S,
                      progress: Progress | None = None,
-                     on_report: Callable[[FsckReport], None] | None = None
-                     ) -> tuple[FsckReport, RepairReport]:
-    with Fsck(master_addr, path, orphans, progress) as f:
+                     on_report: Callable[[FsckReport], None] | None = None,
+                     transport: Transport | None = None) -> tuple[FsckReport, RepairReport]:
+    with Fsck(master_addr, path, orphans, progress, transport=transport) as f:
         report = f.run()
         if on_report:
             on_report(report)

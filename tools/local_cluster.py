@@ -24,6 +24,7 @@ from pathlib import Path
 from cluster.common import rpc
 from cluster.common.config import option
 from cluster.common.errors import FsError
+from cluster.common.security import Transport
 from fusefs.master_client import MasterClient
 from protos import master_pb2
 
@@ -31,6 +32,8 @@ from protos import master_pb2
 # processes (`python -m tools.cli`) start there, so `-m` finds this copy of the code first and
 # never a `tools` package that happens to sit in the caller's working directory.
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# Where `kelp up` keeps the credentials it makes, and where the CLI looks for them.
+DEFAULT_TLS_DIR = "./data/tls"
 
 
 def _ephemeral_range() -> tuple[int, int]:
@@ -148,6 +151,9 @@ class UpOptions:
                                    "8080+/18080+, 7000/7001")
     allow_other: bool | None = option(None, "let other users use the mount",
                                       default_text="on when run as root")
+    insecure: bool = option(False, "run without TLS and CURVE (no credentials in DATA/tls): "
+                            "any local process can then read and change every file through "
+                            "the cluster's ports")
 
 
 @dataclass
@@ -167,6 +173,7 @@ class ClusterLayout:
     heartbeat_interval: float = 0.0
     extra_master_args: list[str] = field(default_factory=list)
     extra_volume_args: list[str] = field(default_factory=list)
+    tls_dir: str | None = None    # the cluster's credentials (kelp certs); None = plain
 
 
 class LocalCluster:
@@ -193,7 +200,7 @@ class LocalCluster:
             margs += ["--volume-size-limit", str(lay.volume_size_limit)]
         if lay.heartbeat_interval:
             margs += ["--heartbeat-interval", str(lay.heartbeat_interval)]
-        margs += lay.extra_master_args
+        margs += self._tls_args() + lay.extra_master_args
         self.nodes[lay.master_name] = NodeSpec("master", lay.master_name, margs,
                                                f"{ip}:{mgp}", f"{ip}:{mp}",
                                                data=str(self.root / "master"),
@@ -203,8 +210,16 @@ class LocalCluster:
         gp = self._port(lay.gateway_port)
         ghp = self._port(lay.gateway_http_port)
         gargs = ["gateway", "-ip", ip, "-p", str(gp), "--http-port", str(ghp), "-n", "g0",
-                 "--master", self.master_addr]
+                 "--master", self.master_addr, *self._tls_args()]
         self.nodes["g0"] = NodeSpec("gateway", "g0", gargs, f"{ip}:{gp}", f"{ip}:{ghp}")
+
+    def _tls_args(self) -> list[str]:
+        return ["--tls-dir", self.layout.tls_dir] if self.layout.tls_dir else []
+
+    @property
+    def transport(self) -> Transport:
+        """How tools and tests reach this cluster: as admin, with its credentials if any."""
+        return Transport("admin", self.layout.tls_dir)
 
     def add_volume_spec(self, i: int) -> NodeSpec:
         lay, ip = self.layout, self.layout.ip
@@ -213,7 +228,8 @@ class LocalCluster:
         name = f"v{i}"
         vdir = str(self.root / name)
         vargs = ["volume", "-ip", ip, "-p", str(vp), "-gp", str(vgp), "-n", name,
-                 "--master", self.master_addr, "--dir", vdir, *lay.extra_volume_args]
+                 "--master", self.master_addr, "--dir", vdir, *self._tls_args(),
+                 *lay.extra_volume_args]
         spec = NodeSpec("volume", name, vargs, f"{ip}:{vgp}", f"{ip}:{vp}", data=vdir)
         self.nodes[name] = spec
         return spec
@@ -263,7 +279,9 @@ class LocalCluster:
         want_volumes = set(volumes if volumes is not None else
                            [n for n in self.volume_names() if self.running(n)])
         want_gateway = self.running("g0") if "g0" in self.nodes else False
-        master = MasterClient(self.master_addr, timeout=2.0, retry_for=0)
+        transport = self.transport
+        master = MasterClient(self.master_addr, timeout=2.0, retry_for=0, transport=transport)
+        volume_channels = transport.channel_factory("volume")
         waiting_for = "master"
         try:
             while time.monotonic() < deadline:
@@ -284,7 +302,8 @@ class LocalCluster:
                 # The master may still count a just-restarted server alive from before its
                 # restart: ask each one directly too.
                 missing |= {n for n in want_volumes - missing
-                            if not rpc.check_health(self.nodes[n].grpc_address, timeout=0.5)}
+                            if not rpc.check_health(self.nodes[n].grpc_address, 0.5,
+                                                    volume_channels)}
                 if not missing and (gw_alive or not want_gateway):
                     return
                 waiting_for = ", ".join(sorted(missing)) or "gateway g0"
@@ -375,6 +394,3 @@ class LocalCluster:
         cluster.nodes = {n: NodeSpec(**s) for n, s in state["nodes"].items()}
         return cluster
 
-
-def check_health(address: str) -> bool:
-    return rpc.check_health(address)

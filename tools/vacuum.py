@@ -10,6 +10,7 @@ import errno
 from dataclasses import dataclass
 
 from cluster.common.errors import FsError
+from cluster.common.security import Transport
 from fusefs.master_client import MasterClient
 from protos import master_pb2
 
@@ -32,11 +33,13 @@ class VacuumRow:
         return max(0, self.size_before - self.size_after) if not self.error else 0
 
 
-def vacuum(master_addr: str, threshold: float = 0.0, volume_ids=()) -> list[VacuumRow]:
+def vacuum(master_addr: str, threshold: float = 0.0, volume_ids=(),
+           transport: Transport | None = None) -> list[VacuumRow]:
     """Run one vacuum; threshold 0 = the master's default. One row per replica touched."""
     if threshold and not 0 < threshold <= 1:
         raise FsError(errno.EINVAL, f"threshold {threshold} is not in (0, 1]")
-    client = MasterClient(master_addr, timeout=VACUUM_TIMEOUT_S, retry_for=5.0)
+    client = MasterClient(master_addr, timeout=VACUUM_TIMEOUT_S, retry_for=5.0,
+                          transport=transport or Transport("admin"))
     try:
         reply = client.call("Vacuum", master_pb2.VacuumRequest(
             threshold=threshold, volume_ids=list(volume_ids)))
