@@ -17,7 +17,14 @@ from tools.local_cluster import REPO_ROOT, ClusterLayout, LocalCluster
 from tools.mounts import unmount
 
 
-def make_cluster(tmp_path: Path, volumes: int = 3, **layout_kw) -> LocalCluster:
+def make_cluster(tmp_path: Path, volumes: int = 3, secure: bool = False,
+                 **layout_kw) -> LocalCluster:
+    """A cluster on free loopback ports; `secure`: with credentials made in its data dir (as
+    `kelp up` does), so every node speaks mTLS and CURVE."""
+    if secure:
+        from cluster.common.certs import make_cluster_certs
+        layout_kw["tls_dir"] = str(tmp_path / "cluster" / "tls")
+        make_cluster_certs(layout_kw["tls_dir"])
     layout = ClusterLayout(data_dir=str(tmp_path / "cluster"), volumes=volumes,
                            master_port=0, master_grpc_port=0, master_zmq_port=0,
                            volume_port=0,
@@ -35,7 +42,8 @@ def dump_logs(cluster: LocalCluster) -> None:
 
 
 def client_for(cluster: LocalCluster, **kw) -> KelpClient:
-    return KelpClient(cluster.master_addr, cluster.gateway_addr, **kw)
+    return KelpClient(cluster.master_addr, cluster.gateway_addr,
+                      transport=cluster.transport, **kw)
 
 
 def kelp(*args: str, check: bool = False, timeout: float = 120,
@@ -80,7 +88,7 @@ class Mount:
             self.proc = subprocess.Popen(
                 [sys.executable, str(REPO_ROOT / "mount.py"), str(self.mountpoint),
                  "--master", self.cluster.master_addr, "--gateway", self.cluster.gateway_addr,
-                 *self.extra], stdout=out, stderr=subprocess.STDOUT, env=env,
+                 *self.cluster_tls(), *self.extra], stdout=out, stderr=subprocess.STDOUT, env=env,
                 stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout
         while not os.path.ismount(self.mountpoint):
@@ -89,6 +97,10 @@ class Mount:
                 raise AssertionError(f"mount did not come up:\n{self.log_tail()}")
             time.sleep(0.05)
         return self
+
+    def cluster_tls(self) -> list[str]:
+        tls_dir = self.cluster.layout.tls_dir
+        return ["--tls-dir", tls_dir] if tls_dir else []
 
     def log_tail(self, lines: int = 40) -> str:
         try:

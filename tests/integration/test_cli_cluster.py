@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -88,7 +89,18 @@ def test_up_status_down_exact_pids_and_refuse_second_up(tmp_path):
         assert not master.endswith(":19333")
         assert master in up.stdout.decode()
 
-        st = kelp("status", "--master", master, check=True)
+        # Secure by default: the credentials live in DATA/tls, readable by their owner only,
+        # and without them the CLI cannot reach the master.
+        tls = data / "tls"
+        assert stat.S_IMODE(tls.stat().st_mode) == 0o700
+        keys = [*tls.glob("*.key"), *tls.glob("curve/*.key_secret")]
+        assert len(keys) >= 10
+        assert all(stat.S_IMODE(k.stat().st_mode) == 0o600 for k in keys), keys
+        plain = kelp("status", "--master", master, timeout=60)
+        assert plain.returncode == 1
+        assert "--tls-dir" in plain.stderr.decode()
+        st = kelp("status", "--master", master, "--tls-dir", str(tls), check=True)
+        assert "insecure" not in st.stdout.decode()
         rows = {r[0]: r for r in table_rows(st.stdout.decode())}
         assert set(rows) == {"m0", "v0", "v1", "g0"}, st.stdout.decode()
         assert all(r[3] == "up" for r in rows.values()), rows
