@@ -5,8 +5,8 @@ callback it granted with them (`apply_break`) or the cache fills: no TTL. They a
 while `trusted()` says the session's lease is proven, and an answer is not cached when a
 break reached the mount while its operation ran (`begin_op` marks the start of each FUSE
 operation), so an answer older than a break never outlives it. docs/caching.md says why this
-is enough. Without a session (`trusted` None: tests, and mounts of a master too old to grant
-callbacks) the TTLs below hold, as they always did:
+is enough. Without a session (`trusted` None: tests, and --no-callbacks) the TTLs below
+hold:
 
 The kernel already caches attributes and entries for attr_timeout / entry_timeout; this cache
 saves the RPCs the kernel still makes (getattr right after readdir for `ls -l`, the lookups of
@@ -17,9 +17,9 @@ open always asks the master for the chunk list).
 
 Every invalidation costs what it touches, not the size of the cache: `_kids` indexes each
 cached path under its parent directory, so dropping a subtree (rename or removal of a
-directory) walks just that subtree, and the negative xattr answers are grouped by path. (The
-first version scanned every entry on each rename, which with a few thousand cached names cost
-more than the rename's RPC.)
+directory) walks just that subtree, and the negative xattr answers are grouped by path (a scan
+of every entry per rename would, with a few thousand cached names, cost more than the
+rename's RPC).
 
 Locking: one lock around the dicts; values are immutable protobuf Attr messages that callers
 must not modify.

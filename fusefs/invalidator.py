@@ -4,9 +4,9 @@ A callback break is acknowledged once the mount's own caches dropped what it nam
 kernel's attributes and pages of those paths were invalidated here, or after WAIT_S if that
 takes longer. It can: the kernel locks each page it drops, and a page can be held by a FUSE
 request that is itself waiting for the master, which waits for the acknowledgement (a write
-whose commit waits behind a break to this very mount, found by fsx). Done in the session
-thread without a bound, that wait was a deadlock until the lease ran out; here the ack goes
-after WAIT_S and the invalidation finishes when the request does.
+whose commit waits behind a break to this very mount, a case fsx exercises). Done in the
+session thread without a bound, that wait would deadlock until the lease ran out; here the ack
+goes after WAIT_S and the invalidation finishes when the request does.
 
 What this leaves open, only in that case: between the acknowledgement and the invalidation the
 kernel may still answer fstat from its attribute cache. Names are never answered by the kernel

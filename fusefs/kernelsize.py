@@ -38,8 +38,8 @@ mmap, which a direct_io open refuses (ENODEV). Neither does direct_io fix fstat 
 lseek(SEEK_END) on that descriptor: both show the kernel's size until attr_ttl runs out
 (docs/posix.md).
 
-Bounded: at most `max_entries` names; the oldest half is forgotten when it fills. A
-forgotten name has the risk it had before this module, no more.
+Bounded: at most `max_entries` names; the oldest half is forgotten when it fills. For a
+forgotten name the kernel's own size is taken as it is, as for a name never recorded.
 """
 from __future__ import annotations
 

@@ -228,8 +228,8 @@ class ChunkReader:
             fut = self._pool.submit(self._fetch_whole, piece)
             self._inflight[piece.fid] = fut
         # Outside the lock: a future that is already done runs the callback right here, and
-        # _done takes the lock (registering it under the lock deadlocked the mount when a
-        # fetch finished before this line: every reader thread then waited in _done).
+        # _done takes the lock (registered under the lock, a fetch that finished before this
+        # line would deadlock the mount: every reader thread would wait in _done).
         fut.add_done_callback(functools.partial(self._done, piece.fid))
         return fut
 

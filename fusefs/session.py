@@ -1,5 +1,5 @@
 """MountSession: the mount's session with the master, and the one thread that hears its
-callback breaks (DESIGN "Caching and callbacks", docs/caching.md).
+callback breaks (docs/caching.md).
 
 The session lives on its own DEALER socket to the master's mutation port, apart from the
 MutationChannel: breaks arrive when no FUSE thread is calling, and must be handled by a thread

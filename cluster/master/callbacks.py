@@ -1,5 +1,5 @@
 """Callbacks: which session may be remembering what, so a change can be announced before it is
-acknowledged (DESIGN "Caching and callbacks", docs/caching.md).
+acknowledged (docs/caching.md).
 
 Three kinds of key, matching what a mount caches by path:
 
@@ -13,9 +13,10 @@ Three kinds of key, matching what a mount caches by path:
   open files). Granted with every path answer; broken by setattr, a chunk-list commit, inline
   writes, link and unlink.
 
-A grant is registered *before* the store is read for the answer: the store is one connection
-under one lock, so a read either sees a mutation's commit or happens before it, and in the
-second case the mutation's break finds the grant. The mount, for its part, does not cache an
+A grant is registered right after the store is read for the answer, under the same store lock
+(`between_commits`): no commit can fall between the read and the grant, so a mutation either
+committed before the read (the answer shows it) or commits after the grant (its break finds
+the grant). The mount, for its part, does not cache an
 answer if a break reached it while the answer was in flight.
 
 Bounds: each session holds at most `max_keys`; the oldest go first, but only through a break
