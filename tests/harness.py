@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from cluster.common.security import Transport
 from fusefs.client import KelpClient
 from tools.local_cluster import REPO_ROOT, ClusterLayout, LocalCluster
 from tools.mounts import unmount
@@ -194,13 +195,13 @@ class SyscallClock:
             return max(self.longest.values(), default=0.0)
 
 
-def volume_needles(address: str, timeout: float = 10.0) -> dict[int, dict[int, tuple]]:
+def volume_needles(address: str, timeout: float = 10.0,
+                   transport: Transport | None = None) -> dict[int, dict[int, tuple]]:
     """Every live needle of the volume server at `address`: {volume id: {key: (cookie, size,
-    crc32c)}}, straight from its Status and ListNeedles."""
-    from cluster.common import rpc
+    crc32c)}}, straight from its Status and ListNeedles (as admin, over `transport`)."""
     from protos import volume_pb2, volume_pb2_grpc
     out: dict[int, dict[int, tuple]] = {}
-    with rpc.channel(address) as ch:
+    with (transport or Transport("admin")).channel(address, "volume") as ch:
         stub = volume_pb2_grpc.VolumeStub(ch)
         status = stub.Status(volume_pb2.StatusRequest(), timeout=timeout)
         for vol in status.volumes:

@@ -1,7 +1,8 @@
 """The on-disk format of a volume: the one, versioned reference for `<vid>.dat` and `<vid>.idx`.
 
 Everything that knows a byte layout lives here as pure encode/decode functions; the volume
-modules (volume.py, reads.py, appends.py) only move the bytes to and from files. All integers are little-endian.
+modules (volume.py, reads.py, appends.py) only move the bytes to and from files. All integers
+are little-endian.
 
 `<vid>.dat` — the data file, append-only:
 

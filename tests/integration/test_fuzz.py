@@ -28,8 +28,11 @@ Known bugs are matched by signature (KNOWN_BUGS) so the run stays green; each ha
 reproduction below, marked xfail(strict=True), which turns red when the bug is fixed. Any other
 violation fails the test with Hypothesis's shrunk example.
 
-Examples per method and mode: KELP_FUZZ_EXAMPLES (default 100; the gateway gets 4x, the
-volume-rewriting Vacuum, Compact and CopyVolume a fifth). The total tried is printed.
+Every test runs twice: against plain clusters and against secure ones (mTLS with each
+method called as a role the role policy allows, CURVE on the ZMQ sockets), the latter with a
+quarter of the examples. Examples per method and mode: KELP_FUZZ_EXAMPLES (default 100; the
+gateway gets 4x, the volume-rewriting Vacuum, Compact and CopyVolume a fifth). The total
+tried is printed.
 """
 from __future__ import annotations
 
@@ -52,6 +55,8 @@ from hypothesis import strategies as st
 
 from cluster.common import rpc
 from cluster.common.fid import Fid
+from cluster.common.rolepolicy import DEFAULT_POLICY
+from cluster.common.security import Transport
 from protos import gateway_pb2, master_pb2, volume_pb2
 from tests.harness import client_for, dump_logs, make_cluster, sha256_of, volume_needles
 
@@ -81,9 +86,10 @@ EXPECTED_CODES = {
     # to grow or vacuum) may answer that the peer failed.
     grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS,
 }
-# errnos a gateway Error reply may carry for bad input.
+# errnos a gateway Error reply may carry for bad input (ESTALE: a commit that no longer fits
+# the file, e.g. one covering part of an inline file's bytes, which it refuses to lose).
 GATEWAY_ERRNOS = {"EINVAL", "ENOENT", "EISDIR", "ENOTDIR", "EFBIG", "ENOSPC", "EROFS", "EACCES",
-                  "EPERM", "ENAMETOOLONG", "ERANGE", "E2BIG"}
+                  "EPERM", "ENAMETOOLONG", "ERANGE", "E2BIG", "ESTALE"}
 
 # bug id -> (what it is, how to recognise an answer it explains). Each has a strict-xfail
 # reproduction below; delete the entry when that test starts passing.
@@ -116,6 +122,7 @@ def known_bug(code, details: str) -> str | None:
 class Env:
     main: object
     scratch: object
+    secure: bool = False                                # both clusters speak mTLS and CURVE
     protected: dict = field(default_factory=dict)      # path -> (sha256, attr, chunks)
     protected_inos: set = field(default_factory=set)
     protected_fids: set = field(default_factory=set)   # canonical fid strings
@@ -126,10 +133,24 @@ class Env:
     vids: list = field(default_factory=list)
     channels: dict = field(default_factory=dict)
 
-    def channel(self, address: str) -> grpc.Channel:
-        if address not in self.channels:
-            self.channels[address] = rpc.channel(address)
-        return self.channels[address]
+    def channel(self, cluster, address: str, method_path: str) -> grpc.Channel:
+        """A channel to `address` of `cluster`; on a secure cluster as a role the method's
+        row of the role policy allows, so the request reaches the servicer."""
+        role = "admin"
+        if self.secure:
+            allowed = DEFAULT_POLICY.allowed(method_path)
+            role = next(r for r in ("admin", "client", "gateway", "volume", "master")
+                        if r in allowed)
+        key = (address, role)
+        if key not in self.channels:
+            server_role = "master" if address == cluster.master_addr else "volume"
+            self.channels[key] = Transport(role, cluster.layout.tls_dir).channel(
+                address, server_role)
+        return self.channels[key]
+
+    def examples(self, n: int) -> int:
+        """The secure run fuzzes the same servicers behind TLS: a quarter of the examples."""
+        return max(3, n // 4) if self.secure else n
 
 
 def _snapshot(client, path: str):
@@ -138,12 +159,13 @@ def _snapshot(client, path: str):
     return attr, [c.SerializeToString() for c in info.chunks]
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    base = tmp_path_factory.mktemp("fuzz")
-    main = make_cluster(base / "main", volumes=2)
-    scratch = make_cluster(base / "scratch", volumes=1)
-    e = Env(main, scratch)
+@pytest.fixture(scope="module", params=["plain", "secure"])
+def env(request, tmp_path_factory):
+    secure = request.param == "secure"
+    base = tmp_path_factory.mktemp(f"fuzz-{request.param}")
+    main = make_cluster(base / "main", volumes=2, secure=secure)
+    scratch = make_cluster(base / "scratch", volumes=1, secure=secure)
+    e = Env(main, scratch, secure=secure)
     try:
         main.start(timeout=40)
         scratch.root.mkdir(parents=True, exist_ok=True)
@@ -396,18 +418,19 @@ def sanitize(desc, payload, env: Env, method: str):
 
 # ---------------------------------------------------------------- calling and judging
 
-def target_address(env: Env, service, method: str) -> str:
+def target(env: Env, service, method: str):
+    """(cluster, address) a method is sent to."""
     if service is MASTER:
         cluster = env.scratch if method in SCRATCH_MASTER_METHODS else env.main
-        return cluster.master_addr
+        return cluster, cluster.master_addr
     cluster = env.scratch if method in SCRATCH_VOLUME_METHODS else env.main
-    return cluster.nodes["v0"].grpc_address
+    return cluster, cluster.nodes["v0"].grpc_address
 
 
 def call(env: Env, service, method, request) -> tuple[grpc.StatusCode, str]:
     """(status code, details) of one call; raw bytes are sent as they are."""
-    ch = env.channel(target_address(env, service, method.name))
     path = f"/{service.full_name}/{method.name}"
+    ch = env.channel(*target(env, service, method.name), path)
     serializer = None if isinstance(request, bytes) else (lambda m: m.SerializeToString())
     try:
         if method.server_streaming:
@@ -437,7 +460,9 @@ def judge(where: str, code, details: str, request) -> None:
 def check_serving(env: Env) -> None:
     for cluster in (env.main, env.scratch):
         for name in [cluster.layout.master_name, *cluster.volume_names()]:
-            assert rpc.check_health(cluster.nodes[name].grpc_address, timeout=5), \
+            kind = "master" if name == cluster.layout.master_name else "volume"
+            assert rpc.check_health(cluster.nodes[name].grpc_address, 5,
+                                    cluster.transport.channel_factory(kind)), \
                 f"{name} stopped serving:\n{cluster.log_tail(name)}"
     assert ping_gateway(env), "the gateway stopped answering"
 
@@ -456,7 +481,8 @@ def check_protected(env: Env, full: bool = False) -> None:
     finally:
         client.close()
     for name in env.main.volume_names():
-        held = volume_needles(env.main.nodes[name].grpc_address)
+        held = volume_needles(env.main.nodes[name].grpc_address,
+                              transport=env.main.transport)
         for (vid, key), cookie in env.protected_needles.items():
             assert held.get(vid, {}).get(key, (None,))[0] == cookie, \
                 f"needle {vid},{key:x} gone from {name}"
@@ -478,6 +504,7 @@ def ping_gateway(env: Env) -> bool:
 def _dealer(env: Env) -> zmq.Socket:
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    env.main.transport.zmq_client(sock, "gateway")
     sock.connect(f"tcp://{env.main.gateway_addr}")
     return sock
 
@@ -496,14 +523,16 @@ def test_grpc_method_random_and_mutated(env, service, method_name):
     # Vacuum and Compact rewrite whole volumes per call: fewer examples keep the run short.
     heavy = method_name in ("Vacuum", "Compact", "CopyVolume")
 
-    @settings(FUZZ_SETTINGS, max_examples=max(3, EXAMPLES // 5) if heavy else EXAMPLES)
+    @settings(FUZZ_SETTINGS,
+              max_examples=env.examples(max(3, EXAMPLES // 5) if heavy else EXAMPLES))
     @given(request=messages(desc, env))
     def random_requests(request):
         request = sanitize(desc, request, env, method_name)
         TRIED[(method_name, "random")] += 1
         judge(method_name, *call(env, service, method, request), request)
 
-    @settings(FUZZ_SETTINGS, max_examples=max(3, EXAMPLES // 5) if heavy else EXAMPLES)
+    @settings(FUZZ_SETTINGS,
+              max_examples=env.examples(max(3, EXAMPLES // 5) if heavy else EXAMPLES))
     @given(case=mutated(desc, env))
     def mutated_requests(case):
         _, request = case
@@ -614,7 +643,7 @@ def gateway_frames(draw, env: Env, mode: str):
 def test_gateway_frames(env, mode):
     sock = _dealer(env)
     try:
-        @settings(FUZZ_SETTINGS, max_examples=EXAMPLES * 4)
+        @settings(FUZZ_SETTINGS, max_examples=env.examples(EXAMPLES * 4))
         @given(frames=gateway_frames(env, mode))
         def frames_get_an_answer(frames):
             frames = [sanitize_frame(env, frames[0]), *frames[1:]]
@@ -683,9 +712,10 @@ def test_mutation_channel_frames(env, mode):
     status = client_for(env.main).master.status()
     sock = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    env.main.transport.zmq_client(sock, "master")
     sock.connect(f"tcp://{status.mutation_address}")
     try:
-        @settings(FUZZ_SETTINGS, max_examples=EXAMPLES)
+        @settings(FUZZ_SETTINGS, max_examples=env.examples(EXAMPLES))
         @given(frames=mutation_frames(env, mode))
         def frames_are_answered_or_dropped(frames):
             TRIED[("mutations", mode)] += 1
