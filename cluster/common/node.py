@@ -3,7 +3,8 @@
 `run_node` does what every node's `kelp <node>` needs and nothing node-specific: logging to
 stderr (the local cluster runner sends it to the node's log file), start with a one-line error
 and exit code 1 when the node cannot start (a taken port, a bad data dir, a newer schema),
-SIGINT and SIGTERM as a clean stop, a stop when the node ends by itself, and the exit code.
+SIGINT and SIGTERM as a clean stop, SIGHUP as a reload of the admitted CURVE keys, a stop
+when the node ends by itself, and the exit code.
 The node's own HTTP /status, /metrics and health service are started by its `start()`.
 """
 from __future__ import annotations
@@ -56,9 +57,15 @@ def run_node(kind: str, opts: Any, make: Callable[[Any], Node],
         log.info("%s %s: %s, stopping", kind, name, signal.Signals(signum).name)
         stop.set()
 
+    def on_reload(_signum: int, _frame: object) -> None:
+        transport = getattr(node, "transport", None)
+        if transport is not None:
+            transport.reload()
+
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_reload)
     try:
         # Short waits: the main thread must wake up to run the signal handler.
         while not stop.wait(0.5) and not node.wait(0):

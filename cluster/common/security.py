@@ -97,6 +97,13 @@ class Transport:
         if self.tls_dir is not None:
             curve.curve_client(sock, self.tls_dir, self.role, server_role)
 
+    def reload(self) -> None:
+        """Re-read the admitted CURVE keys (after `kelp certs --force` or a new client key);
+        TLS certificates are re-read at each handshake already."""
+        if self._auth is not None:
+            count = self._auth.keyring.reload()
+            log.info("%s: %d CURVE client keys admitted after reload", self.role, count)
+
     def close(self) -> None:
         if self._auth is not None:
             self._auth.stop()
