@@ -43,7 +43,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 DOC = BENCH_DIR.parent / "docs" / "bench.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 # Ratio columns (a / b of the medians), each shown when both targets are in the run.
-RATIOS = (("kelpfs", "seaweedfs"), ("kelpfs", "juicefs"), ("kelpfs", "passthrough"))
+RATIOS = (("kelpfs", "seaweedfs"), ("kelpfs", "juicefs"), ("kelpfs", "passthrough"),
+          ("kelpfs-tls", "kelpfs"))
 # The other distributed file systems: "kelpfs/best peer" divides by the better of them on each
 # row (shown when all of them are in the run), placed after the last ratio to a peer.
 PEERS = ("seaweedfs", "juicefs")

@@ -233,6 +233,7 @@ class KelpTarget(FuseProcessTarget):
     name = "kelpfs"
     label = "KelpFS"
     REPLICATION = 1
+    SECURE = False      # mTLS and CURVE between every process (docs/security.md)
 
     def __init__(self, mount: bool = True):
         super().__init__()
@@ -244,11 +245,15 @@ class KelpTarget(FuseProcessTarget):
         """Start the cluster (an error raises) and mount it; when only the mount fails, the
         cluster stays up for the client-library workload, `mount_error` says why, and the
         result is None."""
-        root = work / "kelpfs"
+        root = work / self.name
         layout = ClusterLayout(data_dir=str(root / "cluster"), volumes=1, master_port=0,
                                master_grpc_port=0, master_zmq_port=0, volume_port=0,
                                volume_grpc_port=0, gateway_port=0, gateway_http_port=0,
                                extra_master_args=["--replication", str(self.REPLICATION)])
+        if self.SECURE:
+            from cluster.common.certs import make_cluster_certs
+            layout.tls_dir = str(root / "cluster" / "tls")
+            make_cluster_certs(layout.tls_dir)
         self.cluster = LocalCluster(layout)
         self.cluster.plan()
         self.mountpoint = root / "mnt"
@@ -279,7 +284,8 @@ class KelpTarget(FuseProcessTarget):
     def command(self) -> list[str]:
         return [sys.executable, str(REPO_ROOT / "mount.py"), str(self.mountpoint),
                 "--master", self.master_addr, "--gateway", self.gateway_addr,
-                "--replication", str(self.REPLICATION)]
+                "--replication", str(self.REPLICATION),
+                *(["--tls-dir", self.cluster.layout.tls_dir] if self.SECURE else [])]
 
     def teardown(self) -> None:
         try:
@@ -300,5 +306,13 @@ class KelpTarget(FuseProcessTarget):
         return f"{rev}{'+dirty' if dirty else ''}" if rev else "unknown"
 
 
+class KelpSecureTarget(KelpTarget):
+    """The same cluster and mount as KelpTarget, with the credentials `kelp up` makes: what
+    TLS and CURVE cost, beside the plain one in the same run."""
+    name = "kelpfs-tls"
+    label = "KelpFS (TLS)"
+    SECURE = True
+
+
 TARGETS = {"local": LocalTarget, "passthrough": PassthroughTarget, "seaweedfs": SeaweedTarget,
-           "juicefs": JuiceFSTarget, "kelpfs": KelpTarget}
+           "juicefs": JuiceFSTarget, "kelpfs": KelpTarget, "kelpfs-tls": KelpSecureTarget}
