@@ -42,6 +42,7 @@ from cluster.common import blocks, chunkmap
 from cluster.common.errors import FsError, fserror_from_rpc
 from cluster.common.fid import Fid
 from cluster.common.lru import ByteLRU
+from cluster.common.security import Transport
 from fusefs.master_client import MasterClient
 from protos import master_pb2, volume_pb2
 
@@ -135,7 +136,9 @@ class ChunkReader:
                  block_cache_bytes: int = BLOCK_CACHE_BYTES):
         self.master = master
         self.locator = VolumeLocator(master)
-        self.stubs = master.transport.volume_stubs()
+        # The master client's transport (None in tests that give no master: plain).
+        transport = getattr(master, "transport", None) or Transport("client")
+        self.stubs = transport.volume_stubs()
         self.cache = NeedleCache(cache_bytes)
         self.blocks = BlockCache(block_cache_bytes)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read")

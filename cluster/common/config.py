@@ -53,6 +53,17 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *,
         "cli": cli, "default_text": default_text})
 
 
+@dataclasses.dataclass
+class TransportOptions:
+    """What every serving node (master, volume server, gateway) is told about transport
+    security (cluster/common/security.py): its fields come first in each node's options."""
+    tls_dir: str | None = option(None, "directory of the cluster's certificates and keys "
+                                 "(`kelp certs DIR` makes it): mutual TLS on gRPC and CURVE on "
+                                 "ZMQ", default_text="none: plain transport, loopback only")
+    insecure: bool = option(False, "allow listening on a non-loopback address without TLS "
+                            "(logged as a warning)")
+
+
 def parse_size(text: str) -> int:
     """'4194304', '4M', '256MiB', '1g' -> bytes."""
     t = str(text).strip().lower().removesuffix("ib").removesuffix("b")

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cluster.common.config import option
+from cluster.common.config import TransportOptions, option
 
 
 @dataclass
-class GatewayOptions:
+class GatewayOptions(TransportOptions):
     ip: str = option("127.0.0.1", "address to bind (other addresses are opt-in)",
                      flags=("-ip",))
     port: int = option(7000, "ZMQ port clients stream chunks to (0 = any free port)",
@@ -23,8 +23,3 @@ class GatewayOptions:
     assign_batch: int = option(16, "fids fetched from the master per Assign call")
     write_retries: int = option(3, "fresh fids tried when a replica write fails")
     max_chunk: int = option(64 << 20, "largest payload accepted, bytes")
-    tls_dir: str | None = option(None, "directory of the cluster's certificates and keys "
-                                 "(`kelp certs DIR` makes it): mutual TLS on gRPC and CURVE on "
-                                 "ZMQ", default_text="none: plain transport, loopback only")
-    insecure: bool = option(False, "allow listening on a non-loopback address without TLS "
-                            "(logged as a warning)")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cluster.common.config import option
+from cluster.common.config import TransportOptions, option
 
 
 @dataclass
-class MasterOptions:
+class MasterOptions(TransportOptions):
     ip: str = option("127.0.0.1", "address to bind (other addresses are opt-in)",
                      flags=("-ip",))
     port: int = option(9333, "HTTP port for /status and /metrics (0 = any free port)",
@@ -43,8 +43,3 @@ class MasterOptions:
                                   "callback on, and keep files it had open")
     max_callbacks: int = option(200_000, "callbacks kept per session; past it the oldest are "
                                 "broken")
-    tls_dir: str | None = option(None, "directory of the cluster's certificates and keys "
-                                 "(`kelp certs DIR` makes it): mutual TLS on gRPC and CURVE on "
-                                 "ZMQ", default_text="none: plain transport, loopback only")
-    insecure: bool = option(False, "allow listening on a non-loopback address without TLS "
-                            "(logged as a warning)")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cluster.common.config import option
+from cluster.common.config import TransportOptions, option
 
 
 @dataclass
-class VolumeOptions:
+class VolumeOptions(TransportOptions):
     ip: str = option("127.0.0.1", "address to bind (other addresses are opt-in)",
                      flags=("-ip",))
     port: int = option(8080, "HTTP port for /status and /metrics (0 = any free port)",
@@ -35,8 +35,3 @@ class VolumeOptions:
                                  "free")
     volume_size_limit: int = option(1 << 30, "bytes per volume until the master's "
                                     "registration answer says otherwise")
-    tls_dir: str | None = option(None, "directory of the cluster's certificates and keys "
-                                 "(`kelp certs DIR` makes it): mutual TLS on gRPC and CURVE on "
-                                 "ZMQ", default_text="none: plain transport, loopback only")
-    insecure: bool = option(False, "allow listening on a non-loopback address without TLS "
-                            "(logged as a warning)")
