@@ -10,17 +10,16 @@ from __future__ import annotations
 import errno
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import grpc
 
 from cluster.common.errors import FsError, fserror_from_rpc
+from cluster.common.retry import retry_rpc, unavailable
 from cluster.common.security import Transport
 from fusefs.mutation_channel import MutationChannel
 from protos import master_pb2, master_pb2_grpc
 
-_RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 _GRANTING = frozenset({"GetAttr", "GetChunksAt"})   # lookups whose answers come with callbacks
 log = logging.getLogger(__name__)
 
@@ -122,19 +121,12 @@ class MasterClient:
     def _retrying(self, attempt, retry_for: float):
         """attempt() until it succeeds, retrying UNAVAILABLE with exponential backoff for up to
         retry_for seconds; failures become FsError (an unreachable master: MasterUnreachable)."""
-        deadline = time.monotonic() + retry_for
-        delay = 0.05
-        while True:
-            try:
-                return attempt()
-            except grpc.RpcError as e:
-                if e.code() in _RETRYABLE and time.monotonic() + delay < deadline:
-                    time.sleep(delay)
-                    delay = min(delay * 2, 1.0)
-                    continue
-                if e.code() == grpc.StatusCode.UNAVAILABLE and not _is_answer(e):
-                    raise MasterUnreachable(self.address, e.details() or "unavailable") from None
-                raise fserror_from_rpc(e) from None
+        try:
+            return retry_rpc(attempt, retry_for)
+        except grpc.RpcError as e:
+            if unavailable(e) and not _is_answer(e):
+                raise MasterUnreachable(self.address, e.details() or "unavailable") from None
+            raise fserror_from_rpc(e) from None
 
     def readdir(self, path: str, page_size: int = 1000) -> Iterator[master_pb2.DirEntry]:
         request = master_pb2.ReadDirRequest(path=path, page_size=page_size,

@@ -54,14 +54,17 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *,
 
 
 @dataclasses.dataclass
-class TransportOptions:
-    """What every serving node (master, volume server, gateway) is told about transport
-    security (cluster/common/security.py): its fields come first in each node's options."""
+class NodeOptions:
+    """What every serving node (master, volume server, gateway) is told beyond its own work:
+    transport security (cluster/common/security.py) and where to write its pid
+    (cluster/common/node.py). These fields come first in each node's options."""
     tls_dir: str | None = option(None, "directory of the cluster's certificates and keys "
                                  "(`kelp certs DIR` makes it): mutual TLS on gRPC and CURVE on "
                                  "ZMQ", default_text="none: plain transport, loopback only")
     insecure: bool = option(False, "allow listening on a non-loopback address without TLS "
                             "(logged as a warning)")
+    pid_file: str | None = option(None, "write the node's pid here once it serves (removed "
+                                  "when it stops)", default_text="none")
 
 
 def parse_size(text: str) -> int:

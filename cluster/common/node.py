@@ -3,13 +3,15 @@
 `run_node` does what every node's `kelp <node>` needs and nothing node-specific: logging to
 stderr (the local cluster runner sends it to the node's log file), start with a one-line error
 and exit code 1 when the node cannot start (a taken port, a bad data dir, a newer schema),
-SIGINT and SIGTERM as a clean stop, SIGHUP as a reload of the admitted CURVE keys, a stop
-when the node ends by itself, and the exit code.
+a pid file while it serves (--pid-file), SIGINT and SIGTERM as a clean stop, SIGHUP as a
+reload of the admitted CURVE keys, a stop when the node ends by itself, and the exit code.
 The node's own HTTP /status, /metrics and health service are started by its `start()`.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -62,6 +64,10 @@ def run_node(kind: str, opts: Any, make: Callable[[Any], Node],
         if transport is not None:
             transport.reload()
 
+    pid_file = getattr(opts, "pid_file", None)
+    if pid_file:
+        with open(pid_file, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
     previous = {}
     if threading.current_thread() is threading.main_thread():
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -74,4 +80,7 @@ def run_node(kind: str, opts: Any, make: Callable[[Any], Node],
         for s, handler in previous.items():
             signal.signal(s, handler)
         node.stop()
+        if pid_file:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pid_file)
     return 0

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cluster.common.config import TransportOptions, option
+from cluster.common.config import NodeOptions, option
 
 
 @dataclass
-class GatewayOptions(TransportOptions):
+class GatewayOptions(NodeOptions):
     ip: str = option("127.0.0.1", "address to bind (other addresses are opt-in)",
                      flags=("-ip",))
     port: int = option(7000, "ZMQ port clients stream chunks to (0 = any free port)",

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cluster.common.config import TransportOptions, option
+from cluster.common.config import NodeOptions, option
 
 
 @dataclass
-class MasterOptions(TransportOptions):
+class MasterOptions(NodeOptions):
     ip: str = option("127.0.0.1", "address to bind (other addresses are opt-in)",
                      flags=("-ip",))
     port: int = option(9333, "HTTP port for /status and /metrics (0 = any free port)",
