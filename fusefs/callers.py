@@ -112,7 +112,8 @@ def current() -> master_pb2.Caller:
         caller = _own()
     else:
         uid, gid, pid = context
-        caller = make(uid, gid, GROUPS.groups(pid, gid))
+        # Root's groups decide nothing (the master lets root through): no /proc read.
+        caller = make(uid, gid, GROUPS.groups(pid, gid) if uid else ())
     _local.caller = caller
     return caller
 

@@ -105,8 +105,9 @@ class Namespace:
         if found.target is not None or found.parent is None:
             return uid, gid, mode
         perm.may_create(found.parent, who, path)
-        gid = found.parent.gid if found.parent.mode & stat.S_ISGID else who.gid
-        if mode & stat.S_ISGID and not stat.S_ISDIR(mode) and not who.in_group(gid):
+        # The store gives the inode a setgid directory's group; the caller's otherwise.
+        group = found.parent.gid if found.parent.mode & stat.S_ISGID else who.gid
+        if mode & stat.S_ISGID and not stat.S_ISDIR(mode) and not who.in_group(group):
             mode &= ~stat.S_ISGID
         return who.uid, who.gid, mode
 
