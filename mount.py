@@ -39,7 +39,13 @@ through mfusepy, or fusepy on libfuse 2 where libfuse 3 is missing), chosen for 
   hard_remove                   unlink of an open file goes to us (keep_open on the master)
                                 instead of libfuse's rename to .fuse_hidden files
   default_permissions           the kernel checks mode bits against cached attributes before
-                                every operation (POSIX permission semantics at no RPC cost)
+                                every operation (POSIX permission semantics at no RPC cost);
+                                the master checks again for each request's caller. With
+                                --no-default-permissions the master's checks alone protect
+                                the files: entry_timeout is then 0 whatever --entry-ttl says
+                                (a name the kernel trusted would be walked through without
+                                asking), and the mount's cache answers each caller only
+                                with what the master told that caller
   fsname=kelpfs:<master>, subtype=kelpfs   how df and /proc/mounts name it
   allow_other                   on by default when mounting as root (--no-allow-other turns it
                                 off), else when asked for; default_permissions keeps the
@@ -170,10 +176,13 @@ def fuse_kwargs(opts: MountOptions) -> dict:
         negative_timeout=0,
         use_ino=True,
         hard_remove=True,
-        default_permissions=True,
         fsname=f"kelpfs:{opts.master}",
         subtype="kelpfs",
     )
+    if opts.default_permissions:
+        kw["default_permissions"] = True
+    else:
+        kw["entry_timeout"] = 0.0
     if opts.allow_other:
         kw["allow_other"] = True
     if opts.read_only:

@@ -21,6 +21,14 @@ directory) walks just that subtree, and the negative xattr answers are grouped b
 of every entry per rename would, with a few thousand cached names, cost more than the
 rename's RPC).
 
+Per caller (`who`, for a mount without `default_permissions`): the kernel then checks no
+permission before it asks the mount, and the master checks each request's caller (fusefs/
+callers.py), so an answer given to one caller must not answer another, who might not be
+allowed to see it (a name in a directory they cannot search, an open of a file they cannot
+read). Every entry then remembers whom it was given to (`who()` when it was cached: uid, gid
+and groups) and answers only that caller; the others ask the master. Invalidation is not per
+caller: a change drops what every caller had.
+
 Locking: one lock around the dicts; values are immutable protobuf Attr messages that callers
 must not modify.
 """
@@ -29,7 +37,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from fusefs.paths import parent_of
 from protos import master_pb2
@@ -40,17 +48,21 @@ CONTENT_BYTES = 32 << 20  # inline bytes of cached FileChunks (small files' cont
 
 class AttrCache:
     def __init__(self, ttl: float = 1.0, max_entries: int = 100_000,
-                 trusted: Callable[[], bool] | None = None):
+                 trusted: Callable[[], bool] | None = None,
+                 who: Callable[[], Hashable] | None = None):
         self.ttl = ttl
         self.max_entries = max_entries
         self._trusted = trusted
+        self._who = who                   # the current caller, when answers are per caller
         self._local = threading.local()   # .breaks: the break count when the op began
         self._breaks = 0                  # callback breaks applied so far
         self._lock = threading.Lock()
-        self._attrs: dict[str, tuple[float, master_pb2.Attr]] = {}
+        # path -> (until, attributes, whom they were given to: None unless per caller)
+        self._attrs: dict[str, tuple[float, master_pb2.Attr, Hashable]] = {}
         self._paths_of: dict[int, set[str]] = {}     # ino -> cached paths (hard links)
-        self._absent: dict[str, float] = {}           # path -> until: known not to exist
-        self._no_xattr: dict[str, dict[str, float]] = {}  # path -> {xattr name: until}
+        self._absent: dict[str, tuple[float, Hashable]] = {}   # path -> until, whom: no name
+        # path -> {(xattr name, whom): until}
+        self._no_xattr: dict[str, dict[tuple[str, Hashable], float]] = {}
         self._kids: dict[str, set[str]] = {}          # parent dir -> its paths in any map
         # path -> FileChunks (attributes, chunk list, inline bytes) an open took, kept with
         # a session only: the next open of the name needs no RPC. At most CONTENT_BYTES of
@@ -65,6 +77,14 @@ class AttrCache:
         self._gen = 0
 
     # -- attributes
+
+    @property
+    def per_caller(self) -> bool:
+        return self._who is not None
+
+    def _key(self) -> Hashable:
+        """Whom an answer is for: the current caller when answers are per caller."""
+        return self._who() if self._who is not None else None
 
     def _answers(self) -> bool:
         """Whether the cache may answer at all (a session's lease is proven, or TTLs rule)."""
@@ -97,9 +117,10 @@ class AttrCache:
     def get(self, path: str) -> master_pb2.Attr | None:
         if not self._answers():
             return None
+        key = self._key()
         with self._lock:
             hit = self._attrs.get(path)
-            if hit is None:
+            if hit is None or hit[2] != key:
                 return None
             if hit[0] < time.monotonic():
                 self._pop_locked(path)
@@ -111,16 +132,21 @@ class AttrCache:
         only if this mount changed nothing since."""
         if self.ttl <= 0:
             return
+        key = self._key()
         with self._lock:
             if self._may_put_locked(generation):
-                self._put_locked(path, attr, self._until(self.ttl))
+                self._put_locked(path, attr, self._until(self.ttl), key)
 
     # -- contents (with a session only): what an open needs, so the next open asks nothing
 
     def get_content(self, path: str) -> master_pb2.FileChunks | None:
         if self._trusted is None or not self._answers():
             return None
+        key = self._key()
         with self._lock:
+            hit = self._attrs.get(path)
+            if hit is None or hit[2] != key:
+                return None
             return self._content.get(path)
 
     def put_content(self, path: str, snapshot: master_pb2.FileChunks, generation: int) -> None:
@@ -128,10 +154,11 @@ class AttrCache:
         chunk list and inline bytes, under the same callback."""
         if self.ttl <= 0:
             return
+        key = self._key()
         with self._lock:
             if not self._may_put_locked(generation):
                 return
-            self._put_locked(path, snapshot.attr, self._until(self.ttl))
+            self._put_locked(path, snapshot.attr, self._until(self.ttl), key)
             if self._trusted is None:
                 return
             if self._content_bytes + len(snapshot.inline_data) > CONTENT_BYTES:
@@ -152,6 +179,7 @@ class AttrCache:
         if self.ttl <= 0:
             return False
         base = directory.rstrip("/")
+        key = self._key()
         with self._lock:
             if not self._may_put_locked(generation):
                 return False
@@ -161,17 +189,18 @@ class AttrCache:
                 path = f"{base}/{entry.name}"
                 hit = self._attrs.get(path)
                 if hit is None or hit[0] < now:   # an expired answer is replaced, too
-                    self._put_locked(path, entry.attr, until)
+                    self._put_locked(path, entry.attr, until, key)
             return True
 
-    def _put_locked(self, path: str, attr: master_pb2.Attr, until: float) -> None:
+    def _put_locked(self, path: str, attr: master_pb2.Attr, until: float,
+                    key: Hashable = None) -> None:
         if len(self._attrs) >= self.max_entries:
             self._expire_locked()
             if len(self._attrs) >= self.max_entries:
                 self._clear_locked()
         self._pop_locked(path)
         self._absent.pop(path, None)
-        self._attrs[path] = (until, attr)
+        self._attrs[path] = (until, attr, key)
         self._paths_of.setdefault(attr.ino, set()).add(path)
         self._index_locked(path)
 
@@ -188,7 +217,7 @@ class AttrCache:
             attr.CopyFrom(hit[1])
             attr.mtime_ns = attr.ctime_ns = now_ns
             attr.nlink = max(1, attr.nlink + nlink_delta)
-            self._attrs[path] = (hit[0], attr)
+            self._attrs[path] = (hit[0], attr, hit[2])
 
     # -- negative entries: a name the master said does not exist (the kernel looks a new
     # name up twice before creating it); any local change to the name drops the entry. They
@@ -197,11 +226,12 @@ class AttrCache:
     def is_absent(self, path: str) -> bool:
         if not self._answers():
             return False
+        key = self._key()
         with self._lock:
-            until = self._absent.get(path)
-            if until is None:
+            hit = self._absent.get(path)
+            if hit is None or hit[1] != key:
                 return False
-            if until < time.monotonic():
+            if hit[0] < time.monotonic():
                 del self._absent[path]
                 self._unindex_locked(path)
                 return False
@@ -210,13 +240,14 @@ class AttrCache:
     def put_absent(self, path: str, generation: int | None = None) -> None:
         if self.ttl <= 0:
             return
+        key = self._key()
         with self._lock:
             if not self._may_put_locked(generation):
                 return
             if len(self._absent) >= self.max_entries:
-                for key in list(self._absent):
-                    self._drop_absent_locked(key)
-            self._absent[path] = self._until(min(self.ttl, NEGATIVE_TTL))
+                for name in list(self._absent):
+                    self._drop_absent_locked(name)
+            self._absent[path] = (self._until(min(self.ttl, NEGATIVE_TTL)), key)
             self._index_locked(path)
 
     # -- invalidation
@@ -280,13 +311,14 @@ class AttrCache:
     def xattr_absent(self, path: str, name: str) -> bool:
         if not self._answers():
             return False
+        key = (name, self._key())
         with self._lock:
             names = self._no_xattr.get(path)
-            until = names.get(name) if names is not None else None
+            until = names.get(key) if names is not None else None
             if names is None or until is None:
                 return False
             if until < time.monotonic():
-                del names[name]
+                del names[key]
                 if not names:
                     self._drop_xattr_locked(path)
                 return False
@@ -295,13 +327,14 @@ class AttrCache:
     def put_xattr_absent(self, path: str, name: str) -> None:
         if self.ttl <= 0:
             return
+        key = (name, self._key())
         with self._lock:
             if not self._may_put_locked():
                 return
             if len(self._no_xattr) >= self.max_entries:
-                for key in list(self._no_xattr):
-                    self._drop_xattr_locked(key)
-            self._no_xattr.setdefault(path, {})[name] = self._until(self.ttl)
+                for other in list(self._no_xattr):
+                    self._drop_xattr_locked(other)
+            self._no_xattr.setdefault(path, {})[key] = self._until(self.ttl)
             self._index_locked(path)
 
     def drop_xattr(self, path: str) -> None:

@@ -19,6 +19,7 @@ import os
 import stat as statmod
 
 from cluster.common.errors import FsError
+from fusefs import callers
 from fusefs.errno_boundary import errno_boundary
 from fusefs.filehandle import FileHandle
 from fusefs.fuse_binding import CAN_INVALIDATE, FuseOSError
@@ -28,6 +29,15 @@ from protos import master_pb2
 log = logging.getLogger(__name__)
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND
+MAY_WRITE, MAY_READ = 2, 4   # the access bits the master checks (master.proto PathRequest)
+
+
+def open_access(flags: int) -> int:
+    """What an open with `flags` asks of the file, as Linux's may_open does: read and/or
+    write by the access mode, and write for O_TRUNC."""
+    bits = {os.O_RDONLY: MAY_READ, os.O_WRONLY: MAY_WRITE}.get(flags & os.O_ACCMODE,
+                                                               MAY_READ | MAY_WRITE)
+    return bits | (MAY_WRITE if flags & os.O_TRUNC else 0)
 
 
 class FileOperations(OperationsBase):
@@ -103,7 +113,8 @@ class FileOperations(OperationsBase):
         fh = next(self._next_fh)
         h = FileHandle(fh, attr.ino, path, flags, attr, self.client,
                        chunk_size=self.options.chunk_size,
-                       replication=self.options.replication, on_commit=self._committed)
+                       replication=self.options.replication, on_commit=self._committed,
+                       caller=callers.current())
         with self._lock:
             self._handles[fh] = h
             self._by_ino.setdefault(attr.ino, set()).add(fh)
@@ -140,7 +151,7 @@ class FileOperations(OperationsBase):
         attr = self._mutate("create", master_pb2.CreateRequest(
             path=path, mode=mode & 0o7777, uid=uid, gid=gid,
             exclusive=bool(flags & os.O_EXCL), truncate=truncate,
-            replication=self.options.replication))
+            replication=self.options.replication, access=open_access(flags)))
         self._changed(path)
         self.cache.put(path, attr)
         if is_new:
@@ -178,7 +189,8 @@ class FileOperations(OperationsBase):
             h.keep_cache = CAN_INVALIDATE and not h.direct_io   # breaks reach the kernel
             return fh
         generation = self.cache.generation()
-        snapshot = self._call("GetChunksAt", master_pb2.PathRequest(path=path))
+        snapshot = self._call("GetChunksAt", master_pb2.PathRequest(path=path,
+                                                                     access=MAY_READ))
         ino = snapshot.attr.ino
         if (cached is None or cached.ino != ino) and \
                 any(h.dirty for h in self._handles_of(ino)):
@@ -194,8 +206,9 @@ class FileOperations(OperationsBase):
         return fh
 
     def _open_for_writing(self, path: str, flags: int) -> int:
-        # A handle that writes needs the current size (O_APPEND) now, from the master.
-        attr = self._lookup(path, fresh=True)
+        # A handle that writes needs the current size (O_APPEND) now, from the master, which
+        # checks that the caller may open the file so.
+        attr = self._lookup(path, access=open_access(flags))
         if statmod.S_ISDIR(attr.mode) and flags & (os.O_WRONLY | os.O_RDWR):
             raise FuseOSError(errno.EISDIR)
         # Writes through other handles of this mount become visible to this open.

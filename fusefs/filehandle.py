@@ -52,12 +52,15 @@ class FileHandle:
     def __init__(self, fh: int, ino: int, path: str, flags: int, attr: master_pb2.Attr,
                  client, chunk_size: int = 4 << 20, replication: int = 0,
                  on_commit: Callable[[FileHandle, master_pb2.Attr | None], None] | None
-                 = None):
+                 = None, caller: master_pb2.Caller | None = None):
         self.fh = fh
         self.ino = ino
         self.path = path                # the name it was opened by (kept current on rename)
         self.flags = flags
         self.client = client            # .master (MasterClient), .gateway, .reader
+        # Whom the file was opened for (fusefs/callers.py): its commits and truncates are
+        # that process's writes, whichever request flushes them (None: the client's own).
+        self.caller = caller
         self.chunk_size = max(4096, chunk_size)
         self.replication = replication
         self.lock = threading.RLock()
@@ -181,7 +184,7 @@ class FileHandle:
         try:
             return self.client.master.mutate("write_inline", master_pb2.WriteInlineRequest(
                 ino=self.ino, offset=self.buf_offset, data=data, crc32c=crc32c.crc32c(data),
-                size=self.written_end))
+                size=self.written_end), caller=self.caller)
         except FsError as e:
             if e.errno == errno.EFBIG:
                 return None
@@ -190,7 +193,7 @@ class FileHandle:
     def _commit_chunks(self, request: master_pb2.CommitRequest) -> master_pb2.Attr:
         """A stream's chunk list goes to the master on the mutation channel, not through
         the gateway: one hop instead of a ZMQ hop plus a gRPC call."""
-        return self.client.master.mutate("commit_chunks", request)
+        return self.client.master.mutate("commit_chunks", request, caller=self.caller)
 
     def commit(self) -> master_pb2.Attr | None:
         """Send what is buffered and commit it to the master; wait for the answer.
@@ -263,7 +266,8 @@ class FileHandle:
         with self.lock:
             self.commit()
             attr = self.client.master.mutate(
-                "set_attr", master_pb2.SetAttrRequest(ino=self.ino, size=size))
+                "set_attr", master_pb2.SetAttrRequest(ino=self.ino, size=size),
+                caller=self.caller)
             self.size = attr.size
             self.inline = attr.inline
             self.snapshot = None

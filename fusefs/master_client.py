@@ -61,13 +61,20 @@ class MasterClient:
         # 0 = none (the CLI, or a mount before its session opened).
         self.session_id: Callable[[], int] = lambda: 0
         self.lookup_session: Callable[[], int] = lambda: 0
+        # Whom the calls are made for (master.proto's Caller), sent with every lookup whose
+        # request has a caller field and with every mutation; None: no one, which the master
+        # takes as the superuser (the CLI). A mount gives the FUSE caller (fusefs/callers.py).
+        self.caller: Callable[[], master_pb2.Caller | None] = lambda: None
         self._mutations_lock = threading.Lock()
         self._status: master_pb2.ClusterStatusResponse | None = None
 
-    def mutate(self, op: str, request, durable: bool = False):
+    def mutate(self, op: str, request, durable: bool = False,
+               caller: master_pb2.Caller | None = None):
         """One namespace change (op: a Mutation.op field such as "create") on the ZMQ
-        channel; its answer (Attr, RenameResponse or Empty), or FsError with its errno."""
-        reply = self._mutation_channel().call(op, request, durable)
+        channel, made for `caller` (None: self.caller()); its answer (Attr, RenameResponse or
+        Empty), or FsError with its errno."""
+        reply = self._mutation_channel().call(op, request, durable,
+                                              caller if caller is not None else self.caller())
         return getattr(reply, reply.WhichOneof("result") or "empty")
 
     @property
@@ -106,10 +113,18 @@ class MasterClient:
         fn = getattr(self.stub, method)
         if method in _GRANTING:
             request.session = self.lookup_session()
+        self._add_caller(request)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("rpc %s %s", method, str(request).replace("\n", " ")[:120])
         return self._retrying(lambda: fn(request, timeout=timeout or self.timeout),
                               self.retry_for if retry else 0)
+
+    def _add_caller(self, request) -> None:
+        """Fill in the request's caller field (if it has one and it is unset)."""
+        if "caller" in request.DESCRIPTOR.fields_by_name and not request.HasField("caller"):
+            caller = self.caller()
+            if caller is not None:
+                request.caller.CopyFrom(caller)
 
     def stream(self, method: str, request, timeout: float | None = None) -> Iterator:
         """A server-streaming call (ReadDir) as an iterator; failures become FsError."""
@@ -131,6 +146,7 @@ class MasterClient:
     def readdir(self, path: str, page_size: int = 1000) -> Iterator[master_pb2.DirEntry]:
         request = master_pb2.ReadDirRequest(path=path, page_size=page_size,
                                             session=self.lookup_session())
+        self._add_caller(request)
         for page in self.stream("ReadDir", request):
             yield from page.entries
 
@@ -141,6 +157,7 @@ class MasterClient:
         to prefetch, and a lookup that already succeeded must not wait out an outage."""
         request = master_pb2.ReadDirRequest(path=path, page_size=limit,
                                             session=self.lookup_session())
+        self._add_caller(request)
 
         def first_page():
             call = self.stub.ReadDir(request, timeout=timeout)

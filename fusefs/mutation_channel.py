@@ -81,11 +81,14 @@ class MutationChannel:
         for what in (self._sock, self._monitor, self._wake_pipe.fd):
             self._poller.register(what, zmq.POLLIN)
 
-    def call(self, op: str, request: Message, durable: bool = False) -> master_pb2.MutationReply:
-        """Send one mutation (op is the Mutation.op field) and wait for its answer; an errno
-        answer raises FsError with it."""
+    def call(self, op: str, request: Message, durable: bool = False,
+             caller: master_pb2.Caller | None = None) -> master_pb2.MutationReply:
+        """Send one mutation (op is the Mutation.op field), made for `caller` (None: the
+        superuser), and wait for its answer; an errno answer raises FsError with it."""
         mid = next(self._ids)
         m = master_pb2.Mutation(id=mid, durable=durable, session=self.session())
+        if caller is not None:
+            m.caller.CopyFrom(caller)
         getattr(m, op).CopyFrom(request)
         call = _Call(m.SerializeToString(), time.monotonic() + self.retry_for)
         if log.isEnabledFor(logging.DEBUG):

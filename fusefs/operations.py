@@ -15,13 +15,13 @@ the session with the master; it builds on FileOperations (file_operations.py: op
 their data), which builds on OperationsBase (operations_base.py: the state and the helpers
 both halves share).
 
-Known gaps (POSIX, docs/posix.md): atime is not updated by reads; supplementary groups are
-read from /proc for access() only; a rename replacing a file that is open in ANOTHER mount
-drops its data for that mount. With a session (the default), what the cache holds is true
-until the master breaks it (docs/caching.md), and the kernel asks about every name
-(entry_timeout 0), so a change through one hard-linked name shows through the others at
-once; without one (--no-callbacks), after attr_ttl. An open for reading takes the chunk list
-from the cache under the same callback, or resolves its name at the master (GetChunksAt).
+Known gaps (POSIX, docs/posix.md): atime is not updated by reads; a rename replacing a file
+that is open in ANOTHER mount drops its data for that mount. With a session (the default),
+what the cache holds is true until the master breaks it (docs/caching.md), and the kernel
+asks about every name (entry_timeout 0), so a change through one hard-linked name shows
+through the others at once; without one (--no-callbacks), after attr_ttl. An open for
+reading takes the chunk list from the cache under the same callback, or resolves its name at
+the master (GetChunksAt).
 """
 from __future__ import annotations
 
@@ -42,19 +42,6 @@ from protos import master_pb2
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2 flags (linux/fs.h)
-
-
-def _groups_of(pid: int, gid: int) -> set[int]:
-    groups = {gid}
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("Groups:"):
-                    groups.update(int(g) for g in line.split()[1:])
-                    break
-    except (OSError, ValueError):
-        pass
-    return groups
 
 
 class KelpOperations(FileOperations):
@@ -127,26 +114,13 @@ class KelpOperations(FileOperations):
 
     @errno_boundary
     def access(self, path, amode):
+        """access(2), and chdir's search check: the kernel asks only without
+        default_permissions, and the master answers for the caller (R_OK, W_OK and X_OK are
+        its MAY_* bits)."""
         check_path(path)
-        attr = self._lookup(path)
-        if amode == os.F_OK:
-            return 0
         if amode & os.W_OK and self.options.read_only:
             raise FuseOSError(errno.EROFS)
-        uid, gid, pid = caller()
-        mode = attr.mode
-        if uid == 0:
-            if amode & os.X_OK and not statmod.S_ISDIR(mode) and not mode & 0o111:
-                raise FuseOSError(errno.EACCES)
-            return 0
-        if uid == attr.uid:
-            bits = (mode >> 6) & 7
-        elif attr.gid in _groups_of(pid, gid):
-            bits = (mode >> 3) & 7
-        else:
-            bits = mode & 7
-        if amode & ~bits & 7:
-            raise FuseOSError(errno.EACCES)
+        self._lookup(path, access=amode & (os.R_OK | os.W_OK | os.X_OK))
         return 0
 
     def _setattr_request(self, path) -> master_pb2.SetAttrRequest:
@@ -157,6 +131,11 @@ class KelpOperations(FileOperations):
     def _set_attr(self, path, req: master_pb2.SetAttrRequest) -> int:
         attr = self._mutate("set_attr", req)
         self.cache.invalidate_ino(attr.ino)
+        if self.cache.per_caller and statmod.S_ISDIR(attr.mode) and any(
+                req.HasField(f) for f in ("mode", "uid", "gid")):
+            # Who may search it changed: what callers were told below it may be no longer
+            # theirs to know (the master breaks the same for other mounts).
+            self.cache.invalidate_tree(path)
         self.cache.put(path, attr)
         return 0
 
@@ -182,12 +161,17 @@ class KelpOperations(FileOperations):
         if times is None:
             req.atime_ns = now
             req.mtime_ns = now
+            req.times_now = True
         else:
             atime, mtime = times
             if atime != UTIME_OMIT:
                 req.atime_ns = now if atime == UTIME_NOW else int(atime)
             if mtime != UTIME_OMIT:
                 req.mtime_ns = now if mtime == UTIME_NOW else int(mtime)
+            # "Now" alone may be set by anyone who may write the file, an explicit time only
+            # by its owner: the master must know which (it then sets its own clock).
+            req.times_now = all(t in (UTIME_NOW, UTIME_OMIT) for t in times) and \
+                UTIME_NOW in times
         # Pending writes would be committed later with mtime = now, undoing this (tar, cp -p).
         self._commit_ino(self._lookup(path).ino)
         return self._set_attr(path, req)

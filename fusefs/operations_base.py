@@ -6,6 +6,11 @@ operations are FileOperations'). Its helpers are the ones every operation uses: 
 path before any RPC, a lookup through the cache, a lookup or mutation RPC, refusing writes
 on a read-only mount, and dropping cached attributes after a local change.
 
+Permissions: every call to the master carries the FUSE caller (fusefs/callers.py), which the
+master checks; with `default_permissions` (the default) the kernel has checked it already.
+Without it, the attribute cache answers each caller only with what the master told that
+caller (AttrCache's `who`), and a directory's chmod or chown drops what is cached below it.
+
 Locking: `_lock` guards `_handles`, `_by_ino` and `_unlinked`; it is never held across an RPC.
 Each FileHandle has its own lock (see filehandle.py).
 """
@@ -18,6 +23,7 @@ import threading
 import time
 
 from cluster.common.errors import FsError
+from fusefs import callers
 from fusefs.attrcache import AttrCache
 from fusefs.dirprefetch import DirPrefetcher
 from fusefs.filehandle import FileHandle
@@ -78,7 +84,9 @@ class OperationsBase(Operations):
         self.client = client
         self.master = client.master
         self.options = options or MountOptions()
-        self.cache = AttrCache(self.options.attr_ttl)
+        self.master.caller = callers.current
+        self.cache = AttrCache(self.options.attr_ttl, who=None if
+                               self.options.default_permissions else callers.key)
         self.prefetch = DirPrefetcher(self.master, self.cache, self.options.attr_ttl)
         self.kernel_sizes = KernelSizes()
         self._lock = threading.Lock()
@@ -94,6 +102,7 @@ class OperationsBase(Operations):
 
     def _begin_op(self) -> None:
         """Called by errno_boundary as each operation begins."""
+        callers.begin()
         self.cache.begin_op()
 
     def _call(self, method: str, request):
@@ -108,7 +117,11 @@ class OperationsBase(Operations):
         if self.options.read_only:
             raise FuseOSError(errno.EROFS)
 
-    def _lookup(self, path: str, fresh: bool = False) -> master_pb2.Attr:
+    def _lookup(self, path: str, fresh: bool = False, access: int = 0) -> master_pb2.Attr:
+        """The attributes of `path`, from the cache unless `fresh`. With `access` (MAY_*
+        bits: 4 read, 2 write, 1 execute) the master also checks that the caller has that
+        access to the file (EACCES), so the answer never comes from the cache."""
+        fresh = fresh or bool(access)
         if not fresh:
             attr = self.cache.get(path)
             if attr is not None:
@@ -117,7 +130,7 @@ class OperationsBase(Operations):
                 raise FsError(errno.ENOENT, path)
         generation = self.cache.generation()
         try:
-            attr = self._call("GetAttr", master_pb2.PathRequest(path=path))
+            attr = self._call("GetAttr", master_pb2.PathRequest(path=path, access=access))
         except FsError as e:
             if e.errno == errno.ENOENT:
                 self.cache.put_absent(path, generation)

@@ -38,6 +38,11 @@ class MountOptions:
         None, "let other users use the mount, the kernel checking permissions (a non-root "
         "user needs user_allow_other in /etc/fuse.conf)",
         default_text="on when mounting as root")
+    default_permissions: bool = option(
+        True, "the kernel checks each caller against the mode bits before asking the mount "
+        "(no RPC); off: the master's checks alone, made for each request's caller (uid, gid, "
+        "groups), protect the files, every name is asked about (no kernel entry cache), and "
+        "the mount keeps its answers for the caller they were given to")
     read_only: bool = option(False, "refuse every change with EROFS")
     sync_on_close: bool = option(False, "close() returns once data and metadata are on "
                                  "stable storage everywhere, as fsync does; by default once "

@@ -36,13 +36,27 @@ class Attr(_message.Message):
     inline: bool
     def __init__(self, ino: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., nlink: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., ctime_ns: _Optional[int] = ..., replication: _Optional[int] = ..., has_xattrs: _Optional[bool] = ..., rdev: _Optional[int] = ..., inline: _Optional[bool] = ...) -> None: ...
 
+class Caller(_message.Message):
+    __slots__ = ("uid", "gid", "groups")
+    UID_FIELD_NUMBER: _ClassVar[int]
+    GID_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    uid: int
+    gid: int
+    groups: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, uid: _Optional[int] = ..., gid: _Optional[int] = ..., groups: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class PathRequest(_message.Message):
-    __slots__ = ("path", "session")
+    __slots__ = ("path", "session", "caller", "access")
     PATH_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
     path: str
     session: int
-    def __init__(self, path: _Optional[str] = ..., session: _Optional[int] = ...) -> None: ...
+    caller: Caller
+    access: int
+    def __init__(self, path: _Optional[str] = ..., session: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., access: _Optional[int] = ...) -> None: ...
 
 class InoRequest(_message.Message):
     __slots__ = ("ino",)
@@ -55,16 +69,18 @@ class Empty(_message.Message):
     def __init__(self) -> None: ...
 
 class ReadDirRequest(_message.Message):
-    __slots__ = ("path", "after", "page_size", "session")
+    __slots__ = ("path", "after", "page_size", "session", "caller")
     PATH_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     path: str
     after: str
     page_size: int
     session: int
-    def __init__(self, path: _Optional[str] = ..., after: _Optional[str] = ..., page_size: _Optional[int] = ..., session: _Optional[int] = ...) -> None: ...
+    caller: Caller
+    def __init__(self, path: _Optional[str] = ..., after: _Optional[str] = ..., page_size: _Optional[int] = ..., session: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ...) -> None: ...
 
 class DirEntry(_message.Message):
     __slots__ = ("name", "attr")
@@ -95,7 +111,7 @@ class MkdirRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., parents: _Optional[bool] = ...) -> None: ...
 
 class CreateRequest(_message.Message):
-    __slots__ = ("path", "mode", "uid", "gid", "exclusive", "truncate", "replication")
+    __slots__ = ("path", "mode", "uid", "gid", "exclusive", "truncate", "replication", "access")
     PATH_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +119,7 @@ class CreateRequest(_message.Message):
     EXCLUSIVE_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_FIELD_NUMBER: _ClassVar[int]
     path: str
     mode: int
     uid: int
@@ -110,7 +127,8 @@ class CreateRequest(_message.Message):
     exclusive: bool
     truncate: bool
     replication: int
-    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., exclusive: _Optional[bool] = ..., truncate: _Optional[bool] = ..., replication: _Optional[int] = ...) -> None: ...
+    access: int
+    def __init__(self, path: _Optional[str] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., exclusive: _Optional[bool] = ..., truncate: _Optional[bool] = ..., replication: _Optional[int] = ..., access: _Optional[int] = ...) -> None: ...
 
 class UnlinkRequest(_message.Message):
     __slots__ = ("path", "keep_open")
@@ -181,7 +199,7 @@ class LinkRequest(_message.Message):
     def __init__(self, existing_path: _Optional[str] = ..., new_path: _Optional[str] = ...) -> None: ...
 
 class SetAttrRequest(_message.Message):
-    __slots__ = ("path", "ino", "mode", "uid", "gid", "size", "atime_ns", "mtime_ns")
+    __slots__ = ("path", "ino", "mode", "uid", "gid", "size", "atime_ns", "mtime_ns", "times_now")
     PATH_FIELD_NUMBER: _ClassVar[int]
     INO_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -190,6 +208,7 @@ class SetAttrRequest(_message.Message):
     SIZE_FIELD_NUMBER: _ClassVar[int]
     ATIME_NS_FIELD_NUMBER: _ClassVar[int]
     MTIME_NS_FIELD_NUMBER: _ClassVar[int]
+    TIMES_NOW_FIELD_NUMBER: _ClassVar[int]
     path: str
     ino: int
     mode: int
@@ -198,19 +217,22 @@ class SetAttrRequest(_message.Message):
     size: int
     atime_ns: int
     mtime_ns: int
-    def __init__(self, path: _Optional[str] = ..., ino: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ...) -> None: ...
+    times_now: bool
+    def __init__(self, path: _Optional[str] = ..., ino: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., times_now: _Optional[bool] = ...) -> None: ...
 
 class XattrRequest(_message.Message):
-    __slots__ = ("path", "name", "value", "flags")
+    __slots__ = ("path", "name", "value", "flags", "caller")
     PATH_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     path: str
     name: str
     value: bytes
     flags: int
-    def __init__(self, path: _Optional[str] = ..., name: _Optional[str] = ..., value: _Optional[bytes] = ..., flags: _Optional[int] = ...) -> None: ...
+    caller: Caller
+    def __init__(self, path: _Optional[str] = ..., name: _Optional[str] = ..., value: _Optional[bytes] = ..., flags: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ...) -> None: ...
 
 class XattrValue(_message.Message):
     __slots__ = ("value",)
@@ -363,10 +385,11 @@ class LockReply(_message.Message):
     def __init__(self, granted: _Optional[bool] = ..., conflict: _Optional[_Union[LockRequest, _Mapping]] = ...) -> None: ...
 
 class Mutation(_message.Message):
-    __slots__ = ("id", "durable", "session", "mkdir", "create", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "set_attr", "set_xattr", "remove_xattr", "commit_chunks", "release_inode", "sync", "write_inline", "open_session", "renew_session", "break_ack", "lock", "close_session")
+    __slots__ = ("id", "durable", "session", "caller", "mkdir", "create", "mknod", "symlink", "link", "unlink", "rmdir", "rename", "set_attr", "set_xattr", "remove_xattr", "commit_chunks", "release_inode", "sync", "write_inline", "open_session", "renew_session", "break_ack", "lock", "close_session")
     ID_FIELD_NUMBER: _ClassVar[int]
     DURABLE_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
     MKDIR_FIELD_NUMBER: _ClassVar[int]
     CREATE_FIELD_NUMBER: _ClassVar[int]
     MKNOD_FIELD_NUMBER: _ClassVar[int]
@@ -390,6 +413,7 @@ class Mutation(_message.Message):
     id: int
     durable: bool
     session: int
+    caller: Caller
     mkdir: MkdirRequest
     create: CreateRequest
     mknod: MknodRequest
@@ -410,7 +434,7 @@ class Mutation(_message.Message):
     break_ack: BreakAck
     lock: LockRequest
     close_session: SessionRequest
-    def __init__(self, id: _Optional[int] = ..., durable: _Optional[bool] = ..., session: _Optional[int] = ..., mkdir: _Optional[_Union[MkdirRequest, _Mapping]] = ..., create: _Optional[_Union[CreateRequest, _Mapping]] = ..., mknod: _Optional[_Union[MknodRequest, _Mapping]] = ..., symlink: _Optional[_Union[SymlinkRequest, _Mapping]] = ..., link: _Optional[_Union[LinkRequest, _Mapping]] = ..., unlink: _Optional[_Union[UnlinkRequest, _Mapping]] = ..., rmdir: _Optional[_Union[PathRequest, _Mapping]] = ..., rename: _Optional[_Union[RenameRequest, _Mapping]] = ..., set_attr: _Optional[_Union[SetAttrRequest, _Mapping]] = ..., set_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., remove_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., commit_chunks: _Optional[_Union[CommitRequest, _Mapping]] = ..., release_inode: _Optional[_Union[InoRequest, _Mapping]] = ..., sync: _Optional[_Union[Empty, _Mapping]] = ..., write_inline: _Optional[_Union[WriteInlineRequest, _Mapping]] = ..., open_session: _Optional[_Union[SessionRequest, _Mapping]] = ..., renew_session: _Optional[_Union[SessionRequest, _Mapping]] = ..., break_ack: _Optional[_Union[BreakAck, _Mapping]] = ..., lock: _Optional[_Union[LockRequest, _Mapping]] = ..., close_session: _Optional[_Union[SessionRequest, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[int] = ..., durable: _Optional[bool] = ..., session: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., mkdir: _Optional[_Union[MkdirRequest, _Mapping]] = ..., create: _Optional[_Union[CreateRequest, _Mapping]] = ..., mknod: _Optional[_Union[MknodRequest, _Mapping]] = ..., symlink: _Optional[_Union[SymlinkRequest, _Mapping]] = ..., link: _Optional[_Union[LinkRequest, _Mapping]] = ..., unlink: _Optional[_Union[UnlinkRequest, _Mapping]] = ..., rmdir: _Optional[_Union[PathRequest, _Mapping]] = ..., rename: _Optional[_Union[RenameRequest, _Mapping]] = ..., set_attr: _Optional[_Union[SetAttrRequest, _Mapping]] = ..., set_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., remove_xattr: _Optional[_Union[XattrRequest, _Mapping]] = ..., commit_chunks: _Optional[_Union[CommitRequest, _Mapping]] = ..., release_inode: _Optional[_Union[InoRequest, _Mapping]] = ..., sync: _Optional[_Union[Empty, _Mapping]] = ..., write_inline: _Optional[_Union[WriteInlineRequest, _Mapping]] = ..., open_session: _Optional[_Union[SessionRequest, _Mapping]] = ..., renew_session: _Optional[_Union[SessionRequest, _Mapping]] = ..., break_ack: _Optional[_Union[BreakAck, _Mapping]] = ..., lock: _Optional[_Union[LockRequest, _Mapping]] = ..., close_session: _Optional[_Union[SessionRequest, _Mapping]] = ...) -> None: ...
 
 class MutationReply(_message.Message):
     __slots__ = ("id", "errno", "message", "attr", "rename", "empty", "session", "callback_break", "lock")

@@ -423,7 +423,8 @@ class MutationServer:
         request = getattr(m, op)
         try:
             before = self._inode_before(op, request, m.session)
-            answer = mutations.apply(self.namespace, op, request, m.session)
+            answer = mutations.apply(self.namespace, op, request, m.session,
+                                     mutations.caller_of(m))
         except Exception as e:
             return _failed(m.id, op, e)
         getattr(reply, mutations.RESULT_FIELD[type(answer)]).CopyFrom(answer)

@@ -103,6 +103,22 @@ class SQLiteNamespace(SQLiteBase):
         with self._tx(write=False) as c:
             return self._attr(c, ino)
 
+    def walk(self, path: str) -> list[Attr]:
+        """One transaction, one indexed lookup (with the attributes) per name."""
+        parts = paths.split(path)
+        with self._tx(write=False) as c:
+            out = [self._attr(c, ROOT_INO)]
+            for name in parts:
+                if not out[-1].is_dir:
+                    break
+                row = c.execute(
+                    f"SELECT {ATTR_COLS_I} FROM entries e JOIN inodes i ON i.ino = e.ino"
+                    " WHERE e.parent=? AND e.name=?", (out[-1].ino, name)).fetchone()
+                if row is None:
+                    break
+                out.append(Attr(*row))
+            return out
+
     def readdir(self, path: str, after: str = "", limit: int = 1000) -> list[tuple[str, Attr]]:
         with self._tx(write=False) as c:
             ino = self._resolve(c, path)

@@ -109,6 +109,27 @@ class MetadataStore(abc.ABC):
     @abc.abstractmethod
     def getattr_ino(self, ino: int) -> Attr: ...
 
+    def walk(self, path: str) -> list[Attr]:
+        """The attributes of the root and of each name of `path` in turn, as one lookup
+        would see them: it stops at the first name that does not exist, and after a name
+        that is not a directory. So the list is one longer than the path's names when the
+        whole path resolves. The master's permission checks read it (search permission on
+        every directory on the way; namespace.py). This default asks getattr once per prefix
+        (not one snapshot, and quadratic in the depth); a backend should override it with
+        one transaction and one lookup per name, as SQLiteStore does."""
+        parts = [p for p in path.split("/") if p]
+        out = [self.getattr("/")]
+        for i in range(len(parts)):
+            if not out[-1].is_dir:
+                break
+            try:
+                out.append(self.getattr("/" + "/".join(parts[: i + 1])))
+            except FsError as e:
+                if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                    break
+                raise
+        return out
+
     @abc.abstractmethod
     def readdir(self, path: str, after: str = "", limit: int = 1000) -> list[tuple[str, Attr]]:
         """Entries named bytewise after `after`, sorted by name, at most `limit`."""

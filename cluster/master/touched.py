@@ -6,8 +6,15 @@ A name's parent directory is in `paths` whenever an entry comes or goes (its lis
 and link count change). `before` is the inode a name held before the change (unlink, rename,
 xattrs): the answer does not carry it, so the mutation server looks it up first, and only when
 another session holds callbacks at all.
+
+A directory whose mode or owner changes takes back the answers about everything below it: a
+mount without `default_permissions` keeps what the master told one caller for that caller only
+(fusefs/attrcache.py), and the master's search check that allowed it is no longer what it
+would say.
 """
 from __future__ import annotations
+
+import stat
 
 from cluster.master.callbacks import Keys
 from cluster.master.paths import canonical, parent
@@ -41,6 +48,9 @@ def touched(op: str, r, answer, before: int = 0) -> Keys:
     elif op == "set_attr":
         k.paths = {canonical(r.path)} if r.path else set()
         k.inos = {answer.ino}
+        if r.path and stat.S_ISDIR(answer.mode) and any(
+                r.HasField(f) for f in ("mode", "uid", "gid")):
+            k.trees = {canonical(r.path)}
     elif op in ("set_xattr", "remove_xattr"):
         k.paths = {canonical(r.path)}
         k.inos = {before}

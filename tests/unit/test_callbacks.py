@@ -77,6 +77,19 @@ def test_touched_keys_are_canonical_and_name_the_parent():
     assert k.inos == {3, 4}
 
 
+
+def test_a_directorys_mode_or_owner_change_breaks_everything_below_it():
+    d = master_pb2.Attr(ino=5, mode=0o40700)
+    f = master_pb2.Attr(ino=6, mode=0o100600)
+    assert touched("set_attr", master_pb2.SetAttrRequest(path="/d/", mode=0o700), d).trees \
+        == {"/d"}
+    assert touched("set_attr", master_pb2.SetAttrRequest(path="/d", gid=3), d).trees == {"/d"}
+    assert touched("set_attr", master_pb2.SetAttrRequest(path="/d", mtime_ns=1), d).trees \
+        == set()
+    assert touched("set_attr", master_pb2.SetAttrRequest(path="/f", mode=0), f).trees == set()
+    assert touched("set_attr", master_pb2.SetAttrRequest(ino=5, mode=0), d).trees == set()
+
+
 # ---------------------------------------------------------------- locks
 
 def test_lock_table_follows_linux_semantics():

@@ -15,7 +15,7 @@ from cluster.common.errors import FsError
 from cluster.master import schema
 from cluster.master.sequencer import Sequencer, needle_keys
 from cluster.master.sqlite_store import SQLiteStore
-from cluster.master.store import XATTR_CREATE, XATTR_REPLACE
+from cluster.master.store import XATTR_CREATE, XATTR_REPLACE, MetadataStore
 
 
 def _sqlite(tmp_path):
@@ -103,6 +103,23 @@ def test_missing_and_not_dir(store):
     assert errno_of(store.create, "/nodir/x", 0o644) == errno.ENOENT
     assert errno_of(store.readdir, "/f") == errno.ENOTDIR
     assert errno_of(store.getattr_ino, 999) == errno.ENOENT
+
+
+@T
+def test_walk_gives_the_attributes_along_a_path(store):
+    store.mkdir("/d", 0o700, 5, 6)
+    store.mkdir("/d/e", 0o755)
+    f = store.create("/d/e/f", 0o600, 7, 8)
+    root, d, e = store.getattr("/"), store.getattr("/d"), store.getattr("/d/e")
+    assert store.walk("/") == [root]
+    assert store.walk("/d/e/f") == [root, d, e, f]
+    assert store.walk("//d//e/") == [root, d, e]
+    assert store.walk("/d/nope/f") == [root, d]          # stops at the missing name
+    assert store.walk("/d/e/f/g/h") == [root, d, e, f]    # and after a non-directory
+    assert errno_of(store.walk, "relative") == errno.EINVAL
+    # The interface's own (slow) default answers the same.
+    for path in ("/", "/d/e/f", "/d/nope/f", "/d/e/f/g/h"):
+        assert MetadataStore.walk(store, path) == store.walk(path)
 
 
 @pytest.mark.parametrize(("path", "code"), [

@@ -27,3 +27,12 @@ def test_entry_ttl_and_no_callbacks_give_the_kernel_time():
     kw = kernel("--no-callbacks", "--attr-ttl", "2")
     assert kw["entry_timeout"] == 2
     assert kw["attr_timeout"] == 2
+
+
+@pytest.mark.timeout(10)
+def test_default_permissions_is_on_unless_turned_off():
+    assert kernel()["default_permissions"] is True
+    kw = kernel("--no-default-permissions", "--no-callbacks", "--entry-ttl", "3")
+    assert "default_permissions" not in kw
+    # Without the kernel's checks, every name must reach the mount (and the master's check).
+    assert kw["entry_timeout"] == 0

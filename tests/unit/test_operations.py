@@ -148,6 +148,7 @@ class FakeMaster:
         self.inline_max = inline_max
         self.inline: dict[int, bytes] = {}
         self.log: list = []
+        self.callers: list = []   # the caller each mutation was sent for
 
     @staticmethod
     def session_id() -> int:
@@ -163,8 +164,9 @@ class FakeMaster:
         assert method == "GetAttrByIno"
         return master_pb2.Attr(ino=request.ino, size=3)
 
-    def mutate(self, op, request):
+    def mutate(self, op, request, caller=None):
         assert op == "write_inline"
+        self.callers.append(caller)
         end = request.offset + len(request.data)
         if end > self.inline_max:
             raise FsError(errno.EFBIG, "too big for inline")
