@@ -7,12 +7,12 @@ data dir, a real FUSE mount over mTLS and CURVE, and a child process running as 
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
 import subprocess
 import sys
-import textwrap
 
 import grpc
 import pytest
@@ -24,6 +24,7 @@ from cluster.common.security import Transport
 from protos import master_pb2, master_pb2_grpc, volume_pb2, volume_pb2_grpc
 from tests.harness import Mount, dump_logs, kelp, make_cluster
 from tests.integration.mountutil import needs_fuse, sh, stop_all
+from tools.local_cluster import REPO_ROOT
 
 pytestmark = [pytest.mark.timeout(120)]
 
@@ -157,43 +158,74 @@ def test_binding_a_public_address_in_the_clear_is_refused(tmp_path):
         assert "Traceback" not in err
 
 
+# Run as uid 65534 by test_another_user_...: everything it needs is imported (and the foreign
+# CA's credentials read) while it is still root, because a user's own files, the interpreter's
+# standard library included, may be closed to nobody; then it drops to nobody and tries.
+NOBODY_SCRIPT = """
+import encodings.idna, json, os, sys
+import grpc, zmq
+from cluster.common import rpc, tls
+from protos import master_pb2
+args = json.loads(sys.argv[1])
+foreign = {kind: tls.channel_factory(args["other_ca"], "admin", server_role=kind)
+           for kind in ("master", "volume")}
+os.setgroups([]); os.setgid(65534); os.setuid(65534)
+failures = []
+for path in args["keys"]:
+    try:
+        open(path, "rb").read()
+        failures.append("read " + path)
+    except PermissionError:
+        pass
+for kind, address in args["grpc"]:
+    if rpc.check_health(address, timeout=3):
+        failures.append("plain gRPC answered at " + address)
+    if rpc.check_health(address, 3, foreign[kind]):
+        failures.append("a certificate of another CA was trusted at " + address)
+open_session = master_pb2.Mutation(id=1, open_session=master_pb2.SessionRequest())
+for address, server_key in args["zmq"]:
+    for curve in (False, True):
+        ctx = zmq.Context()
+        sock = ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if curve and server_key:
+            sock.curve_publickey, sock.curve_secretkey = zmq.curve_keypair()
+            sock.curve_serverkey = server_key.encode()
+        sock.connect("tcp://" + address)
+        sock.send(open_session.SerializeToString())
+        if sock.poll(2000, zmq.POLLIN):
+            failures.append(("a CURVE" if curve else "a plain") + " peer got an answer at "
+                            + address)
+        sock.close(0)
+        ctx.term()
+print(json.dumps(failures))
+"""
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a child as uid 65534")
-def test_another_user_can_neither_read_the_credentials_nor_reach_the_cluster(secure):
-    """As uid 65534: every key file is unreadable, and a plain connection to each gRPC
-    port completes no TLS handshake (the server answers no HTTP/2 in the clear)."""
+def test_another_user_can_neither_read_the_credentials_nor_reach_the_cluster(secure, tmp_path):
+    """As uid 65534, without the cluster's credentials: every key file is unreadable; every
+    gRPC port refuses a plain connection and one with a certificate from another CA; the
+    master's and the gateway's ZMQ ports answer neither a plain peer nor an unknown key."""
     cluster, _ = secure
     tls_dir = cluster.layout.tls_dir
     assert stat.S_IMODE(os.stat(tls_dir).st_mode) == 0o700
-    keys = [os.path.join(tls_dir, n) for n in ("ca.key", "client.key", "admin.key",
-                                                "curve/client.key_secret")]
-    ports = [a for _, a in _grpc_addresses(cluster)]
-    script = textwrap.dedent(f"""
-        import encodings.idna, os, socket, sys   # imported while the files are readable
-        os.setgroups([]); os.setgid({NOBODY}); os.setuid({NOBODY})
-        for path in {keys!r}:
-            try:
-                open(path, "rb").read()
-                sys.exit("read " + path)
-            except PermissionError:
-                pass
-        preface = b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + bytes.fromhex("000000040000000000")
-        for address in {ports!r}:
-            host, port = address.rsplit(":", 1)
-            with socket.create_connection((host, int(port)), timeout=5) as s:
-                s.sendall(preface)
-                try:
-                    reply = s.recv(64)
-                except (ConnectionResetError, socket.timeout):
-                    reply = b""
-                # An HTTP/2 server answers the preface with a SETTINGS frame (type 4).
-                if len(reply) >= 4 and reply[3] == 4:
-                    sys.exit("plain HTTP/2 answered at " + address)
-        print("refused")
-    """)
-    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       timeout=60)
+    other = tmp_path / "other-ca"
+    make_cluster_certs(other)
+    args = {
+        "keys": [os.path.join(tls_dir, n) for n in ("ca.key", "client.key", "admin.key",
+                                                     "curve/client.key_secret")],
+        "grpc": _grpc_addresses(cluster),
+        "other_ca": str(other),
+        "zmq": [(cluster.nodes[cluster.layout.master_name].zmq_address,
+                 curve.server_public(tls_dir, "master").decode()),
+                (cluster.gateway_addr, curve.server_public(tls_dir, "gateway").decode())],
+    }
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    r = subprocess.run([sys.executable, "-c", NOBODY_SCRIPT, json.dumps(args)],
+                       capture_output=True, text=True, timeout=90, env=env, cwd=REPO_ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "refused" in r.stdout
+    assert json.loads(r.stdout.strip().splitlines()[-1]) == []
 
 
 @pytest.mark.mount
