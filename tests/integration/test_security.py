@@ -13,6 +13,8 @@ import shutil
 import stat
 import subprocess
 import sys
+import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
@@ -239,3 +241,21 @@ def test_file_modes_hold_for_another_user_through_the_mount(secure):
                         "cat", str(secret)], capture_output=True, text=True, timeout=30)
     assert r.returncode != 0, r.stdout
     assert "Permission denied" in r.stderr
+
+
+def test_no_secret_reaches_a_log_status_or_metrics(secure):
+    """Neither a private key nor a CURVE secret appears in any node's /status, /metrics or log."""
+    cluster, _ = secure
+    tls_dir = cluster.layout.tls_dir
+    secrets = [Path(tls_dir, f"curve/{role}.key_secret").read_text()
+               .split('secret-key = "')[1].split('"')[0]
+               for role in ("master", "gateway", "client", "admin")]
+    pages = []
+    for spec in cluster.nodes.values():
+        for page in ("status", "metrics"):
+            with urllib.request.urlopen(f"http://{spec.http_address}/{page}", timeout=10) as r:
+                pages.append(r.read().decode())
+        pages.append(spec.log_path(cluster.root).read_text(errors="replace"))
+    for text in pages:
+        assert "PRIVATE KEY" not in text
+        assert not any(secret in text for secret in secrets)
