@@ -14,6 +14,7 @@ import re
 import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pytest
 
 from tests.harness import dump_logs, kelp, make_cluster, wait_until
 from tests.integration.mountutil import needs_fuse
-from tools.local_cluster import is_our_node, pid_alive
+from tools.local_cluster import REPO_ROOT, is_our_node, pid_alive
 from tools.mounts import unmount
 
 INLINE_MAX = 65536  # the master's default: files up to this stay inline
@@ -107,6 +108,16 @@ def test_up_status_down_exact_pids_and_refuse_second_up(tmp_path):
         assert rows["m0"][1] == "master"
         assert rows["g0"][1] == "gateway"
         assert rows["v0"][2] == state["nodes"]["v0"]["grpc_address"]
+
+        # The original interface works for the user who ran `kelp up`, from where they ran
+        # it: the CLI finds ./data/tls by itself.
+        (tmp_path / "hello.txt").write_text("hello\n")
+        env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), KELP_MASTER=master)
+        for argv in (["upload", "-p", "hello.txt"], ["ls", "-p", "/"]):
+            r = subprocess.run([sys.executable, "-m", "tools.cli", *argv], cwd=tmp_path,
+                               env=env, capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+        assert "hello.txt" in r.stdout
 
         again = kelp("up", "--data", str(data), "--ephemeral-ports", "--volumes", "2")
         assert again.returncode == 1
