@@ -59,10 +59,12 @@ class PathRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., session: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., access: _Optional[int] = ...) -> None: ...
 
 class InoRequest(_message.Message):
-    __slots__ = ("ino",)
+    __slots__ = ("ino", "session")
     INO_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     ino: int
-    def __init__(self, ino: _Optional[int] = ...) -> None: ...
+    session: int
+    def __init__(self, ino: _Optional[int] = ..., session: _Optional[int] = ...) -> None: ...
 
 class Empty(_message.Message):
     __slots__ = ()
@@ -323,10 +325,14 @@ class CommitRequest(_message.Message):
     def __init__(self, ino: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., exact_size: _Optional[bool] = ..., session: _Optional[int] = ...) -> None: ...
 
 class SessionRequest(_message.Message):
-    __slots__ = ("session",)
+    __slots__ = ("session", "subdir", "no_callbacks")
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    SUBDIR_FIELD_NUMBER: _ClassVar[int]
+    NO_CALLBACKS_FIELD_NUMBER: _ClassVar[int]
     session: int
-    def __init__(self, session: _Optional[int] = ...) -> None: ...
+    subdir: str
+    no_callbacks: bool
+    def __init__(self, session: _Optional[int] = ..., subdir: _Optional[str] = ..., no_callbacks: _Optional[bool] = ...) -> None: ...
 
 class SessionReply(_message.Message):
     __slots__ = ("session", "lease_s")
