@@ -223,18 +223,20 @@ class SetAttrRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., ino: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., times_now: _Optional[bool] = ...) -> None: ...
 
 class XattrRequest(_message.Message):
-    __slots__ = ("path", "name", "value", "flags", "caller")
+    __slots__ = ("path", "name", "value", "flags", "caller", "session")
     PATH_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     path: str
     name: str
     value: bytes
     flags: int
     caller: Caller
-    def __init__(self, path: _Optional[str] = ..., name: _Optional[str] = ..., value: _Optional[bytes] = ..., flags: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ...) -> None: ...
+    session: int
+    def __init__(self, path: _Optional[str] = ..., name: _Optional[str] = ..., value: _Optional[bytes] = ..., flags: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., session: _Optional[int] = ...) -> None: ...
 
 class XattrValue(_message.Message):
     __slots__ = ("value",)
