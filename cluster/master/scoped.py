@@ -8,7 +8,8 @@ same methods with the same arguments. So the checks sit in one layer, below both
 
 * a path outside the session's root does not exist for it (ENOENT) when looked up, and may
   not be changed (EACCES); a rename's and a link's two names are both checked;
-* on a read-only export every change is EROFS (a durable `sync` is no change and passes);
+* on a read-only export every change is EROFS, and so is a lookup asking for write access
+  (an open for writing, access(2) W_OK); a durable `sync` is no change and passes;
 * the caller is squashed (root, or everyone, to the export's anon uid and gid) before the
   Namespace checks permissions and picks the owner of a new inode; a call without a caller
   (the superuser, to the Namespace) is squashed as root, except a gateway's commit, whose
@@ -30,7 +31,7 @@ from cluster.common.chunkmap import Piece
 from cluster.common.errors import FsError
 from cluster.master.exports import ExportTable, Scope, SessionlessScope
 from cluster.master.namespace import Namespace
-from cluster.master.permissions import Caller
+from cluster.master.permissions import MAY_WRITE, Caller
 from cluster.master.sessions import SessionTable
 from cluster.master.store import Attr, Content
 
@@ -136,12 +137,19 @@ class ScopedNamespace:
 
     # ------------------------------------------------------------ lookups
 
-    def getattr(self, path: str, who: Caller | None = None, access: int = 0) -> Attr:
+    def _asks(self, path: str, access: int) -> None:
+        """A lookup that asks for write access (an open for writing, access(2) W_OK) is
+        refused on a read-only export as the change would be: EROFS."""
         self.scope.lookup(path)
+        if access & MAY_WRITE:
+            self.scope.change(path)
+
+    def getattr(self, path: str, who: Caller | None = None, access: int = 0) -> Attr:
+        self._asks(path, access)
         return self.namespace.getattr(path, self._who(who, path), access)
 
     def content_at(self, path: str, who: Caller | None = None, access: int = 0) -> Content:
-        self.scope.lookup(path)
+        self._asks(path, access)
         return self.namespace.content_at(path, self._who(who, path), access)
 
     def readdir(self, path: str, after: str = "", limit: int = 1000,

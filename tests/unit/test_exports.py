@@ -256,6 +256,7 @@ def test_a_read_only_export_refuses_every_change_with_erofs(ns):
                  lambda: view.release_inode(old.ino)):
         assert errno_of(call) == errno.EROFS
     assert view.content_at("/team-a/archive/old", ALICE).inline == b"c"
+    assert errno_of(lambda: view.getattr("/team-a/archive/old", ALICE, 2)) == errno.EROFS
 
 
 def test_root_is_squashed_for_checks_and_new_owners(ns):
