@@ -266,6 +266,13 @@ class MutationServer:
         return view_for(self.namespace, self.sessions, self.exports(), self.peer_of(peer),
                         m.session)
 
+    def _own(self, peer, sid: int) -> None:
+        """EACCES unless the session `sid` (if live) was opened by this peer's identity: no
+        client may close, or take locks under, another's session."""
+        s = self.sessions.get(sid) if sid else None
+        if s is not None and s.identity != self.peer_of(peer)[1]:
+            raise FsError(errno.EACCES, f"session {sid:x} was opened by another client")
+
     def _open_scope(self, peer, request: master_pb2.SessionRequest) -> Scope:
         """The export a session opened by `peer` for `request.subdir` gets (EACCES: none)."""
         role, identity = self.peer_of(peer)
@@ -289,11 +296,13 @@ class MutationServer:
             self._waiting.pop(m.break_ack.break_id, None)
             return master_pb2.MutationReply(id=m.id, empty=master_pb2.Empty())
         if op == "lock":
+            self._own(peer, m.session)
             return self._lock(m)
         if op == "close_session":
             # A clean unmount: its callbacks, locks and kept files go now, not after its
             # lease (changes to what it held would wait for that long).
             sid = m.close_session.session
+            self._own(peer, sid)
             if sid in self.sessions:
                 log.info("session %x closed", sid)
                 self._end_session(sid)
