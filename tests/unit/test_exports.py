@@ -424,3 +424,75 @@ def test_identity_uris_and_names():
         with pytest.raises(ValueError, match="client name"):
             check_client_name(bad)
     assert check_client_name("team-a_1") == "team-a_1"
+
+
+# ---------------------------------------------------------------- the gRPC servicer
+
+
+class _Context:
+    """A gRPC context whose peer presented a client certificate of `identity`."""
+
+    def __init__(self, identity: str, role: str = "client"):
+        self.code = None
+        uris = [f"kelpfs:role:{role}".encode()]
+        if identity != role:
+            uris.append(f"kelpfs:client:{identity}".encode())
+        self._auth = {"transport_security_type": [b"ssl"], "peer_uri": uris}
+
+    def auth_context(self):
+        return self._auth
+
+    def abort(self, code, message):
+        self.code, self.message = code, message
+        raise RuntimeError(message)   # grpcio's abort raises
+
+    def is_active(self):
+        return True
+
+
+def _servicer(ns):
+    from cluster.master.callbacks import CallbackTable
+    from cluster.master.namespace_rpc import NamespaceRpc
+
+    class Servicer(NamespaceRpc):
+        def __init__(self):
+            self.namespace, self.store = ns, ns.store
+            self.sessions, self.callbacks = SessionTable(), CallbackTable()
+            self.mutation_server = None
+            self.exports = exports.parse(RULES)
+
+    return Servicer()
+
+
+def test_the_servicer_holds_each_call_to_its_peers_session(ns):
+    import grpc
+    servicer = _servicer(ns)
+    s = servicer.sessions.open(b"p", identity="team-a",
+                               scope=servicer.exports.resolve("team-a", "/team-a"))
+
+    def status(method, request, identity="team-a", role="client"):
+        context = _Context(identity, role)
+        try:
+            result = getattr(servicer, method)(request, context)
+            if method == "ReadDir":
+                list(result)
+        except RuntimeError:
+            return context.code
+        return None
+
+    secret = ns.getattr("/team-b/secret").ino
+    assert status("GetAttr", master_pb2.PathRequest(path="/team-a/f", session=s.sid)) is None
+    assert status("GetAttr", master_pb2.PathRequest(path="/team-b/secret", session=s.sid)) \
+        == grpc.StatusCode.NOT_FOUND
+    assert status("GetChunks", master_pb2.InoRequest(ino=secret, session=s.sid)) == \
+        grpc.StatusCode.NOT_FOUND
+    assert status("ReadDir", master_pb2.ReadDirRequest(path="/", session=s.sid)) == \
+        grpc.StatusCode.NOT_FOUND
+    # no session: no "*" export covers /team-b
+    assert status("Mkdir", master_pb2.MkdirRequest(path="/team-b/x")) == \
+        grpc.StatusCode.PERMISSION_DENIED
+    # another identity naming the session
+    assert status("GetAttr", master_pb2.PathRequest(path="/team-a/f", session=s.sid),
+                  identity="team-b") == grpc.StatusCode.PERMISSION_DENIED
+    # the CLI sees everything
+    assert status("GetChunks", master_pb2.InoRequest(ino=secret), "admin", "admin") is None
