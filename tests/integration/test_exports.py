@@ -191,7 +191,7 @@ class _Session:
 
     def __init__(self, cluster, team: str, subdir: str):
         self.transport = Transport("client", team_dir(cluster, team))
-        self.master = MasterClient(cluster.master_addr, transport=self.transport, retry_for=0)
+        self.master = MasterClient(cluster.master_addr, transport=self.transport, retry_for=10)
         self.session = MountSession(self.master.mutation_address, lambda brk: None,
                                     lambda: None, self.transport, subdir=subdir).start()
         self.master.session_id = lambda: self.session.sid
@@ -244,7 +244,7 @@ def test_crafted_paths_outside_the_export_are_refused_by_the_master(cluster):
 
 def test_a_session_cannot_be_used_by_another_identity_or_without_one(cluster):
     s = _Session(cluster, "team-a", "/team-a")
-    other = MasterClient(cluster.master_addr, retry_for=0,
+    other = MasterClient(cluster.master_addr, retry_for=10,
                          transport=Transport("client", team_dir(cluster, "team-b")))
     try:
         other.session_id = lambda: s.session.sid
@@ -295,3 +295,18 @@ def test_sighup_reloads_the_exports_for_new_sessions(cluster):
     finally:
         cluster.rules.write_text(original)
         os.kill(master.pid, signal.SIGHUP)
+
+
+def test_kelp_certs_client_makes_a_directory_to_hand_over(tmp_path):
+    from tests.harness import kelp
+    out = kelp("certs", str(tmp_path / "tls"), "--client", "team-x", "--client", "team-y",
+               check=True).stdout.decode()
+    for name in ("team-x", "team-y"):
+        sub = tmp_path / "tls" / "clients" / name
+        assert f"client {name}: {sub}" in out
+        assert (sub / "client.crt").exists()
+        assert (sub / "curve" / "client.key_secret").stat().st_mode & 0o077 == 0
+        assert (tmp_path / "tls" / "curve" / "clients" / f"{name}.key").exists()
+    bad = kelp("certs", str(tmp_path / "tls"), "--client", "admin")
+    assert bad.returncode == 1
+    assert "is a role's" in bad.stderr.decode()
