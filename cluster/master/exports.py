@@ -143,10 +143,11 @@ class ExportTable:
             raise FsError(errno.EACCES, f"no export of {root} for client {identity!r}")
         return Scope(root, best)
 
-    def sessionless(self, identity: str) -> SessionlessScope:
-        """What a call naming no session may reach: each path by the export that covers it
-        for `identity` (lookups of a client certificate with no session, docs/security.md)."""
-        return SessionlessScope(self, identity)
+    def sessionless(self) -> SessionlessScope:
+        """What a client call naming no session may reach, whatever its identity: each path
+        by the longest export open to every client ("*") that covers it (docs/security.md).
+        A client's own exports are reached through a session, which proves who opened it."""
+        return SessionlessScope(self, ANY)
 
     def _longest(self, path: str, identity: str) -> Export | None:
         best = None
@@ -159,8 +160,9 @@ class ExportTable:
 
 @dataclass(frozen=True)
 class SessionlessScope:
-    """A Scope decided per path: the longest export covering it that admits the identity.
-    A two-path change (rename, link) must stay within one export."""
+    """A Scope decided per path: the longest export covering it that admits `identity` (ANY:
+    the exports open to every client). A two-path change (rename, link) must stay within one
+    export."""
     table: ExportTable
     identity: str
     root: str = field(default="", init=False)   # no single root
@@ -183,13 +185,15 @@ class SessionlessScope:
 
     def lookup(self, path: str) -> None:
         if self._scope(path) is None:
-            raise FsError(errno.ENOENT, f"{path}: in no export for client {self.identity!r}")
+            raise FsError(errno.ENOENT, f"{path}: in no export open to a client without a "
+                                        "session")
 
     def change(self, *targets: str) -> None:
         scopes = [self._scope(p) for p in targets]
         for p, s in zip(targets, scopes, strict=True):
             if s is None:
-                raise FsError(errno.EACCES, f"{p}: in no export for client {self.identity!r}")
+                raise FsError(errno.EACCES, f"{p}: in no export open to a client without a "
+                                            "session")
             s.change(p)
         if len({s.export for s in scopes if s is not None}) > 1:
             raise FsError(errno.EXDEV, f"{' and '.join(targets)} are in different exports")

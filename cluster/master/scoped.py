@@ -51,7 +51,8 @@ def view_for(namespace: Namespace, sessions: SessionTable, exports: ExportTable,
       gets the session's export; naming a session the master does not know (a restart, before
       the mount has opened it again) is EAGAIN, which the mount retries, unless what a client
       with no session may reach is everything anyway;
-    * a client naming no session reaches what the exports give its identity, path by path.
+    * a client naming no session reaches, path by path, what the exports open to every
+      client ("*") give: its own exports are for its sessions.
     """
     role, identity = peer or INSECURE_PEER
     if role == "admin":
@@ -67,7 +68,7 @@ def view_for(namespace: Namespace, sessions: SessionTable, exports: ExportTable,
                                         f"than {identity!r}")
         return namespace if s.scope.unrestricted else ScopedNamespace(namespace, s.scope,
                                                                       session)
-    anywhere = exports.sessionless(identity)
+    anywhere = exports.sessionless()
     if anywhere.unrestricted:
         return namespace
     if session:
@@ -100,7 +101,8 @@ class ScopedNamespace:
     def _ino_scope(self, ino: int, write: bool) -> Scope | None:
         """The scope through which this caller reaches inode `ino` (None: it does not): the
         session's, if the inode is linked under its root; for a sessionless caller, the first
-        export of its identity (a writable one, for a change) the inode is linked under."""
+        export open to every client (a writable one, for a change) the inode is linked
+        under."""
         scope = self.scope
         if isinstance(scope, SessionlessScope):
             if scope.unrestricted:

@@ -170,7 +170,7 @@ def test_squash():
 
 def test_sessionless_scope_goes_by_each_paths_export():
     table = exports.parse(RULES)
-    anyone = table.sessionless("team-b")
+    anyone = table.sessionless()
     assert not anyone.unrestricted
     anyone.lookup("/pub/x")
     with pytest.raises(FsError) as e:
@@ -180,10 +180,16 @@ def test_sessionless_scope_goes_by_each_paths_export():
         anyone.change("/pub/x")
     assert e.value.errno == errno.EROFS
     anyone.change("/scratch/x")
+    # a team's own export is for its sessions
     with pytest.raises(FsError) as e:
-        table.sessionless("team-a").change("/team-a/x", "/scratch/x")
+        anyone.lookup("/team-a/x")
+    assert e.value.errno == errno.ENOENT
+    two = exports.parse('[[export]]\npath = "/x"\nclients = ["*"]\n'
+                        '[[export]]\npath = "/y"\nclients = ["*"]\n')
+    with pytest.raises(FsError) as e:
+        two.sessionless().change("/x/a", "/y/a")
     assert e.value.errno == errno.EXDEV
-    assert ExportTable().sessionless("x").unrestricted
+    assert ExportTable().sessionless().unrestricted
 
 
 # ---------------------------------------------------------------- the namespace through a scope
