@@ -311,20 +311,22 @@ class WriteInlineRequest(_message.Message):
     def __init__(self, ino: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32c: _Optional[int] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., exact_size: _Optional[bool] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
-    __slots__ = ("ino", "chunks", "size", "mtime_ns", "exact_size", "session")
+    __slots__ = ("ino", "chunks", "size", "mtime_ns", "exact_size", "session", "client")
     INO_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     MTIME_NS_FIELD_NUMBER: _ClassVar[int]
     EXACT_SIZE_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
     ino: int
     chunks: _containers.RepeatedCompositeFieldContainer[Chunk]
     size: int
     mtime_ns: int
     exact_size: bool
     session: int
-    def __init__(self, ino: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., exact_size: _Optional[bool] = ..., session: _Optional[int] = ...) -> None: ...
+    client: str
+    def __init__(self, ino: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., exact_size: _Optional[bool] = ..., session: _Optional[int] = ..., client: _Optional[str] = ...) -> None: ...
 
 class SessionRequest(_message.Message):
     __slots__ = ("session", "subdir", "no_callbacks")

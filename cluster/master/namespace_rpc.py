@@ -71,7 +71,7 @@ class NamespaceRpc:
         except (AttributeError, ValueError):   # a test's stand-in context
             peer = None
         return view_for(self.namespace, self.sessions, self.exports, peer,
-                        getattr(request, "session", 0))
+                        getattr(request, "session", 0), getattr(request, "client", ""))
 
     def _with_callback(self, session: int, path: str, read, ino_of=lambda attr: attr.ino):
         """read(), and for a live session a callback on its answer: on the name (also when

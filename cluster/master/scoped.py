@@ -39,14 +39,20 @@ INSECURE_PEER = ("client", "client")   # (role, identity) of every peer without 
 
 
 def view_for(namespace: Namespace, sessions: SessionTable, exports: ExportTable,
-             peer: tuple[str, str] | None, session: int) -> Namespace | ScopedNamespace:
+             peer: tuple[str, str] | None, session: int,
+             forwarded: str = "") -> Namespace | ScopedNamespace:
     """What a call may see and change: the Namespace itself, or a ScopedNamespace.
 
     `peer` is the (role, identity) the call's connection proved (its certificate, or its
     CURVE key's User-Id); None on an insecure cluster, where every peer is a "client".
     * admin (the CLI) is the administrator's tool: the whole tree, as before exports;
-    * a gateway commits for the mount whose session the commit names: that session's export,
-      its caller-less commit not squashed (the mount's open was checked);
+    * a gateway commits for the mount whose session the commit names, and says which client
+      sent it (`forwarded`, the client's ZMQ User-Id "role:identity"): an admin's commit (a
+      CLI upload) is not confined; a client's must name a session of its own identity (else
+      EACCES) and gets that session's export, its caller-less commit not squashed (the
+      mount's open was checked); a client's commit naming no session is held to what a
+      client without one may reach. Without `forwarded` (an insecure cluster) the session
+      named decides;
     * a client naming a session must be the identity that opened it (EACCES otherwise), and
       gets the session's export; naming a session the master does not know (a restart, before
       the mount has opened it again) is EAGAIN, which the mount retries, unless what a client
@@ -59,6 +65,19 @@ def view_for(namespace: Namespace, sessions: SessionTable, exports: ExportTable,
         return namespace
     s = sessions.get(session) if session else None
     if role == "gateway":
+        sender_role, _, sender = forwarded.partition(":")
+        if sender_role == "admin":
+            return namespace
+        if s is not None and sender and s.identity != sender:
+            raise FsError(errno.EACCES, f"session {session:x} was opened by another client "
+                                        f"than {sender!r}")
+        if s is None and sender:
+            anywhere = exports.sessionless()
+            if anywhere.unrestricted:
+                return namespace
+            if session:
+                raise FsError(errno.EAGAIN, f"session {session:x} is not open (yet)")
+            return ScopedNamespace(namespace, anywhere)
         if s is None or s.scope.unrestricted:
             return namespace
         return ScopedNamespace(namespace, s.scope, session, callerless_is_root=False)

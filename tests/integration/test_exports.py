@@ -122,12 +122,16 @@ def test_a_mount_of_an_export_sees_only_its_subtree(cluster, team_a):
     (mnt / "notes").write_bytes(b"hello\n")
     os.mkdir(mnt / "sub")
     (mnt / "sub" / "deep").write_bytes(b"deep\n")
+    big = os.urandom(300 << 10)          # past inline_max: committed through the gateway,
+    (mnt / "big").write_bytes(big)       # which names the writer to the master
+    assert (mnt / "big").read_bytes() == big
     assert not (mnt / "team-b").exists()
     assert not (mnt / "team-a").exists()
     admin = client_for(cluster)
     try:
         assert admin.read_all("/team-a/notes") == b"hello\n"
         assert admin.read_all("/team-a/sub/deep") == b"deep\n"
+        assert admin.read_all("/team-a/big") == big
     finally:
         admin.close()
 

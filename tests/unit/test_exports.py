@@ -346,6 +346,15 @@ def test_view_for_picks_by_role_session_and_identity(ns):
     assert isinstance(gw, ScopedNamespace)
     assert gw._who(None) is None
     assert view_for(ns, sessions, table, ("gateway", "gateway"), 0) is ns
+    # ... checking the session against the client that sent the chunk
+    assert isinstance(view_for(ns, sessions, table, ("gateway", "gateway"), s.sid,
+                               "client:team-a"), ScopedNamespace)
+    assert errno_of(lambda: view_for(ns, sessions, table, ("gateway", "gateway"), s.sid,
+                                     "client:team-b")) == errno.EACCES
+    assert view_for(ns, sessions, table, ("gateway", "gateway"), 0, "admin:admin") is ns
+    forged = view_for(ns, sessions, table, ("gateway", "gateway"), 0, "client:team-b")
+    assert isinstance(forged, ScopedNamespace)
+    assert forged.scope.unrestricted is False
     # no session: what "*" exports give
     anyone = view_for(ns, sessions, table, ("client", "team-b"), 0)
     assert errno_of(lambda: anyone.getattr("/team-a/f", ALICE)) == errno.ENOENT
