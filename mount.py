@@ -1,6 +1,7 @@
 """Mount a KelpFS cluster as a directory.
 
-    python mount.py MOUNTPOINT [--master HOST:PORT] [--gateway HOST:PORT] [--chunk-size BYTES]
+    python mount.py MOUNTPOINT [--master HOST:PORT] [--gateway HOST:PORT] [--subdir PATH]
+                    [--tls-dir DIR] [--chunk-size BYTES]
                     [--cache-size BYTES] [--attr-ttl SECONDS] [--[no-]allow-other] [--read-only]
                     [--log-level LEVEL] [--background --pid-file FILE --log-file FILE]
                     [--replication N]
@@ -9,7 +10,9 @@ Runs in the foreground by default; Ctrl-C or SIGTERM unmounts cleanly (libfuse's
 handlers end the loop, then fuse_main unmounts). `--background` re-executes this script as a
 detached child (new session, output to --log-file), waits until the mount is live, and returns.
 Refuses with one line on stderr and exit code 1 (no traceback) when the mount point is
-missing, not a directory, already a mount point, or no master answers at --master.
+missing, not a directory, already a mount point, no master answers at --master, or the
+master refuses the --subdir (no export gives it to this client's identity, or it is no
+directory).
 `main(argv) -> int` is what `kelp mount` and the `kelp-mount` script call.
 
 Installed (`pip install .`), this is the top-level module `mount` beside the packages it
@@ -157,6 +160,31 @@ def check_master(address: str, transport) -> None:
         raise MountError(e.message) from None
 
 
+def subdir_of(opts: MountOptions):
+    from fusefs.paths import Subdir
+    try:
+        return Subdir(opts.subdir)
+    except ValueError as e:
+        raise MountError(str(e)) from None
+
+
+def check_session(ops, session, opts: MountOptions) -> None:
+    """The master took the session (it refuses a subdir no export gives this client), and
+    the subdir is a directory: else one line, and no mount."""
+    from cluster.common.errors import FsError
+    from protos import master_pb2
+    if session.refused:
+        raise MountError(f"the master refused to serve {opts.subdir}: {session.refused}")
+    if opts.subdir.strip("/"):
+        try:
+            attr = ops.master.call("GetAttr", master_pb2.PathRequest(path="/"), retry=False)
+        except FsError as e:
+            raise MountError(f"subdir {opts.subdir}: {e.message}") from None
+        import stat as statmod
+        if not statmod.S_ISDIR(attr.mode):
+            raise MountError(f"subdir {opts.subdir} is not a directory")
+
+
 def fuse_kwargs(opts: MountOptions) -> dict:
     from fusefs.fuse_binding import CAN_INVALIDATE, kernel_options
     if opts.callbacks:
@@ -176,7 +204,7 @@ def fuse_kwargs(opts: MountOptions) -> dict:
         negative_timeout=0,
         use_ino=True,
         hard_remove=True,
-        fsname=f"kelpfs:{opts.master}",
+        fsname=f"kelpfs:{opts.master}" + (opts.subdir if opts.subdir.strip("/") else ""),
         subtype="kelpfs",
     )
     if opts.default_permissions:
@@ -215,11 +243,17 @@ def run_foreground(opts: MountOptions) -> int:
     client = KelpClient(opts.master, opts.gateway, chunk_size=opts.chunk_size,
                         cache_bytes=opts.cache_bytes, credits=opts.write_credits,
                         transport=transport(opts))
+    client.master.subdir = subdir_of(opts)
+    ops = KelpOperations(client, opts)
+    try:
+        check_session(ops, ops.start_session(callbacks=opts.callbacks), opts)
+    except MountError:
+        ops.stop_session()
+        client.close()
+        raise
     if opts.pid_file:
         with open(opts.pid_file, "w") as f:
             f.write(f"{os.getpid()}\n")
-    ops = KelpOperations(client, opts)
-    ops.start_session(callbacks=opts.callbacks)
     log.info("mounting %s (master %s) on %s%s", opts.mountpoint, opts.master, LIBFUSE,
              ", with callbacks" if opts.callbacks else "")
     try:

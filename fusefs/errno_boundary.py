@@ -29,10 +29,10 @@ except ImportError:  # pragma: no cover
 log = logging.getLogger("fusefs")
 
 # Failures that are part of normal use (a shell probing names, a missing xattr, a lock held
-# elsewhere, a wait for one interrupted): not logged.
+# elsewhere, a wait for one interrupted, a change on a read-only export): not logged.
 _QUIET = {errno.ENOENT, errno.ENODATA, errno.EEXIST, errno.ENOTEMPTY, errno.EACCES, errno.EPERM,
           errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.EINVAL, errno.EXDEV,
-          errno.EAGAIN, errno.EINTR}
+          errno.EAGAIN, errno.EINTR, errno.EROFS}
 
 
 def to_fuse_error(exc: BaseException, where: str = "") -> OSError:

@@ -18,9 +18,9 @@ from cluster.common.errors import FsError, fserror_from_rpc
 from cluster.common.retry import retry_rpc, unavailable
 from cluster.common.security import Transport
 from fusefs.mutation_channel import MutationChannel
+from fusefs.paths import Subdir
 from protos import master_pb2, master_pb2_grpc
 
-_GRANTING = frozenset({"GetAttr", "GetChunksAt"})   # lookups whose answers come with callbacks
 log = logging.getLogger(__name__)
 
 
@@ -57,10 +57,14 @@ class MasterClient:
         self.stub = master_pb2_grpc.MasterStub(self._channel)
         self._mutations: MutationChannel | None = None
         # The mount's session id, sent with mutations (locks, files kept open after unlink
-        # belong to it), and with lookups when the mount wants callbacks on their answers;
-        # 0 = none (the CLI, or a mount before its session opened).
+        # belong to it) and with every lookup whose request has a session field: the master
+        # holds the call to the session's export, and grants callbacks on the answer unless
+        # the session was opened without them; 0 = none (the CLI, or a mount before its
+        # session opened).
         self.session_id: Callable[[], int] = lambda: 0
-        self.lookup_session: Callable[[], int] = lambda: 0
+        # The subtree this client serves as "/" (a mount's --subdir): every path it sends is
+        # prefixed here, and nowhere else (fusefs/paths.py).
+        self.subdir = Subdir("/")
         # Whom the calls are made for (master.proto's Caller), sent with every lookup whose
         # request has a caller field and with every mutation; None: no one, which the master
         # takes as the superuser (the CLI). A mount gives the FUSE caller (fusefs/callers.py).
@@ -73,7 +77,7 @@ class MasterClient:
         """One namespace change (op: a Mutation.op field such as "create") on the ZMQ
         channel, made for `caller` (None: self.caller()); its answer (Attr, RenameResponse or
         Empty), or FsError with its errno."""
-        reply = self._mutation_channel().call(op, request, durable,
+        reply = self._mutation_channel().call(op, self.subdir.request(request), durable,
                                               caller if caller is not None else self.caller())
         return getattr(reply, reply.WhichOneof("result") or "empty")
 
@@ -111,13 +115,18 @@ class MasterClient:
     def call(self, method: str, request, timeout: float | None = None, retry: bool = True):
         """Call `method` (a Master rpc name); retry UNAVAILABLE for up to retry_for seconds."""
         fn = getattr(self.stub, method)
-        if method in _GRANTING:
-            request.session = self.lookup_session()
+        request = self.subdir.request(request)
+        self._add_session(request)
         self._add_caller(request)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("rpc %s %s", method, str(request).replace("\n", " ")[:120])
         return self._retrying(lambda: fn(request, timeout=timeout or self.timeout),
                               self.retry_for if retry else 0)
+
+    def _add_session(self, request) -> None:
+        """Name the session in a request that has a session field (and none set)."""
+        if "session" in request.DESCRIPTOR.fields_by_name and not request.session:
+            request.session = self.session_id()
 
     def _add_caller(self, request) -> None:
         """Fill in the request's caller field (if it has one and it is unset)."""
@@ -144,8 +153,8 @@ class MasterClient:
             raise fserror_from_rpc(e) from None
 
     def readdir(self, path: str, page_size: int = 1000) -> Iterator[master_pb2.DirEntry]:
-        request = master_pb2.ReadDirRequest(path=path, page_size=page_size,
-                                            session=self.lookup_session())
+        request = master_pb2.ReadDirRequest(path=self.subdir.to_cluster(path),
+                                            page_size=page_size, session=self.session_id())
         self._add_caller(request)
         for page in self.stream("ReadDir", request):
             yield from page.entries
@@ -155,8 +164,8 @@ class MasterClient:
         """The first `limit` entries of a directory (one ReadDir page; the rest of the stream
         is cancelled) and whether the directory may have more. No retries: callers use it
         to prefetch, and a lookup that already succeeded must not wait out an outage."""
-        request = master_pb2.ReadDirRequest(path=path, page_size=limit,
-                                            session=self.lookup_session())
+        request = master_pb2.ReadDirRequest(path=self.subdir.to_cluster(path), page_size=limit,
+                                            session=self.session_id())
         self._add_caller(request)
 
         def first_page():

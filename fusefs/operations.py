@@ -61,10 +61,12 @@ class KelpOperations(FileOperations):
         cache keeps answers until the master breaks them, and breaks reach the kernel."""
         session = MountSession(self.master.mutation_address, self._on_break,
                                self.cache.clear if callbacks else lambda: None,
-                               self.master.transport)
+                               self.master.transport, subdir=self.master.subdir.root,
+                               callbacks=callbacks)
         if callbacks:
             self.cache.use_session(session.trusted)
-            self.master.lookup_session = lambda: session.sid
+        # Every call names the session: the master holds it to the session's export, and
+        # grants callbacks on lookups only when the session was opened with them.
         self.master.session_id = lambda: session.sid
         self.invalidator = KernelInvalidator(invalidate_path)
         self.session = session.start()
@@ -79,7 +81,11 @@ class KelpOperations(FileOperations):
     def _on_break(self, brk) -> None:
         """The master takes back callbacks (session thread): drop what the cache holds, the
         chunk lists open handles hold and what the kernel holds before acknowledging."""
-        paths = self.cache.apply_break(brk.paths, brk.trees, brk.inos)   # and every name
+        # The master names cluster paths; this mount's are below its --subdir.
+        subdir = self.master.subdir
+        names = [p for p in map(subdir.to_mount, brk.paths) if p is not None]
+        trees = [t for t in map(subdir.tree_to_mount, brk.trees) if t is not None]
+        paths = self.cache.apply_break(names, trees, brk.inos)   # and every name
         for ino in brk.inos:
             for h in self._handles_of(ino):
                 h.mark_stale()

@@ -55,8 +55,12 @@ class MountOptions:
     pid_file: str | None = option(None, "write the mount process's pid here (removed at "
                                   "unmount)", default_text="none")
 
+    subdir: str = option("/", "the subtree of the cluster to mount as the mount's root; the "
+                         "master allows it only if an export gives it to this client's "
+                         "identity (docs/security.md)", metavar="PATH")
     tls_dir: str | None = option(None, "directory with the cluster CA and the client "
-                                 "certificate and keys (`kelp certs DIR`)", env=("KELP_TLS_DIR",),
+                                 "certificate and keys (`kelp certs DIR`; a named client's: "
+                                 "DIR/clients/NAME)", env=("KELP_TLS_DIR",),
                                  default_text="none: plain transport")
 
     @property

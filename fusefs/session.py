@@ -13,6 +13,12 @@ a margin. A renewal the master answers with session 0 means it forgot the sessio
 restarted, or the lease ran out while this mount was cut off): `on_lost` drops every cache and
 the session is opened again with the same id, so the files this mount keeps open after unlink
 stay its own.
+
+The open names the subtree the mount serves (`subdir`) and whether it takes callbacks. The
+master may refuse it (EACCES: no export of that subtree for this client's identity,
+docs/security.md): `refused` then holds the master's message, which the mount prints as it
+gives up; a refusal of a later re-open (the exports changed while the master restarted) is
+logged and the open retried every REFUSED_RETRY_S.
 """
 from __future__ import annotations
 
@@ -32,12 +38,17 @@ from protos import master_pb2
 log = logging.getLogger(__name__)
 
 MARGIN_S = 0.5     # the mount stops trusting its lease this long before the master would
+REFUSED_RETRY_S = 5.0   # how often a refused open is tried again
 
 
 class MountSession:
     def __init__(self, address: str, on_break: Callable[[master_pb2.CallbackBreak], None],
-                 on_lost: Callable[[], None], transport: Transport | None = None):
+                 on_lost: Callable[[], None], transport: Transport | None = None,
+                 subdir: str = "/", callbacks: bool = True):
         self.address = address
+        self.subdir = subdir
+        self.callbacks = callbacks
+        self.refused = ""      # the master's message when it refused the open
         self.on_break = on_break
         self.on_lost = on_lost
         self.sid = 0
@@ -89,7 +100,11 @@ class MountSession:
     def _send(self, kind: str) -> None:
         mid = next(self._ids)
         m = master_pb2.Mutation(id=mid)
-        getattr(m, kind).CopyFrom(master_pb2.SessionRequest(session=self.sid))
+        request = master_pb2.SessionRequest(session=self.sid)
+        if kind == "open_session":
+            request.subdir = self.subdir
+            request.no_callbacks = not self.callbacks
+        getattr(m, kind).CopyFrom(request)
         self._sent[mid] = (kind, time.monotonic())
         # zmq.Again: no connection; the lease lapses, and the next try opens or renews.
         with contextlib.suppress(zmq.Again):
@@ -102,7 +117,8 @@ class MountSession:
             if now >= next_send:
                 self._sent = {k: v for k, v in self._sent.items() if now - v[1] < 30}
                 self._send("renew_session" if self.sid and self.lease_s else "open_session")
-                next_send = now + (self.lease_s / 4 if self.lease_s else 0.5)
+                next_send = now + (self.lease_s / 4 if self.lease_s else
+                                   REFUSED_RETRY_S if self.refused else 0.5)
             if self._sock.poll(max(1, int((next_send - time.monotonic()) * 1000))):
                 self._receive()
         log.debug("session %x: thread ends", self.sid)
@@ -120,7 +136,9 @@ class MountSession:
                 log.warning("session: a message that does not parse")
                 continue
             what = reply.WhichOneof("result")
-            if what == "callback_break":
+            if reply.errno and reply.id in self._sent:
+                self._on_refusal(reply)
+            elif what == "callback_break":
                 self._on_break(reply.callback_break)
             elif what == "session":
                 self._on_session(reply.id, reply.session)
@@ -136,6 +154,15 @@ class MountSession:
         # zmq.Again: the master is gone; a new one does not wait for this ack.
         with contextlib.suppress(zmq.Again):
             self._sock.send(m.SerializeToString(), zmq.NOBLOCK)
+
+    def _on_refusal(self, reply: master_pb2.MutationReply) -> None:
+        kind, _ = self._sent.pop(reply.id)
+        if kind != "open_session":
+            return   # a renewal the master would not take: the lease runs out, then reopen
+        if reply.message != self.refused:
+            log.error("the master refused this mount's session: %s", reply.message)
+        self.refused = reply.message or f"errno {reply.errno}"
+        self._opened.set()
 
     def _on_session(self, mid: int, answer: master_pb2.SessionReply) -> None:
         sent = self._sent.pop(mid, None)
@@ -159,6 +186,7 @@ class MountSession:
             # Lookups sent from now on carry the new id (their answers come with callbacks);
             # whatever was cached before has none, nor do answers to lookups in flight.
             self.sid = answer.session
+            self.refused = ""
             self.on_lost()
             log.info("session %x opened with the master (lease %.1f s)", self.sid,
                      answer.lease_s)

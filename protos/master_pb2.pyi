@@ -59,10 +59,12 @@ class PathRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., session: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., access: _Optional[int] = ...) -> None: ...
 
 class InoRequest(_message.Message):
-    __slots__ = ("ino",)
+    __slots__ = ("ino", "session")
     INO_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     ino: int
-    def __init__(self, ino: _Optional[int] = ...) -> None: ...
+    session: int
+    def __init__(self, ino: _Optional[int] = ..., session: _Optional[int] = ...) -> None: ...
 
 class Empty(_message.Message):
     __slots__ = ()
@@ -221,18 +223,20 @@ class SetAttrRequest(_message.Message):
     def __init__(self, path: _Optional[str] = ..., ino: _Optional[int] = ..., mode: _Optional[int] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., size: _Optional[int] = ..., atime_ns: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., times_now: _Optional[bool] = ...) -> None: ...
 
 class XattrRequest(_message.Message):
-    __slots__ = ("path", "name", "value", "flags", "caller")
+    __slots__ = ("path", "name", "value", "flags", "caller", "session")
     PATH_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     FLAGS_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
     path: str
     name: str
     value: bytes
     flags: int
     caller: Caller
-    def __init__(self, path: _Optional[str] = ..., name: _Optional[str] = ..., value: _Optional[bytes] = ..., flags: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ...) -> None: ...
+    session: int
+    def __init__(self, path: _Optional[str] = ..., name: _Optional[str] = ..., value: _Optional[bytes] = ..., flags: _Optional[int] = ..., caller: _Optional[_Union[Caller, _Mapping]] = ..., session: _Optional[int] = ...) -> None: ...
 
 class XattrValue(_message.Message):
     __slots__ = ("value",)
@@ -307,26 +311,32 @@ class WriteInlineRequest(_message.Message):
     def __init__(self, ino: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32c: _Optional[int] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., exact_size: _Optional[bool] = ...) -> None: ...
 
 class CommitRequest(_message.Message):
-    __slots__ = ("ino", "chunks", "size", "mtime_ns", "exact_size", "session")
+    __slots__ = ("ino", "chunks", "size", "mtime_ns", "exact_size", "session", "client")
     INO_FIELD_NUMBER: _ClassVar[int]
     CHUNKS_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
     MTIME_NS_FIELD_NUMBER: _ClassVar[int]
     EXACT_SIZE_FIELD_NUMBER: _ClassVar[int]
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    CLIENT_FIELD_NUMBER: _ClassVar[int]
     ino: int
     chunks: _containers.RepeatedCompositeFieldContainer[Chunk]
     size: int
     mtime_ns: int
     exact_size: bool
     session: int
-    def __init__(self, ino: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., exact_size: _Optional[bool] = ..., session: _Optional[int] = ...) -> None: ...
+    client: str
+    def __init__(self, ino: _Optional[int] = ..., chunks: _Optional[_Iterable[_Union[Chunk, _Mapping]]] = ..., size: _Optional[int] = ..., mtime_ns: _Optional[int] = ..., exact_size: _Optional[bool] = ..., session: _Optional[int] = ..., client: _Optional[str] = ...) -> None: ...
 
 class SessionRequest(_message.Message):
-    __slots__ = ("session",)
+    __slots__ = ("session", "subdir", "no_callbacks")
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    SUBDIR_FIELD_NUMBER: _ClassVar[int]
+    NO_CALLBACKS_FIELD_NUMBER: _ClassVar[int]
     session: int
-    def __init__(self, session: _Optional[int] = ...) -> None: ...
+    subdir: str
+    no_callbacks: bool
+    def __init__(self, session: _Optional[int] = ..., subdir: _Optional[str] = ..., no_callbacks: _Optional[bool] = ...) -> None: ...
 
 class SessionReply(_message.Message):
     __slots__ = ("session", "lease_s")

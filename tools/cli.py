@@ -62,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "(repeatable; default: 127.0.0.1 and localhost)")
     p.add_argument("--force", action="store_true",
                    help="re-issue every certificate and key pair (rotation; the CA stays)")
+    p.add_argument("--client", dest="clients", action="append", default=None, metavar="NAME",
+                   help="also make a named client identity (for the master's exports) in "
+                        "DIR/clients/NAME/, a credentials directory to hand to that client: "
+                        "kelp-mount --tls-dir DIR/clients/NAME (repeatable; SIGHUP a running "
+                        "master and gateway to admit it)")
     p.set_defaults(func=command("certs"))
 
     p = sub.add_parser("down", help="stop the cluster `kelp up` started (exactly its pids)")

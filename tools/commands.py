@@ -76,11 +76,15 @@ def certs(args) -> int:
     from cluster.common.credentials import CredentialsError
     try:
         report = make_cluster_certs(args.dir, tuple(args.hosts) if args.hosts else None,
-                                    force=args.force)
+                                    force=args.force,
+                                    clients=tuple(args.clients) if args.clients else None)
     except (CredentialsError, ValueError) as e:
         raise QuietError(str(e)) from None
     print(f"{args.dir}: {len(report.created)} files made, {len(report.kept)} kept "
           f"(nodes: --tls-dir {args.dir})")
+    for name in args.clients or ():
+        print(f"client {name}: {Path(args.dir) / 'clients' / name} "
+              f"(kelp-mount --tls-dir {Path(args.dir) / 'clients' / name})")
     return 0
 
 

@@ -11,6 +11,15 @@ The files and their modes: cluster.common.credentials.
 
 make_cluster_certs() is idempotent: valid files are kept, missing or broken ones are (re)made,
 and force=True re-issues every leaf (TLS and CURVE) under the same CA, for rotation.
+
+Named clients (`clients=("team-a",)`, `kelp certs DIR --client team-a`): a client-role
+certificate that also carries the URI SAN `kelpfs:client:team-a`, and a CURVE key pair whose
+public key is admitted as `curve/clients/team-a.key` with `name = "team-a"`. They are written
+as a self-contained credentials directory, `DIR/clients/team-a/` (ca.crt, client.crt,
+client.key, curve/client.key*, and the master's and the gateway's public keys): a mount takes
+it as its `--tls-dir` unchanged, so it is what an administrator hands to a team. The master
+learns the identity from either credential (the exports, cluster/master/exports.py); the
+default `client` credential's identity is "client", `admin`'s "admin".
 """
 from __future__ import annotations
 
@@ -48,7 +57,22 @@ ZMQ_CLIENT_ROLES = ("client", "admin")
 # stolen mount certificate cannot stand in for a server.
 CLIENT_ONLY_ROLES = ("client", "admin")
 ROLE_URI_PREFIX = "kelpfs:role:"
+CLIENT_URI_PREFIX = "kelpfs:client:"
 ROLE_DNS_SUFFIX = ".kelpfs"
+CLIENTS_DIR = "clients"   # DIR/clients/<name>/: one named client's own credentials directory
+
+
+def check_client_name(name: str) -> str:
+    """A named client's identity: 1..64 ASCII letters, digits, '-' and '_', and not a
+    role's name (those are the role credentials' own identities)."""
+    ok = 0 < len(name) <= 64 and name.isascii() and \
+        name.replace("-", "").replace("_", "").isalnum()
+    if not ok:
+        raise ValueError(f"bad client name {name!r}: use 1..64 letters, digits, '-' and '_'")
+    if name in ROLES:
+        raise ValueError(f"client name {name!r} is a role's; the {name} credentials have it "
+                         "already")
+    return name
 
 
 @dataclass(frozen=True)
@@ -59,6 +83,7 @@ class CertOptions:
     hosts: tuple[str, ...] = ("127.0.0.1", "localhost")
     roles: tuple[str, ...] = ROLES
     zmq_client_roles: tuple[str, ...] = ZMQ_CLIENT_ROLES
+    clients: tuple[str, ...] = ()   # named clients (DIR/clients/<name>/)
     organization: str = "KelpFS"
     ca_days: int = 3650
     leaf_days: int = 365
@@ -91,6 +116,37 @@ def role_of_uris(uris) -> str | None:
     return role if role in ROLES else None
 
 
+def identity_of_uris(uris) -> str | None:
+    """The client identity a certificate's URIs name: its one `kelpfs:client:<name>`, else
+    its role (the role credentials' identity); None without a role, or with two names."""
+    role = role_of_uris(uris)
+    if role is None:
+        return None
+    names = set()
+    for uri in uris:
+        text = uri.decode("ascii", "replace") if isinstance(uri, bytes) else uri
+        if text.startswith(CLIENT_URI_PREFIX):
+            names.add(text[len(CLIENT_URI_PREFIX):])
+    if len(names) > 1:
+        return None
+    return names.pop() if names else role
+
+
+def identity_of_cert(cert: x509.Certificate) -> str | None:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    return identity_of_uris(san.get_values_for_type(x509.UniformResourceIdentifier))
+
+
+def identity_of_pem(pem: bytes) -> str | None:
+    try:
+        return identity_of_cert(x509.load_pem_x509_certificate(pem))
+    except ValueError:
+        return None
+
+
 def role_of_pem(pem: bytes) -> str | None:
     try:
         return role_of_cert(x509.load_pem_x509_certificate(pem))
@@ -121,7 +177,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def _san(hosts: tuple[str, ...], role: str) -> list[x509.GeneralName]:
+def _san(hosts: tuple[str, ...], role: str, name: str | None = None) -> list[x509.GeneralName]:
     names: list[x509.GeneralName] = []
     for host in hosts:
         try:
@@ -130,6 +186,8 @@ def _san(hosts: tuple[str, ...], role: str) -> list[x509.GeneralName]:
             names.append(x509.DNSName(host))
     names.append(x509.DNSName(role + ROLE_DNS_SUFFIX))
     names.append(x509.UniformResourceIdentifier(ROLE_URI_PREFIX + role))
+    if name:
+        names.append(x509.UniformResourceIdentifier(CLIENT_URI_PREFIX + name))
     return names
 
 
@@ -155,18 +213,21 @@ def _issue_ca(opts: CertOptions) -> tuple[x509.Certificate, ec.EllipticCurvePriv
 
 
 def issue_leaf(role: str, ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
-               opts: CertOptions) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A new key and a certificate for it naming `role`, signed by the CA."""
+               opts: CertOptions, name: str | None = None
+               ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A new key and a certificate for it naming `role` (and client identity `name`),
+    signed by the CA."""
     key = _new_key()
     now = datetime.datetime.now(datetime.UTC)
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
     if role not in CLIENT_ONLY_ROLES:
         usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, opts.organization),
-                      x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
-                      x509.NameAttribute(NameOID.COMMON_NAME, f"kelpfs-{role}")])
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, opts.organization),
+                         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, role),
+                         x509.NameAttribute(NameOID.COMMON_NAME,
+                                            f"kelpfs-{role}" + (f"-{name}" if name else ""))])
     cert = (x509.CertificateBuilder()
-            .subject_name(name).issuer_name(ca.subject).public_key(key.public_key())
+            .subject_name(subject).issuer_name(ca.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(min(now + datetime.timedelta(days=opts.leaf_days),
@@ -177,7 +238,8 @@ def issue_leaf(role: str, ca: x509.Certificate, ca_key: ec.EllipticCurvePrivateK
                 data_encipherment=False, key_agreement=False, key_cert_sign=False,
                 crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(x509.SubjectAlternativeName(_san(opts.hosts, role)), critical=False)
+            .add_extension(x509.SubjectAlternativeName(_san(opts.hosts, role, name)),
+                           critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
                            critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
@@ -207,7 +269,8 @@ def _same_key(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> bool:
     return cert.public_key() == key.public_key()
 
 
-def _leaf_problem(creds: Credentials, ca: x509.Certificate, opts: CertOptions) -> str | None:
+def _leaf_problem(creds: Credentials, ca: x509.Certificate, opts: CertOptions,
+                  name: str | None = None) -> str | None:
     """Why the role's existing certificate must be re-issued, or None to keep it."""
     try:
         cert, key = load_cert(creds.cert), _load_key(creds.key)
@@ -219,7 +282,9 @@ def _leaf_problem(creds: Credentials, ca: x509.Certificate, opts: CertOptions) -
         return "key does not match certificate"
     if role_of_cert(cert) != creds.role:
         return f"certificate names role {role_of_cert(cert)!r}"
-    want = set(_san(opts.hosts, creds.role))
+    if name and identity_of_cert(cert) != name:
+        return f"certificate names client {identity_of_cert(cert)!r}"
+    want = set(_san(opts.hosts, creds.role, name))
     have = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
     if not want <= have:
         return "hosts changed"
@@ -255,15 +320,24 @@ class _Ca:
 
 def make_cluster_certs(directory: str | os.PathLike,
                        hosts: tuple[str, ...] | None = None, *, force: bool = False,
-                       options: CertOptions | None = None) -> CertReport:
+                       options: CertOptions | None = None,
+                       clients: tuple[str, ...] | None = None) -> CertReport:
     """Make (or complete) a credentials directory (layout: cluster.common.credentials).
 
     An existing CA is never replaced (every peer trusts it): a broken one is an error for a
     person to resolve. `force` re-issues all leaves (TLS key+certificate and CURVE pair).
+    `clients`: named clients to make (or complete) as well, each in DIR/clients/<name>/;
+    those made before are completed (and with `force` re-issued) whether named or not.
     """
     opts = options or CertOptions()
     if hosts is not None:
         opts = replace(opts, hosts=tuple(hosts))
+    made = Path(directory) / CLIENTS_DIR
+    known = tuple(sorted(p.name for p in made.iterdir() if p.is_dir())) if made.is_dir() else ()
+    wanted = tuple(clients) if clients is not None else ()
+    opts = replace(opts, clients=tuple(dict.fromkeys((*opts.clients, *known, *wanted))))
+    for name in opts.clients:
+        check_client_name(name)
     for role in opts.roles:
         Credentials.of(directory, role)   # validates the role name
     if not set(opts.zmq_client_roles) <= set(opts.roles):
@@ -284,4 +358,48 @@ def make_cluster_certs(directory: str | os.PathLike,
         write_file(creds.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         report.created += [creds.cert, creds.key]
     curve.make_curve_keys(root, opts.roles, opts.zmq_client_roles, force=force, report=report)
+    for name in opts.clients:
+        _make_named_client(root, name, ca, opts, force, report)
     return report
+
+
+def _copy(source: Path, target: Path, report: CertReport) -> None:
+    data = read_file(source)
+    try:
+        if target.read_bytes() == data:
+            report.kept.append(target)
+            return
+    except OSError:
+        pass
+    write_file(target, data, 0o644)
+    report.created.append(target)
+
+
+def _make_named_client(root: Path, name: str, ca: _Ca, opts: CertOptions, force: bool,
+                       report: CertReport) -> None:
+    """DIR/clients/<name>/: a credentials directory for the client role whose certificate
+    and CURVE key name the client; its public key admitted in DIR/curve/clients/<name>.key.
+    The CA certificate and the servers' public keys are copied in (again whenever they
+    changed), so the directory is all a mount needs."""
+    sub = private_dir(root / CLIENTS_DIR / name)
+    creds = Credentials(sub, "client")
+    _copy(Credentials(root, "client").ca_cert, creds.ca_cert, report)
+    problem = "forced" if force else _leaf_problem(creds, ca.cert, opts, name)
+    if problem is None:
+        report.kept += [creds.cert, creds.key]
+    else:
+        if creds.cert.exists():
+            log.info("re-issuing %s: %s", creds.cert, problem)
+        cert, key = issue_leaf("client", ca.cert, ca.key(), opts, name)
+        write_file(creds.key, _key_pem(key), 0o600)
+        write_file(creds.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        report.created += [creds.cert, creds.key]
+    curve.make_curve_keys(sub, ("client",), (), force=force, report=report)
+    private_dir(creds.curve_dir)
+    for server in ("master", "gateway"):
+        server_creds = Credentials(root, server)
+        if server_creds.curve_public.exists():
+            _copy(server_creds.curve_public, Credentials(sub, server).curve_public, report)
+    public = curve.load_keypair(creds)[0]
+    path = curve.authorize_key(root, name, public, "client", identity=name)
+    report.kept.append(path)

@@ -5,9 +5,12 @@ Why a ZAP handler: a CURVE server alone encrypts but admits *any* client key, wh
 defence against another user of the machine (they make their own key pair). libzmq asks the
 ZAP handler bound on inproc://zeromq.zap.01 of the socket's context about every handshake;
 ours (ZapAuthenticator, pyzmq's ThreadAuthenticator with a key-set callback) admits a key only
-if it is in curve/clients/, and gives the connection the key's role as its ZMQ User-Id, so
-a server may also check what kind of peer sent a message (peer_role). Servers also set
-ZAP_ENFORCE_DOMAIN: without a running handler handshakes fail instead of succeeding.
+if it is in curve/clients/, and gives the connection the ZMQ User-Id "role:identity" (the
+key's role, and the client identity its file names: `name = "team-a"` for a named client of
+`kelp certs --client`, else the role itself), so a server may also check what kind of peer
+sent a message (peer_role) and which client it is (peer_identity; the master's exports).
+Servers also set ZAP_ENFORCE_DOMAIN: without a running handler handshakes fail instead of
+succeeding.
 
 Usage (server):   auth = ZapAuthenticator(ctx, KeyRing.of(dir)); auth.start()
                   curve_server(router, dir, "gateway", auth); router.bind(...)
@@ -45,14 +48,15 @@ ZAP_DOMAIN = "kelpfs"
 # -- key files (ZeroMQ's certificate format, so zmq tools read them too) ----------------------
 
 
-def _zpl(public: bytes, secret: bytes | None, role: str) -> bytes:
+def _zpl(public: bytes, secret: bytes | None, role: str, name: str | None = None) -> bytes:
     kind = "Secret" if secret else "Public"
     lines = [f"#   ****  Generated on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M:%S}"
              " by KelpFS  ****",
              f"#   ZeroMQ CURVE {kind} Certificate",
              "#   Exchange securely, or use a secure mechanism to verify the contents",
              "#   of this file after exchange.",
-             "", "metadata", f'    role = "{role}"', "curve",
+             "", "metadata", f'    role = "{role}"',
+             *([f'    name = "{name}"'] if name else []), "curve",
              f'    public-key = "{public.decode("ascii")}"']
     if secret:
         lines.append(f'    secret-key = "{secret.decode("ascii")}"')
@@ -81,6 +85,16 @@ def load_public(path: Path) -> tuple[bytes, str | None]:
     return fields["public-key"], role if role in ROLES else None
 
 
+def load_client_key(path: Path) -> tuple[bytes, str | None, str]:
+    """(Z85 public key, role or None, client identity) of an admitted key file: the identity
+    is its `name` (a named client's), else its role."""
+    fields = _parse(read_file(path), path)
+    role = fields.get("role", b"").decode("ascii", "replace")
+    name = fields.get("name", b"").decode("ascii", "replace")
+    known = role if role in ROLES else None
+    return fields["public-key"], known, name or role
+
+
 def load_keypair(creds: Credentials) -> tuple[bytes, bytes]:
     """(public, secret) Z85 keys of a role, the secret file checked to be private."""
     path = creds.curve_secret
@@ -101,14 +115,21 @@ def server_public(directory: str | os.PathLike, role: str) -> bytes:
     return load_public(Credentials.of(directory, role).curve_public)[0]
 
 
-def authorize_key(directory: str | os.PathLike, name: str, public: bytes, role: str) -> Path:
-    """Admit one more client key (e.g. a second mount's own key) as `role`; a running server
-    sees it after KeyRing.reload()."""
+def authorize_key(directory: str | os.PathLike, name: str, public: bytes, role: str,
+                  identity: str | None = None) -> Path:
+    """Admit one more client key (e.g. a second mount's own key) as `role`, with client
+    identity `identity` (None: the role's); a running server sees it after KeyRing.reload()."""
     if role not in ROLES or not name.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"bad role {role!r} or key name {name!r}")
     clients = private_dir(Credentials.of(directory, role).curve_clients)
     path = clients / f"{name}.key"
-    write_file(path, _zpl(public, None, role), 0o644)
+    want = _zpl(public, None, role, identity)
+    try:
+        if load_client_key(path) == (public, role, identity or role):
+            return path
+    except CredentialsError:
+        pass
+    write_file(path, want, 0o644)
     return path
 
 
@@ -159,7 +180,7 @@ class KeyRing:
     def __init__(self, clients_dir: Path, roles: tuple[str, ...] | None = None):
         self.clients_dir = Path(clients_dir)
         self.roles = tuple(roles) if roles is not None else ROLES
-        self._keys: dict[bytes, str] = {}
+        self._keys: dict[bytes, tuple[str, str]] = {}   # public -> (role, identity)
         self._refusals = Throttle()
         self.reload()
 
@@ -170,27 +191,38 @@ class KeyRing:
     def reload(self) -> int:
         """Re-read the directory; returns how many keys are admitted. A file that does not
         parse or names no role is skipped with a warning, never admitted."""
-        keys: dict[bytes, str] = {}
+        keys: dict[bytes, tuple[str, str]] = {}
         try:
             paths = sorted(self.clients_dir.glob("*.key"))
         except OSError as e:
             raise CredentialsError(f"cannot list {self.clients_dir}: {e.strerror}") from None
         for path in paths:
             try:
-                public, role = load_public(path)
+                public, role, identity = load_client_key(path)
             except CredentialsError as e:
                 log.warning("skipping client key %s", e)
                 continue
             if role is None:
                 log.warning("skipping client key %s: it names no role", path)
             elif role in self.roles:
-                keys[public] = role
+                keys[public] = (role, identity)
         self._keys = keys   # one assignment: the handler thread sees the old or the new set
         log.info("admitting %d CURVE client keys from %s", len(keys), self.clients_dir)
         return len(keys)
 
     def role_of(self, public_z85: bytes) -> str | None:
-        return self._keys.get(public_z85)
+        found = self._keys.get(public_z85)
+        return found[0] if found else None
+
+    def identity_of(self, public_z85: bytes) -> str | None:
+        """The client identity of an admitted key ("team-a"; the role for a role's key)."""
+        found = self._keys.get(public_z85)
+        return found[1] if found else None
+
+    def user_id(self, public_z85: bytes) -> str:
+        """The ZMQ User-Id of a connection made with this key: "role:identity"."""
+        found = self._keys.get(public_z85)
+        return f"{found[0]}:{found[1]}" if found else ""
 
     def callback(self, domain: str, public_z85: bytes) -> bool:
         """pyzmq's credentials-provider hook: admit or refuse one handshake."""
@@ -206,7 +238,7 @@ class KeyRing:
 
 class ZapAuthenticator(ThreadAuthenticator):
     """pyzmq's ZAP handler thread for one context, admitting exactly the KeyRing's keys and
-    naming each connection's User-Id after the key's role."""
+    naming each connection's User-Id "role:identity" after the key's file."""
 
     def __init__(self, context: zmq.Context, keyring: KeyRing, domain: str = ZAP_DOMAIN):
         zap_log = logging.getLogger(__name__ + ".zap")
@@ -225,7 +257,7 @@ class ZapAuthenticator(ThreadAuthenticator):
             self.configure_curve_callback(self.domain, credentials_provider=self.keyring)
 
     def curve_user_id(self, client_public_key: bytes) -> str:
-        return self.keyring.role_of(zmq.utils.z85.encode(client_public_key)) or ""
+        return self.keyring.user_id(zmq.utils.z85.encode(client_public_key))
 
     def __enter__(self) -> ZapAuthenticator:
         self.start()
@@ -265,11 +297,23 @@ def curve_client(socket: zmq.Socket, directory: str | os.PathLike, role: str,
     socket.curve_serverkey = server_key
 
 
-def peer_role(frame: zmq.Frame) -> str | None:
-    """The role of the client that sent `frame` (received with copy=False on a curve_server
-    socket), from the User-Id the ZAP handler gave its connection."""
+def _user_id(frame: zmq.Frame) -> tuple[str, str] | None:
     try:
         user = frame.get("User-Id")
     except zmq.ZMQError:
         return None
-    return user if user in ROLES else None
+    role, _, identity = str(user or "").partition(":")
+    return (role, identity or role) if role in ROLES else None
+
+
+def peer_role(frame: zmq.Frame) -> str | None:
+    """The role of the client that sent `frame` (received with copy=False on a curve_server
+    socket), from the User-Id the ZAP handler gave its connection."""
+    found = _user_id(frame)
+    return found[0] if found else None
+
+
+def peer_identity(frame: zmq.Frame) -> tuple[str, str] | None:
+    """(role, client identity) of the client that sent `frame`, as peer_role; None on a
+    socket without CURVE (an insecure cluster)."""
+    return _user_id(frame)

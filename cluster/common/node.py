@@ -4,7 +4,8 @@
 stderr (the local cluster runner sends it to the node's log file), start with a one-line error
 and exit code 1 when the node cannot start (a taken port, a bad data dir, a newer schema),
 a pid file while it serves (--pid-file), SIGINT and SIGTERM as a clean stop, SIGHUP as a
-reload of the admitted CURVE keys, a stop when the node ends by itself, and the exit code.
+reload (the admitted CURVE keys; the master's exports too, through its `reload()`), a stop
+when the node ends by itself, and the exit code.
 The node's own HTTP /status, /metrics and health service are started by its `start()`.
 """
 from __future__ import annotations
@@ -60,9 +61,18 @@ def run_node(kind: str, opts: Any, make: Callable[[Any], Node],
         stop.set()
 
     def on_reload(_signum: int, _frame: object) -> None:
-        transport = getattr(node, "transport", None)
-        if transport is not None:
-            transport.reload()
+        # A node with more to re-read than its transport's keys (the master's exports) says
+        # so with a reload() of its own, which reloads the transport too.
+        try:
+            reload = getattr(node, "reload", None)
+            if reload is not None:
+                reload()
+                return
+            transport = getattr(node, "transport", None)
+            if transport is not None:
+                transport.reload()
+        except Exception:
+            log.exception("%s %s: reload failed", kind, name)
 
     pid_file = getattr(opts, "pid_file", None)
     if pid_file:

@@ -23,7 +23,13 @@ import grpc
 from grpc_health.v1 import health
 
 from cluster.common import rpc
-from cluster.common.certs import ROLE_DNS_SUFFIX, role_of_pem, role_of_uris
+from cluster.common.certs import (
+    ROLE_DNS_SUFFIX,
+    identity_of_pem,
+    identity_of_uris,
+    role_of_pem,
+    role_of_uris,
+)
 from cluster.common.credentials import Credentials, CredentialsError, Throttle
 from cluster.common.rolepolicy import DEFAULT_POLICY, RolePolicy
 
@@ -159,6 +165,28 @@ def peer_role(context: grpc.ServicerContext) -> str | None:
         return role_of_uris(uris)
     pems = auth.get("x509_pem_cert")
     return _role_of_pem(pems[0]) if pems else None
+
+
+@functools.lru_cache(maxsize=64)
+def _identity_of_pem(pem: bytes) -> str | None:
+    return identity_of_pem(pem)
+
+
+def peer_identity(context: grpc.ServicerContext) -> tuple[str, str] | None:
+    """(role, client identity) of the peer of a call, from its certificate: the identity is
+    a named client's `kelpfs:client:<name>`, else the role; None as peer_role."""
+    auth = context.auth_context()
+    if b"ssl" not in auth.get("transport_security_type", ()):
+        return None
+    uris = auth.get("peer_uri")
+    if uris:
+        role, identity = role_of_uris(uris), identity_of_uris(uris)
+    else:
+        pems = auth.get("x509_pem_cert")
+        if not pems:
+            return None
+        role, identity = _role_of_pem(pems[0]), _identity_of_pem(pems[0])
+    return (role, identity) if role is not None and identity is not None else None
 
 
 class RoleCheck(grpc.ServerInterceptor):

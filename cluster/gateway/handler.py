@@ -36,16 +36,19 @@ class GatewayHandler:
         return gateway_pb2.Reply(request_id=request.request_id,
                                  pong=gateway_pb2.Pong(name=self.name))
 
-    def handle(self, request: gateway_pb2.Request, payload) -> gateway_pb2.Reply:
+    def handle(self, request: gateway_pb2.Request, payload,
+               client: str = "") -> gateway_pb2.Reply:
+        """`client`: the sender's ZMQ User-Id ("role:identity"), passed on with its commits
+        so the master holds them to that client's session and export."""
         rid = request.request_id
         body = request.WhichOneof("body")
         try:
             if body == "write":
-                return self._write(rid, request.write, payload)
+                return self._write(rid, request.write, payload, client)
             if body == "commit":
                 c = request.commit
                 attr = self._commit(c.ino, c.chunks, c.size, c.mtime_ns, c.exact_size,
-                                    c.session)
+                                    c.session, client)
                 return gateway_pb2.Reply(request_id=rid,
                                          committed=gateway_pb2.Committed(attr=attr))
             if body == "ping":
@@ -66,7 +69,8 @@ class GatewayHandler:
             log.exception("%s request %d failed unexpectedly", body, rid)
             return error_reply(rid, "EIO", f"gateway {self.name}: {type(e).__name__}: {e}")
 
-    def _write(self, rid: int, write: gateway_pb2.Write, payload) -> gateway_pb2.Reply:
+    def _write(self, rid: int, write: gateway_pb2.Write, payload,
+               client: str = "") -> gateway_pb2.Reply:
         chunk = None
         if write.length:
             started = time.monotonic()
@@ -83,15 +87,15 @@ class GatewayHandler:
         c = write.commit
         chunks = list(c.chunks) + ([chunk] if chunk is not None else [])
         attr = self._commit(c.ino or write.ino, chunks, c.size, c.mtime_ns, c.exact_size,
-                            c.session)
+                            c.session, client)
         mine = [chunk] if chunk is not None else []
         return gateway_pb2.Reply(request_id=rid,
                                  committed=gateway_pb2.Committed(attr=attr, chunks=mine))
 
     def _commit(self, ino: int, chunks, size: int, mtime_ns: int, exact_size: bool = False,
-                session: int = 0):
+                session: int = 0, client: str = ""):
         started = time.monotonic()
-        attr = self.writer.commit(ino, chunks, size, mtime_ns, exact_size, session)
+        attr = self.writer.commit(ino, chunks, size, mtime_ns, exact_size, session, client)
         metrics.COMMIT_SECONDS.labels(self.name).observe(time.monotonic() - started)
         self.count("commits")
         return attr

@@ -27,7 +27,7 @@ from concurrent import futures
 import grpc
 import zmq
 
-from cluster.common import rpc
+from cluster.common import curve, rpc
 from cluster.common.httpstatus import StatusServer
 from cluster.common.node import run_node
 from cluster.common.security import Transport
@@ -240,6 +240,7 @@ class GatewayNode:
             except zmq.Again:
                 return
             identity = frames[0].bytes
+            client = curve.peer_identity(frames[1])   # who sent it (None: no CURVE)
             try:
                 request, payload = decode(frames[1:], self.opts.max_chunk)
             except BadRequest as e:
@@ -257,11 +258,12 @@ class GatewayNode:
             metrics.IN_FLIGHT.labels(self.name).set(self._inflight)
             # The payload is a memoryview of the received frame: no copy, and it keeps the
             # frame alive until the worker is done.
-            self._workers.submit(self._work, identity, request, payload)
+            self._workers.submit(self._work, identity, request, payload,
+                                 ":".join(client) if client else "")
 
-    def _work(self, identity: bytes, request, payload) -> None:
+    def _work(self, identity: bytes, request, payload, client: str = "") -> None:
         try:
-            reply = self.handler.handle(request, payload).SerializeToString()
+            reply = self.handler.handle(request, payload, client).SerializeToString()
         except Exception as e:
             log.exception("gateway %s: request failed", self.name)
             reply = error_reply(request.request_id, "EIO", f"{type(e).__name__}: {e}") \

@@ -225,11 +225,13 @@ class ChunkWriter:
         return len(vids), len(by_server)
 
     def commit(self, ino: int, chunks, size: int, mtime_ns: int = 0,
-               exact_size: bool = False, session: int = 0) -> master_pb2.Attr:
+               exact_size: bool = False, session: int = 0,
+               client: str = "") -> master_pb2.Attr:
         """Master.CommitChunks: the file's chunk list gains `chunks` (in order) and `size`
-        (grow-only unless exact_size), for the mount whose `session` wrote it."""
+        (grow-only unless exact_size), for the mount whose `session` wrote it; `client` is
+        that mount's ZMQ User-Id, which the master checks the session against."""
         request = master_pb2.CommitRequest(ino=ino, chunks=chunks, size=size, mtime_ns=mtime_ns,
-                                           exact_size=exact_size, session=session)
+                                           exact_size=exact_size, session=session, client=client)
         return call_master(self._master.CommitChunks, request, what=f"commit ino {ino}",
                            patience=self.master_patience)
 

@@ -24,6 +24,12 @@ the other mutations one round trip to the mount that holds it, and nothing when 
 The gRPC servicer's mutations (the CLI's, a gateway's commits) come in through `submit`, into
 the same batches, so they break callbacks like any other change.
 
+Exports: the connection a message came on proved a client identity (its CURVE key's ZAP
+User-Id, cluster/common/curve.py). open_session resolves the session's subdir against the
+exports for that identity (refused with EACCES when none admits it), and every mutation is
+applied through the view `scoped.view_for` gives for its connection and the session it
+names; a gRPC servicer's mutation brings the view it was given (`submit`).
+
 Bad input never reaches the namespace and never stops the channel for other mounts: a frame
 that does not parse is logged and dropped (there is no id to answer), a mutation naming no
 operation is answered EINVAL, a message over `max_message` bytes makes ZMQ drop that peer's
@@ -38,17 +44,22 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import zmq
 from google.protobuf.message import DecodeError
 
+from cluster.common import curve
 from cluster.common.errors import FsError
 from cluster.common.security import Transport
 from cluster.common.wakepipe import WakePipe
 from cluster.master import mutations, schema
 from cluster.master.callbacks import CallbackTable, Keys
+from cluster.master.exports import IMPLICIT_EXPORT, ExportTable, Scope
 from cluster.master.locks import EXCLUSIVE, UNLOCK, Lock, LockTable
 from cluster.master.namespace import Namespace
+from cluster.master.paths import canonical
+from cluster.master.scoped import INSECURE_PEER, ScopedNamespace, view_for
 from cluster.master.sessions import SessionTable
 from cluster.master.store import MetadataStore
 from cluster.master.touched import path_before, touched
@@ -71,12 +82,16 @@ def _failed(mid: int, op: str, e: Exception) -> master_pb2.MutationReply:
 
 class _LocalCall:
     """A mutation submitted by another thread of the master (the gRPC servicer): the peer
-    its answer goes to."""
-    __slots__ = ("done", "reply")
+    its answer goes to, and the view of the namespace it is applied through."""
+    __slots__ = ("done", "reply", "view")
 
-    def __init__(self):
+    def __init__(self, view: Namespace | ScopedNamespace | None = None):
         self.done = threading.Event()
         self.reply: master_pb2.MutationReply | None = None
+        self.view = view
+
+
+MAX_PEERS = 10_000   # connections whose identity is remembered (each message refreshes it)
 HOUSEKEEPING_S = 0.5   # how often expired sessions and over-full callback tables are seen to
 
 
@@ -84,8 +99,13 @@ class MutationServer:
     def __init__(self, namespace: Namespace, store: MetadataStore, ip: str, port: int,
                  max_batch: int = 256, max_message: int = 16 << 20, hwm: int = 10000,
                  sessions: SessionTable | None = None, callbacks: CallbackTable | None = None,
-                 transport: Transport | None = None):
+                 transport: Transport | None = None,
+                 exports: Callable[[], ExportTable] | None = None):
         self.namespace = namespace
+        self.exports = exports or ExportTable
+        # ROUTER routing id -> (role, identity) its connection proved, from the last message
+        # it sent (unknown: an insecure cluster's "client")
+        self._peers: dict[bytes, tuple[str, str]] = {}
         self.store = store
         self.max_batch = max_batch
         self.sessions = sessions if sessions is not None else SessionTable()
@@ -139,13 +159,14 @@ class MutationServer:
         self._ctx.term()
         self._wake.close()
 
-    def submit(self, op: str, request, session: int = 0,
-               timeout: float = 60.0) -> master_pb2.MutationReply:
+    def submit(self, op: str, request, session: int = 0, timeout: float = 60.0,
+               view: Namespace | ScopedNamespace | None = None) -> master_pb2.MutationReply:
         """Apply one mutation from another thread (the gRPC servicer) in the next batch,
-        with its breaks (none to `session`); its MutationReply."""
+        through `view` (None: the whole namespace), with its breaks (none to `session`); its
+        MutationReply."""
         m = master_pb2.Mutation(id=1, session=session)
         getattr(m, op).CopyFrom(request)
-        call = _LocalCall()
+        call = _LocalCall(view)
         self._local.append((call, m))
         self._wake.wake()
         if not call.done.wait(timeout):
@@ -197,14 +218,15 @@ class MutationServer:
             batch.append(self._local.popleft())
         while hold or len(batch) < self.max_batch:
             try:
-                frames = self._router.recv_multipart(zmq.NOBLOCK)
+                parts = self._router.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
-            if len(frames) != 2:
+            if len(parts) != 2:
                 log.warning("mutation channel: dropped a message of %d frames (want 2)",
-                            len(frames))
+                            len(parts))
                 continue
-            peer, payload = frames
+            peer, payload = parts[0].bytes, parts[1].bytes
+            self._remember(peer, curve.peer_identity(parts[1]))
             mutation = master_pb2.Mutation()
             try:
                 mutation.ParseFromString(payload)
@@ -223,6 +245,42 @@ class MutationServer:
 
     # ------------------------------------------------------------ sessions and callbacks
 
+    def _remember(self, peer: bytes, identity: tuple[str, str] | None) -> None:
+        if identity is None:
+            return   # no CURVE: every peer is INSECURE_PEER
+        if peer not in self._peers and len(self._peers) >= MAX_PEERS:
+            # Forget the older half; a connection still in use is remembered again at its
+            # next message, before that message is applied.
+            for old in list(self._peers)[:MAX_PEERS // 2]:
+                del self._peers[old]
+        self._peers[peer] = identity
+
+    def peer_of(self, peer) -> tuple[str, str]:
+        """(role, identity) of a ZMQ peer by its routing id."""
+        return self._peers.get(peer, INSECURE_PEER) if isinstance(peer, bytes) \
+            else INSECURE_PEER
+
+    def _view(self, peer, m: master_pb2.Mutation) -> Namespace | ScopedNamespace:
+        if isinstance(peer, _LocalCall):
+            return peer.view if peer.view is not None else self.namespace
+        return view_for(self.namespace, self.sessions, self.exports(), self.peer_of(peer),
+                        m.session)
+
+    def _own(self, peer, sid: int) -> None:
+        """EACCES unless the session `sid` (if live) was opened by this peer's identity: no
+        client may close, or take locks under, another's session."""
+        s = self.sessions.get(sid) if sid else None
+        if s is not None and s.identity != self.peer_of(peer)[1]:
+            raise FsError(errno.EACCES, f"session {sid:x} was opened by another client")
+
+    def _open_scope(self, peer, request: master_pb2.SessionRequest) -> Scope:
+        """The export a session opened by `peer` for `request.subdir` gets (EACCES: none)."""
+        role, identity = self.peer_of(peer)
+        subdir = request.subdir or "/"
+        if role == "admin":
+            return Scope(canonical(subdir), IMPLICIT_EXPORT)
+        return self.exports().resolve(identity, subdir)
+
     def _control(self, peer: bytes, m: master_pb2.Mutation, op: str) -> None:
         """Every message is answered, as mutations are (the mount ignores what it does not
         wait for)."""
@@ -238,18 +296,24 @@ class MutationServer:
             self._waiting.pop(m.break_ack.break_id, None)
             return master_pb2.MutationReply(id=m.id, empty=master_pb2.Empty())
         if op == "lock":
+            self._own(peer, m.session)
             return self._lock(m)
         if op == "close_session":
             # A clean unmount: its callbacks, locks and kept files go now, not after its
             # lease (changes to what it held would wait for that long).
             sid = m.close_session.session
+            self._own(peer, sid)
             if sid in self.sessions:
                 log.info("session %x closed", sid)
                 self._end_session(sid)
             return master_pb2.MutationReply(id=m.id, empty=master_pb2.Empty())
         if op == "open_session":
-            s = self.sessions.open(peer, m.open_session.session)
-            log.info("session %x opened (%d live)", s.sid, len(self.sessions))
+            request = m.open_session
+            scope = self._open_scope(peer, request)
+            s = self.sessions.open(peer, request.session, identity=self.peer_of(peer)[1],
+                                   scope=scope, callbacks=not request.no_callbacks)
+            log.info("session %x opened by %s for %s%s (%d live)", s.sid, s.identity,
+                     scope.root, " read-only" if scope.read_only else "", len(self.sessions))
             if not self._sessions_known:
                 self._sessions_known = True
                 self.store.raise_counter(schema.COUNTER_SESSIONS, 1)
@@ -263,7 +327,7 @@ class MutationServer:
                 return master_pb2.MutationReply(
                     id=m.id, errno=errno.EAGAIN,
                     message="not renewed: the session owes a callback break's ack")
-            if not self.sessions.renew(sid, peer):
+            if not self.sessions.renew(sid, peer, self.peer_of(peer)[1]):
                 sid = 0   # unknown: the mount drops its caches and opens a session again
         return master_pb2.MutationReply(
             id=m.id, session=master_pb2.SessionReply(session=sid,
@@ -300,7 +364,7 @@ class MutationServer:
             for sid, keys_of_sid in self.callbacks.take(keys, but=sender).items():
                 drops.setdefault(sid, Keys()).update(keys_of_sid)
         for sender, keys in changes:
-            if sender and self.sessions.alive(sender):
+            if sender and self.sessions.granting(sender):
                 # The sender caches what it changed from its answer: its callback.
                 self.callbacks.grant(sender, paths=keys.paths, inos=keys.inos)
         if drops:
@@ -392,8 +456,8 @@ class MutationServer:
         durable = any(m.durable for _, m in batch)
         try:
             with self.store.batch(durable=durable):
-                for _, m in batch:
-                    replies.append(self._apply_one(m, found))
+                for peer, m in batch:
+                    replies.append(self._apply_one(peer, m, found))
         except Exception as e:
             log.exception("mutation batch of %d failed to commit", len(batch))
             replies = [master_pb2.MutationReply(id=m.id, errno=errno.EIO,
@@ -414,7 +478,8 @@ class MutationServer:
         except FsError:
             return 0
 
-    def _apply_one(self, m: master_pb2.Mutation, found: list) -> master_pb2.MutationReply:
+    def _apply_one(self, peer, m: master_pb2.Mutation,
+                   found: list) -> master_pb2.MutationReply:
         reply = master_pb2.MutationReply(id=m.id)
         op = m.WhichOneof("op")
         if op is None or op not in mutations.TABLE:
@@ -422,8 +487,9 @@ class MutationServer:
             return reply
         request = getattr(m, op)
         try:
+            view = self._view(peer, m)
             before = self._inode_before(op, request, m.session)
-            answer = mutations.apply(self.namespace, op, request, m.session,
+            answer = mutations.apply(view, op, request, m.session,  # type: ignore[arg-type]
                                      mutations.caller_of(m))
         except Exception as e:
             return _failed(m.id, op, e)

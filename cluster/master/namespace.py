@@ -140,6 +140,15 @@ class Namespace:
         perm.may_open(attr, who, access, path)
         return attr
 
+    def getattr_ino(self, ino: int) -> Attr:
+        """By inode number: what a mount asks about a file it has open (not checked, as an
+        open file descriptor is not)."""
+        return self.store.getattr_ino(_check_ino(ino))
+
+    def content_ino(self, ino: int) -> Content:
+        """An open file's chunk list again (GetChunks): not checked, as getattr_ino."""
+        return self.store.content(ino=_check_ino(ino))
+
     def content_at(self, path: str, who: Caller | None = None, access: int = 0) -> Content:
         """The file `path` names, read as an open reads it (GetChunksAt), after the checks
         of an open asking `access`."""

@@ -9,17 +9,23 @@ Mutation envelope carries, so both transports hand the Namespace the same thing,
 part of the schema (documented, fuzzed, visible to the unit tests that build requests), where
 metadata would be an untyped side channel that the mutation thread (`submit` takes messages)
 and the streaming ReadDir would each need to be taught. The Namespace checks it.
+
+Exports: each call is served by the view `scoped.view_for` picks from the identity the peer's
+certificate proves and the session the request names (a session's export, what a client
+without one may reach, or the whole tree); the checks are the view's, not this module's.
 """
 from __future__ import annotations
 
 import errno
 
-from cluster.common import rpc
+from cluster.common import rpc, tls
 from cluster.common.chunkmap import Piece
 from cluster.common.errors import FsError
 from cluster.master import mutations
+from cluster.master.exports import ExportTable
 from cluster.master.mutations import attr_pb, caller_of
 from cluster.master.paths import canonical
+from cluster.master.scoped import view_for
 from cluster.master.store import Content
 from protos import master_pb2
 
@@ -50,11 +56,22 @@ def _invalid(message: str) -> FsError:
 
 class NamespaceRpc:
     """Mixed into MasterServicer: needs self.store, self.namespace, self.topology,
-    self.sessions and self.callbacks."""
+    self.sessions, self.callbacks and self.exports."""
+
+    exports = ExportTable()   # the implicit export, until the node sets its own
 
     def _live(self, session: int) -> bool:
         """Whether callbacks may be granted to `session` (0: none asked for)."""
-        return bool(session) and self.sessions.alive(session)
+        return bool(session) and self.sessions.granting(session)
+
+    def _view(self, request, context):
+        """The Namespace (or its export's view) this call is served by."""
+        try:
+            peer = tls.peer_identity(context)
+        except (AttributeError, ValueError):   # a test's stand-in context
+            peer = None
+        return view_for(self.namespace, self.sessions, self.exports, peer,
+                        getattr(request, "session", 0), getattr(request, "client", ""))
 
     def _with_callback(self, session: int, path: str, read, ino_of=lambda attr: attr.ino):
         """read(), and for a live session a callback on its answer: on the name (also when
@@ -80,13 +97,14 @@ class NamespaceRpc:
 
     @rpc.servicer_method
     def GetAttr(self, request, context):
+        view = self._view(request, context)
         return attr_pb(self._with_callback(
             request.session, request.path,
-            lambda: self.namespace.getattr(request.path, caller_of(request), request.access)))
+            lambda: view.getattr(request.path, caller_of(request), request.access)))
 
     @rpc.servicer_method
     def GetAttrByIno(self, request, context):
-        return attr_pb(self.store.getattr_ino(request.ino))
+        return attr_pb(self._view(request, context).getattr_ino(request.ino))
 
     @rpc.streaming_servicer_method
     def ReadDir(self, request, context):
@@ -95,8 +113,9 @@ class NamespaceRpc:
             raise _invalid(f"page_size {page} is not 1..{MAX_PAGE}")
         after = request.after
         first = True
+        view = self._view(request, context)
         while True:
-            entries = self._listing(request, after, page)
+            entries = self._listing(view, request, after, page)
             if entries or first:
                 # An empty directory still answers one (empty) page.
                 yield master_pb2.ReadDirPage(
@@ -106,14 +125,14 @@ class NamespaceRpc:
                 return
             after = entries[-1][0]
 
-    def _listing(self, request, after: str, page: int) -> list:
+    def _listing(self, view, request, after: str, page: int) -> list:
         """One page of a directory, with callbacks on its entries for a live session."""
         session = request.session
         who = caller_of(request)
         if not self._live(session):
-            return self.namespace.readdir(request.path, after, page, who)
+            return view.readdir(request.path, after, page, who)
         with self.store.between_commits():
-            entries = self.namespace.readdir(request.path, after, page, who)
+            entries = view.readdir(request.path, after, page, who)
             base = canonical(request.path).rstrip("/")
             self.callbacks.grant(session, paths=[base or "/"] + [f"{base}/{n}" for n, _ in entries],
                                  inos=[a.ino for _, a in entries])
@@ -122,17 +141,17 @@ class NamespaceRpc:
     @rpc.servicer_method
     def Readlink(self, request, context):
         return master_pb2.ReadlinkResponse(
-            target=self.namespace.readlink(request.path, caller_of(request)))
+            target=self._view(request, context).readlink(request.path, caller_of(request)))
 
     @rpc.servicer_method
     def GetXattr(self, request, context):
-        return master_pb2.XattrValue(value=self.namespace.getxattr(request.path, request.name,
-                                                                   caller_of(request)))
+        return master_pb2.XattrValue(value=self._view(request, context).getxattr(
+            request.path, request.name, caller_of(request)))
 
     @rpc.servicer_method
     def ListXattr(self, request, context):
-        return master_pb2.XattrList(names=self.namespace.listxattr(request.path,
-                                                                   caller_of(request)))
+        return master_pb2.XattrList(names=self._view(request, context).listxattr(
+            request.path, caller_of(request)))
 
     @rpc.servicer_method
     def StatFs(self, request, context):
@@ -142,24 +161,27 @@ class NamespaceRpc:
 
     @rpc.servicer_method
     def GetChunks(self, request, context):
-        return content_pb(self.store.content(ino=request.ino))
+        return content_pb(self._view(request, context).content_ino(request.ino))
 
     @rpc.servicer_method
     def GetChunksAt(self, request, context):
+        view = self._view(request, context)
         return content_pb(self._with_callback(
             request.session, request.path,
-            lambda: self.namespace.content_at(request.path, caller_of(request), request.access),
+            lambda: view.content_at(request.path, caller_of(request), request.access),
             lambda content: content.attr.ino))
 
 
 def _mutation_method(op: str):
     @rpc.servicer_method
     def method(self, request, context):
+        view = self._view(request, context)
         if self.mutation_server is None:   # a servicer without the ZMQ channel (unit tests)
-            return mutations.apply(self.namespace, op, request)
+            return mutations.apply(view, op, request)
         # Through the mutation thread, so the change breaks the callbacks mounts hold on it
         # (but the writing mount's, when a gateway commits for it).
-        reply = self.mutation_server.submit(op, request, getattr(request, "session", 0))
+        reply = self.mutation_server.submit(op, request, getattr(request, "session", 0),
+                                            view=view)
         if reply.errno:
             raise FsError(reply.errno, reply.message)
         return getattr(reply, reply.WhichOneof("result"))

@@ -43,3 +43,8 @@ class MasterOptions(NodeOptions):
                                   "callback on, and keep files it had open")
     max_callbacks: int = option(200_000, "callbacks kept per session; past it the oldest are "
                                 "broken")
+    exports: str | None = option(None, "TOML file of export rules: which client identity may "
+                                 "mount which subtree, read-only or read-write, with root "
+                                 "squash (docs/security.md); re-read on SIGHUP",
+                                 default_text="none: \"/\" to every client, read-write, "
+                                 "nothing squashed")

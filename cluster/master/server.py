@@ -20,12 +20,13 @@ import time
 import grpc
 
 from cluster.common import rpc
+from cluster.common.config import ConfigError
 from cluster.common.errors import FsError, fserror_from_rpc
 from cluster.common.httpstatus import StatusServer
 from cluster.common.node import run_node
 from cluster.common.replication import check_replication
 from cluster.common.security import Transport
-from cluster.master import metrics, schema, sequencer
+from cluster.master import exports, metrics, schema, sequencer
 from cluster.master.admin_rpc import AdminRpc
 from cluster.master.assign import Assigner
 from cluster.master.callbacks import CallbackTable
@@ -74,6 +75,8 @@ class MasterServicer(NamespaceRpc, TopologyRpc, AdminRpc, master_pb2_grpc.Master
         # mutation channel renews sessions and breaks callbacks.
         self.sessions = SessionTable(opts.session_lease)
         self.callbacks = CallbackTable(opts.max_callbacks)
+        # Who may mount what (exports.py); replaced whole by MasterNode.reload.
+        self.exports = exports.ExportTable()
 
 
 class MasterNode:
@@ -93,6 +96,7 @@ class MasterNode:
         self.mutations: MutationServer | None = None
         self._http: StatusServer | None = None
         self.transport = Transport("master", opts.tls_dir)
+        self.servicer: MasterServicer | None = None
         self._stubs = self.transport.volume_stubs()
         self._stopped = threading.Event()
         self._lock_file = None
@@ -121,12 +125,15 @@ class MasterNode:
                 self.store, self.topology, self.assigner, opts, node_stubs=self._stubs,
                 key_clock=KeyClock(self.store.counter(schema.COUNTER_NEEDLE_KEY)),
                 vacuumer=self.vacuumer)
+            self.servicer.exports = self._load_exports()
             rpc.add_servicer(self._server, master_pb2_grpc.add_MasterServicer_to_server,
                              self.servicer)
+            servicer = self.servicer
             self.mutations = MutationServer(self.servicer.namespace, self.store, opts.ip,
                                             opts.zmq_port, sessions=self.servicer.sessions,
                                             callbacks=self.servicer.callbacks,
-                                            transport=self.transport).start()
+                                            transport=self.transport,
+                                            exports=lambda: servicer.exports).start()
             self.servicer.mutation_address = self.mutations.address
             self.servicer.mutation_server = self.mutations
             self.grpc_port = self.transport.bind(self._server, opts.ip, opts.grpc_port)
@@ -148,6 +155,25 @@ class MasterNode:
                  "(data in %s)", opts.name, self.grpc_address, self.mutations.address, opts.ip,
                  self.http_port, opts.data_dir)
         return self
+
+    def _load_exports(self) -> exports.ExportTable:
+        table = exports.load(self.opts.exports)
+        if self.opts.exports:
+            log.info("exports from %s: %s", self.opts.exports,
+                     "; ".join(exports.describe(table.exports)) or "none (no client may mount)")
+        return table
+
+    def reload(self) -> None:
+        """SIGHUP (cluster/common/node.py): the admitted CURVE keys and the exports file are
+        read again. New sessions get the new exports; open ones keep theirs until they are
+        opened again (docs/security.md). A file that does not parse keeps the old rules."""
+        self.transport.reload()
+        if self.servicer is None:
+            return
+        try:
+            self.servicer.exports = self._load_exports()
+        except ConfigError as e:
+            log.error("exports not reloaded, the old ones stay: %s", e)
 
     def _lock_data_dir(self) -> None:
         """One master per data dir: a second one would hand out the same ids."""

@@ -103,6 +103,27 @@ class SQLiteNamespace(SQLiteBase):
         with self._tx(write=False) as c:
             return self._attr(c, ino)
 
+    MAX_LINK_WALK = 10_000   # inodes visited going up before linked_under gives up (no)
+
+    def linked_under(self, ino: int, directory: int, session: int = 0) -> bool:
+        """Up the entries from `ino` (every hard link's parent, then each directory's one
+        parent) until `directory` or the root: one indexed lookup per step."""
+        with self._tx(write=False) as c:
+            if session:
+                row = c.execute("SELECT orphan FROM inodes WHERE ino=?", (ino,)).fetchone()
+                if row is not None and row[0] == session:
+                    return True
+            todo, seen = [ino], {ino}
+            while todo and len(seen) < self.MAX_LINK_WALK:
+                node = todo.pop()
+                if node == directory:
+                    return True
+                for (parent,) in c.execute("SELECT parent FROM entries WHERE ino=?", (node,)):
+                    if parent not in seen:
+                        seen.add(parent)
+                        todo.append(parent)
+            return False
+
     def walk(self, path: str) -> list[Attr]:
         """One transaction, one indexed lookup (with the attributes) per name."""
         parts = paths.split(path)

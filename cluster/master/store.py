@@ -109,6 +109,13 @@ class MetadataStore(abc.ABC):
     @abc.abstractmethod
     def getattr_ino(self, ino: int) -> Attr: ...
 
+    def linked_under(self, ino: int, directory: int, session: int = 0) -> bool:
+        """Whether inode `ino` is `directory` or has a name somewhere below it, or is a file
+        whose last name went while `session` kept it open (exports: a session of a subtree
+        reaches only what is in it, cluster/master/scoped.py). This default knows no links
+        and says no; a backend that serves exported subtrees overrides it."""
+        return ino == directory
+
     def walk(self, path: str) -> list[Attr]:
         """The attributes of the root and of each name of `path` in turn, as one lookup
         would see them: it stops at the first name that does not exist, and after a name
