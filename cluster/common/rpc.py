@@ -37,7 +37,11 @@ CHANNEL_OPTIONS = [
 
 # Servers additionally refuse to share a port (gRPC enables SO_REUSEPORT by default, which
 # would let a second master bind the first one's port without an error).
-SERVER_OPTIONS = [*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)]
+SERVER_OPTIONS = [*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0),
+                  # Calls in flight per connection (HTTP/2 streams): a peer that opens more
+                  # waits on its side for one to finish, so what one connection can have
+                  # running or queued on a server is bounded.
+                  ("grpc.max_concurrent_streams", 64)]
 
 
 def channel(address: str) -> grpc.Channel:

@@ -98,6 +98,7 @@ HOUSEKEEPING_S = 0.5   # how often expired sessions and over-full callback table
 class MutationServer:
     def __init__(self, namespace: Namespace, store: MetadataStore, ip: str, port: int,
                  max_batch: int = 256, max_message: int = 16 << 20, hwm: int = 10000,
+                 peer_inflight: int = 1000,
                  sessions: SessionTable | None = None, callbacks: CallbackTable | None = None,
                  transport: Transport | None = None,
                  exports: Callable[[], ExportTable] | None = None):
@@ -132,7 +133,10 @@ class MutationServer:
         self._router.setsockopt(zmq.LINGER, 0)
         self._router.setsockopt(zmq.MAXMSGSIZE, max_message)
         self._router.setsockopt(zmq.SNDHWM, hwm)
-        self._router.setsockopt(zmq.RCVHWM, hwm)
+        # At most `peer_inflight` messages of one peer wait to be read (ZMQ's receive HWM is
+        # per connection): a client that sends faster is held back in its own send queue,
+        # so no peer can fill the master's memory, whatever it pipelines.
+        self._router.setsockopt(zmq.RCVHWM, peer_inflight)
         self._transport = transport or Transport("master")
         self._transport.zmq_server(self._router)   # CURVE and the ZAP handler, if secure
         if port:
