@@ -40,8 +40,9 @@ down:
 status: install
 	$(VENV)/bin/kelp status
 
+# --durations: the 20 slowest tests, so the suite's 15-minute budget can be watched in CI logs.
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=20 $(PYTEST_ARGS)
 
 test-unit: install
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
