@@ -72,12 +72,7 @@ def view_for(namespace: Namespace, sessions: SessionTable, exports: ExportTable,
             raise FsError(errno.EACCES, f"session {session:x} was opened by another client "
                                         f"than {sender!r}")
         if s is None and sender:
-            anywhere = exports.sessionless()
-            if anywhere.unrestricted:
-                return namespace
-            if session:
-                raise FsError(errno.EAGAIN, f"session {session:x} is not open (yet)")
-            return ScopedNamespace(namespace, anywhere)
+            return _sessionless(namespace, exports, session)
         if s is None or s.scope.unrestricted:
             return namespace
         return ScopedNamespace(namespace, s.scope, session, callerless_is_root=False)
@@ -87,6 +82,13 @@ def view_for(namespace: Namespace, sessions: SessionTable, exports: ExportTable,
                                         f"than {identity!r}")
         return namespace if s.scope.unrestricted else ScopedNamespace(namespace, s.scope,
                                                                       session)
+    return _sessionless(namespace, exports, session)
+
+
+def _sessionless(namespace: Namespace, exports: ExportTable, session: int
+                 ) -> Namespace | ScopedNamespace:
+    """The view of a call that names no open session: what the exports open to every client
+    give; a session id the master does not know (yet) is EAGAIN, for the mount to retry."""
     anywhere = exports.sessionless()
     if anywhere.unrestricted:
         return namespace
