@@ -114,18 +114,23 @@ class AttrCache:
         """A FUSE operation starts on this thread (errno_boundary calls it)."""
         self._local.breaks = self._breaks
 
+    def _hit_locked(self, path: str, key: Hashable):
+        """The live entry for `path` answering `key`'s caller, or None (an expired one goes)."""
+        hit = self._attrs.get(path)
+        if hit is None or hit[2] != key:
+            return None
+        if hit[0] < time.monotonic():
+            self._pop_locked(path)
+            return None
+        return hit
+
     def get(self, path: str) -> master_pb2.Attr | None:
         if not self._answers():
             return None
         key = self._key()
         with self._lock:
-            hit = self._attrs.get(path)
-            if hit is None or hit[2] != key:
-                return None
-            if hit[0] < time.monotonic():
-                self._pop_locked(path)
-                return None
-            return hit[1]
+            hit = self._hit_locked(path, key)
+            return hit[1] if hit is not None else None
 
     def put(self, path: str, attr: master_pb2.Attr, generation: int | None = None) -> None:
         """Cache the master's answer about `path`; with `generation` (taken before asking),
@@ -144,10 +149,7 @@ class AttrCache:
             return None
         key = self._key()
         with self._lock:
-            hit = self._attrs.get(path)
-            if hit is None or hit[2] != key:
-                return None
-            return self._content.get(path)
+            return self._content.get(path) if self._hit_locked(path, key) is not None else None
 
     def put_content(self, path: str, snapshot: master_pb2.FileChunks, generation: int) -> None:
         """Cache an open's answer: the attributes as put() does, and (with a session) the

@@ -154,19 +154,6 @@ def _role_of_pem(pem: bytes) -> str | None:
     return role_of_pem(pem)
 
 
-def peer_role(context: grpc.ServicerContext) -> str | None:
-    """The role of the peer of a call, from the certificate it presented over TLS; None when
-    the call did not come over TLS or the certificate names no single role."""
-    auth = context.auth_context()
-    if b"ssl" not in auth.get("transport_security_type", ()):
-        return None
-    uris = auth.get("peer_uri")
-    if uris:
-        return role_of_uris(uris)
-    pems = auth.get("x509_pem_cert")
-    return _role_of_pem(pems[0]) if pems else None
-
-
 @functools.lru_cache(maxsize=64)
 def _identity_of_pem(pem: bytes) -> str | None:
     return identity_of_pem(pem)
@@ -187,6 +174,13 @@ def peer_identity(context: grpc.ServicerContext) -> tuple[str, str] | None:
             return None
         role, identity = _role_of_pem(pems[0]), _identity_of_pem(pems[0])
     return (role, identity) if role is not None and identity is not None else None
+
+
+def peer_role(context: grpc.ServicerContext) -> str | None:
+    """The role of the peer of a call, from the certificate it presented over TLS; None when
+    the call did not come over TLS or the certificate names no single role."""
+    found = peer_identity(context)
+    return found[0] if found else None
 
 
 class RoleCheck(grpc.ServerInterceptor):

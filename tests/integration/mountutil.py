@@ -2,6 +2,7 @@
 suite fast); teardown always unmounts and stops every process, via tests/harness.py."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -30,6 +31,25 @@ def start_cluster_and_mount(tmp_path_factory, name: str, *extra: str):
         cluster.stop()
         raise
     return cluster, mount
+
+
+@contextlib.contextmanager
+def cluster_with_two_mounts(tmp_path_factory, name: str, first: tuple[str, ...],
+                            second_dir: str, second: tuple[str, ...]):
+    """One cluster and two mounts of it (the second in `second_dir` beside the first), each
+    with its own mount.py arguments; yields (m0, m1), then unmounts, stops, and checks both
+    mounts' logs for unexpected warnings."""
+    cluster, m0 = start_cluster_and_mount(tmp_path_factory, name, *first)
+    try:
+        m1 = Mount(cluster, m0.mountpoint.parent / second_dir, *second).start()
+    except BaseException:
+        stop_all(cluster, m0)
+        raise
+    try:
+        yield m0, m1
+    finally:
+        stop_all(cluster, m0, m1)
+    assert_clean_log(m0, m1)
 
 
 def stop_all(cluster, *mounts) -> None:

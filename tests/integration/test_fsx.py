@@ -33,13 +33,7 @@ import time
 
 import pytest
 
-from tests.harness import Mount
-from tests.integration.mountutil import (
-    assert_clean_log,
-    needs_fuse,
-    start_cluster_and_mount,
-    stop_all,
-)
+from tests.integration.mountutil import cluster_with_two_mounts, needs_fuse
 
 pytestmark = [pytest.mark.mount, needs_fuse]
 
@@ -234,18 +228,10 @@ class Fsx:
 @pytest.fixture(scope="module")
 def mounts(tmp_path_factory):
     """One cluster, two mounts with 128 KiB chunks: attr_ttl 0 and the default (1 s)."""
-    cluster, m0 = start_cluster_and_mount(tmp_path_factory, "fsx", "--chunk-size", str(CHUNK),
-                                          "--attr-ttl", "0")
-    try:
-        m1 = Mount(cluster, m0.mountpoint.parent / "cached", "--chunk-size", str(CHUNK)).start()
-    except BaseException:
-        stop_all(cluster, m0)
-        raise
-    try:
+    with cluster_with_two_mounts(tmp_path_factory, "fsx",
+                                 ("--chunk-size", str(CHUNK), "--attr-ttl", "0"),
+                                 "cached", ("--chunk-size", str(CHUNK))) as (m0, m1):
         yield {"attr-ttl-0": m0, "default": m1}
-    finally:
-        stop_all(cluster, m0, m1)
-    assert_clean_log(m0, m1)
 
 
 @pytest.mark.parametrize("mount_name", ["attr-ttl-0",

@@ -19,12 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import Mount
-from tests.integration.mountutil import (
-    assert_clean_log,
-    needs_fuse,
-    start_cluster_and_mount,
-    stop_all,
-)
+from tests.integration.mountutil import cluster_with_two_mounts, needs_fuse
 from tests.integration.posix.posixutil import NOBODY, as_nobody, needs_root, touch
 from tests.integration.posix.test_posix_permissions import PERM_CASES, _open, _perm_tree
 
@@ -33,18 +28,10 @@ pytestmark = [pytest.mark.mount, needs_fuse, needs_root]
 
 @pytest.fixture(scope="module")
 def mounts(tmp_path_factory):
-    cluster, bare = start_cluster_and_mount(tmp_path_factory, "master-perms",
-                                            "--no-default-permissions", "--allow-other")
-    try:
-        kernel = Mount(cluster, bare.mountpoint.parent / "kernel", "--allow-other").start()
-    except BaseException:
-        stop_all(cluster, bare)
-        raise
-    try:
+    with cluster_with_two_mounts(tmp_path_factory, "master-perms",
+                                 ("--no-default-permissions", "--allow-other"),
+                                 "kernel", ("--allow-other",)) as (bare, kernel):
         yield {"bare": bare, "kernel": kernel}
-    finally:
-        stop_all(cluster, bare, kernel)
-    assert_clean_log(bare, kernel)
 
 
 _serial = iter(range(1_000_000))

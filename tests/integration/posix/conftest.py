@@ -24,25 +24,15 @@ import os
 
 import pytest
 
-from tests.harness import Mount
-from tests.integration.mountutil import assert_clean_log, start_cluster_and_mount, stop_all
+from tests.integration.mountutil import cluster_with_two_mounts
 from tests.integration.posix.posixutil import UMASK
 
 
 @pytest.fixture(scope="package")
 def env(tmp_path_factory):
-    cluster, m0 = start_cluster_and_mount(tmp_path_factory, "posix", "--attr-ttl", "0",
-                                          "--allow-other")
-    try:
-        m1 = Mount(cluster, m0.mountpoint.parent / "cached", "--allow-other").start()
-    except BaseException:
-        stop_all(cluster, m0)
-        raise
-    try:
+    with cluster_with_two_mounts(tmp_path_factory, "posix", ("--attr-ttl", "0", "--allow-other"),
+                                 "cached", ("--allow-other",)) as (m0, m1):
         yield {"ttl0": m0, "cached": m1}
-    finally:
-        stop_all(cluster, m0, m1)
-    assert_clean_log(m0, m1)
 
 
 @pytest.fixture
