@@ -1,9 +1,13 @@
 """Shared fixtures: real clusters (tests/harness.py) that always stop, logs on failure."""
 from __future__ import annotations
 
+import itertools
+import os
+
 import pytest
 
 from tests.harness import Mount, dump_logs, make_cluster
+from tools.pglocal import LocalPostgres, NoPostgres
 
 
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
@@ -57,3 +61,28 @@ def mount_factory(tmp_path):
 def mounted(cluster, mount_factory):
     """A started cluster mounted at tmp_path/mnt; yields the mount point (a Path)."""
     return mount_factory(cluster).mountpoint
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One private PostgreSQL server for the whole run (tools/pglocal.py), fsync off: tests
+    of the PostgreSQL store need a real server, not its durability. Skipped, with the
+    reason, only where the server binaries are not installed; `make test` installs them and
+    sets KELP_REQUIRE_POSTGRES=1, so there a missing server fails instead."""
+    try:
+        server = LocalPostgres(durable=False).start()
+    except NoPostgres as e:
+        if os.environ.get("KELP_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"{e}, and KELP_REQUIRE_POSTGRES=1")
+        pytest.skip(str(e))
+    yield server
+    server.stop()
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def pg_dsn(pg_server):
+    """The DSN of a new, empty database of its own for this test."""
+    return pg_server.create_database(f"t{os.getpid()}_{next(_databases)}")

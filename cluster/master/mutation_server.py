@@ -61,7 +61,7 @@ from cluster.master.namespace import Namespace
 from cluster.master.paths import canonical
 from cluster.master.scoped import INSECURE_PEER, ScopedNamespace, view_for
 from cluster.master.sessions import SessionTable
-from cluster.master.store import MetadataStore
+from cluster.master.store import MetadataStore, StoreConflict
 from cluster.master.touched import path_before, touched
 from protos import master_pb2
 
@@ -92,6 +92,7 @@ class _LocalCall:
 
 
 MAX_PEERS = 10_000   # connections whose identity is remembered (each message refreshes it)
+CONFLICT_RETRIES = 20   # a batch applied again after losing a race to another master
 HOUSEKEEPING_S = 0.5   # how often expired sessions and over-full callback tables are seen to
 
 
@@ -455,18 +456,33 @@ class MutationServer:
         """Apply (peer, mutation) pairs as one transaction, each in its own savepoint;
         [(peer, MutationReply)] in order. If the commit fails, every one is answered EIO.
         What each successful one changed goes into `changes` as (sender session, Keys)."""
-        replies = []
-        found: list[tuple[int, Keys]] = []
         durable = any(m.durable for _, m in batch)
-        try:
-            with self.store.batch(durable=durable):
-                for peer, m in batch:
-                    replies.append(self._apply_one(peer, m, found))
-        except Exception as e:
-            log.exception("mutation batch of %d failed to commit", len(batch))
-            replies = [master_pb2.MutationReply(id=m.id, errno=errno.EIO,
-                                                message=f"commit failed: {e}") for _, m in batch]
-            found = []
+        for attempt in range(CONFLICT_RETRIES + 1):
+            replies = []
+            found: list[tuple[int, Keys]] = []
+            try:
+                with self.store.batch(durable=durable):
+                    for peer, m in batch:
+                        replies.append(self._apply_one(peer, m, found))
+                break
+            except StoreConflict:
+                # Another master's transaction won a race (PostgreSQL): nothing of this batch
+                # is stored, so applying it again from the start is exact.
+                if attempt < CONFLICT_RETRIES:
+                    continue
+                log.warning("mutation batch of %d lost %d races in a row", len(batch),
+                            attempt + 1)
+                replies = [master_pb2.MutationReply(id=m.id, errno=errno.EAGAIN,
+                                                    message="busy: concurrent changes")
+                           for _, m in batch]
+                found = []
+            except Exception as e:
+                log.exception("mutation batch of %d failed to commit", len(batch))
+                replies = [master_pb2.MutationReply(id=m.id, errno=errno.EIO,
+                                                    message=f"commit failed: {e}")
+                           for _, m in batch]
+                found = []
+                break
         if changes is not None:
             changes.extend(found)
         return [(peer, reply) for (peer, _), reply in zip(batch, replies, strict=True)]

@@ -23,6 +23,9 @@ class MasterOptions(NodeOptions):
     name: str = option("m0", "node name, checked by clients that pass -n", flags=("-n",))
     data_dir: str = option("./data/master", "directory of the metadata store (meta.db)",
                            flags=("--data", "-mdir"))
+    meta: str = option("", "metadata store: a PostgreSQL URL (postgresql://user@host/db) "
+                       "that several masters may share (docs/scaling.md), or empty for the "
+                       "SQLite file meta.db in the data dir", default_text="SQLite in --data")
     default_replication: int = option(1, "copies per chunk when a writer asks for 0",
                                       flags=("--replication",))
     volume_size_limit: int = option(1 << 30, "bytes past which a volume becomes read-only")

@@ -14,6 +14,7 @@ import errno
 import fcntl
 import logging
 import os
+import re
 import threading
 import time
 
@@ -79,13 +80,36 @@ class MasterServicer(NamespaceRpc, TopologyRpc, AdminRpc, master_pb2_grpc.Master
         self.exports = exports.ExportTable()
 
 
+def open_store(opts: MasterOptions) -> MetadataStore:
+    """The metadata store `--meta` names: PostgreSQL for a postgresql:// URL, else SQLite in
+    the data dir. A database that cannot be reached is an OSError with one line (and no
+    password): the node's start-up reports it and exits 1."""
+    if not opts.meta:
+        return SQLiteStore.open_dir(opts.data_dir, opts.sqlite_synchronous)
+    if not opts.meta.startswith(("postgresql://", "postgres://")):
+        raise ValueError(f"--meta must be a postgresql:// URL, got {redact(opts.meta)!r}")
+    import psycopg
+
+    from cluster.master.pg_store import PostgresStore
+    try:
+        return PostgresStore(opts.meta, application_name=f"kelp-master-{opts.name}")
+    except psycopg.Error as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise OSError(f"metadata store {redact(opts.meta)}: {first}") from None
+
+
+def redact(url: str) -> str:
+    """A database URL fit for a log: its password replaced by ***."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
 class MasterNode:
     """One master: store + topology + assigner + reaper behind gRPC and HTTP."""
 
     def __init__(self, opts: MasterOptions):
         check_replication(opts.default_replication)
         self.opts = opts
-        self.store: SQLiteStore | None = None
+        self.store: MetadataStore | None = None
         self.topology: Topology | None = None
         self.assigner: Assigner | None = None
         self.reaper: Reaper | None = None
@@ -110,7 +134,7 @@ class MasterNode:
         opts = self.opts
         self._lock_data_dir()
         try:
-            self.store = SQLiteStore.open_dir(opts.data_dir, opts.sqlite_synchronous)
+            self.store = open_store(opts)
             volume_ids = sequencer.volume_ids(self.store)
             self.topology = Topology(self.store, opts.dead_after, opts.volume_size_limit,
                                      on_volume_seen=volume_ids.ensure_above)

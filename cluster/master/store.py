@@ -4,7 +4,8 @@ durable counters, as the master sees them, whatever database holds them.
 `MetadataStore` is what the master's servicer, topology and reaper call, and the records it
 answers with (`Attr`, `Content`, `ServerRecord`, `ChunkRef`); nothing here knows a schema. The
 contract test suite (tests/unit/test_metadata_store.py) runs against every implementation.
-`SQLiteStore` (sqlite_store.py) is the default one; a PostgreSQL one can replace it. The checks
+`SQLiteStore` (sqlite_store.py) is the default one; `PostgresStore` (pg_store.py) serves
+several masters over one database. The checks
 of what a caller hands in that do not depend on the storage (`validate_pieces`, the mknod
 file types, the largest file size) live here too, so every backend refuses the same things.
 
@@ -31,6 +32,11 @@ XATTR_REPLACE = 2
 MAX_FILE_SIZE = (1 << 63) - 1
 # The file types mknod makes: a regular file, or a special file that is metadata only.
 MKNOD_TYPES = (stat.S_IFREG, stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK)
+
+
+class StoreConflict(Exception):
+    """A batch lost a race with another writer of the same database (another master) and was
+    rolled back whole: nothing of it is stored. Apply the same operations again."""
 
 
 @dataclass(frozen=True)

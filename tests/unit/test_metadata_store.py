@@ -1,8 +1,15 @@
-"""Contract suite for MetadataStore: every implementation must pass it (STORES lists them:
-the SQLite store; a PostgreSQL store goes there too when it exists)."""
+"""Contract suite for MetadataStore: every implementation must pass it. Here it runs against
+the SQLite store; tests/integration/test_pg_store.py runs the same tests against a real
+PostgreSQL server (a unit test starts no process), by giving `open_store` another meaning.
+
+`open_store()` opens the database a test works on, again and again (a restart is a second
+open); the `store` fixture is its first open. Tests of one backend's own files (SQLite's
+schema upgrades) take SQLiteStore directly and are not part of the contract: their names say
+`sqlite`."""
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat
 import threading
@@ -18,16 +25,15 @@ from cluster.master.sqlite_store import SQLiteStore
 from cluster.master.store import XATTR_CREATE, XATTR_REPLACE, MetadataStore
 
 
-def _sqlite(tmp_path):
-    return SQLiteStore(str(tmp_path / "meta.db"), synchronous="NORMAL")
+@pytest.fixture
+def open_store(tmp_path):
+    """Opens the test's SQLite database (the same file each time)."""
+    return lambda: SQLiteStore(str(tmp_path / "meta.db"), synchronous="NORMAL")
 
 
-STORES = {"sqlite": _sqlite}
-
-
-@pytest.fixture(params=sorted(STORES))
-def store(request, tmp_path):
-    s = STORES[request.param](tmp_path)
+@pytest.fixture
+def store(open_store):
+    s = open_store()
     yield s
     s.close()
 
@@ -520,8 +526,8 @@ def test_deletion_queue_retry_and_done(store):
 
 
 @T
-def test_servers_and_counters_persist(tmp_path):
-    s = SQLiteStore(str(tmp_path / "m.db"))
+def test_servers_and_counters_persist(open_store):
+    s = open_store()
     sid = s.register_server(0, "v1", "127.0.0.1:1", "")
     sid2 = s.register_server(0, "v2", "127.0.0.1:2", "")
     assert sid != sid2
@@ -529,7 +535,7 @@ def test_servers_and_counters_persist(tmp_path):
     keys = [seq.take() for _ in range(5)]
     assert keys == sorted(set(keys))
     s.close()
-    s = SQLiteStore(str(tmp_path / "m.db"))
+    s = open_store()
     assert s.register_server(sid, "v1b", "127.0.0.1:3", "h") == sid
     assert s.get_server(sid).grpc_address == "127.0.0.1:3"
     assert s.register_server(0, "v3", "x:1", "") not in (sid, sid2)
@@ -569,7 +575,7 @@ def test_sequencer_ensure_above(store):
 
 
 @T
-def test_refuses_newer_schema(tmp_path):
+def test_sqlite_refuses_newer_schema(tmp_path):
     path = str(tmp_path / "m.db")
     SQLiteStore(path).close()
     import sqlite3
@@ -583,7 +589,7 @@ def test_refuses_newer_schema(tmp_path):
 
 
 @T
-def test_a_version_1_database_opens_and_upgrades(tmp_path):
+def test_sqlite_version_1_database_opens_and_upgrades(tmp_path):
     """A data dir written by the first schema (dumped from a real one) opens: its files,
     chunks, xattrs and symlinks are all there, it is marked with the current version, and
     the upgrade's new column works (a FIFO and a device can be made)."""
@@ -723,7 +729,7 @@ def test_split_needle_stays_until_every_part_is_gone(store):
 
 
 @T
-def test_commit_and_truncate_match_a_model(tmp_path):
+def test_commit_and_truncate_match_a_model(store):
     """Random commits and truncates agree with chunkmap applied to the whole list, and the
     deletion queue holds exactly the written fids no longer visible."""
     from hypothesis import given, settings
@@ -739,8 +745,9 @@ def test_commit_and_truncate_match_a_model(tmp_path):
     @settings(max_examples=60, deadline=None)
     @given(st.lists(op, min_size=1, max_size=25))
     def check(ops):
-        s = SQLiteStore(":memory:")
-        a = s.create("/f", 0o644)
+        s = store  # one database for every example: each starts with a new file, queue empty
+        s.deletions_done(queued(s))
+        a = s.create(f"/f{next(names)}", 0o644)
         model: list[Piece] = []
         size, written, key = 0, set(), 0
         for kind, off, length in ops:
@@ -759,6 +766,6 @@ def test_commit_and_truncate_match_a_model(tmp_path):
             assert pieces == model
             assert attr.size == size
             assert queued(s) == written - chunkmap.fids(model)
-        s.close()
 
+    names = itertools.count()
     check()

@@ -1,13 +1,13 @@
-"""SQLiteStore's file-data half: chunk lists and inline bytes, freeing unlinked inodes
-(released, or orphans of a session that ended), the deletion queue, and fsck's view of them.
+"""The file-data operations of the SQL stores: chunk lists and inline bytes, freeing unlinked
+inodes (released, or orphans of a session that ended), the deletion queue, and fsck's view
+of them.
 
 Every change that makes a piece unreachable queues its fid for deletion in the same
-transaction (SQLiteBase._rewrite_from, _delete_inode); the reaper (reaper.py) drains the queue.
+transaction (SqlRows._rewrite_from, _delete_inode); the reaper (reaper.py) drains the queue.
 """
 from __future__ import annotations
 
 import errno
-import sqlite3
 from collections.abc import Iterable
 
 import crc32c
@@ -17,12 +17,12 @@ from cluster.common.chunkmap import Piece
 from cluster.common.errors import FsError
 from cluster.common.fid import BadFid, Fid
 from cluster.master.schema import ROOT_INO
-from cluster.master.sqlite_base import SQLiteBase
+from cluster.master.sql_rows import Conn, SqlRows
 from cluster.master.store import MAX_FILE_SIZE, Attr, ChunkRef, Content, validate_pieces
 
 
-class SQLiteChunks(SQLiteBase):
-    """The chunk-list, orphan, deletion-queue and fsck operations of SQLiteStore."""
+class SqlChunks(SqlRows):
+    """The chunk-list, orphan, deletion-queue and fsck operations of the SQL stores."""
 
     # ------------------------------------------------------------ chunk lists
 
@@ -34,7 +34,7 @@ class SQLiteChunks(SQLiteBase):
         with self._tx(write=False) as c:
             return self._chunks(c, self._resolve(c, path))
 
-    def _chunks(self, c: sqlite3.Connection, ino: int) -> tuple[Attr, list[Piece], int]:
+    def _chunks(self, c: Conn, ino: int) -> tuple[Attr, list[Piece], int]:
         attr = self._attr(c, ino)
         if attr.is_dir:
             raise FsError(errno.EISDIR, f"inode {ino}")
@@ -116,7 +116,7 @@ class SQLiteChunks(SQLiteBase):
             )
             return self._attr(c, ino)
 
-    def _move_out_of_line(self, c: sqlite3.Connection, ino: int, pieces: list[Piece],
+    def _move_out_of_line(self, c: Conn, ino: int, pieces: list[Piece],
                           exact: bool) -> None:
         """A commit of chunks to an inline file: the chunks take the place of the inline
         bytes, so they must cover them (the writer copied them into its first chunk) unless
@@ -185,7 +185,7 @@ class SQLiteChunks(SQLiteBase):
     # ------------------------------------------------------------ fsck
 
     @staticmethod
-    def _paths(c: sqlite3.Connection, inos: set[int]) -> dict[int, str]:
+    def _paths(c: Conn, inos: set[int]) -> dict[int, str]:
         """One path per inode in `inos` (the bytewise-first name of a hard-linked one)."""
         parent_of: dict[int, tuple[int, str]] = {}
         for parent, name, ino in c.execute(

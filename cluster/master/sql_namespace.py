@@ -1,15 +1,14 @@
-"""SQLiteStore's namespace half: names, attributes, links and xattrs (mkdir, create, mknod,
-unlink, rmdir, rename, exchange, symlink, link, setattr, ...).
+"""The namespace operations of the SQL stores: names, attributes, links and xattrs (mkdir,
+create, mknod, unlink, rmdir, rename, exchange, symlink, link, setattr, ...).
 
-Each public method is one transaction (SQLiteBase._tx). The helpers here are the ones only
-the namespace needs: allocating inodes, keeping a directory's mtime and link count, dropping
-a name (a file that loses its last one is deleted, or kept as an orphan while a session holds
-it open: see `_drop_link`).
+Each public method is one transaction (the backend's `_tx`). The helpers here are the ones
+only the namespace needs: allocating inodes, keeping a directory's mtime and link count,
+dropping a name (a file that loses its last one is deleted, or kept as an orphan while a
+session holds it open: see `_drop_link`).
 """
 from __future__ import annotations
 
 import errno
-import sqlite3
 import stat
 
 import crc32c
@@ -19,7 +18,7 @@ from cluster.common.errors import FsError
 from cluster.common.replication import check_replication
 from cluster.master import paths, schema
 from cluster.master.schema import ROOT_INO
-from cluster.master.sqlite_base import ATTR_COLS_I, SQLiteBase
+from cluster.master.sql_rows import ATTR_COLS_I, Conn, SqlRows
 from cluster.master.store import (
     MAX_FILE_SIZE,
     MKNOD_TYPES,
@@ -29,12 +28,12 @@ from cluster.master.store import (
 )
 
 
-class SQLiteNamespace(SQLiteBase):
-    """The namespace operations of SQLiteStore."""
+class SqlNamespace(SqlRows):
+    """The namespace operations of the SQL stores (SQLite, PostgreSQL)."""
 
     # ------------------------------------------------------------ helpers (inside a tx)
 
-    def _existing(self, c: sqlite3.Connection, path: str) -> tuple[int, str, int, int]:
+    def _existing(self, c: Conn, path: str) -> tuple[int, str, int, int]:
         """(parent ino, name, ino, mode) of the entry `path` names; ENOENT if none."""
         parent, name = self._resolve_parent(c, path)
         found = self._lookup(c, parent, name)
@@ -42,13 +41,13 @@ class SQLiteNamespace(SQLiteBase):
             raise FsError(errno.ENOENT, path)
         return parent, name, found[0], found[1]
 
-    def _alloc_ino(self, c: sqlite3.Connection) -> int:
+    def _alloc_ino(self, c: Conn) -> int:
         return c.execute(
             "UPDATE counters SET value = value + 1 WHERE name=? RETURNING value - 1",
             (schema.COUNTER_NEXT_INO,),
         ).fetchone()[0]
 
-    def _new_inode(self, c: sqlite3.Connection, mode: int, uid: int, gid: int, nlink: int,
+    def _new_inode(self, c: Conn, mode: int, uid: int, gid: int, nlink: int,
                    now: int, size: int = 0, target: str | None = None, replication: int = 0,
                    parent: int = 0, rdev: int = 0) -> int:
         if parent:
@@ -68,13 +67,13 @@ class SQLiteNamespace(SQLiteBase):
         return ino
 
     @staticmethod
-    def _touch_dir(c: sqlite3.Connection, ino: int, now: int, nlink_delta: int = 0) -> None:
+    def _touch_dir(c: Conn, ino: int, now: int, nlink_delta: int = 0) -> None:
         c.execute(
             "UPDATE inodes SET mtime_ns=?, ctime_ns=?, nlink = nlink + ? WHERE ino=?",
             (now, now, nlink_delta, ino),
         )
 
-    def _drop_link(self, c: sqlite3.Connection, ino: int, keep_open: int, now: int) -> int:
+    def _drop_link(self, c: Conn, ino: int, keep_open: int, now: int) -> int:
         """One name of a non-directory inode went; returns ino if that was its last.
         `keep_open` (0: no) goes into inodes.orphan: the session that still has the file open
         (1: a client without a session), whose end frees the inode."""
@@ -90,7 +89,7 @@ class SQLiteNamespace(SQLiteBase):
             self._delete_inode(c, ino)
         return ino
 
-    def _is_dir_empty(self, c: sqlite3.Connection, ino: int) -> bool:
+    def _is_dir_empty(self, c: Conn, ino: int) -> bool:
         return c.execute("SELECT 1 FROM entries WHERE parent=? LIMIT 1", (ino,)).fetchone() is None
 
     # ------------------------------------------------------------ namespace
@@ -251,7 +250,7 @@ class SQLiteNamespace(SQLiteBase):
             self._delete_inode(c, ino)
             self._touch_dir(c, parent, self._now(), -1)
 
-    def _is_within(self, c: sqlite3.Connection, ino: int, ancestor: int) -> bool:
+    def _is_within(self, c: Conn, ino: int, ancestor: int) -> bool:
         """Whether directory `ino` is `ancestor` or lies below it."""
         seen = 0
         while True:
@@ -454,7 +453,8 @@ class SQLiteNamespace(SQLiteBase):
                 raise FsError(errno.EEXIST, f"{path}: xattr {name!r} exists")
             if flags & XATTR_REPLACE and not exists:
                 raise FsError(errno.ENODATA, f"{path}: no xattr {name!r}")
-            c.execute("INSERT OR REPLACE INTO xattrs (ino, name, value) VALUES (?,?,?)",
+            c.execute("INSERT INTO xattrs (ino, name, value) VALUES (?,?,?)"
+                      " ON CONFLICT (ino, name) DO UPDATE SET value = excluded.value",
                       (ino, name, bytes(value)))
             c.execute("UPDATE inodes SET ctime_ns=? WHERE ino=?", (self._now(), ino))
 
