@@ -639,7 +639,7 @@ class GatewayStatus(_message.Message):
     def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., http_address: _Optional[str] = ..., alive: _Optional[bool] = ..., last_seen_s: _Optional[float] = ...) -> None: ...
 
 class ClusterStatusResponse(_message.Message):
-    __slots__ = ("master_name", "grpc_address", "servers", "gateways", "files", "default_replication", "pending_deletions", "mutation_address", "inline_max")
+    __slots__ = ("master_name", "grpc_address", "servers", "gateways", "files", "default_replication", "pending_deletions", "mutation_address", "inline_max", "leader", "masters")
     MASTER_NAME_FIELD_NUMBER: _ClassVar[int]
     GRPC_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SERVERS_FIELD_NUMBER: _ClassVar[int]
@@ -649,6 +649,8 @@ class ClusterStatusResponse(_message.Message):
     PENDING_DELETIONS_FIELD_NUMBER: _ClassVar[int]
     MUTATION_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     INLINE_MAX_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    MASTERS_FIELD_NUMBER: _ClassVar[int]
     master_name: str
     grpc_address: str
     servers: _containers.RepeatedCompositeFieldContainer[ServerStatus]
@@ -658,7 +660,9 @@ class ClusterStatusResponse(_message.Message):
     pending_deletions: int
     mutation_address: str
     inline_max: int
-    def __init__(self, master_name: _Optional[str] = ..., grpc_address: _Optional[str] = ..., servers: _Optional[_Iterable[_Union[ServerStatus, _Mapping]]] = ..., gateways: _Optional[_Iterable[_Union[GatewayStatus, _Mapping]]] = ..., files: _Optional[int] = ..., default_replication: _Optional[int] = ..., pending_deletions: _Optional[int] = ..., mutation_address: _Optional[str] = ..., inline_max: _Optional[int] = ...) -> None: ...
+    leader: str
+    masters: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, master_name: _Optional[str] = ..., grpc_address: _Optional[str] = ..., servers: _Optional[_Iterable[_Union[ServerStatus, _Mapping]]] = ..., gateways: _Optional[_Iterable[_Union[GatewayStatus, _Mapping]]] = ..., files: _Optional[int] = ..., default_replication: _Optional[int] = ..., pending_deletions: _Optional[int] = ..., mutation_address: _Optional[str] = ..., inline_max: _Optional[int] = ..., leader: _Optional[str] = ..., masters: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListChunksRequest(_message.Message):
     __slots__ = ("page_size",)

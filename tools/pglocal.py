@@ -10,6 +10,7 @@ never a production database.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -91,11 +92,9 @@ class LocalPostgres:
             return
         data = os.path.join(self.base, "data")
         if os.path.exists(os.path.join(data, "postmaster.pid")):
-            try:
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
                 self._run([os.path.join(server_bindir(), "pg_ctl"), "-D", data,
                            "-m", "fast", "-w", "stop"])
-            except (RuntimeError, subprocess.TimeoutExpired):
-                pass
         shutil.rmtree(self.base, ignore_errors=True)
         self.base = ""
 

@@ -57,6 +57,7 @@ class AdminRpc:
 
     @rpc.servicer_method
     def Vacuum(self, request, context):
+        self.require_leader(context)
         rows = self.vacuumer.run(request.threshold, list(request.volume_ids))
         return master_pb2.VacuumResponse(replicas=[
             master_pb2.VolumeVacuum(volume_id=r.volume_id, server=r.server,

@@ -59,6 +59,7 @@ from cluster.master.exports import IMPLICIT_EXPORT, ExportTable, Scope
 from cluster.master.locks import EXCLUSIVE, UNLOCK, Lock, LockTable
 from cluster.master.namespace import Namespace
 from cluster.master.paths import canonical
+from cluster.master.peers import PeerLink
 from cluster.master.scoped import INSECURE_PEER, ScopedNamespace, view_for
 from cluster.master.sessions import SessionTable
 from cluster.master.store import MetadataStore, StoreConflict
@@ -123,6 +124,8 @@ class MutationServer:
         self._sessions_known = store.counter(schema.COUNTER_SESSIONS) > 0
         self._quiet_until = time.monotonic() + self.sessions.lease_s \
             if self._sessions_known else 0.0
+        # The other masters of a shared database (peers.py), once MasterNode links them.
+        self.peers: PeerLink | None = None
         self._held: collections.deque = collections.deque()  # mutations that came in a wait
         self._waiting: dict[int, int] = {}     # break id -> session, not yet acknowledged
         self._break_ids = itertools.count(1)
@@ -164,6 +167,10 @@ class MutationServer:
         self._ctx.term()
         self._wake.close()
 
+    def wake(self) -> None:
+        """Have the mutation thread look at its queues now (another master's notice)."""
+        self._wake.wake()
+
     def submit(self, op: str, request, session: int = 0, timeout: float = 60.0,
                view: Namespace | ScopedNamespace | None = None) -> master_pb2.MutationReply:
         """Apply one mutation from another thread (the gRPC servicer) in the next batch,
@@ -197,6 +204,7 @@ class MutationServer:
                         continue
                     self._quiet_until = 0.0
                     log.info("the leases of the last run have run out: applying changes")
+                self._remote_breaks()
                 if not self._held and not self._local and not self._poll(200):
                     continue
                 batch = self._receive()
@@ -374,6 +382,57 @@ class MutationServer:
                 self.callbacks.grant(sender, paths=keys.paths, inos=keys.inos)
         if drops:
             self._break(drops)
+        if self.peers is not None:
+            every = Keys()
+            for _, keys in changes:
+                every.update(keys)
+            self._tell_peers(every)
+
+    def _tell_peers(self, keys: Keys) -> None:
+        """Tell the other masters of this database what the batch changed (peers.py) and
+        wait until each has broken its sessions' callbacks on it, has died, or a lease went
+        by (its sessions' leases ran out by then). Their own notices are served meanwhile,
+        so two masters waiting for each other both go on."""
+        assert self.peers is not None
+        seq, others = self.peers.publish(keys)
+        deadline = time.monotonic() + self.sessions.lease_s
+        try:
+            while not self._stop.is_set():
+                missing = others - self.peers.acked(seq)
+                missing &= set(self.peers.live_masters())
+                if not missing:
+                    return
+                if time.monotonic() > deadline:
+                    log.warning("%d masters did not acknowledge a change's callback breaks "
+                                "within a lease", len(missing))
+                    return
+                self._remote_breaks()
+                if self._poll(20):
+                    self._receive(hold=True)
+        finally:
+            self.peers.done(seq)
+
+    def _remote_breaks(self) -> None:
+        """Break what this master's sessions hold on what another master changed, then
+        acknowledge it. The callbacks are taken between commits (between_commits): a lookup
+        that read before that master's commit registered its grant first and is found;
+        one that reads after it sees the change."""
+        while self.peers is not None and not self.peers.breaks.empty():
+            origin, seq, keys = self.peers.breaks.get_nowait()
+            with self.store.between_commits():
+                drops = self.callbacks.take(keys, but=0)
+            if drops:
+                self._break(drops)
+            self.peers.ack(origin, seq)
+
+    def hold_changes_for_lease_from(self, wall_s: float) -> None:
+        """Apply no change before a lease has passed since `wall_s` (time.time()): a master
+        that died then may have given mounts callbacks they trust until that long."""
+        until = time.monotonic() + max(0.0, wall_s + self.sessions.lease_s - time.time())
+        if until > time.monotonic():
+            log.info("a master died: changes wait %.1fs, until its mounts' leases ran out",
+                     until - time.monotonic())
+            self._quiet_until = max(self._quiet_until, until)
 
     def _break(self, drops: dict[int, Keys]) -> None:
         """Send each session its CallbackBreak; return once each is acknowledged or the
@@ -435,6 +494,9 @@ class MutationServer:
                 time.monotonic() - self.sessions.started >= self.resume_grace:
             self._grace_over = True
             try:
+                if self.peers is not None and len(self.peers.live_masters()) > 1:
+                    # Another master may hold those sessions now (a mount failed over).
+                    return
                 for sid in self.store.orphan_sessions():
                     if sid not in self.sessions:
                         self._end_session(sid)

@@ -28,7 +28,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import psycopg
@@ -73,14 +73,18 @@ def retry_conflicts(fn: Callable) -> Callable:
     inside a batch the batch is retried instead (StoreConflict)."""
     @functools.wraps(fn)
     def call(self: PostgresBase, *args, **kw):
-        if self._depth():
-            return fn(self, *args, **kw)
-        for attempt in range(MAX_ATTEMPTS):
-            try:
+        try:
+            if self._depth():
                 return fn(self, *args, **kw)
-            except RETRYABLE:
-                time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** attempt)))
-        return fn(self, *args, **kw)
+            for attempt in range(MAX_ATTEMPTS):
+                try:
+                    return fn(self, *args, **kw)
+                except RETRYABLE:
+                    time.sleep(random.uniform(0, min(0.05, 0.001 * 2 ** attempt)))
+            return fn(self, *args, **kw)
+        except pgerrors.NumericValueOutOfRange as e:
+            # What SQLite raises for a number past 64 bits: the RPC layer's EINVAL.
+            raise OverflowError(str(e).splitlines()[0]) from None
     return call
 
 
@@ -131,10 +135,8 @@ class PostgresBase(SqlRows):
         with self._all_lock:
             conns, self._all = self._all, []
         for c in conns:
-            try:
+            with suppress(psycopg.Error):
                 c.close()
-            except psycopg.Error:
-                pass
 
     @contextmanager
     def _tx(self, write: bool = True) -> Iterator[PgConn]:

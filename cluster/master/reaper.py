@@ -31,12 +31,14 @@ DELETE_TIMEOUT_S = 10.0
 class Reaper:
     def __init__(self, store: MetadataStore, topology: Topology, stubs: rpc.VolumeStubs,
                  interval: float = 1.0, batch: int = BATCH,
-                 on_deleted: Callable[[int], None] | None = None):
+                 on_deleted: Callable[[int], None] | None = None,
+                 active: Callable[[], bool] = lambda: True):
         self._store = store
         self._topo = topology
         self._stubs = stubs
         self._batch = batch
         self._on_deleted = on_deleted
+        self._active = active   # the leader reaps; other masters of its database do not
         self._thread = rpc.StoppableThread("reaper", interval, self.run_once)
 
     def start(self) -> None:
@@ -49,6 +51,8 @@ class Reaper:
 
     def run_once(self) -> int:
         """One pass over due rows; returns how many fids were fully deleted."""
+        if not self._active():
+            return 0
         rows = self._store.due_deletions(self._batch)
         done: list[str] = []
         retry: dict[float, list[str]] = {}

@@ -36,6 +36,7 @@ from cluster.master.mutation_server import MutationServer
 from cluster.master.namespace import Namespace
 from cluster.master.namespace_rpc import NamespaceRpc
 from cluster.master.options import MasterOptions
+from cluster.master.peers import PeerLink
 from cluster.master.reaper import Reaper
 from cluster.master.schema import SchemaError
 from cluster.master.sessions import SessionTable
@@ -78,6 +79,20 @@ class MasterServicer(NamespaceRpc, TopologyRpc, AdminRpc, master_pb2_grpc.Master
         self.callbacks = CallbackTable(opts.max_callbacks)
         # Who may mount what (exports.py); replaced whole by MasterNode.reload.
         self.exports = exports.ExportTable()
+        # The other masters of a shared PostgreSQL database (peers.py); None: the only one.
+        self.peers: PeerLink | None = None
+
+    def leads(self) -> bool:
+        """Whether this master does what only one may: placement, reaping, vacuum."""
+        return self.peers is None or self.peers.leader
+
+    def require_leader(self, context) -> None:
+        """UNAVAILABLE, naming the leader, on a master that does not lead: a client with a
+        list of masters moves on to the next one at once."""
+        if not self.leads():
+            assert self.peers is not None
+            context.abort(grpc.StatusCode.UNAVAILABLE,
+                          f"not the leader (leader: {self.peers.leader_address() or 'none yet'})")
 
 
 def open_store(opts: MasterOptions) -> MetadataStore:
@@ -118,6 +133,7 @@ class MasterNode:
         self.http_port = 0
         self._server: grpc.Server | None = None
         self.mutations: MutationServer | None = None
+        self.peers: PeerLink | None = None
         self._http: StatusServer | None = None
         self.transport = Transport("master", opts.tls_dir)
         self.servicer: MasterServicer | None = None
@@ -150,6 +166,7 @@ class MasterNode:
                 key_clock=KeyClock(self.store.counter(schema.COUNTER_NEEDLE_KEY)),
                 vacuumer=self.vacuumer)
             self.servicer.exports = self._load_exports()
+            self.vacuumer.active = self.servicer.leads
             rpc.add_servicer(self._server, master_pb2_grpc.add_MasterServicer_to_server,
                              self.servicer)
             servicer = self.servicer
@@ -162,12 +179,15 @@ class MasterNode:
             self.servicer.mutation_server = self.mutations
             self.grpc_port = self.transport.bind(self._server, opts.ip, opts.grpc_port)
             self.servicer.grpc_address = self.grpc_address
+            if opts.meta:
+                self.peers = self._link_peers()
             self._http = StatusServer(opts.ip, opts.port, self.status)
             self.http_port = self._http.port
             self._server.start()
             self._http.start()
             self.reaper = Reaper(self.store, self.topology, self._stubs, opts.reaper_interval,
-                                 on_deleted=metrics.NEEDLES_REAPED.inc)
+                                 on_deleted=metrics.NEEDLES_REAPED.inc,
+                                 active=self.servicer.leads)
             self.reaper.start()
             self.vacuumer.start()
             rpc.set_serving(health)
@@ -179,6 +199,19 @@ class MasterNode:
                  "(data in %s)", opts.name, self.grpc_address, self.mutations.address, opts.ip,
                  self.http_port, opts.data_dir)
         return self
+
+    def _link_peers(self) -> PeerLink:
+        """Join the masters of the shared database: a row, a try for the leadership, and
+        callback breaks to and from the others (peers.py)."""
+        assert self.mutations is not None
+        assert self.servicer is not None
+        mutations = self.mutations
+        link = PeerLink(self.opts.meta, self.grpc_address, mutations.address, self.opts.name,
+                        on_break=mutations.wake,
+                        on_peer_dead=mutations.hold_changes_for_lease_from)
+        mutations.peers = link
+        self.servicer.peers = link
+        return link.start()
 
     def _load_exports(self) -> exports.ExportTable:
         table = exports.load(self.opts.exports)
@@ -242,6 +275,7 @@ class MasterNode:
             "files": store.count_inodes() if store else 0,
             "pending_deletions": store.pending_deletions() if store else 0,
             "default_replication": self.opts.default_replication,
+            "leader": self.peers.leader_address() if self.peers else self.grpc_address,
             "servers": [
                 {"server_id": s.server_id, "name": s.name, "grpc_address": s.grpc_address,
                  "alive": alive, "volumes": sorted(s.volumes), "free_bytes": s.free_bytes,
@@ -255,6 +289,9 @@ class MasterNode:
         }
 
     def stop(self, grace: float = 1.0) -> None:
+        if self.peers:
+            self.peers.stop()
+            self.peers = None
         if self.vacuumer:
             self.vacuumer.stop()
         if self.reaper:

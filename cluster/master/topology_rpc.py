@@ -85,6 +85,7 @@ class TopologyRpc:
 
     @rpc.servicer_method
     def Assign(self, request, context):
+        self.require_leader(context)
         assigned = self.assigner.assign(request.count, request.replication,
                                         request.avoid_volumes)
         metrics.ASSIGNED_FIDS.inc(len(assigned))
@@ -130,4 +131,6 @@ class TopologyRpc:
             default_replication=self.opts.default_replication,
             pending_deletions=self.store.pending_deletions(),
             mutation_address=self.mutation_address, inline_max=self.opts.inline_max,
+            leader=self.peers.leader_address() if self.peers else "",
+            masters=[address for address, _ in self.peers.masters()] if self.peers else [],
         )

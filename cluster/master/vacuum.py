@@ -21,6 +21,7 @@ import errno
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -64,6 +65,7 @@ class Vacuumer:
         self._stubs = stubs      # .get(address) -> Volume stub
         self.default_threshold = default_threshold
         self.interval = interval
+        self.active: Callable[[], bool] = lambda: True   # MasterNode: only on the leader
         self._running = threading.Lock()
         self._thread: rpc.StoppableThread | None = None
         self.runs = 0            # completed vacuums (tests and /status)
@@ -84,6 +86,8 @@ class Vacuumer:
                 self._thread.join(timeout=10)
 
     def _auto(self) -> None:
+        if not self.active():
+            return   # the leader vacuums; other masters of its database do not
         if self._thread is not None and self.runs == 0 and self._thread.wake_after(self.interval):
             return
         try:

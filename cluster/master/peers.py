@@ -1,0 +1,237 @@
+"""The masters of one PostgreSQL database: who they are, which one leads, and the callback
+breaks they pass each other.
+
+Any number of masters serve one namespace (docs/scaling.md). What must happen in one place
+(placement: Assign and growing volumes; the reaper; vacuum) happens on the leader. The leader
+is the master holding a session-level PostgreSQL advisory lock on its link connection: the
+server releases it the moment that connection ends, which is when the process dies (the
+kernel closes its socket) or, for a host cut off, when TCP keepalives give up (a few seconds:
+set below). Every other master tries the lock every TICK_S, so a new leader takes over
+within about a second of the server noticing.
+
+Each master keeps a row in `masters` (pg_schema.py), refreshed every TICK_S; a row older than
+ALIVE_S is a dead master. Other masters hear of it there: mounts that held callbacks from it
+may trust their caches until their lease runs out (they count it from its last answer), so a
+master that sees a peer die holds changes until then (`on_peer_dead`), as a restarted master
+does.
+
+Callbacks across masters: after a batch commits, the master NOTIFYs `kelp_breaks` with what it
+changed (paths, trees, inodes: callbacks.Keys); every other master breaks the callbacks its
+own sessions hold on them, waits for their acknowledgements as it does for its own changes,
+and NOTIFYs `kelp_acks`. The committing master answers the batch only when every live master
+acknowledged (or died, or a lease went by), which is what makes a change seen by every other
+mount's next call, whichever master that mount talks to. A payload larger than NOTIFY takes
+becomes a break of everything ("/" as a tree): correct, just more work for the caches.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+
+import psycopg
+
+from cluster.master.callbacks import Keys
+
+log = logging.getLogger(__name__)
+
+LEADER_LOCK = 0x4B454C50_00000002   # pg advisory lock key of leadership (our own number)
+BREAKS, ACKS = "kelp_breaks", "kelp_acks"
+TICK_S = 0.5          # row refresh, leadership attempts, liveness checks
+ALIVE_S = 3.0         # a master whose row is older than this is dead
+FORGET_S = 600.0      # the leader deletes rows of masters dead this long
+MAX_PAYLOAD = 7900    # NOTIFY payloads must stay under 8000 bytes
+# Server-side keepalives of the link connection: a leader cut off from the database loses
+# its lock within about idle + interval * count seconds.
+KEEPALIVE = {"tcp_keepalives_idle": 2, "tcp_keepalives_interval": 1,
+             "tcp_keepalives_count": 3}
+
+
+def encode_keys(origin: int, seq: int, keys: Keys) -> str:
+    body = {"o": origin, "s": seq, "p": sorted(keys.paths), "t": sorted(keys.trees),
+            "i": sorted(keys.inos)}
+    text = json.dumps(body, separators=(",", ":"))
+    if len(text.encode()) > MAX_PAYLOAD:
+        text = json.dumps({"o": origin, "s": seq, "p": [], "t": ["/"], "i": []})
+    return text
+
+
+def decode_keys(text: str) -> tuple[int, int, Keys]:
+    body = json.loads(text)
+    return body["o"], body["s"], Keys(paths=set(body["p"]), trees=set(body["t"]),
+                                      inos=set(body["i"]))
+
+
+class PeerLink:
+    """This master's place among the masters of one database: its row, its leadership, and
+    the break notifications to and from the others. One thread owns the link connection
+    (LISTEN, the advisory lock, the row); `publish` and `ack` are called from the mutation
+    thread on a connection of their own."""
+
+    def __init__(self, dsn: str, grpc_address: str, mutation_address: str, name: str,
+                 on_break: Callable[[], None] = lambda: None,
+                 on_peer_dead: Callable[[float], None] = lambda wall_s: None):
+        self.master_id = random.getrandbits(62) + 1
+        self.grpc_address = grpc_address
+        self._dsn = dsn
+        self._row = (grpc_address, mutation_address)
+        self._name = name
+        self._on_break = on_break
+        self._on_peer_dead = on_peer_dead
+        self.leader = False
+        self.breaks: queue.SimpleQueue[tuple[int, int, Keys]] = queue.SimpleQueue()
+        self._acks: dict[int, set[int]] = {}
+        self._acks_lock = threading.Lock()
+        self._alive: dict[int, float] = {}          # master id -> last seen (wall seconds)
+        self._leader_address = ""
+        self._seq = 0
+        self._stop = threading.Event()
+        self._link: psycopg.Connection | None = None
+        self._pub = self._connect()
+        self._thread = threading.Thread(target=self._run, name="peers", daemon=True)
+
+    def _connect(self) -> psycopg.Connection:
+        return psycopg.connect(self._dsn, autocommit=True,
+                               application_name=f"kelp-master-{self._name}-link")
+
+    def start(self) -> PeerLink:
+        self._open_link()
+        self._tick()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        with contextlib.suppress(psycopg.Error):
+            self._pub.execute("DELETE FROM masters WHERE master_id=%s", (self.master_id,))
+        for conn in (self._link, self._pub):
+            if conn is not None:
+                conn.close()   # releases the advisory lock: another master leads at once
+
+    # ------------------------------------------------------------ what others ask
+
+    def leader_address(self) -> str:
+        """The gRPC address of the leading master ("" while none is known)."""
+        return self.grpc_address if self.leader else self._leader_address
+
+    def live_masters(self) -> list[int]:
+        now = time.time()
+        return [m for m, seen in self._alive.items() if now - seen < ALIVE_S]
+
+    def masters(self) -> list[tuple[str, bool]]:
+        """(gRPC address, leads) of every live master, this one included."""
+        rows = self._pub.execute(
+            "SELECT grpc_address, leader FROM masters WHERE seen_ns > %s ORDER BY grpc_address",
+            (time.time_ns() - int(ALIVE_S * 1e9),)).fetchall()
+        return [(r[0], bool(r[1])) for r in rows]
+
+    # ------------------------------------------------------------ breaks (mutation thread)
+
+    def publish(self, keys: Keys) -> tuple[int, set[int]]:
+        """Tell every other master what a commit changed; (seq, masters that must ack)."""
+        self._seq += 1
+        others = {m for m in self.live_masters() if m != self.master_id}
+        with self._acks_lock:
+            self._acks[self._seq] = set()
+        self._pub.execute("SELECT pg_notify(%s, %s)",
+                          (BREAKS, encode_keys(self.master_id, self._seq, keys)))
+        return self._seq, others
+
+    def acked(self, seq: int) -> set[int]:
+        with self._acks_lock:
+            return set(self._acks.get(seq, ()))
+
+    def done(self, seq: int) -> None:
+        with self._acks_lock:
+            self._acks.pop(seq, None)
+
+    def ack(self, origin: int, seq: int) -> None:
+        self._pub.execute("SELECT pg_notify(%s, %s)", (ACKS, f"{origin} {seq} {self.master_id}"))
+
+    # ------------------------------------------------------------ the link thread
+
+    def _open_link(self) -> None:
+        conn = self._connect()
+        for name, value in KEEPALIVE.items():
+            conn.execute(f"SET {name} = {int(value)}")
+        conn.execute(f"LISTEN {BREAKS}")
+        conn.execute(f"LISTEN {ACKS}")
+        self._link = conn
+
+    def _run(self) -> None:
+        next_tick = time.monotonic() + TICK_S
+        while not self._stop.is_set():
+            try:
+                if self._link is None or self._link.closed or self._link.broken:
+                    self._lost_link()
+                    self._open_link()
+                wait = max(0.0, next_tick - time.monotonic())
+                assert self._link is not None
+                for n in self._link.notifies(timeout=wait):
+                    self._heard(n.channel, n.payload)
+                if time.monotonic() >= next_tick:
+                    next_tick = time.monotonic() + TICK_S
+                    self._tick()
+            except psycopg.Error as e:
+                log.warning("link to the metadata database failed (%s); reconnecting", e)
+                self._lost_link()
+                self._stop.wait(TICK_S)
+
+    def _lost_link(self) -> None:
+        if self.leader:
+            log.warning("master %s: lost the database link, so the leadership", self._name)
+        self.leader = False
+        if self._link is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._link.close()
+        self._link = None
+
+    def _heard(self, channel: str, payload: str) -> None:
+        if channel == BREAKS:
+            origin, seq, keys = decode_keys(payload)
+            if origin != self.master_id:
+                self.breaks.put((origin, seq, keys))
+                self._on_break()
+        elif channel == ACKS:
+            origin, seq, who = (int(x) for x in payload.split())
+            if origin == self.master_id:
+                with self._acks_lock:
+                    if seq in self._acks:
+                        self._acks[seq].add(who)
+                self._on_break()
+
+    def _tick(self) -> None:
+        """Refresh our row, try for the leadership, learn who is alive and who leads."""
+        conn = self._link
+        assert conn is not None
+        now = time.time_ns()
+        if not self.leader:
+            got = conn.execute("SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)).fetchone()[0]
+            if got:
+                self.leader = True
+                log.info("master %s (%s) is the leader", self._name, self.grpc_address)
+        conn.execute(
+            "INSERT INTO masters (master_id, grpc_address, mutation_address, leader, seen_ns)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (master_id) DO UPDATE SET"
+            " leader = excluded.leader, seen_ns = excluded.seen_ns",
+            (self.master_id, *self._row, self.leader, now))
+        if self.leader:
+            conn.execute("UPDATE masters SET leader = false WHERE master_id != %s AND leader",
+                         (self.master_id,))
+            conn.execute("DELETE FROM masters WHERE seen_ns < %s", (now - int(FORGET_S * 1e9),))
+        rows = conn.execute("SELECT master_id, seen_ns, leader, grpc_address FROM masters"
+                            ).fetchall()
+        before = set(self.live_masters())
+        self._alive = {r[0]: r[1] / 1e9 for r in rows}
+        self._leader_address = next((r[3] for r in rows if r[2]), "")
+        for gone in before - set(self.live_masters()):
+            log.warning("master %x stopped answering (last seen %.1fs ago)", gone,
+                        time.time() - self._alive.get(gone, 0))
+            self._on_peer_dead(self._alive.get(gone, time.time()))
