@@ -103,7 +103,13 @@ def up(args) -> int:
         except (ValueError, KeyError, TypeError):
             pass
     eph = opts.ephemeral_ports
-    layout = ClusterLayout(data_dir=str(data), volumes=opts.volumes)
+    if opts.masters < 1:
+        raise QuietError("--masters must be at least 1")
+    if opts.masters > 1 and not opts.meta:
+        raise QuietError("--masters > 1 needs --meta postgresql://... (the database the "
+                         "masters share)")
+    layout = ClusterLayout(data_dir=str(data), volumes=opts.volumes, masters=opts.masters,
+                           meta=opts.meta)
     if eph:
         layout.master_port = layout.master_grpc_port = layout.master_zmq_port = 0
         layout.volume_port = layout.volume_grpc_port = 0
@@ -243,8 +249,15 @@ def _print_status(st, transport: Transport) -> None:
     table = Table(title=f"KelpFS cluster (master {st.master_name} at {st.grpc_address})")
     for col in ("node", "kind", "address", "state", "volumes", "used", "free"):
         table.add_column(col, justify="right" if col in ("volumes", "used", "free") else "left")
-    table.add_row(st.master_name, "master", st.grpc_address, "[green]up[/]",
-                  "", "", "")
+    if st.masters:
+        # Several masters over one database: each live one, the leader marked.
+        for address in st.masters:
+            role = "master (leader)" if address == st.leader else "master"
+            table.add_row(st.master_name if address == st.grpc_address else "", role,
+                          address, "[green]up[/]", "", "", "")
+    else:
+        table.add_row(st.master_name, "master", st.grpc_address, "[green]up[/]",
+                      "", "", "")
 
     for s in sorted(st.servers, key=lambda s: s.name):
         used = sum(v.size for v in s.volumes)
@@ -258,6 +271,8 @@ def _print_status(st, transport: Transport) -> None:
     console.print(f"files: {st.files}   default replication: {st.default_replication}   "
                   f"pending deletions: {st.pending_deletions}   "
                   f"mutation channel (ZMQ): {st.mutation_address or 'none'}")
+    if st.masters:
+        console.print(f"leader: {st.leader or 'none yet (an election is under way)'}")
     console.print(f"a mount on this host would use: {_fuse_binding()}")
     if not transport.secure:
         # This CLI reached the master without credentials, so anyone on the network path

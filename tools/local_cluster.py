@@ -154,6 +154,10 @@ class UpOptions:
     insecure: bool = option(False, "run without TLS and CURVE (no credentials in DATA/tls): "
                             "any local process can then read and change every file through "
                             "the cluster's ports")
+    masters: int = option(1, "masters to start; more than one share the PostgreSQL "
+                          "database --meta names (one leads, the others take over)")
+    meta: str = option("", "every master's metadata store: postgresql://... (required for "
+                       "--masters > 1)", default_text="SQLite in each master's data dir")
 
 
 @dataclass
@@ -174,6 +178,8 @@ class ClusterLayout:
     extra_master_args: list[str] = field(default_factory=list)
     extra_volume_args: list[str] = field(default_factory=list)
     tls_dir: str | None = None    # the cluster's credentials (kelp certs); None = plain
+    masters: int = 1              # master k > 0 is m<k>, on the ports of master 0 + 10 * k
+    meta: str = ""                # every master's --meta (PostgreSQL; needed for masters > 1)
 
 
 class LocalCluster:
@@ -192,19 +198,11 @@ class LocalCluster:
 
     def plan(self) -> None:
         lay, ip = self.layout, self.layout.ip
-        mp, mgp = self._port(lay.master_port), self._port(lay.master_grpc_port)
-        mzp = self._port(lay.master_zmq_port)
-        margs = ["master", "-ip", ip, "-p", str(mp), "-gp", str(mgp), "-zp", str(mzp),
-                 "-n", lay.master_name, "--data", str(self.root / "master")]
-        if lay.volume_size_limit:
-            margs += ["--volume-size-limit", str(lay.volume_size_limit)]
-        if lay.heartbeat_interval:
-            margs += ["--heartbeat-interval", str(lay.heartbeat_interval)]
-        margs += self._tls_args() + lay.extra_master_args
-        self.nodes[lay.master_name] = NodeSpec("master", lay.master_name, margs,
-                                               f"{ip}:{mgp}", f"{ip}:{mp}",
-                                               data=str(self.root / "master"),
-                                               zmq_address=f"{ip}:{mzp}")
+        if lay.masters > 1 and not lay.meta:
+            raise ValueError("several masters share one PostgreSQL database: give --meta "
+                             "postgresql://...")
+        for k in range(lay.masters):
+            self.add_master_spec(k)
         for i in range(lay.volumes):
             self.add_volume_spec(i)
         gp = self._port(lay.gateway_port)
@@ -212,6 +210,35 @@ class LocalCluster:
         gargs = ["gateway", "-ip", ip, "-p", str(gp), "--http-port", str(ghp), "-n", "g0",
                  "--master", self.master_addr, *self._tls_args()]
         self.nodes["g0"] = NodeSpec("gateway", "g0", gargs, f"{ip}:{gp}", f"{ip}:{ghp}")
+
+    def add_master_spec(self, k: int) -> NodeSpec:
+        """Master k: master_name for the first (its data dir "master", as always), m<k> on
+        the first's ports + 10 * k for the others."""
+        lay, ip = self.layout, self.layout.ip
+
+        def port(base: int) -> int:
+            return self._port(base + 10 * k if base else 0)
+
+        mp, mgp, mzp = port(lay.master_port), port(lay.master_grpc_port), \
+            port(lay.master_zmq_port)
+        name = lay.master_name if k == 0 else f"m{k}"
+        data = str(self.root / ("master" if k == 0 else f"master{k}"))
+        margs = ["master", "-ip", ip, "-p", str(mp), "-gp", str(mgp), "-zp", str(mzp),
+                 "-n", name, "--data", data]
+        if lay.meta:
+            margs += ["--meta", lay.meta]
+        if lay.volume_size_limit:
+            margs += ["--volume-size-limit", str(lay.volume_size_limit)]
+        if lay.heartbeat_interval:
+            margs += ["--heartbeat-interval", str(lay.heartbeat_interval)]
+        margs += self._tls_args() + lay.extra_master_args
+        spec = NodeSpec("master", name, margs, f"{ip}:{mgp}", f"{ip}:{mp}", data=data,
+                        zmq_address=f"{ip}:{mzp}")
+        self.nodes[name] = spec
+        return spec
+
+    def master_names(self) -> list[str]:
+        return [n for n, s in self.nodes.items() if s.kind == "master"]
 
     def _tls_args(self) -> list[str]:
         return ["--tls-dir", self.layout.tls_dir] if self.layout.tls_dir else []
@@ -236,7 +263,9 @@ class LocalCluster:
 
     @property
     def master_addr(self) -> str:
-        return self.nodes[self.layout.master_name].grpc_address
+        """What clients are given: the master's gRPC address, or every master's, comma
+        separated (they fail over along the list)."""
+        return ",".join(self.nodes[n].grpc_address for n in self.master_names())
 
     @property
     def gateway_addr(self) -> str:
@@ -279,26 +308,34 @@ class LocalCluster:
         want_volumes = set(volumes if volumes is not None else
                            [n for n in self.volume_names() if self.running(n)])
         want_gateway = self.running("g0") if "g0" in self.nodes else False
+        want_masters = [n for n in self.master_names() if self.running(n)]
         transport = self.transport
-        master = MasterClient(self.master_addr, timeout=2.0, retry_for=0, transport=transport)
+        masters = [MasterClient(self.nodes[n].grpc_address, timeout=2.0, retry_for=0,
+                                transport=transport) for n in want_masters]
         volume_channels = transport.channel_factory("volume")
         waiting_for = "master"
         try:
             while time.monotonic() < deadline:
                 for name, proc in self.procs.items():
                     if proc.poll() is not None and (name in want_volumes or
-                                                    name == self.layout.master_name or
+                                                    name in want_masters or
                                                     (name == "g0" and want_gateway)):
                         raise RuntimeError(f"node {name} exited with {proc.returncode}:\n"
                                            + self.log_tail(name))
                 try:
-                    st = master.call("ClusterStatus", master_pb2.Empty(), retry=False)
+                    views = [m.call("ClusterStatus", master_pb2.Empty(), retry=False)
+                             for m in masters]
                 except FsError:
                     time.sleep(0.1)
                     continue
-                alive = {s.name for s in st.servers if s.alive}
-                gw_alive = any(g.alive for g in st.gateways)
+                # Every master must see every volume server (each keeps its own topology),
+                # and the gateway must be known to one of them; several need a leader.
+                alive = set.intersection(*({s.name for s in st.servers if s.alive}
+                                           for st in views)) if views else set()
+                gw_alive = any(g.alive for st in views for g in st.gateways)
                 missing = {n for n in want_volumes - alive}
+                if len(views) > 1 and not views[0].leader:
+                    missing.add("a leader among the masters")
                 # The master may still count a just-restarted server alive from before its
                 # restart: ask each one directly too.
                 missing |= {n for n in want_volumes - missing
@@ -309,7 +346,8 @@ class LocalCluster:
                 waiting_for = ", ".join(sorted(missing)) or "gateway g0"
                 time.sleep(0.1)
         finally:
-            master.close()
+            for m in masters:
+                m.close()
         name = waiting_for.split(",")[0].strip().split()[-1]
         raise RuntimeError(f"cluster not ready after {timeout:.0f}s: waiting for {waiting_for}\n"
                            + self.log_tail(name if name in self.nodes else self.layout.master_name))
@@ -361,7 +399,7 @@ class LocalCluster:
         self.start_node(name)
 
     def stop_order(self, name: str) -> int:
-        """Gateway first (no new writes), then volumes, master last."""
+        """Gateway first (no new writes), then volumes, masters last."""
         return {"gateway": 0, "volume": 1, "master": 2}[self.nodes[name].kind]
 
     def stop(self) -> None:
