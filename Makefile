@@ -1,8 +1,8 @@
 # KelpFS: `make up` starts a local cluster, `make test` runs the whole suite.
 # Both create .venv and install what is missing first: KelpFS itself with its dev extra
 # (`pip install -e '.[dev]'`: the packages and the `kelp` and `kelp-mount` scripts from
-# setup.cfg, editable, so the checkout is what runs) and, when run as root, Debian's fuse3,
-# libfuse2 and attr.
+# setup.cfg, editable, so the checkout is what runs) and, when run as root, the Debian
+# packages in DEBS.
 
 PYTHON ?= python3
 VENV := .venv
@@ -24,11 +24,14 @@ $(STAMP): setup.cfg pyproject.toml
 
 # FUSE for the mount and its tests: libfuse 3 (fuse3 gives fusermount3, and fusermount as a
 # link to it) and libfuse 2 for the fallback binding; attr gives setfattr/getfattr for the
-# xattr tests.
+# xattr tests; postgresql gives the server binaries the PostgreSQL store's tests start a
+# private server from (tools/pglocal.py; the package's own cluster is not used); iproute2
+# gives `ip` for the multi-host tests in network namespaces.
+DEBS := fuse3 libfuse3-3 libfuse2 attr git python3-venv postgresql iproute2
 deps:
-	@if [ "$$(id -u)" = 0 ] && ! { command -v fusermount3 >/dev/null && ldconfig -p | grep -q 'libfuse3.so.3' && ldconfig -p | grep -q 'libfuse.so.2' && command -v setfattr >/dev/null && command -v git >/dev/null && $(PYTHON) -c 'import ensurepip' 2>/dev/null; }; then \
-		echo "installing fuse3 libfuse3-3 libfuse2 attr git python3-venv (Debian)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 libfuse3-3 libfuse2 attr git python3-venv >/dev/null; \
+	@if [ "$$(id -u)" = 0 ] && ! { command -v fusermount3 >/dev/null && ldconfig -p | grep -q 'libfuse3.so.3' && ldconfig -p | grep -q 'libfuse.so.2' && command -v setfattr >/dev/null && command -v git >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v ip >/dev/null && $(PYTHON) -c 'import ensurepip' 2>/dev/null; }; then \
+		echo "installing $(DEBS) (Debian)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBS) >/dev/null; \
 	fi
 
 up: install
@@ -41,8 +44,10 @@ status: install
 	$(VENV)/bin/kelp status
 
 # --durations: the 20 slowest tests, so the suite's 15-minute budget can be watched in CI logs.
+# KELP_REQUIRE_POSTGRES: deps installed the server, so its tests must run, not skip.
 test: install
-	$(PY) -m pytest -q --durations=20 $(PYTEST_ARGS)
+	KELP_REQUIRE_POSTGRES=$$([ "$$(id -u)" = 0 ] && echo 1 || echo 0) \
+		$(PY) -m pytest -q --durations=20 $(PYTEST_ARGS)
 
 test-unit: install
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
