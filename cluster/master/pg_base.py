@@ -22,6 +22,7 @@ close() needs; `durable` batches need nothing more).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import random
@@ -34,7 +35,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as pgerrors
 
-from cluster.master import pg_schema
+from cluster.master import pg_schema, schema
 from cluster.master.sql_rows import SqlRows
 from cluster.master.store import MetadataStore, StoreConflict
 
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 # Errors after which running the same transaction again is right: it changed nothing.
 RETRYABLE = (pgerrors.SerializationFailure, pgerrors.DeadlockDetected)
 MAX_ATTEMPTS = 30
+INO_BLOCK = 1024      # inode numbers a master reserves at a time
+TX_IDLE = psycopg.pq.TransactionStatus.IDLE
 
 
 @functools.lru_cache(maxsize=1024)
@@ -51,21 +54,75 @@ def _pg_sql(sql: str) -> str:
     return sql.replace("%", "%%").replace("?", "%s")
 
 
+class PgCursor:
+    """A statement's results in pipeline mode: fetching waits for them (psycopg does);
+    `rowcount` must too, so it syncs the pipeline first."""
+
+    __slots__ = ("_conn", "_cur")
+
+    def __init__(self, conn: PgConn, cur: psycopg.Cursor):
+        self._conn, self._cur = conn, cur
+
+    def fetchone(self) -> Any:
+        return self._cur.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cur.fetchall()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cur.fetchall())
+
+    @property
+    def rowcount(self) -> int:
+        self._conn.sync()
+        return self._cur.rowcount
+
+
 class PgConn:
     """A psycopg connection that takes the shared SQL: `?` placeholders, sqlite3's
-    `execute(...).fetchone()` and `executemany` shapes."""
+    `execute(...).fetchone()` and `executemany` shapes.
+
+    Transactions run in libpq's pipeline mode: a statement whose result nobody reads (an
+    INSERT, an UPDATE, BEGIN, COMMIT) does not wait for the server, it goes with the next
+    one that is read. A create's four writes and its commit then cost one round trip, not
+    five; on loopback a round trip is most of what a statement costs."""
 
     def __init__(self, conn: psycopg.Connection):
         self.raw = conn
+        self.pipe: psycopg.Pipeline | None = None
 
-    def execute(self, sql: str, params: Any = ()) -> psycopg.Cursor:
-        return self.raw.execute(_pg_sql(sql), params)
+    def execute(self, sql: str, params: Any = ()) -> PgCursor:
+        return PgCursor(self, self.raw.execute(_pg_sql(sql), params))
 
     def executemany(self, sql: str, rows: Any) -> None:
         rows = list(rows)
         if rows:
             with self.raw.cursor() as cur:
                 cur.executemany(_pg_sql(sql), rows)
+
+    def sync(self) -> None:
+        """Wait for every statement sent so far; an error of any of them raises here."""
+        if self.pipe is not None:
+            self.pipe.sync()
+
+    @contextmanager
+    def pipelined(self) -> Iterator[None]:
+        if self.pipe is not None:      # already inside (a batch's operation)
+            yield
+            return
+        with self.raw.pipeline() as pipe:
+            self.pipe = pipe
+            try:
+                yield
+            finally:
+                self.pipe = None
+
+    def rollback(self) -> None:
+        """End a failed or abandoned transaction (nothing to do on a closed connection)."""
+        if self.raw.closed or self.raw.broken:
+            return
+        if self.raw.info.transaction_status != TX_IDLE:
+            self.raw.execute("ROLLBACK")
 
 
 def retry_conflicts(fn: Callable) -> Callable:
@@ -108,6 +165,8 @@ class PostgresBase(SqlRows):
         self._local = threading.local()     # per thread: conn, depth, doomed
         self._all: list[psycopg.Connection] = []
         self._all_lock = threading.Lock()
+        self._ino_lock = threading.Lock()
+        self._ino_next = self._ino_end = 0
         setup = self._connect()
         try:
             pg_schema.create_schema(setup, self._now())
@@ -115,7 +174,12 @@ class PostgresBase(SqlRows):
             setup.close()
 
     def _connect(self) -> psycopg.Connection:
-        return psycopg.connect(self._dsn, autocommit=True, application_name=self._app)
+        # No server-side prepared statements: when the server refuses one statement of a
+        # pipeline it skips those queued behind it, and psycopg can then believe a statement
+        # prepared that the server never saw ("prepared statement does not exist" on its
+        # next use). Unnamed statements cost a parse each, and are always right.
+        return psycopg.connect(self._dsn, autocommit=True, application_name=self._app,
+                               prepare_threshold=None)
 
     def _conn(self) -> PgConn:
         """This thread's connection, made again if the server dropped the last one."""
@@ -127,6 +191,21 @@ class PostgresBase(SqlRows):
                 self._all.append(raw)
             conn = st.conn = PgConn(raw)
         return conn
+
+    def _alloc_ino(self, c: Any) -> int:
+        """Inode numbers come from a block this master reserved in a transaction of its own
+        (the counter row is not written by every create, where every master's creates
+        would contend for it); a block cut short by a restart leaves a harmless gap."""
+        with self._ino_lock:
+            if self._ino_next >= self._ino_end:
+                with psycopg.connect(self._dsn, autocommit=True) as own:
+                    first = own.execute(
+                        "UPDATE counters SET value = value + %s WHERE name = %s"
+                        " RETURNING value - %s",
+                        (INO_BLOCK, schema.COUNTER_NEXT_INO, INO_BLOCK)).fetchone()[0]
+                self._ino_next, self._ino_end = first, first + INO_BLOCK
+            self._ino_next += 1
+            return self._ino_next - 1
 
     def _depth(self) -> int:
         return getattr(self._local, "depth", 0)
@@ -149,36 +228,37 @@ class PostgresBase(SqlRows):
             conn.execute("SAVEPOINT op")
             try:
                 yield conn
+                conn.execute("RELEASE op")
+                conn.sync()   # this operation's errors are its own, not the next one's
             except BaseException as e:
                 if isinstance(e, RETRYABLE):
                     st.doomed = True    # the batch cannot commit: StoreConflict at its end
-                conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
+                self._undo_savepoint(conn)
                 raise
             finally:
                 st.depth -= 1
-            conn.execute("RELEASE op")
             return
-        if not write:
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        begin = "BEGIN ISOLATION LEVEL SERIALIZABLE" if write else \
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+        with self._lock if write else contextlib.nullcontext():
             try:
-                yield conn
-            finally:
-                conn.execute("ROLLBACK")
-            return
-        with self._lock:
-            conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-            try:
-                yield conn
+                with conn.pipelined():
+                    conn.execute(begin)
+                    yield conn
+                    conn.execute("COMMIT")   # a read-only one's too: nothing to undo
             except BaseException:
-                self._rollback(conn)
+                conn.rollback()
                 raise
-            conn.execute("COMMIT")
 
     @staticmethod
-    def _rollback(conn: PgConn) -> None:
-        if not conn.raw.closed:
-            conn.execute("ROLLBACK")
+    def _undo_savepoint(conn: PgConn) -> None:
+        """Roll a batch's operation back to its savepoint (after its own error, or one of a
+        statement it sent that the sync just reported)."""
+        with contextlib.suppress(psycopg.Error):   # one of its statements: undone below
+            conn.sync()
+        conn.execute("ROLLBACK TO op")
+        conn.execute("RELEASE op")
+        conn.sync()
 
     @contextmanager
     def between_commits(self) -> Iterator[None]:
@@ -195,19 +275,20 @@ class PostgresBase(SqlRows):
         with self._lock:
             st = self._local
             conn = self._conn()
-            conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-            st.depth, st.doomed = 1, False
             try:
-                yield
-            except BaseException:
-                st.depth = 0
-                self._rollback(conn)
-                raise
-            st.depth = 0
-            if st.doomed:
-                self._rollback(conn)
-                raise StoreConflict("a concurrent transaction of another master won")
-            try:
-                conn.execute("COMMIT")
+                with conn.pipelined():
+                    conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+                    st.depth, st.doomed = 1, False
+                    try:
+                        yield
+                    finally:
+                        st.depth = 0
+                    if st.doomed:
+                        raise StoreConflict("a concurrent transaction of another master won")
+                    conn.execute("COMMIT")
             except RETRYABLE as e:
+                conn.rollback()
                 raise StoreConflict(str(e)) from e
+            except BaseException:
+                conn.rollback()
+                raise

@@ -50,6 +50,14 @@ class SqlNamespace(SqlRows):
     def _new_inode(self, c: Conn, mode: int, uid: int, gid: int, nlink: int,
                    now: int, size: int = 0, target: str | None = None, replication: int = 0,
                    parent: int = 0, rdev: int = 0) -> int:
+        return self._made_inode(c, mode, uid, gid, nlink, now, size, target, replication,
+                                parent, rdev).ino
+
+    def _made_inode(self, c: Conn, mode: int, uid: int, gid: int, nlink: int,
+                    now: int, size: int = 0, target: str | None = None, replication: int = 0,
+                    parent: int = 0, rdev: int = 0) -> Attr:
+        """A new inode's row; its attributes as stored, known without reading them back
+        (a round trip saved on every create)."""
         if parent:
             # A setgid directory passes its group on, and to subdirectories its setgid bit
             # (what Linux file systems do; shared group directories rely on it).
@@ -64,7 +72,7 @@ class SqlNamespace(SqlRows):
             " target, replication, rdev) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (ino, mode, uid, gid, size, now, now, now, nlink, target, replication, rdev),
         )
-        return ino
+        return Attr(ino, mode, uid, gid, size, nlink, now, now, now, replication, rdev=rdev)
 
     @staticmethod
     def _touch_dir(c: Conn, ino: int, now: int, nlink_delta: int = 0) -> None:
@@ -204,11 +212,12 @@ class SqlNamespace(SqlRows):
                             (now, now, ino),
                         )
                 return self._attr(c, ino)
-            ino = self._new_inode(c, stat.S_IFREG | (mode & 0o7777), uid, gid, 1, now,
-                                  replication=replication, parent=parent)
-            c.execute("INSERT INTO entries (parent, name, ino) VALUES (?,?,?)", (parent, name, ino))
+            made = self._made_inode(c, stat.S_IFREG | (mode & 0o7777), uid, gid, 1, now,
+                                    replication=replication, parent=parent)
+            c.execute("INSERT INTO entries (parent, name, ino) VALUES (?,?,?)",
+                      (parent, name, made.ino))
             self._touch_dir(c, parent, now)
-            return self._attr(c, ino)
+            return made
 
     def mknod(self, path: str, mode: int, rdev: int = 0, uid: int = 0, gid: int = 0) -> Attr:
         kind = stat.S_IFMT(mode)
