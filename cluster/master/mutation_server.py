@@ -394,6 +394,8 @@ class MutationServer:
         by (its sessions' leases ran out by then). Their own notices are served meanwhile,
         so two masters waiting for each other both go on."""
         assert self.peers is not None
+        if not any(m != self.peers.master_id for m in self.peers.live_masters()):
+            return   # the only master: nobody else holds callbacks
         seq, others = self.peers.publish(keys)
         deadline = time.monotonic() + self.sessions.lease_s
         try:
