@@ -1,6 +1,7 @@
 """Mount a KelpFS cluster as a directory.
 
-    python mount.py MOUNTPOINT [--master HOST:PORT] [--gateway HOST:PORT] [--subdir PATH]
+    python mount.py MOUNTPOINT [--master HOST:PORT[,HOST:PORT...]] [--gateway HOST:PORT]
+                    [--subdir PATH]
                     [--tls-dir DIR] [--chunk-size BYTES]
                     [--cache-size BYTES] [--attr-ttl SECONDS] [--[no-]allow-other] [--read-only]
                     [--log-level LEVEL] [--background --pid-file FILE --log-file FILE]
@@ -10,7 +11,8 @@ Runs in the foreground by default; Ctrl-C or SIGTERM unmounts cleanly (libfuse's
 handlers end the loop, then fuse_main unmounts). `--background` re-executes this script as a
 detached child (new session, output to --log-file), waits until the mount is live, and returns.
 Refuses with one line on stderr and exit code 1 (no traceback) when the mount point is
-missing, not a directory, already a mount point, no master answers at --master, or the
+missing, not a directory, already a mount point, --master is not a list of host:port, no
+master answers at --master, or the
 master refuses the --subdir (no export gives it to this client's identity, or it is no
 directory).
 `main(argv) -> int` is what `kelp mount` and the `kelp-mount` script call.
@@ -49,7 +51,8 @@ through mfusepy, or fusepy on libfuse 2 where libfuse 3 is missing), chosen for 
                                 (a name the kernel trusted would be walked through without
                                 asking), and the mount's cache answers each caller only
                                 with what the master told that caller
-  fsname=kelpfs:<master>, subtype=kelpfs   how df and /proc/mounts name it
+  fsname=kelpfs:<master>, subtype=kelpfs   how df and /proc/mounts name it (several
+                                masters joined with "+")
   allow_other                   on by default when mounting as root (--no-allow-other turns it
                                 off), else when asked for; default_permissions keeps the
                                 kernel's checks for every user
@@ -204,7 +207,9 @@ def fuse_kwargs(opts: MountOptions) -> dict:
         negative_timeout=0,
         use_ino=True,
         hard_remove=True,
-        fsname=f"kelpfs:{opts.master}" + (opts.subdir if opts.subdir.strip("/") else ""),
+        # libfuse splits -o options at commas: a list of masters is named with "+".
+        fsname=f"kelpfs:{opts.master.replace(',', '+')}" +
+        (opts.subdir if opts.subdir.strip("/") else ""),
         subtype="kelpfs",
     )
     if opts.default_permissions:

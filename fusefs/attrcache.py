@@ -276,11 +276,15 @@ class AttrCache:
             for path in list(self._paths_of.get(ino, ())):
                 self._pop_locked(path)
 
-    def clear(self) -> None:
+    def clear(self) -> set[str]:
+        """Drop everything; returns the paths whose attributes were cached (the caller may
+        invalidate the kernel's too)."""
         with self._lock:
             self._gen += 1
             self._breaks += 1
+            paths = set(self._attrs)
             self._clear_locked()
+            return paths
 
     def apply_break(self, paths=(), trees=(), inos=()) -> set[str]:
         """The master took back its callbacks on these names, directories (and everything

@@ -93,6 +93,11 @@ class DirPrefetcher:
                 d.count = 0
                 d.quiet_until = time.monotonic() + (self.big_quiet if more else self.window)
 
+    def reset(self) -> None:
+        """Forget what was counted and listed (the mount moved to another master)."""
+        with self._lock:
+            self._dirs.clear()
+
     def _list(self, directory: str) -> bool:
         """List `directory` into the cache; True when it has more than `limit` entries."""
         generation = self.cache.generation()

@@ -4,31 +4,40 @@ A master restart must not fail the mount or the CLI outright: UNAVAILABLE is ret
 exponential backoff for up to `retry_for` seconds (then EIO-style failure, never a hang past
 it). Every other failure becomes an FsError whose errno comes from cluster.common.errors, so
 callers never see a raw grpc.RpcError.
+
+Several masters (one namespace in PostgreSQL): the client is given a list and uses one master
+at a time (cluster/common/masters.py has the rules for moving on). When it moves, it forgets
+what it learned from the old master (ClusterStatus: the mutation address, inline_max) and
+closes the old mutation channel: a mutation sent there and not answered fails with EIO (it
+may have been applied; it is not sent again), one not yet sent goes to the new master, and
+the next mutation opens a channel to the new master's mutation address. `on_failover`
+callbacks (the mount's: reopen its session there, drop its caches) run after each move.
+A master that goes quiet on the ZMQ side (the mutation channel cannot reach it, the session
+gets no answers) is `suspect`ed: one background probe over gRPC, and a move if it fails.
 """
 from __future__ import annotations
 
 import errno
 import logging
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 
 import grpc
 
 from cluster.common.errors import FsError, fserror_from_rpc
-from cluster.common.retry import retry_rpc, unavailable
+from cluster.common.masters import MasterPool, is_answer, not_leader
+from cluster.common.retry import unavailable
 from cluster.common.security import Transport
-from fusefs.mutation_channel import MutationChannel
+from fusefs.mutation_channel import MutationChannel, NotSent
 from fusefs.paths import Subdir
 from protos import master_pb2, master_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 
-def _is_answer(e: grpc.RpcError) -> bool:
-    """UNAVAILABLE sent by the master itself (its message carries an errno name, e.g. EAGAIN
-    while it waits for volume servers) rather than by the channel (no connection)."""
-    details = e.details() or ""
-    return details[:1] == "E" and details.split(":", 1)[0].isupper()
+PROBE_TIMEOUT_S = 2.0    # how long a suspected master has to answer ClusterStatus
+STALL_S = 1.0            # a mutation channel without a connection this long: suspect it
 
 
 class MasterUnreachable(FsError):
@@ -42,19 +51,27 @@ class MasterUnreachable(FsError):
 
 class MasterClient:
     """Lookups and admin calls over gRPC; namespace changes (`mutate`) over the master's ZMQ
-    mutation channel, opened at the first one (its address comes from ClusterStatus)."""
+    mutation channel, opened at the first one (its address comes from ClusterStatus).
+    `address`: one master's gRPC address, a comma-separated list of them, or a sequence."""
 
-    def __init__(self, address: str, timeout: float = 10.0, retry_for: float = 30.0,
-                 transport: Transport | None = None):
-        self.address = address
+    def __init__(self, address: str | Sequence[str], timeout: float = 10.0,
+                 retry_for: float = 30.0, transport: Transport | None = None):
         self.timeout = timeout
         self.retry_for = retry_for
         # How this client talks to the cluster (plain, or TLS and CURVE with the client's
         # or admin's credentials); the mutation channel, session, reader and gateway
         # client made for it use the same.
         self.transport = transport or Transport("client")
-        self._channel = self.transport.channel(address, "master")
-        self.stub = master_pb2_grpc.MasterStub(self._channel)
+        try:
+            self.pool = MasterPool(address, lambda a: self.transport.channel(a, "master"),
+                                   master_pb2_grpc.MasterStub)
+        except ValueError as e:
+            raise FsError(errno.EINVAL, str(e)) from None
+        self.masters = self.pool.addresses
+        self.pool.on_move.append(self._moved)
+        # (old address, new address) -> None: run after the client moved to another master
+        # and forgot what it knew of the old one (the mount reopens its session there).
+        self.on_failover: list[Callable[[str, str], None]] = []
         self._mutations: MutationChannel | None = None
         # The mount's session id, sent with mutations (locks, files kept open after unlink
         # belong to it) and with every lookup whose request has a session field: the master
@@ -71,15 +88,38 @@ class MasterClient:
         self.caller: Callable[[], master_pb2.Caller | None] = lambda: None
         self._mutations_lock = threading.Lock()
         self._status: master_pb2.ClusterStatusResponse | None = None
+        self._probing: set[str] = set()     # masters a background probe is asking now
+        self._closed = False
+
+    @property
+    def address(self) -> str:
+        """The gRPC address of the master in use."""
+        return self.pool.current
+
+    @property
+    def stub(self) -> master_pb2_grpc.MasterStub:
+        """The stub of the master in use."""
+        return self.pool.stub()
 
     def mutate(self, op: str, request, durable: bool = False,
                caller: master_pb2.Caller | None = None):
         """One namespace change (op: a Mutation.op field such as "create") on the ZMQ
         channel, made for `caller` (None: self.caller()); its answer (Attr, RenameResponse or
         Empty), or FsError with its errno."""
-        reply = self._mutation_channel().call(op, self.subdir.request(request), durable,
-                                              caller if caller is not None else self.caller())
-        return getattr(reply, reply.WhichOneof("result") or "empty")
+        request = self.subdir.request(request)
+        caller = caller if caller is not None else self.caller()
+        deadline = time.monotonic() + self.retry_for
+        while True:
+            try:
+                reply = self._mutation_channel().call(op, request, durable, caller,
+                                                      deadline=deadline)
+            except NotSent:
+                # The client moved to another master before this went out: send it there.
+                if self._closed or time.monotonic() >= deadline:
+                    raise FsError(errno.EIO, f"{op}: no master answered within "
+                                             f"{self.retry_for:g} s") from None
+                continue
+            return getattr(reply, reply.WhichOneof("result") or "empty")
 
     @property
     def mutation_address(self) -> str:
@@ -92,36 +132,93 @@ class MasterClient:
         return self._facts().inline_max
 
     def _facts(self) -> master_pb2.ClusterStatusResponse:
-        """The master's ClusterStatus, asked once: the mutation channel's address and
-        inline_max do not change while it runs (a CLI upload needs the second, not the
+        """The master's ClusterStatus, asked once per master: the mutation channel's address
+        and inline_max do not change while it runs (a CLI upload needs the second, not the
         first, so neither opens the ZMQ channel for the other)."""
-        with self._mutations_lock:
-            if self._status is None:
-                self._status = self.status(timeout=self.timeout)
-            return self._status
+        while True:
+            with self._mutations_lock:
+                status = self._status
+            if status is not None:
+                return status
+            address = self.address
+            status = self.status(timeout=self.timeout)
+            with self._mutations_lock:
+                # Kept only if it came from the master still in use (a move meanwhile
+                # forgot it: ask the new one).
+                if self.address == address or status.grpc_address == self.address:
+                    if self._status is None:
+                        self._status = status
+                    return self._status
 
     def _mutation_channel(self) -> MutationChannel:
-        address = self._facts().mutation_address
+        status = self._facts()
         with self._mutations_lock:
             if self._mutations is None:
+                if self._closed:
+                    raise FsError(errno.EIO, "the master client is closed")
+                address = status.mutation_address
                 if not address:
                     raise FsError(errno.EIO, f"the master at {self.address} has no mutation "
                                              "channel (a KelpFS older than this mount?)")
-                self._mutations = MutationChannel(address, self.retry_for, MasterUnreachable,
-                                                  session=lambda: self.session_id(),
-                                                  transport=self.transport)
+                master = self.address
+                self._mutations = MutationChannel(
+                    address, self.retry_for, MasterUnreachable,
+                    session=lambda: self.session_id(), transport=self.transport,
+                    on_stall=(lambda: self.suspect(master)) if self.pool.several else None,
+                    stall_after=STALL_S)
             return self._mutations
 
+    def _moved(self, old: str, new: str) -> None:
+        """The pool moved from `old` to `new`: forget the old master's facts and channel."""
+        with self._mutations_lock:
+            self._status = None
+            channel, self._mutations = self._mutations, None
+        if channel is not None:
+            # Calls it sent and got no answer for fail with EIO; unsent ones with NotSent,
+            # which mutate() sends to the new master.
+            channel.close(failover=True)
+        for callback in list(self.on_failover):
+            try:
+                callback(old, new)
+            except Exception:
+                log.exception("failover callback failed")
+
+    def suspect(self, address: str) -> None:
+        """Something other than a gRPC call (the mutation channel, the session) found the
+        master at `address` silent: probe it in the background, and move on if it does not
+        answer. At most one probe per master at a time; nothing if it is no longer in use."""
+        if not self.pool.several or self._closed or address != self.address:
+            return
+        with self._mutations_lock:
+            if address in self._probing:
+                return
+            self._probing.add(address)
+
+        def probe() -> None:
+            try:
+                self.pool.stub(address).ClusterStatus(master_pb2.Empty(),
+                                                      timeout=PROBE_TIMEOUT_S)
+            except grpc.RpcError as e:
+                if not is_answer(e):
+                    self.pool.move_from(address, "does not answer")
+            finally:
+                with self._mutations_lock:
+                    self._probing.discard(address)
+
+        threading.Thread(target=probe, name="master-probe", daemon=True).start()
+
     def call(self, method: str, request, timeout: float | None = None, retry: bool = True):
-        """Call `method` (a Master rpc name); retry UNAVAILABLE for up to retry_for seconds."""
-        fn = getattr(self.stub, method)
+        """Call `method` (a Master rpc name); retry UNAVAILABLE for up to retry_for seconds,
+        moving to another master when this one is unreachable or not the leader."""
         request = self.subdir.request(request)
         self._add_session(request)
         self._add_caller(request)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("rpc %s %s", method, str(request).replace("\n", " ")[:120])
-        return self._retrying(lambda: fn(request, timeout=timeout or self.timeout),
-                              self.retry_for if retry else 0)
+        return self._retrying(
+            lambda address: getattr(self.pool.stub(address), method)(
+                request, timeout=timeout or self.timeout),
+            self.retry_for if retry else 0)
 
     def _add_session(self, request) -> None:
         """Name the session in a request that has a session field (and none set)."""
@@ -137,19 +234,27 @@ class MasterClient:
 
     def stream(self, method: str, request, timeout: float | None = None) -> Iterator:
         """A server-streaming call (ReadDir) as an iterator; failures become FsError."""
-        fn = getattr(self.stub, method)
         # Materialised, so a failure surfaces inside the retry loop.
-        return iter(self._retrying(lambda: list(fn(request, timeout=timeout or self.timeout)),
-                                   self.retry_for))
+        return iter(self._retrying(
+            lambda address: list(getattr(self.pool.stub(address), method)(
+                request, timeout=timeout or self.timeout)),
+            self.retry_for))
 
-    def _retrying(self, attempt, retry_for: float):
-        """attempt() until it succeeds, retrying UNAVAILABLE with exponential backoff for up to
-        retry_for seconds; failures become FsError (an unreachable master: MasterUnreachable)."""
+    def _retrying(self, attempt: Callable[[str], object], retry_for: float):
+        """attempt(address) until it succeeds, retrying UNAVAILABLE with exponential backoff
+        for up to retry_for seconds over the masters; failures become FsError (no master
+        answering: MasterUnreachable)."""
         try:
-            return retry_rpc(attempt, retry_for)
+            return self.pool.call(attempt, retry_for)
         except grpc.RpcError as e:
-            if unavailable(e) and not _is_answer(e):
-                raise MasterUnreachable(self.address, e.details() or "unavailable") from None
+            where = ",".join(self.masters)
+            if not_leader(e):
+                raise MasterUnreachable(where, f"no master is the leader ({e.details()})") \
+                    from None
+            if unavailable(e) and not is_answer(e):
+                raise MasterUnreachable(where, e.details() or "unavailable") from None
+            if self.pool.several and e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise MasterUnreachable(where, e.details() or "deadline exceeded") from None
             raise fserror_from_rpc(e) from None
 
     def readdir(self, path: str, page_size: int = 1000) -> Iterator[master_pb2.DirEntry]:
@@ -168,8 +273,8 @@ class MasterClient:
                                             session=self.session_id())
         self._add_caller(request)
 
-        def first_page():
-            call = self.stub.ReadDir(request, timeout=timeout)
+        def first_page(address: str):
+            call = self.pool.stub(address).ReadDir(request, timeout=timeout)
             try:
                 page = next(call, None)
             finally:
@@ -183,15 +288,21 @@ class MasterClient:
         return self.call("ClusterStatus", master_pb2.Empty(), timeout=timeout)
 
     def close(self) -> None:
-        if self._mutations is not None:
-            self._mutations.close()
-        self._channel.close()
+        with self._mutations_lock:
+            self._closed = True
+            channel, self._mutations = self._mutations, None
+        if channel is not None:
+            channel.close()
+        self.pool.close()
 
 
-def check_reachable(address: str, timeout: float = 3.0, transport: Transport | None = None
-                    ) -> master_pb2.ClusterStatusResponse:
-    """ClusterStatus with no retry: the quick 'is there a master?' check the CLI and mount use."""
+def check_reachable(address: str | Sequence[str], timeout: float = 3.0,
+                    transport: Transport | None = None) -> master_pb2.ClusterStatusResponse:
+    """ClusterStatus with no retry (each master of a list asked once, in order, until one
+    answers): the quick 'is there a master?' check the CLI and mount use. FsError(EINVAL)
+    for a malformed list."""
     client = MasterClient(address, timeout=timeout, retry_for=0, transport=transport)
+    address = ",".join(client.masters)
     try:
         return client.call("ClusterStatus", master_pb2.Empty(), retry=False)
     except MasterUnreachable:

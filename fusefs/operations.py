@@ -26,6 +26,7 @@ the master (GetChunksAt).
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat as statmod
 import time
@@ -43,6 +44,8 @@ UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2 flags (linux/fs.h)
 
+log = logging.getLogger(__name__)
+
 
 class KelpOperations(FileOperations):
     """The FUSE operations of one mount: the namespace half here, the rest inherited."""
@@ -59,18 +62,49 @@ class KelpOperations(FileOperations):
         """Open the session with the master: it holds this mount's locks and the files it
         keeps open after unlink. With `callbacks`, lookups come with callbacks too, the
         cache keeps answers until the master breaks them, and breaks reach the kernel."""
+        several = self.master.pool.several
         session = MountSession(self.master.mutation_address, self._on_break,
-                               self.cache.clear if callbacks else lambda: None,
+                               self._drop_caches if callbacks else lambda: None,
                                self.master.transport, subdir=self.master.subdir.root,
-                               callbacks=callbacks)
+                               callbacks=callbacks,
+                               address_source=lambda: self.master.mutation_address,
+                               on_silent=(lambda _: self.master.suspect(self.master.address))
+                               if several else None)
+        # Another master (several were given): reopen the session there and drop every
+        # cache, whatever the old master's callbacks protected.
+        self.master.on_failover.append(self._on_failover)
         if callbacks:
             self.cache.use_session(session.trusted)
         # Every call names the session: the master holds it to the session's export, and
         # grants callbacks on lookups only when the session was opened with them.
         self.master.session_id = lambda: session.sid
         self.invalidator = KernelInvalidator(invalidate_path)
-        self.session = session.start()
+        self.session = session
+        session.start()
         return session
+
+    def _drop_caches(self) -> None:
+        """Every cache the master's callbacks protected goes (the session was lost, or the
+        mount moved to another master): the attribute cache and the listings and open
+        answers in it, the prefetcher's counts, open handles' chunk lists (marked stale),
+        and the kernel's attributes and pages of every path cached (not waited for)."""
+        paths = self.cache.clear()
+        self.prefetch.reset()
+        with self._lock:
+            handles = list(self._handles.values())
+        for h in handles:
+            h.mark_stale()
+            if h.path:
+                paths.add(h.path)
+        if self.invalidator is not None and paths:
+            self.invalidator.submit(paths)
+
+    def _on_failover(self, old: str, new: str) -> None:
+        """The master client moved from `old` to `new` (gRPC addresses)."""
+        log.warning("master %s lost; continuing with master %s", old, new)
+        self._drop_caches()
+        if self.session is not None:
+            self.session.reconnect()
 
     def stop_session(self) -> None:
         if self.session is not None:

@@ -14,8 +14,9 @@ from cluster.common.config import option, parse_size
 class MountOptions:
     mountpoint: str = option("", "an existing directory that is not already a mount point",
                              positional=True)
-    master: str = option("127.0.0.1:19333", "the master's gRPC address host:port",
-                         env=("KELP_MASTER",))
+    master: str = option("127.0.0.1:19333", "the master's gRPC address host:port, or several "
+                         "masters serving one namespace: host:port,host:port,... (the mount "
+                         "moves to the next when one fails)", env=("KELP_MASTER",))
     gateway: str | None = option(None, "a gateway's ZMQ address host:port", env=("KELP_GATEWAY",),
                                  default_text="a live one the master knows")
     chunk_size: int = option(4 << 20, "bytes per chunk sent to the gateway, the unit of the "

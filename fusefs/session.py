@@ -19,6 +19,13 @@ master may refuse it (EACCES: no export of that subtree for this client's identi
 docs/security.md): `refused` then holds the master's message, which the mount prints as it
 gives up; a refusal of a later re-open (the exports changed while the master restarted) is
 logged and the open retried every REFUSED_RETRY_S.
+
+Several masters: when the mount's MasterClient moves to another master, `reconnect()` has this
+thread ask `address_source` for the new master's mutation address, drop the socket to the old
+one, call `on_lost` (every cache goes: the new master holds none of this mount's callbacks)
+and open the session there with the same id, which the master adopts (resume). When no
+answer comes for SILENT_S while something was sent, `on_silent` is told (the client probes
+the master and moves on if it is gone), so an idle mount finds the new master by itself.
 """
 from __future__ import annotations
 
@@ -39,13 +46,24 @@ log = logging.getLogger(__name__)
 
 MARGIN_S = 0.5     # the mount stops trusting its lease this long before the master would
 REFUSED_RETRY_S = 5.0   # how often a refused open is tried again
+SILENT_S = 2.0          # no answer this long to what was sent: tell on_silent
+RECONNECT_RETRY_S = 1.0   # how often a failed lookup of the new master's address is retried
 
 
 class MountSession:
     def __init__(self, address: str, on_break: Callable[[master_pb2.CallbackBreak], None],
                  on_lost: Callable[[], None], transport: Transport | None = None,
-                 subdir: str = "/", callbacks: bool = True):
+                 subdir: str = "/", callbacks: bool = True,
+                 address_source: Callable[[], str] | None = None,
+                 on_silent: Callable[[str], None] | None = None):
         self.address = address
+        self.address_source = address_source   # () -> the mutation address of the master now
+        self.on_silent = on_silent     # (this session's address) -> None: no answers of late
+        self._reconnect = threading.Event()
+        self._next_reconnect = 0.0
+        self._silent_told = 0.0
+        self._transport = transport or Transport("client")
+        self.reconnects = 0
         self.subdir = subdir
         self.callbacks = callbacks
         self.refused = ""      # the master's message when it refused the open
@@ -59,14 +77,7 @@ class MountSession:
         self._stop = threading.Event()
         self._opened = threading.Event()
         self._ctx = zmq.Context()
-        self._sock = self._ctx.socket(zmq.DEALER)
-        # IMMEDIATE: while the master is away, renewals are dropped rather than queued (a pile
-        # of stale renewals would all be answered at once when it is back).
-        for opt, value in ((zmq.LINGER, 0), (zmq.IMMEDIATE, 1), (zmq.RECONNECT_IVL, 100),
-                           (zmq.RECONNECT_IVL_MAX, 1000)):
-            self._sock.setsockopt(opt, value)
-        (transport or Transport("client")).zmq_client(self._sock, "master")
-        self._sock.connect(f"tcp://{address}")
+        self._sock = self._socket(address)
         self._thread = threading.Thread(target=self._run, name="session", daemon=True)
 
     def start(self, wait: float = 5.0) -> MountSession:
@@ -75,6 +86,22 @@ class MountSession:
         self._thread.start()
         self._opened.wait(wait)
         return self
+
+    def _socket(self, address: str) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.DEALER)
+        # IMMEDIATE: while the master is away, renewals are dropped rather than queued (a pile
+        # of stale renewals would all be answered at once when it is back).
+        for opt, value in ((zmq.LINGER, 0), (zmq.IMMEDIATE, 1), (zmq.RECONNECT_IVL, 100),
+                           (zmq.RECONNECT_IVL_MAX, 1000)):
+            sock.setsockopt(opt, value)
+        self._transport.zmq_client(sock, "master")
+        sock.connect(f"tcp://{address}")
+        return sock
+
+    def reconnect(self) -> None:
+        """The mount moved to another master: reopen the session there (on this thread)."""
+        self._valid_until = 0.0    # trust nothing from the old master from now on
+        self._reconnect.set()
 
     def trusted(self) -> bool:
         return time.monotonic() < self._valid_until
@@ -114,6 +141,12 @@ class MountSession:
         next_send = 0.0
         while not self._stop.is_set():
             now = time.monotonic()
+            if self._reconnect.is_set() and now >= self._next_reconnect:
+                if self._switch():
+                    next_send = 0.0
+                    continue
+                self._next_reconnect = now + RECONNECT_RETRY_S
+            self._check_silent(now)
             if now >= next_send:
                 self._sent = {k: v for k, v in self._sent.items() if now - v[1] < 30}
                 self._send("renew_session" if self.sid and self.lease_s else "open_session")
@@ -122,6 +155,41 @@ class MountSession:
             if self._sock.poll(max(1, int((next_send - time.monotonic()) * 1000))):
                 self._receive()
         log.debug("session %x: thread ends", self.sid)
+
+    def _switch(self) -> bool:
+        """Move the session to the master in use now; False if its address is unknown yet."""
+        try:
+            address = self.address_source() if self.address_source else self.address
+        except Exception as e:   # FsError: no master answers; tried again shortly
+            log.warning("session %x: no master to reopen the session with (%s); retrying",
+                        self.sid, getattr(e, "message", e))
+            return False
+        self._reconnect.clear()
+        old, self._sock = self._sock, self._socket(address)
+        old.close(0)
+        log.warning("session %x: moving from the master at %s to %s; dropping every cache "
+                    "and resuming the session there", self.sid, self.address, address)
+        self.address = address
+        self.reconnects += 1
+        self._valid_until = 0.0
+        self.lease_s = 0.0          # the next message opens (resumes) the session
+        self._sent = {}
+        self._silent_told = time.monotonic()
+        self.on_lost()
+        return True
+
+    def _check_silent(self, now: float) -> None:
+        """Tell on_silent when what was sent went unanswered for SILENT_S."""
+        if self.on_silent is None or not self._sent or now - self._silent_told < SILENT_S:
+            return
+        oldest = min(sent_at for _, sent_at in self._sent.values())
+        if now - oldest < SILENT_S:
+            return
+        self._silent_told = now
+        try:
+            self.on_silent(self.address)
+        except Exception:
+            log.exception("session: on_silent failed")
 
     def _receive(self) -> None:
         while True:

@@ -165,7 +165,8 @@ def _master_flags(p: argparse.ArgumentParser) -> None:
     """How a CLI verb reaches the master: its address and, for a secure cluster, the
     credentials."""
     p.add_argument("--master", default=DEFAULT_MASTER,
-                   help=f"master gRPC address (default: $KELP_MASTER or {DEFAULT_MASTER})")
+                   help="master gRPC address, or several masters' host:port,host:port,... "
+                        f"(tried in turn) (default: $KELP_MASTER or {DEFAULT_MASTER})")
     p.add_argument("--tls-dir", default=None, metavar="DIR",
                    help="the cluster's credentials (admin certificate and keys) for a secure "
                         "cluster (default: $KELP_TLS_DIR, else ./data/tls when it exists, as "

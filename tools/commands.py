@@ -24,6 +24,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from cluster.common.masters import parse_masters
 from cluster.common.security import Transport
 from fusefs.client import KelpClient, normpath
 from fusefs.master_client import check_reachable
@@ -241,11 +242,13 @@ def status(args) -> int:
     if args.name and st.master_name != args.name:
         raise QuietError(f"the master at {args.master} is named {st.master_name!r}, "
                          f"not {args.name!r}")
-    _print_status(st, transport)
+    _print_status(st, transport, parse_masters(args.master))
     return 0
 
 
-def _print_status(st, transport: Transport) -> None:
+def _print_status(st, transport: Transport, listed=()) -> None:
+    """The table of the cluster as the master `st` sees it; `listed`: the --master list,
+    whose masters that master does not count live are shown as unreachable."""
     table = Table(title=f"KelpFS cluster (master {st.master_name} at {st.grpc_address})")
     for col in ("node", "kind", "address", "state", "volumes", "used", "free"):
         table.add_column(col, justify="right" if col in ("volumes", "used", "free") else "left")
@@ -258,6 +261,11 @@ def _print_status(st, transport: Transport) -> None:
     else:
         table.add_row(st.master_name, "master", st.grpc_address, "[green]up[/]",
                       "", "", "")
+    if len(listed) > 1:
+        seen = {*st.masters, st.grpc_address}
+        for address in listed:
+            if address not in seen:
+                table.add_row("", "master", address, "[red]unreachable[/]", "", "", "")
 
     for s in sorted(st.servers, key=lambda s: s.name):
         used = sum(v.size for v in s.volumes)

@@ -8,8 +8,10 @@ Threads and who owns what (zmq sockets are not thread-safe, so each has exactly 
   own, and this thread forwards them to the ROUTER.
 * `gw-worker-*` (opts.workers) run GatewayHandler.handle: the gRPC writes to the volume
   servers and the commits to the master.
-* `gateway-heartbeat` tells the master every second that this gateway is alive, on one
-  long-lived channel; it keeps trying while the master is down.
+* `gateway-heartbeat` (one per master, `gateway-heartbeat-<i>` with several) tells its
+  master every second that this gateway is alive, on one long-lived channel; it keeps trying
+  while the master is down. Every master is told, so a mount on any of them finds a gateway;
+  the writes' own calls (Assign, commits) go to one master at a time (mastercall.MasterCalls).
 * `http` serves /status and /metrics.
 
 Memory is bounded: the router thread stops reading from the ROUTER while 2 x workers requests
@@ -18,6 +20,7 @@ clients' TCP buffers, which is the back-pressure the clients' credits expect.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -34,10 +37,11 @@ from cluster.common.security import Transport
 from cluster.gateway import metrics
 from cluster.gateway.assigner import Assigner
 from cluster.gateway.handler import GatewayHandler
+from cluster.gateway.mastercall import MasterCalls
 from cluster.gateway.options import GatewayOptions
 from cluster.gateway.protocol import BadRequest, decode, error_reply
 from cluster.gateway.writer import ChunkWriter, VolumePool
-from protos import master_pb2, master_pb2_grpc
+from protos import master_pb2
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +69,8 @@ class GatewayNode:
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self.transport = Transport("gateway", opts.tls_dir)
-        self._master_channel = self.transport.channel(opts.master, "master")
-        self._master = master_pb2_grpc.MasterStub(self._master_channel)
+        self._master = MasterCalls(opts.master, self.transport.channel_factory("master"))
+        self.masters = self._master.pool.addresses
         self.assigner = Assigner(self._master, batch=opts.assign_batch)
         self.writer = ChunkWriter(self.assigner, self._master,
                                   VolumePool(self.transport.channel_factory("volume")),
@@ -77,9 +81,13 @@ class GatewayNode:
                                                    thread_name_prefix="gw-worker")
         self._router_thread = threading.Thread(target=self._serve, name="gateway-router",
                                                daemon=True)
-        self._heartbeat = rpc.StoppableThread("gateway-heartbeat", HEARTBEAT_INTERVAL_S,
-                                              self._send_heartbeat)
-        self._master_up: bool | None = None
+        several = len(self.masters) > 1
+        self._heartbeats = [
+            rpc.StoppableThread(f"gateway-heartbeat-{i}" if several else "gateway-heartbeat",
+                                HEARTBEAT_INTERVAL_S,
+                                functools.partial(self._send_heartbeat, address))
+            for i, address in enumerate(self.masters)]
+        self._master_up: dict[str, bool | None] = {a: None for a in self.masters}
         self._http: StatusServer | None = None
 
     # ---------------------------------------------------------------- lifecycle
@@ -118,7 +126,8 @@ class GatewayNode:
         self.http_port = self._http.port
         self.started_at = time.time()
         self._router_thread.start()
-        self._heartbeat.start()
+        for beat in self._heartbeats:
+            beat.start()
         log.info("gateway %s listening on tcp://%s (http %d, master %s)", self.name,
                  self.address, self.http_port, self.opts.master)
         return self
@@ -128,14 +137,15 @@ class GatewayNode:
             self._stopped.wait()
             return
         self._stopping.set()
-        self._heartbeat.stop()
+        for beat in self._heartbeats:
+            beat.stop()
         if self._router_thread.is_alive():
             self._router_thread.join()
         self._workers.shutdown(wait=True, cancel_futures=True)
         self.writer.close()
         if self._http is not None:
             self._http.stop()
-        self._master_channel.close()
+        self._master.close()
         self.transport.close()   # the ZAP handler's socket, before the context goes
         # Closes the ROUTER, the PULL and every worker's PUSH, dropping unsent replies.
         self._ctx.destroy(linger=0)
@@ -154,7 +164,11 @@ class GatewayNode:
             "address": self.address,
             "http_port": self.http_port,
             "master": self.opts.master,
-            "master_reachable": self._master_up,
+            # With one master, whether it answers heartbeats; with several, whether any does.
+            "master_reachable": (self._master_up[self.masters[0]] if len(self.masters) == 1
+                                 else any(self._master_up.values())),
+            "masters": dict(self._master_up),
+            "master_in_use": self._master.pool.current,
             "uptime_s": round(time.time() - self.started_at, 1) if self.started_at else 0,
             "workers": self.opts.workers,
             "in_flight": self._inflight,
@@ -163,24 +177,25 @@ class GatewayNode:
             **self.handler.stats,
         }
 
-    def _send_heartbeat(self) -> None:
+    def _send_heartbeat(self, address: str) -> None:
+        """Tell the master at `address` this gateway lives (each master its own thread)."""
         beat = master_pb2.GatewayHeartbeat(name=self.name, address=self.address,
                                            http_address=f"{self.opts.ip}:{self.http_port}")
+        stub = self._master.pool.stub(address)
         try:
-            self._master.SendGatewayHeartbeat(beat, timeout=2.0)
+            stub.SendGatewayHeartbeat(beat, timeout=2.0)
         except grpc.RpcError as e:
-            if self._master_up is not False:
+            if self._master_up[address] is not False:
                 log.warning("gateway %s: heartbeat to master %s failed (%s); will keep trying",
-                            self.name, self.opts.master, e.code().name if hasattr(e, "code")
-                            else e)
-            self._master_up = False
+                            self.name, address, e.code().name if hasattr(e, "code") else e)
+            self._master_up[address] = False
             return
-        if self._master_up is False:
-            log.info("gateway %s: master %s reachable again", self.name, self.opts.master)
-        self._master_up = True
+        if self._master_up[address] is False:
+            log.info("gateway %s: master %s reachable again", self.name, address)
+        self._master_up[address] = True
         # Learn which volume servers the master counts dead, so no write waits on one.
         try:
-            status = self._master.ClusterStatus(master_pb2.Empty(), timeout=2.0)
+            status = stub.ClusterStatus(master_pb2.Empty(), timeout=2.0)
         except grpc.RpcError:
             return
         dead = {s.server_id for s in status.servers if not s.alive}
@@ -290,4 +305,4 @@ class GatewayNode:
 def main(opts: GatewayOptions) -> int:
     """Run a gateway until SIGINT/SIGTERM; 0 on a clean stop, 1 if it cannot start."""
     return run_node("gateway", opts, GatewayNode,
-                    start_errors=(OSError, zmq.ZMQError))
+                    start_errors=(OSError, ValueError, zmq.ZMQError))

@@ -19,7 +19,8 @@ class VolumeOptions(NodeOptions):
                        flags=("-p",))
     grpc_port: int = option(18080, "gRPC port (0 = any free port)", flags=("-gp",))
     name: str = option("v0", "node name", flags=("-n",))
-    master: str = option("127.0.0.1:19333", "the master's gRPC address",
+    master: str = option("127.0.0.1:19333", "the master's gRPC address, or several masters' "
+                         "host:port,host:port,... (heartbeats go to every one)",
                          flags=("-mserver",))
     dir: str = option("./data/v0", "directory of the volume files and the server id",
                       flags=("--data",))
