@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 MARGIN_S = 0.5     # the mount stops trusting its lease this long before the master would
 REFUSED_RETRY_S = 5.0   # how often a refused open is tried again
 SILENT_S = 2.0          # no answer this long to what was sent: tell on_silent
+POLL_S = 0.2            # the longest the thread waits on its socket at a time
 RECONNECT_RETRY_S = 1.0   # how often a failed lookup of the new master's address is retried
 
 
@@ -152,7 +153,9 @@ class MountSession:
                 self._send("renew_session" if self.sid and self.lease_s else "open_session")
                 next_send = now + (self.lease_s / 4 if self.lease_s else
                                    REFUSED_RETRY_S if self.refused else 0.5)
-            if self._sock.poll(max(1, int((next_send - time.monotonic()) * 1000))):
+            # At most POLL_S at a time: a reconnect() or silence is noticed that soon.
+            wait = min(next_send - time.monotonic(), POLL_S)
+            if self._sock.poll(max(1, int(wait * 1000))):
                 self._receive()
         log.debug("session %x: thread ends", self.sid)
 
