@@ -325,6 +325,8 @@ class MutationServer:
             scope = self._open_scope(peer, request)
             s = self.sessions.open(peer, request.session, identity=self.peer_of(peer)[1],
                                    scope=scope, callbacks=not request.no_callbacks)
+            if self.peers is not None and request.session and s.sid == request.session:
+                self.peers.session_moved(s.sid)   # resumed here: perhaps from another master
             log.info("session %x opened by %s for %s%s (%d live)", s.sid, s.identity,
                      scope.root, " read-only" if scope.read_only else "", len(self.sessions))
             if not self._sessions_known:
@@ -419,6 +421,11 @@ class MutationServer:
         acknowledge it. The callbacks are taken between commits (between_commits): a lookup
         that read before that master's commit registered its grant first and is found;
         one that reads after it sees the change."""
+        while self.peers is not None and not self.peers.moved.empty():
+            sid = self.peers.moved.get_nowait()
+            if sid in self.sessions:
+                log.info("session %x moved to another master: forgotten here", sid)
+                self._forget_session(sid)
         while self.peers is not None and not self.peers.breaks.empty():
             origin, seq, keys = self.peers.breaks.get_nowait()
             with self.store.between_commits():
@@ -467,13 +474,18 @@ class MutationServer:
             if self._poll(max(1, min(200, int((soonest - now) * 1000) + 1))):
                 self._receive(hold=True)
 
-    def _end_session(self, sid: int) -> None:
+    def _forget_session(self, sid: int) -> None:
+        """Drop what this master holds for a session: lease, callbacks, locks, breaks owed."""
         self.sessions.end(sid)
         self.callbacks.drop_session(sid)
         released = self.locks.drop_session(sid)
         if released:
-            log.info("session %x ended: released %d locks", sid, released)
+            log.info("session %x: released %d locks", sid, released)
         self._waiting = {b: s for b, s in self._waiting.items() if s != sid}
+
+    def _end_session(self, sid: int) -> None:
+        """A session is over: forgotten, and the files it kept open after unlink freed."""
+        self._forget_session(sid)
         try:
             freed = self.store.reclaim_orphans(sid)
         except Exception:

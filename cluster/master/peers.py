@@ -22,6 +22,11 @@ and NOTIFYs `kelp_acks`. The committing master answers the batch only when every
 acknowledged (or died, or a lease went by), which is what makes a change seen by every other
 mount's next call, whichever master that mount talks to. A payload larger than NOTIFY takes
 becomes a break of everything ("/" as a tree): correct, just more work for the caches.
+
+A mount whose master stopped answering resumes its session, same id, on another master,
+which tells the others (`session_moved`): a master that only lost sight of that mount
+forgets the session instead of ending it when its lease runs out, so the files it keeps
+open after unlink stay (they are freed when the session ends where it lives now).
 """
 from __future__ import annotations
 
@@ -67,6 +72,10 @@ def decode_keys(text: str) -> tuple[int, int, Keys]:
                                       inos=set(body["i"]))
 
 
+def encode_moved(origin: int, session: int) -> str:
+    return json.dumps({"o": origin, "moved": session})
+
+
 class PeerLink:
     """This master's place among the masters of one database: its row, its leadership, and
     the break notifications to and from the others. One thread owns the link connection
@@ -85,6 +94,9 @@ class PeerLink:
         self._on_peer_dead = on_peer_dead
         self.leader = False
         self.breaks: queue.SimpleQueue[tuple[int, int, Keys]] = queue.SimpleQueue()
+        # Sessions another master resumed (their mount failed over to it): forget them
+        # here without ending them, or their kept-open files would be freed under them.
+        self.moved: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._acks: dict[int, set[int]] = {}
         self._acks_lock = threading.Lock()
         self._alive: dict[int, float] = {}          # master id -> last seen (wall seconds)
@@ -152,6 +164,11 @@ class PeerLink:
         with self._acks_lock:
             self._acks.pop(seq, None)
 
+    def session_moved(self, session: int) -> None:
+        """Tell the other masters this one now holds `session` (a mount failed over)."""
+        self._pub.execute("SELECT pg_notify(%s, %s)",
+                          (BREAKS, encode_moved(self.master_id, session)))
+
     def ack(self, origin: int, seq: int) -> None:
         self._pub.execute("SELECT pg_notify(%s, %s)", (ACKS, f"{origin} {seq} {self.master_id}"))
 
@@ -194,7 +211,12 @@ class PeerLink:
         self._link = None
 
     def _heard(self, channel: str, payload: str) -> None:
-        if channel == BREAKS:
+        if channel == BREAKS and '"moved"' in payload:
+            body = json.loads(payload)
+            if body["o"] != self.master_id:
+                self.moved.put(body["moved"])
+                self._on_break()
+        elif channel == BREAKS:
             origin, seq, keys = decode_keys(payload)
             if origin != self.master_id:
                 self.breaks.put((origin, seq, keys))
