@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 VOLUME_RPC_BASE_S = 5.0
 VOLUME_RPC_PER_BYTE_S = 1e-6
 VOLUME_RPC_TIMEOUT_S = 30.0  # the cap
+DEADLINE_SLACK_S = 1.0       # past a write's deadline, stop waiting for gRPC to say so
 _WRITE_NEEDLE = "/kelp.volume.Volume/WriteNeedle"
 _DATA_TAG = b"\x22"  # WriteRequest.data: field 4, length-delimited
 
@@ -79,8 +80,16 @@ class VolumePool:
                 response_deserializer=volume_pb2.WriteResponse.FromString)
             with self._lock:
                 self._write[address] = method
+        future = method.future(serialized, timeout=timeout)
         try:
-            return method(serialized, timeout=timeout)
+            return future.result(timeout=timeout + DEADLINE_SLACK_S)
+        except grpc.FutureTimeoutError:
+            # A peer that went silent mid-send (its host cut off): gRPC reports the deadline
+            # only when TCP gives up on the connection (keepalive's 20 s), so the gateway
+            # gives up on time itself. The channel is left alone: closing a stuck one blocks.
+            future.cancel()
+            raise FsError(errno.ETIMEDOUT, f"WriteNeedle to {address}: no answer within "
+                                           f"{timeout:.1f} s") from None
         except grpc.RpcError as e:
             if _code(e) == grpc.StatusCode.UNAVAILABLE:
                 with self._lock:
