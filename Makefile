@@ -44,9 +44,11 @@ status: install
 	$(VENV)/bin/kelp status
 
 # --durations: the 20 slowest tests, so the suite's 15-minute budget can be watched in CI logs.
-# KELP_REQUIRE_POSTGRES: deps installed the server, so its tests must run, not skip.
+# As root, deps installed PostgreSQL and iproute2 and network namespaces can be made: the
+# PostgreSQL and multi-host tests must then run, not skip (KELP_REQUIRE_*).
 test: install
-	KELP_REQUIRE_POSTGRES=$$([ "$$(id -u)" = 0 ] && echo 1 || echo 0) \
+	ROOT=$$([ "$$(id -u)" = 0 ] && echo 1 || echo 0); \
+	KELP_REQUIRE_POSTGRES=$$ROOT KELP_REQUIRE_NETNS=$$ROOT \
 		$(PY) -m pytest -q --durations=20 $(PYTEST_ARGS)
 
 test-unit: install

@@ -610,6 +610,8 @@ def network_for(request, tmp_path: Path, hosts: int = 4) -> Network:
     first when the test failed); skips the test when namespaces cannot be made here."""
     import pytest
     reason = unavailable_reason()
+    if reason and os.environ.get("KELP_REQUIRE_NETNS") == "1":
+        pytest.fail(f"multi-host tests: {reason}, and KELP_REQUIRE_NETNS=1")
     if reason:
         pytest.skip(f"multi-host tests: {reason}")
     network = Network(tmp_path / "net", hosts)

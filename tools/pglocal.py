@@ -47,6 +47,10 @@ class LocalPostgres:
     durable: bool = True
     base: str = ""
     port: int = 0
+    listen: str = "127.0.0.1"     # the address it serves (a test host's, in a namespace)
+    trust: str = ""               # a network (CIDR) whose clients it also trusts
+    # Runs the server's commands inside something, e.g. `nsenter --net=...` (a test host).
+    prefix: list[str] = field(default_factory=list)
     _as_user: list[str] = field(default_factory=list)
 
     def start(self) -> LocalPostgres:
@@ -59,8 +63,12 @@ class LocalPostgres:
         data = os.path.join(self.base, "data")
         self._run([os.path.join(bindir, "initdb"), "-D", data, "-A", "trust", "-U", SUPERUSER,
                    "-E", "UTF8", "--locale=C", "--no-sync"])
-        self.port = free_port()
-        settings = [f"-p {self.port}", f"-k {self.base}", "-c listen_addresses=127.0.0.1",
+        if self.trust:
+            with open(os.path.join(data, "pg_hba.conf"), "a") as fh:
+                fh.write(f"host all all {self.trust} trust\n")
+        self.port = self.port or free_port()
+        settings = [f"-p {self.port}", f"-k {self.base}",
+                    f"-c listen_addresses={self.listen}",
                     "-c max_connections=200", "-c shared_buffers=128MB"]
         if not self.durable:
             settings += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
@@ -70,7 +78,7 @@ class LocalPostgres:
         return self
 
     def _run(self, argv: list[str]) -> None:
-        done = subprocess.run(self._as_user + argv, capture_output=True, text=True,
+        done = subprocess.run(self.prefix + self._as_user + argv, capture_output=True, text=True,
                               timeout=120, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"{os.path.basename(argv[0])} failed: "
@@ -78,7 +86,8 @@ class LocalPostgres:
 
     def dsn(self, dbname: str = "postgres", **options: str) -> str:
         extra = "".join(f"&{k}={v}" for k, v in options.items())
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}?sslmode=disable{extra}"
+        return (f"postgresql://{SUPERUSER}@{self.listen}:{self.port}/{dbname}"
+                f"?sslmode=disable{extra}")
 
     def create_database(self, name: str) -> str:
         """A new, empty database; its DSN."""

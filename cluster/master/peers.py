@@ -51,10 +51,13 @@ TICK_S = 0.5          # row refresh, leadership attempts, liveness checks
 ALIVE_S = 3.0         # a master whose row is older than this is dead
 FORGET_S = 600.0      # the leader deletes rows of masters dead this long
 MAX_PAYLOAD = 7900    # NOTIFY payloads must stay under 8000 bytes
-# Server-side keepalives of the link connection: a leader cut off from the database loses
-# its lock within about idle + interval * count seconds.
+# How the server notices that the link connection's master is gone when nothing tells it (its
+# host was cut off: no FIN, no RST), so that the advisory lock is released: keepalives when
+# the connection is idle (about idle + interval * count seconds), tcp_user_timeout (ms) when
+# the server has something unacknowledged in flight to it (a notification), where keepalives
+# do not apply and TCP would otherwise retransmit for many minutes.
 KEEPALIVE = {"tcp_keepalives_idle": 2, "tcp_keepalives_interval": 1,
-             "tcp_keepalives_count": 3}
+             "tcp_keepalives_count": 3, "tcp_user_timeout": 5000}
 
 
 def encode_keys(origin: int, seq: int, keys: Keys) -> str:
