@@ -46,10 +46,14 @@ status: install
 # --durations: the 20 slowest tests, so the suite's 15-minute budget can be watched in CI logs.
 # As root, deps installed PostgreSQL and iproute2 and network namespaces can be made: the
 # PostgreSQL and multi-host tests must then run, not skip (KELP_REQUIRE_*).
+# -n 2 --dist loadfile: two pytest workers, each taking whole test files. Most integration
+# tests wait on the network, FUSE and timers rather than on a core, so two of them overlap
+# well on two cores; whole files keep a file's shared cluster in one worker.
+TEST_JOBS ?= 2
 test: install
 	ROOT=$$([ "$$(id -u)" = 0 ] && echo 1 || echo 0); \
 	KELP_REQUIRE_POSTGRES=$$ROOT KELP_REQUIRE_NETNS=$$ROOT \
-		$(PY) -m pytest -q --durations=20 $(PYTEST_ARGS)
+		$(PY) -m pytest -q --durations=20 -n $(TEST_JOBS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: install
 	$(PY) -m pytest -q tests/unit $(PYTEST_ARGS)
