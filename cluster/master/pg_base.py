@@ -23,9 +23,11 @@ close() needs; `durable` batches need nothing more).
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import random
+import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,9 +37,11 @@ from typing import Any
 import psycopg
 from psycopg import errors as pgerrors
 
-from cluster.master import pg_schema, schema
-from cluster.master.sql_rows import SqlRows
-from cluster.master.store import MetadataStore, StoreConflict
+from cluster.common.errors import FsError
+from cluster.master import paths, pg_schema, schema
+from cluster.master.schema import ROOT_INO
+from cluster.master.sql_rows import ATTR_COLS_I, SqlRows
+from cluster.master.store import Attr, MetadataStore, StoreConflict
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +157,18 @@ def retrying_methods(cls: type) -> type:
     return cls
 
 
+# The inodes along a path in one statement (a round trip per name otherwise): depth k is
+# the inode parts[:k] names. It goes on from an inode only while that one is a directory,
+# so it stops after the first missing name and after the first name that is not a directory.
+_CHAIN = (
+    "WITH RECURSIVE w(depth, ino, mode) AS ("
+    " SELECT 0, ino, mode FROM inodes WHERE ino = ?"
+    " UNION ALL SELECT w.depth + 1, e.ino, i.mode FROM w"
+    " JOIN entries e ON e.parent = w.ino AND e.name = (?::text[])[w.depth + 1]"
+    " JOIN inodes i ON i.ino = e.ino"
+    f" WHERE w.depth < ? AND (w.mode & {0o170000}) = {stat.S_IFDIR})")
+
+
 class PostgresBase(SqlRows):
     """The connections and transactions of a MetadataStore over PostgreSQL."""
 
@@ -192,6 +208,41 @@ class PostgresBase(SqlRows):
             conn = st.conn = PgConn(raw)
         return conn
 
+    # ------------------------------------------------------------ paths in one round trip
+
+    def _chain(self, c: PgConn, parts: list[str]) -> list[tuple[int, int]]:
+        """(ino, mode) of the root and of each name of `parts` in turn, as far as they go."""
+        return c.execute(_CHAIN + " SELECT ino, mode FROM w ORDER BY depth",
+                         (ROOT_INO, parts, len(parts))).fetchall()
+
+    def _end_of(self, c: PgConn, parts: list[str], path: str) -> tuple[int, int]:
+        """The (ino, mode) `parts` names: ENOTDIR if the way passes a non-directory, ENOENT
+        if a name is missing (the errors SqlRows._walk and _resolve give, in that order)."""
+        chain = self._chain(c, parts)
+        ino, mode = chain[-1]
+        if len(chain) <= len(parts):
+            raise FsError(errno.ENOENT if stat.S_ISDIR(mode) else errno.ENOTDIR, path)
+        return ino, mode
+
+    def _walk(self, c: Any, parts: list[str], path: str) -> int:
+        if not parts:
+            return ROOT_INO
+        ino, mode = self._end_of(c, parts, path)
+        if not stat.S_ISDIR(mode):
+            raise FsError(errno.ENOTDIR, path)
+        return ino
+
+    def _resolve(self, c: Any, path: str) -> int:
+        parts = paths.split(path)
+        return self._end_of(c, parts, path)[0] if parts else ROOT_INO
+
+    def walk(self, path: str) -> list[Attr]:
+        with self._tx(write=False) as c:
+            rows = c.execute(_CHAIN + f" SELECT {ATTR_COLS_I} FROM w JOIN inodes i"
+                             " ON i.ino = w.ino ORDER BY w.depth",
+                             (ROOT_INO, paths.split(path), len(paths.split(path)))).fetchall()
+        return [Attr(*row) for row in rows]
+
     def _alloc_ino(self, c: Any) -> int:
         """Inode numbers come from a block this master reserved in a transaction of its own
         (the counter row is not written by every create, where every master's creates
@@ -229,7 +280,8 @@ class PostgresBase(SqlRows):
             try:
                 yield conn
                 conn.execute("RELEASE op")
-                conn.sync()   # this operation's errors are its own, not the next one's
+                if write:   # a read has had its answers, so its errors, already
+                    conn.sync()   # this operation's errors are its own, not the next one's
             except BaseException as e:
                 if isinstance(e, RETRYABLE):
                     st.doomed = True    # the batch cannot commit: StoreConflict at its end

@@ -66,7 +66,6 @@ class SqlRows(MetadataStore):
     def _tx(self, write: bool = True) -> Any:
         raise NotImplementedError
 
-
     def _attr(self, c: Conn, ino: int, what: str = "") -> Attr:
         row = c.execute(f"SELECT {ATTR_COLS} FROM inodes WHERE ino=?", (ino,)).fetchone()
         if row is None:
