@@ -53,11 +53,11 @@ FORGET_S = 600.0      # the leader deletes rows of masters dead this long
 MAX_PAYLOAD = 7900    # NOTIFY payloads must stay under 8000 bytes
 # How the server notices that the link connection's master is gone when nothing tells it (its
 # host was cut off: no FIN, no RST), so that the advisory lock is released: keepalives when
-# the connection is idle (about idle + interval * count seconds), tcp_user_timeout (ms) when
+# the connection is idle (idle + interval * count: 3 s), tcp_user_timeout (ms) when
 # the server has something unacknowledged in flight to it (a notification), where keepalives
 # do not apply and TCP would otherwise retransmit for many minutes.
-KEEPALIVE = {"tcp_keepalives_idle": 2, "tcp_keepalives_interval": 1,
-             "tcp_keepalives_count": 3, "tcp_user_timeout": 5000}
+KEEPALIVE = {"tcp_keepalives_idle": 1, "tcp_keepalives_interval": 1,
+             "tcp_keepalives_count": 2, "tcp_user_timeout": 3000}
 
 
 def encode_keys(origin: int, seq: int, keys: Keys) -> str:
