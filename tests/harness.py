@@ -123,6 +123,18 @@ class Mount:
 # ---------------------------------------------------------------- fault-injection helpers
 # (used by tests/integration/test_faults.py and test_fuzz.py; nothing above depends on them)
 
+def proc_wchar(pid: int) -> int:
+    """Bytes process `pid` has written so far (0 once it is gone): how far a writer got."""
+    try:
+        with open(f"/proc/{pid}/io") as fh:
+            for line in fh:
+                if line.startswith("wchar:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def sha256_of(data: bytes) -> str:
     import hashlib
     return hashlib.sha256(data).hexdigest()

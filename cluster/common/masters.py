@@ -35,6 +35,7 @@ from typing import TypeVar
 import grpc
 
 from cluster.common.retry import Backoff
+from cluster.common.rpc import ChannelCache
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,7 @@ class MasterPool:
         self._stub_class = stub_class
         self._lock = threading.Lock()
         self._index = 0
-        self._channels: dict[str, grpc.Channel] = {}
-        self._stubs: dict[str, object] = {}
+        self._channels = ChannelCache(channel_factory)   # one channel per master, made once
         self.moves = 0
         # (old, new) -> None, called by the thread that moved the pool, outside any lock.
         self.on_move: list[Callable[[str, str], None]] = []
@@ -138,17 +138,12 @@ class MasterPool:
 
     def stub(self, address: str | None = None):
         """The stub (of stub_class) for `address` (default: the current master), made once."""
-        address = address or self.current
-        stub = self._stubs.get(address)
-        if stub is None:
-            with self._lock:
-                stub = self._stubs.get(address)
-                if stub is None:
-                    assert self._factory is not None, "a pool without channels"
-                    assert self._stub_class is not None, "a pool without stubs"
-                    channel = self._channels[address] = self._factory(address)
-                    stub = self._stubs[address] = self._stub_class(channel)
-        return stub
+        return self._channels.stub(address or self.current, self._stub_class or object)
+
+    def set_stubs(self, stubs: dict[str, object]) -> None:
+        """Stand-in stubs by address (tests): no channel is made for those masters."""
+        for address, stub in stubs.items():
+            self._channels.preset(address, self._stub_class or object, stub)
 
     def move_from(self, address: str, why: str = "") -> bool:
         """Move to the master after `address` if `address` is still the current one; True if
@@ -207,12 +202,7 @@ class MasterPool:
                 raise
 
     def close(self) -> None:
-        with self._lock:
-            channels = list(self._channels.values())
-            self._channels.clear()
-            self._stubs.clear()
-        for channel in channels:
-            channel.close()
+        self._channels.close()
 
 
 def _code_name(e: grpc.RpcError) -> str:

@@ -78,6 +78,11 @@ class ChannelCache:
                 self._stubs[key] = stub
         return stub
 
+    def preset(self, address: str, stub_class: type, stub: object) -> None:
+        """Use `stub` for `address` from now on; no channel is made for it (a stand-in)."""
+        with self._lock:
+            self._stubs[(address, stub_class)] = stub
+
     def reset(self, address: str) -> None:
         with self._lock:
             ch = self._channels.pop(address, None)

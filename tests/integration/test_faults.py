@@ -38,6 +38,7 @@ from tests.harness import (
     can_mount_tmpfs,
     fid_holders,
     kelp,
+    proc_wchar,
     referenced_needles,
     sha256_of,
     tmpfs,
@@ -155,17 +156,6 @@ def make_source(path: Path, mib: int) -> str:
             fh.write(piece)
             h.update(piece)
     return h.hexdigest()
-
-
-def proc_wchar(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/io") as fh:
-            for line in fh:
-                if line.startswith("wchar:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 # ---------------------------------------------------------------- (a) volume server killed

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests import netns
-from tests.harness import file_sha256, sha256_of, wait_until
+from tests.harness import file_sha256, proc_wchar, sha256_of, wait_until
 from tests.integration.mountutil import needs_fuse
 from tools.local_cluster import pid_alive
 
@@ -69,18 +69,6 @@ def make_source(path: Path, mib: int) -> str:
             fh.write(block)
             h.update(block)
     return h.hexdigest()
-
-
-def proc_wchar(pid: int) -> int:
-    """Bytes `pid` has written so far (0 once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/io") as fh:
-            for line in fh:
-                if line.startswith("wchar:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
 
 
 def log_count(proc: netns.Proc, text: str) -> int:

@@ -237,7 +237,7 @@ class FakeStub:
 
 def client_with(stubs: dict[str, FakeStub], **kw) -> MasterClient:
     mc = MasterClient(",".join(stubs), **kw)
-    mc.pool._stubs.update(stubs)   # no channel is made for an address with a stub
+    mc.pool.set_stubs(stubs)   # no channel is made for an address with a stub
     return mc
 
 
@@ -340,9 +340,10 @@ def test_suspect_probes_in_the_background_and_moves_only_from_a_silent_master():
         time.sleep(0.01)
     time.sleep(0.05)
     assert mc.address == "b:2"
-    single = client_with({"a:1": FakeStub(ClusterStatus=DOWN)})
+    alone = FakeStub(ClusterStatus=DOWN)
+    single = client_with({"a:1": alone})
     single.suspect("a:1")                  # one master: never probed, never moved
-    assert single.pool._stubs["a:1"].calls == []
+    assert alone.calls == []
 
 
 # ---------------------------------------------------------------- the gateway's calls
@@ -351,7 +352,7 @@ def test_gateway_assign_moves_from_a_follower_at_once():
     calls = MasterCalls("a:1,b:2", channel_factory=None)  # type: ignore[arg-type]
     follower = FakeStub(Assign=FOLLOWER)
     leader = FakeStub(Assign=master_pb2.AssignResponse())
-    calls.pool._stubs.update({"a:1": follower, "b:2": leader})
+    calls.pool.set_stubs({"a:1": follower, "b:2": leader})
     started = time.monotonic()
     call_master(calls.Assign, master_pb2.AssignRequest(count=1), what="assign", patience=5)
     assert time.monotonic() - started < 0.04      # no back-off before the leader
@@ -359,8 +360,8 @@ def test_gateway_assign_moves_from_a_follower_at_once():
     assert leader.calls == ["Assign"]
     assert calls.pool.current == "b:2"
     # Every master down: EIO after the patience, naming the cause.
-    calls.pool._stubs.update({"a:1": FakeStub(CommitChunks=DOWN),
-                              "b:2": FakeStub(CommitChunks=DOWN)})
+    calls.pool.set_stubs({"a:1": FakeStub(CommitChunks=DOWN),
+                          "b:2": FakeStub(CommitChunks=DOWN)})
     with pytest.raises(FsError) as info:
         call_master(calls.CommitChunks, master_pb2.CommitRequest(), what="commit",
                     patience=0.2)
