@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.targets import FuseProcessTarget
+from bench.targets import ClusterMount
 from tools.local_cluster import REPO_ROOT, ClusterLayout, LocalCluster
 from tools.pglocal import LocalPostgres
 
@@ -36,22 +36,6 @@ CONFIGS = [
     ("postgresql, 3 masters, 3 mounts", "postgresql", 3, 3),
 ]
 DATA = os.urandom(4096)
-
-
-class PinnedMount(FuseProcessTarget):
-    """A mount of the cluster that talks to one master (`--master` of that one alone)."""
-    label = "KelpFS"
-
-    def __init__(self, cluster: LocalCluster, master: str, where: Path):
-        super().__init__()
-        self.cluster, self.master = cluster, master
-        self.mountpoint = where
-        self.log = where.with_suffix(".log")
-        where.mkdir(parents=True, exist_ok=True)
-
-    def command(self) -> list[str]:
-        return [sys.executable, str(REPO_ROOT / "mount.py"), str(self.mountpoint),
-                "--master", self.master, "--gateway", self.cluster.gateway_addr]
 
 
 def _parallel(fns) -> float:
@@ -97,11 +81,11 @@ def one_run(work: Path, store: str, n_masters: int, n_mounts: int, files: int,
                            masters=n_masters, meta=meta)
     cluster = LocalCluster(layout)
     cluster.plan()
-    mounts: list[PinnedMount] = []
+    mounts: list[ClusterMount] = []
     try:
         cluster.start(timeout=90)
         masters = [cluster.nodes[n].grpc_address for n in cluster.master_names()]
-        mounts = [PinnedMount(cluster, masters[k % len(masters)], work / f"mnt{k}")
+        mounts = [ClusterMount(cluster, work / f"mnt{k}", masters[k % len(masters)])
                   for k in range(n_mounts)]
         for m in mounts:
             m.mount()

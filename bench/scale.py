@@ -64,12 +64,11 @@ from pathlib import Path
 import psycopg
 import zmq
 
-from bench.targets import drop_page_cache
+from bench.targets import ClusterMount, drop_page_cache
 from cluster.master.callbacks import CallbackTable
 from cluster.master.sessions import SessionTable
 from fusefs.master_client import MasterClient
 from protos import master_pb2
-from tests.harness import Mount
 from tools.local_cluster import REPO_ROOT, ClusterLayout, LocalCluster, children_of
 from tools.pglocal import LocalPostgres
 
@@ -284,7 +283,7 @@ class Stack:
                                heartbeat_interval=0.5, meta=meta)
         self.cluster = LocalCluster(layout)
         self.cluster.plan()
-        self.mount: Mount | None = None
+        self.mount: ClusterMount | None = None
         self.mountpoint = work / "mnt"
 
     def start(self) -> Stack:
@@ -299,13 +298,14 @@ class Stack:
     def mutation_address(self) -> str:
         return self.cluster.nodes[self.cluster.layout.master_name].zmq_address
 
-    def start_mount(self) -> Mount:
-        self.mount = Mount(self.cluster, self.mountpoint).start(timeout=60)
+    def start_mount(self) -> ClusterMount:
+        self.mount = ClusterMount(self.cluster, self.mountpoint)
+        self.mount.mount(timeout=60)
         return self.mount
 
     def stop_mount(self) -> None:
         if self.mount is not None:
-            self.mount.stop()
+            self.mount.unmount()
             self.mount = None
 
     def mount_pid(self) -> int:

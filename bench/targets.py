@@ -229,6 +229,25 @@ class PassthroughTarget(FuseProcessTarget):
             return "unknown"
 
 
+class ClusterMount(FuseProcessTarget):
+    """A mount of a running LocalCluster (bench/masters.py, bench/scale.py), given `master`
+    (one address or a list; default: the cluster's)."""
+    label = "KelpFS"
+
+    def __init__(self, cluster: LocalCluster, where: Path, master: str = ""):
+        super().__init__()
+        self.cluster, self.master = cluster, master or cluster.master_addr
+        self.mountpoint = where
+        self.log = where.with_suffix(".log")
+        where.mkdir(parents=True, exist_ok=True)
+
+    def command(self) -> list[str]:
+        tls = self.cluster.layout.tls_dir
+        return [sys.executable, str(REPO_ROOT / "mount.py"), str(self.mountpoint),
+                "--master", self.master, "--gateway", self.cluster.gateway_addr,
+                *(["--tls-dir", tls] if tls else [])]
+
+
 class KelpTarget(FuseProcessTarget):
     name = "kelpfs"
     label = "KelpFS"

@@ -537,7 +537,7 @@ class MutationServer:
             replies = []
             found: list[tuple[int, Keys]] = []
             try:
-                with self.store.batch(durable=durable):
+                with self.store.batch(durable=durable, size=len(batch)):
                     for peer, m in batch:
                         replies.append(self._apply_one(peer, m, found))
                 break

@@ -40,7 +40,7 @@ from psycopg import errors as pgerrors
 from cluster.common.errors import FsError
 from cluster.master import paths, pg_schema, schema
 from cluster.master.schema import ROOT_INO
-from cluster.master.sql_rows import ATTR_COLS_I, SqlRows
+from cluster.master.sql_rows import ATTR_COLS, ATTR_COLS_I, SqlRows
 from cluster.master.store import Attr, MetadataStore, StoreConflict
 
 log = logging.getLogger(__name__)
@@ -236,12 +236,29 @@ class PostgresBase(SqlRows):
         parts = paths.split(path)
         return self._end_of(c, parts, path)[0] if parts else ROOT_INO
 
+    def _read1(self, sql: str, params: tuple) -> list[Any]:
+        """The rows of one statement: one snapshot by itself (no BEGIN and COMMIT, so one
+        round trip), or part of the batch's transaction inside one."""
+        return self._conn().execute(sql, params).fetchall()
+
     def walk(self, path: str) -> list[Attr]:
-        with self._tx(write=False) as c:
-            rows = c.execute(_CHAIN + f" SELECT {ATTR_COLS_I} FROM w JOIN inodes i"
-                             " ON i.ino = w.ino ORDER BY w.depth",
-                             (ROOT_INO, paths.split(path), len(paths.split(path)))).fetchall()
-        return [Attr(*row) for row in rows]
+        parts = paths.split(path)
+        return [Attr(*row) for row in self._read1(
+            _CHAIN + f" SELECT {ATTR_COLS_I} FROM w JOIN inodes i ON i.ino = w.ino"
+            " ORDER BY w.depth", (ROOT_INO, parts, len(parts)))]
+
+    def getattr(self, path: str) -> Attr:
+        """One statement: the walk, whose last step is the answer when it got all the way."""
+        chain = self.walk(path)
+        if len(chain) <= len(paths.split(path)):
+            raise FsError(errno.ENOENT if chain[-1].is_dir else errno.ENOTDIR, path)
+        return chain[-1]
+
+    def getattr_ino(self, ino: int) -> Attr:
+        rows = self._read1(f"SELECT {ATTR_COLS} FROM inodes WHERE ino=?", (ino,))
+        if not rows:
+            raise FsError(errno.ENOENT, f"inode {ino}")
+        return Attr(*rows[0])
 
     def _alloc_ino(self, c: Any) -> int:
         """Inode numbers come from a block this master reserved in a transaction of its own
@@ -261,6 +278,10 @@ class PostgresBase(SqlRows):
     def _depth(self) -> int:
         return getattr(self._local, "depth", 0)
 
+    @property
+    def _alone(self) -> bool:
+        return getattr(self._local, "alone", False)
+
     def close(self) -> None:
         with self._all_lock:
             conns, self._all = self._all, []
@@ -274,6 +295,20 @@ class PostgresBase(SqlRows):
         transaction instead, so a failing operation rolls back alone."""
         st = self._local
         conn = self._conn()
+        if self._depth() and self._alone:
+            # The batch's only operation: its transaction is the operation's, so no
+            # savepoint; a failure makes the batch roll back instead of commit.
+            st.depth += 1
+            try:
+                yield conn
+            except BaseException as e:
+                st.undo = True
+                if isinstance(e, RETRYABLE):
+                    st.doomed = True
+                raise
+            finally:
+                st.depth -= 1
+            return
         if self._depth():
             st.depth += 1
             conn.execute("SAVEPOINT op")
@@ -319,7 +354,7 @@ class PostgresBase(SqlRows):
             yield
 
     @contextmanager
-    def batch(self, durable: bool = False) -> Iterator[None]:
+    def batch(self, durable: bool = False, size: int = 0) -> Iterator[None]:
         """Group commit, as SQLiteStore.batch: every call inside runs in its own savepoint of
         one SERIALIZABLE transaction. If any of them, or the commit, lost a race with another
         master, the whole batch is rolled back and StoreConflict raised: the caller applies
@@ -330,14 +365,14 @@ class PostgresBase(SqlRows):
             try:
                 with conn.pipelined():
                     conn.execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
-                    st.depth, st.doomed = 1, False
+                    st.depth, st.doomed, st.undo, st.alone = 1, False, False, size == 1
                     try:
                         yield
                     finally:
-                        st.depth = 0
+                        st.depth, st.alone = 0, False
                     if st.doomed:
                         raise StoreConflict("a concurrent transaction of another master won")
-                    conn.execute("COMMIT")
+                    conn.execute("ROLLBACK" if st.undo else "COMMIT")
             except RETRYABLE as e:
                 conn.rollback()
                 raise StoreConflict(str(e)) from e

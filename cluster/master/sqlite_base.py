@@ -82,7 +82,7 @@ class SQLiteBase(SqlRows):
             yield
 
     @contextmanager
-    def batch(self, durable: bool = False) -> Iterator[None]:
+    def batch(self, durable: bool = False, size: int = 0) -> Iterator[None]:
         """Group commit: every store call made inside runs in its own savepoint of one
         transaction, committed once at the end (one WAL append, one sync instead of one per
         operation). With `durable`, the commit reaches stable storage before this returns

@@ -95,9 +95,10 @@ class MetadataStore(abc.ABC):
     """What the master needs from a metadata backend. Paths are absolute; errors are FsError."""
 
     @contextmanager
-    def batch(self, durable: bool = False) -> Iterator[None]:
-        """Group commit of the calls made inside (see SQLiteStore.batch). This default runs
-        each call as its own transaction, which keeps every promise but the speed."""
+    def batch(self, durable: bool = False, size: int = 0) -> Iterator[None]:
+        """Group commit of the calls made inside (see SQLiteStore.batch); `size`, when known,
+        is how many operations it holds (1 lets a backend skip the savepoints). This default
+        runs each call as its own transaction, which keeps every promise but the speed."""
         yield
 
     @contextmanager
