@@ -427,12 +427,12 @@ class MutationServer:
                 log.info("session %x moved to another master: forgotten here", sid)
                 self._forget_session(sid)
         while self.peers is not None and not self.peers.breaks.empty():
-            origin, seq, keys = self.peers.breaks.get_nowait()
+            origin, seq, part, keys = self.peers.breaks.get_nowait()
             with self.store.between_commits():
                 drops = self.callbacks.take(keys, but=0)
             if drops:
                 self._break(drops)
-            self.peers.ack(origin, seq)
+            self.peers.ack(origin, seq, part)
 
     def hold_changes_for_lease_from(self, wall_s: float) -> None:
         """Apply no change before a lease has passed since `wall_s` (time.time()): a master

@@ -20,8 +20,8 @@ changed (paths, trees, inodes: callbacks.Keys); every other master breaks the ca
 own sessions hold on them, waits for their acknowledgements as it does for its own changes,
 and NOTIFYs `kelp_acks`. The committing master answers the batch only when every live master
 acknowledged (or died, or a lease went by), which is what makes a change seen by every other
-mount's next call, whichever master that mount talks to. A payload larger than NOTIFY takes
-becomes a break of everything ("/" as a tree): correct, just more work for the caches.
+mount's next call, whichever master that mount talks to. A notice longer than one NOTIFY
+payload (8,000 bytes) goes in parts, each acknowledged on its own.
 
 A mount whose master stopped answering resumes its session, same id, on another master,
 which tells the others (`session_moved`): a master that only lost sight of that mount
@@ -60,19 +60,38 @@ KEEPALIVE = {"tcp_keepalives_idle": 1, "tcp_keepalives_interval": 1,
              "tcp_keepalives_count": 2, "tcp_user_timeout": 3000}
 
 
-def encode_keys(origin: int, seq: int, keys: Keys) -> str:
-    body = {"o": origin, "s": seq, "p": sorted(keys.paths), "t": sorted(keys.trees),
-            "i": sorted(keys.inos)}
-    text = json.dumps(body, separators=(",", ":"))
-    if len(text.encode()) > MAX_PAYLOAD:
-        text = json.dumps({"o": origin, "s": seq, "p": [], "t": ["/"], "i": []})
-    return text
+def encode_notices(origin: int, seq: int, keys: Keys) -> list[str]:
+    """What a commit changed as NOTIFY payloads of at most MAX_PAYLOAD bytes each: parts
+    0..n-1 of notice `seq`, every part acknowledged on its own. A single key too long for a
+    payload of its own (a path of thousands of bytes, escaped) makes its part a break of
+    everything: never fewer keys than were changed."""
+    items = ([("p", p) for p in sorted(keys.paths)] + [("t", t) for t in sorted(keys.trees)]
+             + [("i", i) for i in sorted(keys.inos)])
+    parts: list[dict[str, list]] = []
+    size = MAX_PAYLOAD
+    for kind, key in items:
+        cost = len(json.dumps(key, ensure_ascii=False).encode()) + 1
+        if not parts or size + cost > MAX_PAYLOAD - 200:   # 200: the envelope
+            parts.append({"p": [], "t": [], "i": []})
+            size = 0
+        parts[-1][kind].append(key)
+        size += cost
+    parts = parts or [{"p": [], "t": [], "i": []}]
+    out = []
+    for n, body in enumerate(parts):
+        text = json.dumps({"o": origin, "s": seq, "n": n, **body}, ensure_ascii=False,
+                          separators=(",", ":"))
+        if len(text.encode()) > MAX_PAYLOAD:
+            text = json.dumps({"o": origin, "s": seq, "n": n, "p": [], "t": ["/"], "i": []})
+        out.append(text)
+    return out
 
 
-def decode_keys(text: str) -> tuple[int, int, Keys]:
+def decode_keys(text: str) -> tuple[int, int, int, Keys]:
+    """(origin, seq, part, keys) of one notice."""
     body = json.loads(text)
-    return body["o"], body["s"], Keys(paths=set(body["p"]), trees=set(body["t"]),
-                                      inos=set(body["i"]))
+    return body["o"], body["s"], body.get("n", 0), Keys(
+        paths=set(body["p"]), trees=set(body["t"]), inos=set(body["i"]))
 
 
 def encode_moved(origin: int, session: int) -> str:
@@ -96,11 +115,12 @@ class PeerLink:
         self._on_break = on_break
         self._on_peer_dead = on_peer_dead
         self.leader = False
-        self.breaks: queue.SimpleQueue[tuple[int, int, Keys]] = queue.SimpleQueue()
+        self.breaks: queue.SimpleQueue[tuple[int, int, int, Keys]] = queue.SimpleQueue()
         # Sessions another master resumed (their mount failed over to it): forget them
         # here without ending them, or their kept-open files would be freed under them.
         self.moved: queue.SimpleQueue[int] = queue.SimpleQueue()
-        self._acks: dict[int, set[int]] = {}
+        self._acks: dict[int, set[tuple[int, int]]] = {}    # seq -> {(master, part)}
+        self._parts: dict[int, int] = {}                    # seq -> parts it was sent in
         self._acks_lock = threading.Lock()
         self._alive: dict[int, float] = {}          # master id -> last seen (wall seconds)
         self._leader_address = ""
@@ -153,27 +173,34 @@ class PeerLink:
         """Tell every other master what a commit changed; (seq, masters that must ack)."""
         self._seq += 1
         others = {m for m in self.live_masters() if m != self.master_id}
+        notices = encode_notices(self.master_id, self._seq, keys)
         with self._acks_lock:
             self._acks[self._seq] = set()
-        self._pub.execute("SELECT pg_notify(%s, %s)",
-                          (BREAKS, encode_keys(self.master_id, self._seq, keys)))
+            self._parts[self._seq] = len(notices)
+        for text in notices:
+            self._pub.execute("SELECT pg_notify(%s, %s)", (BREAKS, text))
         return self._seq, others
 
     def acked(self, seq: int) -> set[int]:
+        """The masters that acknowledged every part of notice `seq`."""
         with self._acks_lock:
-            return set(self._acks.get(seq, ()))
+            got = self._acks.get(seq, set())
+            parts = self._parts.get(seq, 1)
+        return {m for m, _ in got if sum(1 for who, _ in got if who == m) >= parts}
 
     def done(self, seq: int) -> None:
         with self._acks_lock:
             self._acks.pop(seq, None)
+            self._parts.pop(seq, None)
 
     def session_moved(self, session: int) -> None:
         """Tell the other masters this one now holds `session` (a mount failed over)."""
         self._pub.execute("SELECT pg_notify(%s, %s)",
                           (BREAKS, encode_moved(self.master_id, session)))
 
-    def ack(self, origin: int, seq: int) -> None:
-        self._pub.execute("SELECT pg_notify(%s, %s)", (ACKS, f"{origin} {seq} {self.master_id}"))
+    def ack(self, origin: int, seq: int, part: int = 0) -> None:
+        self._pub.execute("SELECT pg_notify(%s, %s)",
+                          (ACKS, f"{origin} {seq} {self.master_id} {part}"))
 
     # ------------------------------------------------------------ the link thread
 
@@ -220,16 +247,16 @@ class PeerLink:
                 self.moved.put(body["moved"])
                 self._on_break()
         elif channel == BREAKS:
-            origin, seq, keys = decode_keys(payload)
+            origin, seq, part, keys = decode_keys(payload)
             if origin != self.master_id:
-                self.breaks.put((origin, seq, keys))
+                self.breaks.put((origin, seq, part, keys))
                 self._on_break()
         elif channel == ACKS:
-            origin, seq, who = (int(x) for x in payload.split())
+            origin, seq, who, part = (int(x) for x in payload.split())
             if origin == self.master_id:
                 with self._acks_lock:
                     if seq in self._acks:
-                        self._acks[seq].add(who)
+                        self._acks[seq].add((who, part))
                 self._on_break()
 
     def _tick(self) -> None:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from cluster.master.callbacks import Keys
-from cluster.master.peers import MAX_PAYLOAD, decode_keys, encode_keys, encode_moved
+from cluster.master.peers import MAX_PAYLOAD, decode_keys, encode_moved, encode_notices
 from cluster.master.pg_base import _pg_sql
 
 T = pytest.mark.timeout(10)
@@ -16,19 +16,32 @@ T = pytest.mark.timeout(10)
 @T
 def test_break_notice_round_trips():
     keys = Keys(paths={"/a/b", "/é"}, trees={"/a"}, inos={7, 9})
-    origin, seq, back = decode_keys(encode_keys(41, 3, keys))
-    assert (origin, seq) == (41, 3)
+    [text] = encode_notices(41, 3, keys)
+    origin, seq, part, back = decode_keys(text)
+    assert (origin, seq, part) == (41, 3, 0)
     assert back == keys
 
 
 @T
-def test_a_notice_too_large_for_notify_breaks_everything():
-    keys = Keys(paths={f"/dir/{'x' * 200}{i}" for i in range(100)})
-    text = encode_keys(1, 2, keys)
+def test_a_notice_larger_than_one_payload_goes_in_parts_that_lose_no_key():
+    keys = Keys(paths={f"/dir/{'x' * 200}{i}" for i in range(100)}, inos=set(range(500)))
+    texts = encode_notices(1, 2, keys)
+    assert len(texts) > 1
+    assert all(len(t.encode()) <= MAX_PAYLOAD for t in texts)
+    back = Keys()
+    for n, text in enumerate(texts):
+        _, seq, part, got = decode_keys(text)
+        assert (seq, part) == (2, n)
+        back.update(got)
+    assert back == keys
+
+
+@T
+def test_one_key_too_long_for_any_payload_breaks_everything():
+    keys = Keys(paths={"/" + "\u0001" * 3000})
+    [text] = encode_notices(1, 2, keys)
     assert len(text.encode()) <= MAX_PAYLOAD
-    _, _, back = decode_keys(text)
-    assert back.trees == {"/"}   # a break of everything: never fewer than were changed
-    assert not back.paths
+    assert decode_keys(text)[3].trees == {"/"}
 
 
 @T
