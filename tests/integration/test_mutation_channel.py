@@ -31,9 +31,9 @@ class Counting(SQLiteStore):
 
     batches = 0
 
-    def batch(self, durable=False):
+    def batch(self, durable=False, size=0):
         type(self).batches += 1
-        return super().batch(durable)
+        return super().batch(durable, size)
 
 
 @pytest.fixture
