@@ -7,7 +7,7 @@ with the other one: existing files read back with their sha256, new files are wr
 works, each within a bounded time. The CLI with a list whose first master is dead works, and
 a malformed list is refused in one line.
 
-The processes are started here (tools/local_cluster.py runs one master); every one is
+The processes are started here, one by one with their own flags; every one is
 stopped by its pid at teardown, and the mount is unmounted (fusermount3 -u, then the lazy
 forms).
 """
