@@ -21,11 +21,10 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 from bench.targets import ClusterMount
+from bench.workloads import run_parallel
 from tools.local_cluster import REPO_ROOT, ClusterLayout, LocalCluster
 from tools.pglocal import LocalPostgres
 
@@ -36,27 +35,6 @@ CONFIGS = [
     ("postgresql, 3 masters, 3 mounts", "postgresql", 3, 3),
 ]
 DATA = os.urandom(4096)
-
-
-def _parallel(fns) -> float:
-    """Run the callables at once, one thread each; the seconds until the last is done."""
-    errors: list[BaseException] = []
-
-    def run(fn):
-        try:
-            fn()
-        except BaseException as e:
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(fn,)) for fn in fns]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return time.perf_counter() - t0
 
 
 def _create(d: Path, n: int) -> None:
@@ -90,12 +68,12 @@ def one_run(work: Path, store: str, n_masters: int, n_mounts: int, files: int,
         for m in mounts:
             m.mount()
         share = files // n_mounts
-        seconds = _parallel([lambda m=m, k=k: _create(m.mountpoint / f"d{k}", share)
+        seconds = run_parallel([lambda m=m, k=k: _create(m.mountpoint / f"d{k}", share)
                              for k, m in enumerate(mounts)])
         out = {"create (files/s)": share * n_mounts / seconds}
         for m in mounts:
             m.cold()
-        seconds = _parallel([lambda m=m, k=k: _stat(m.mountpoint / f"d{k}", share)
+        seconds = run_parallel([lambda m=m, k=k: _stat(m.mountpoint / f"d{k}", share)
                              for k, m in enumerate(mounts)])
         out["stat cold (files/s)"] = share * n_mounts / seconds
         return out

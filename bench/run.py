@@ -18,10 +18,7 @@ bench/results/quick.json only.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import shutil
 import statistics
 import sys
@@ -37,7 +34,7 @@ from rich.table import Table
 from bench import workloads as W
 from bench.floors import describe as describe_floors
 from bench.floors import measure_floors
-from bench.targets import TARGETS, KelpTarget, Target, drop_page_cache
+from bench.targets import TARGETS, KelpTarget, Target, drop_page_cache, host_facts
 
 BENCH_DIR = Path(__file__).resolve().parent
 DOC = BENCH_DIR.parent / "docs" / "bench.md"
@@ -98,13 +95,6 @@ def floors_or_error(work: Path) -> tuple[dict[str, float], str]:
 def machine_facts(targets: dict[str, Target], sizes: W.Sizes, source: tuple[int, int],
                   args: argparse.Namespace, can_drop: bool,
                   floors: tuple[dict[str, float], str] = ({}, "")) -> dict:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo
-                        if line.startswith("model name")), "")
-    except OSError:
-        cpu = ""
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     versions = {}
     for name, t in targets.items():
         try:
@@ -112,9 +102,7 @@ def machine_facts(targets: dict[str, Target], sizes: W.Sizes, source: tuple[int,
         except Exception as e:
             versions[name] = f"unknown ({e})"
     return {
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem / (1 << 30), 1),
-        "kernel": platform.release(), "python": platform.python_version(),
+        **host_facts(),
         "kelpfs_commit": versions.get("kelpfs") or KelpTarget().version(),
         "seaweedfs_version": versions.get("seaweedfs", ""),
         "juicefs_version": versions.get("juicefs", ""),

@@ -42,11 +42,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import itertools
 import json
 import os
-import platform
 import random
 import re
 import shutil
@@ -64,7 +62,8 @@ from pathlib import Path
 import psycopg
 import zmq
 
-from bench.targets import ClusterMount, drop_page_cache
+from bench.targets import ClusterMount, KelpTarget, drop_page_cache, host_facts
+from bench.workloads import run_parallel
 from cluster.master.callbacks import CallbackTable
 from cluster.master.sessions import SessionTable
 from fusefs.master_client import MasterClient
@@ -534,13 +533,7 @@ def threaded_rate(paths: list[str], fn, threads: int = 4) -> dict:
             except Exception as e:
                 failures.append(f"{p}: {e}")
 
-    ts = [threading.Thread(target=work, args=(c,)) for c in chunks]
-    t0 = time.monotonic()
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    took = time.monotonic() - t0
+    took = run_parallel([lambda c=c: work(c) for c in chunks])
     if failures:
         raise RuntimeError(f"{len(failures)} stats failed, e.g. {failures[:3]}")
     return {"n": len(paths), "threads": threads, "seconds": round(took, 3),
@@ -610,23 +603,11 @@ def callback_memory(entries: int) -> dict:
 
 def machine() -> dict:
     try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh
-                        if line.startswith("model name")), "")
-    except OSError:
-        cpu = ""
-    try:
         debian = Path("/etc/debian_version").read_text().strip()
     except OSError:
         debian = ""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=str(REPO_ROOT),
-                            capture_output=True, text=True, check=False).stdout.strip()
-    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "nproc": os.cpu_count(), "cpu": cpu, "debian": debian,
-            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-                                / 2**30, 1),
-            "kernel": platform.release(), "python": platform.python_version(),
-            "loadavg_at_start": os.getloadavg(), "kelpfs_commit": commit}
+    return {**host_facts(), "debian": debian, "loadavg_at_start": os.getloadavg(),
+            "kelpfs_commit": KelpTarget().version()}
 
 
 def run_postgres(args: argparse.Namespace, work: Path, result: dict) -> None:

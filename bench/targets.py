@@ -17,8 +17,10 @@ workload that hangs in the file system (kills the mount process, so blocked syst
 """
 from __future__ import annotations
 
+import datetime
 import importlib.metadata
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -29,6 +31,20 @@ from bench.juicefs import JuiceFS, juicefs_version
 from bench.seaweed import SeaweedFS, weed_version
 from tools.local_cluster import REPO_ROOT, ClusterLayout, LocalCluster
 from tools.mounts import unmount
+
+
+def host_facts() -> dict:
+    """The machine a run measured: date, cores, CPU model, memory, kernel, Python."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo
+                        if line.startswith("model name")), "")
+    except OSError:
+        cpu = ""
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {"date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "nproc": os.cpu_count(), "cpu": cpu, "memory_gib": round(mem / (1 << 30), 1),
+            "kernel": platform.release(), "python": platform.python_version()}
 
 
 def drop_page_cache() -> bool:

@@ -20,7 +20,7 @@ import random
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +92,29 @@ METRICS: dict[str, Metric] = {
 def _timed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()
+    return time.perf_counter() - t0
+
+
+def run_parallel(fns: Iterable[Callable[[], object]]) -> float:
+    """Run the callables at once, one thread each; the seconds until the last is done. The
+    first exception any of them raised is raised here, once all are done."""
+    import threading
+    errors: list[BaseException] = []
+
+    def run(fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(fn,)) for fn in fns]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
     return time.perf_counter() - t0
 
 
@@ -296,32 +319,17 @@ def parallel_creates(ctx: Context, threads: int = 8) -> dict[str, float]:
     """`small_files` files of 4 KiB created by `threads` threads at once in one mount, each in
     a directory of its own: how far the mount and the servers overlap independent writers
     (the single-thread rate is the small-files create row)."""
-    import threading
     n, data = ctx.sizes.small_files, _block()[:ctx.sizes.small_size]
     dirs = [ctx.root / "parallel" / f"t{t}" for t in range(threads)]
     for d in dirs:
         d.mkdir(parents=True)
-    errors: list[BaseException] = []
 
     def work(d: Path) -> None:
-        try:
-            for i in range(n // threads):
-                with open(d / f"f{i:05d}", "wb") as fh:
-                    fh.write(data)
-        except BaseException as e:
-            errors.append(e)
+        for i in range(n // threads):
+            with open(d / f"f{i:05d}", "wb") as fh:
+                fh.write(data)
 
-    def create() -> None:
-        workers = [threading.Thread(target=work, args=(d,)) for d in dirs]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        os.sync()
-
-    seconds = _timed(create)
-    if errors:
-        raise errors[0]
+    seconds = run_parallel([lambda d=d: work(d) for d in dirs]) + _timed(os.sync)
     return {"8 threads: create (files/s)": (n // threads) * threads / seconds}
 
 

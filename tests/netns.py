@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from tools.mounts import is_mounted
+from tools.mounts import unmount
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NETNS_DIR = Path("/run/netns")
@@ -192,18 +192,6 @@ class MountProc(Proc):
         """Unmount, which ends the mount's process; SIGTERM only if the unmount failed."""
         if not unmount(self.mountpoint):
             super().terminate()
-
-
-def unmount(path: Path) -> bool:
-    """Unmount a FUSE mount: fusermount3 -u, then fusermount -u, then umount -l as the last
-    resort (a mount whose process is gone or that is still busy); True when it is gone."""
-    for cmd in (["fusermount3", "-u"], ["fusermount", "-u"], ["umount", "-l"]):
-        if not is_mounted(path):
-            return True
-        if shutil.which(cmd[0]):
-            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                run([*cmd, str(path)], check=False)
-    return not is_mounted(path)
 
 
 # ---------------------------------------------------------------- hosts and the network

@@ -30,6 +30,7 @@ open after unlink stay (they are freed when the session ends where it lives now)
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -123,6 +124,7 @@ class PeerLink:
         self._parts: dict[int, int] = {}                    # seq -> parts it was sent in
         self._acks_lock = threading.Lock()
         self._alive: dict[int, float] = {}          # master id -> last seen (wall seconds)
+        self._addresses: dict[int, str] = {}        # master id -> its gRPC address
         self._leader_address = ""
         self._seq = 0
         self._stop = threading.Event()
@@ -160,12 +162,10 @@ class PeerLink:
         now = time.time()
         return [m for m, seen in self._alive.items() if now - seen < ALIVE_S]
 
-    def masters(self) -> list[tuple[str, bool]]:
-        """(gRPC address, leads) of every live master, this one included."""
-        rows = self._pub.execute(
-            "SELECT grpc_address, leader FROM masters WHERE seen_ns > %s ORDER BY grpc_address",
-            (time.time_ns() - int(ALIVE_S * 1e9),)).fetchall()
-        return [(r[0], bool(r[1])) for r in rows]
+    def live_addresses(self) -> list[str]:
+        """The gRPC addresses of every live master, this one included, as of the last tick
+        (ClusterStatus answers from memory, not with a query each)."""
+        return sorted(self._addresses[m] for m in self.live_masters() if m in self._addresses)
 
     # ------------------------------------------------------------ breaks (mutation thread)
 
@@ -184,9 +184,9 @@ class PeerLink:
     def acked(self, seq: int) -> set[int]:
         """The masters that acknowledged every part of notice `seq`."""
         with self._acks_lock:
-            got = self._acks.get(seq, set())
+            got = collections.Counter(who for who, _ in self._acks.get(seq, ()))
             parts = self._parts.get(seq, 1)
-        return {m for m, _ in got if sum(1 for who, _ in got if who == m) >= parts}
+        return {m for m, n in got.items() if n >= parts}
 
     def done(self, seq: int) -> None:
         with self._acks_lock:
@@ -282,6 +282,7 @@ class PeerLink:
                             ).fetchall()
         before = set(self.live_masters())
         self._alive = {r[0]: r[1] / 1e9 for r in rows}
+        self._addresses = {r[0]: r[3] for r in rows}
         self._leader_address = next((r[3] for r in rows if r[2]), "")
         for gone in before - set(self.live_masters()):
             log.warning("master %x stopped answering (last seen %.1fs ago)", gone,

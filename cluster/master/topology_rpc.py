@@ -132,5 +132,5 @@ class TopologyRpc:
             pending_deletions=self.store.pending_deletions(),
             mutation_address=self.mutation_address, inline_max=self.opts.inline_max,
             leader=self.peers.leader_address() if self.peers else "",
-            masters=[address for address, _ in self.peers.masters()] if self.peers else [],
+            masters=self.peers.live_addresses() if self.peers else [],
         )
